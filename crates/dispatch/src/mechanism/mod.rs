@@ -1,0 +1,304 @@
+//! The contract every mechanism implements, and the table that names them.
+//!
+//! # The contract
+//!
+//! * `register(fd, token, interest)` declares interest in a descriptor the caller owns and keeps
+//!   open; a descriptor is registered at most once (a second register is `AlreadyExists`).
+//! * `reregister(fd, token, interest)` replaces the token and interest of a registered descriptor
+//!   (and re-arms a one-shot registration).
+//! * `deregister(fd)` removes it. The caller deregisters *before* it closes the descriptor.
+//! * `wait(events, timeout)` clears `events`, blocks until at least one event, the timeout
+//!   (`None` = forever, `Some(0)` = just look) or an interruption, and fills `events` with at most
+//!   its capacity. Returning early with no events is allowed (EINTR, a wake); callers loop.
+//! * An event is only reported for a registration that is live when `wait` returns, under the
+//!   token of *that* registration: a notice queued for a descriptor that was deregistered (or
+//!   closed) never reaches the caller under a later registration that reuses the number (nginx's
+//!   instance bit, libev's generation counter). Within one returned batch, the caller handles
+//!   the order of its own deregistrations.
+//! * Where [`Dispatcher::events_are_hints`] is true, a notice may be stale or spurious (edge
+//!   triggers, signals); the caller reads or writes until `EAGAIN` and treats `EAGAIN` as normal.
+//!   Every caller should do so anyway.
+//!
+//! A mechanism that cannot do something returns `InvalidInput` with a sentence saying why; it
+//! never degrades silently.
+
+pub mod devpoll;
+pub mod epoll;
+pub mod poll;
+pub mod select;
+
+use crate::{Counters, Events, Interest, Token};
+use std::fmt;
+use std::io;
+use std::os::fd::RawFd;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How a mechanism reports a descriptor that stays ready.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// Reported on every wait while ready.
+    Level,
+    /// Reported when it becomes ready (a hint; drain until `EAGAIN`).
+    Edge,
+    /// Reported once, then disarmed until `reregister`.
+    Oneshot,
+}
+
+/// A switch between modes, for mechanisms that have modes (the hybrid).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ModeSwitch {
+    /// Time since the dispatcher was opened.
+    pub at: Duration,
+    /// The mode switched to.
+    pub to: &'static str,
+    /// Why (e.g. "signal queue overflow", "batch above threshold").
+    pub reason: &'static str,
+}
+
+/// The readiness contract (see the module docs).
+pub trait Dispatcher: Send {
+    /// Which mechanism this is.
+    fn mechanism(&self) -> Mechanism;
+
+    /// Declares interest in `fd` under `token`.
+    fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()>;
+
+    /// Replaces the token and interest of a registered `fd` (and re-arms a one-shot one).
+    fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()>;
+
+    /// Removes `fd` from the interest set.
+    fn deregister(&mut self, fd: RawFd) -> io::Result<()>;
+
+    /// Waits for events (see the module docs); returns how many were stored in `events`.
+    fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize>;
+
+    /// Registers a listening socket so that one ready connection wakes one waiter among the
+    /// processes or threads sharing it (`EPOLLEXCLUSIVE`). Only epoll can; the rest refuse.
+    fn register_exclusive(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        let _ = (fd, token, interest);
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} cannot register a descriptor exclusively: EPOLLEXCLUSIVE exists only for epoll",
+                self.mechanism()
+            ),
+        ))
+    }
+
+    /// How notices are triggered.
+    fn trigger(&self) -> Trigger;
+
+    /// Whether a notice may be stale or spurious, so the caller must read until `EAGAIN`.
+    fn events_are_hints(&self) -> bool {
+        self.trigger() != Trigger::Level
+    }
+
+    /// The largest descriptor *number* plus one this mechanism accepts, if it has such a limit.
+    fn max_fds(&self) -> Option<usize> {
+        None
+    }
+
+    /// How many descriptors are registered.
+    fn len(&self) -> usize;
+
+    /// Whether nothing is registered.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What it has done so far.
+    fn counters(&self) -> Counters;
+
+    /// Mode switches so far, oldest first (empty for mechanisms without modes).
+    fn switches(&self) -> Vec<ModeSwitch> {
+        Vec::new()
+    }
+}
+
+/// Options some mechanisms read; the rest ignore them.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Options {
+    /// `devpoll`: a record for a registered descriptor ORs its events into the interest (as
+    /// Solaris does) instead of replacing it.
+    pub devpoll_or: bool,
+}
+
+#[allow(clippy::derivable_impls)] // fields with non-zero defaults arrive with later mechanisms
+impl Default for Options {
+    fn default() -> Self {
+        Options { devpoll_or: false }
+    }
+}
+
+macro_rules! mechanisms {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal, $facility:literal; )*) => {
+        /// Every mechanism, by the name the command line uses.
+        #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+        pub enum Mechanism {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Mechanism {
+            /// All of them, in table order.
+            pub const ALL: &'static [Mechanism] = &[$(Mechanism::$variant),*];
+
+            /// The command-line name.
+            pub const fn name(self) -> &'static str {
+                match self { $(Mechanism::$variant => $name,)* }
+            }
+
+            /// The kernel facility it is built on.
+            pub const fn facility(self) -> &'static str {
+                match self { $(Mechanism::$variant => $facility,)* }
+            }
+        }
+    };
+}
+
+mechanisms! {
+    /// select(2) with the `fd_set` rebuilt every call.
+    Select = "select", "select(2)";
+    /// poll(2) with the `pollfd` array kept in user space and passed whole.
+    Poll = "poll", "poll(2)";
+    /// The `/dev/poll` programming model over an in-kernel interest set (epoll).
+    Devpoll = "devpoll", "/dev/poll model (write + DP_POLL) on epoll";
+    /// epoll, level-triggered.
+    Epoll = "epoll", "epoll (level)";
+    /// epoll, edge-triggered.
+    EpollEt = "epoll-et", "epoll (EPOLLET)";
+    /// epoll, one-shot.
+    EpollOneshot = "epoll-oneshot", "epoll (EPOLLONESHOT)";
+}
+
+impl Mechanism {
+    /// Opens a dispatcher of this kind.
+    pub fn open(self, options: &Options) -> io::Result<Box<dyn Dispatcher>> {
+        Ok(match self {
+            Mechanism::Select => Box::new(select::Select::new()),
+            Mechanism::Poll => Box::new(poll::Poll::new()),
+            Mechanism::Devpoll => Box::new(devpoll::DevPoll::open(options.devpoll_or)?),
+            Mechanism::Epoll => Box::new(epoll::Epoll::new(Trigger::Level)?),
+            Mechanism::EpollEt => Box::new(epoll::Epoll::new(Trigger::Edge)?),
+            Mechanism::EpollOneshot => Box::new(epoll::Epoll::new(Trigger::Oneshot)?),
+        })
+    }
+
+    /// Whether this is a completion (proactor) interface rather than a readiness one.
+    pub const fn is_completion_based(self) -> bool {
+        false
+    }
+
+    /// Checks that this kernel supports the mechanism right now, by opening it once.
+    pub fn probe(self) -> io::Result<()> {
+        self.open(&Options::default()).map(drop)
+    }
+
+    /// The names, comma-separated, for error messages.
+    pub fn names() -> String {
+        Self::ALL.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+impl fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error for a name that is not a mechanism.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownMechanism(pub String);
+
+impl fmt::Display for UnknownMechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown mechanism '{}': expected one of {}", self.0, Mechanism::names())
+    }
+}
+
+impl std::error::Error for UnknownMechanism {}
+
+impl FromStr for Mechanism {
+    type Err = UnknownMechanism;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mechanism::ALL
+            .iter()
+            .copied()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| UnknownMechanism(s.to_string()))
+    }
+}
+
+/// A table indexed by descriptor number, for the mechanisms that map descriptors to their own
+/// records in user space. Descriptors are small dense integers, so a vector beats a hash map.
+#[derive(Debug)]
+pub(crate) struct FdTable<T> {
+    slots: Vec<Option<T>>,
+    len: usize,
+}
+
+impl<T> FdTable<T> {
+    pub(crate) fn new() -> Self {
+        FdTable { slots: Vec::new(), len: 0 }
+    }
+
+    pub(crate) fn get(&self, fd: RawFd) -> Option<&T> {
+        usize::try_from(fd).ok().and_then(|i| self.slots.get(i)).and_then(Option::as_ref)
+    }
+
+    pub(crate) fn get_mut(&mut self, fd: RawFd) -> Option<&mut T> {
+        usize::try_from(fd).ok().and_then(|i| self.slots.get_mut(i)).and_then(Option::as_mut)
+    }
+
+    /// Inserts; returns the previous value.
+    pub(crate) fn insert(&mut self, fd: RawFd, value: T) -> Option<T> {
+        let i = usize::try_from(fd).expect("negative descriptor");
+        if i >= self.slots.len() {
+            self.slots.resize_with(i + 1, || None);
+        }
+        let old = self.slots[i].replace(value);
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    pub(crate) fn remove(&mut self, fd: RawFd) -> Option<T> {
+        let old =
+            usize::try_from(fd).ok().and_then(|i| self.slots.get_mut(i)).and_then(Option::take);
+        if old.is_some() {
+            self.len -= 1;
+        }
+        old
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Checks a descriptor number before it is registered.
+pub(crate) fn check_fd(fd: RawFd) -> io::Result<()> {
+    if fd < 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid descriptor {fd}"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn already_registered(fd: RawFd) -> io::Error {
+    io::Error::new(io::ErrorKind::AlreadyExists, format!("descriptor {fd} is already registered"))
+}
+
+pub(crate) fn not_registered(fd: RawFd) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("descriptor {fd} is not registered"))
+}

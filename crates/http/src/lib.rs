@@ -1,0 +1,1 @@
+//! ioscale-http: not built yet; its issue fills this crate.

@@ -1,0 +1,1 @@
+//! ioscale-lab: not built yet; its issue fills this crate.

@@ -1,0 +1,1 @@
+//! ioscale-load: not built yet; its issue fills this crate.

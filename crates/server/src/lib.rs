@@ -1,0 +1,1 @@
+//! ioscale-server: not built yet; its issue fills this crate.

@@ -1,0 +1,129 @@
+//! Subcommands: raw arguments become typed plans here, then each subcommand runs its library.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use ioscale_dispatch::{overhead, Mechanism, Options};
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Scalable network I/O on Linux: every event-dispatch mechanism, measured.
+#[derive(Parser, Debug)]
+#[command(name = "ioscale", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Cost of one wait-and-dispatch cycle vs idle descriptors, per mechanism (no HTTP).
+    Overhead(OverheadArgs),
+    /// List every mechanism, its kernel facility and whether this kernel supports it now.
+    Mechanisms {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct OverheadArgs {
+    /// Mechanisms to compare, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',', value_parser = parse_mechanism)]
+    mechanisms: Vec<Mechanism>,
+    /// Idle connection counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,100,1000,10000")]
+    idle: Vec<usize>,
+    /// Rounds per point (the median is reported).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    rounds: u64,
+    /// Milliseconds of cycling per round.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    round_ms: u64,
+    /// Print one JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses a mechanism name; an unknown one lists the valid names.
+pub fn parse_mechanism(s: &str) -> Result<Mechanism, String> {
+    s.parse::<Mechanism>().map_err(|e| e.to_string())
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Overhead(a) => overhead_cmd(a),
+        Command::Mechanisms { json } => mechanisms_cmd(json),
+    }
+}
+
+fn overhead_cmd(a: OverheadArgs) -> Result<ExitCode> {
+    let mechanisms = if a.mechanisms.is_empty() { Mechanism::ALL.to_vec() } else { a.mechanisms };
+    if a.idle.is_empty() {
+        bail!("--idle needs at least one count, e.g. --idle 0,1000,10000");
+    }
+    let cfg = overhead::Config {
+        mechanisms,
+        idle: a.idle,
+        rounds: a.rounds as usize,
+        round_time: Duration::from_millis(a.round_ms),
+        options: Options::default(),
+    };
+    let quiet = a.json;
+    let points = overhead::run(&cfg, |msg| {
+        if !quiet {
+            eprint!("\r\x1b[K{msg}");
+        }
+    })
+    .context("dispatch overhead measurement failed")?;
+    if !quiet {
+        eprint!("\r\x1b[K");
+    }
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &points)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", overhead::table(&points))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mechanisms_cmd(json: bool) -> Result<ExitCode> {
+    let rows: Vec<serde_json::Value> = Mechanism::ALL
+        .iter()
+        .map(|m| {
+            let probe = m.probe();
+            serde_json::json!({
+                "name": m.name(),
+                "facility": m.facility(),
+                "kind": if m.is_completion_based() { "completion" } else { "readiness" },
+                "max_fds": m.open(&Options::default()).ok().and_then(|d| d.max_fds()),
+                "supported": probe.is_ok(),
+                "reason": probe.err().map(|e| e.to_string()),
+            })
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "{:<16} {:<11} {:<10} {:<10} facility", "name", "kind", "supported", "max fd")?;
+    for r in rows {
+        writeln!(
+            out,
+            "{:<16} {:<11} {:<10} {:<10} {}{}",
+            r["name"].as_str().unwrap_or(""),
+            r["kind"].as_str().unwrap_or(""),
+            if r["supported"].as_bool() == Some(true) { "yes" } else { "no" },
+            r["max_fds"].as_u64().map_or("-".to_string(), |n| format!("< {n}")),
+            r["facility"].as_str().unwrap_or(""),
+            r["reason"].as_str().map_or(String::new(), |s| format!(" ({s})")),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
