@@ -252,28 +252,30 @@ pub struct Counters {
 
 /// Wakes a thread blocked in [`Dispatcher::wait`] from any other thread.
 ///
-/// It is an eventfd registered like any other descriptor, so it works on every mechanism with no
-/// mechanism-specific code: [`Waker::wake`] makes it readable; the waiting thread sees an event
-/// with the waker's token and calls [`Waker::reset`].
+/// It is a pipe whose read end is registered like any other descriptor, so it works on every
+/// mechanism with no mechanism-specific code (a pipe, unlike an eventfd, also delivers `O_ASYNC`
+/// signals, which the RT-signal mechanisms need): [`Waker::wake`] makes it readable; the waiting
+/// thread sees an event with the waker's token and calls [`Waker::reset`].
 #[derive(Debug)]
 pub struct Waker {
     fd: OwnedFd,
+    tx: OwnedFd,
     token: Token,
 }
 
 impl Waker {
     /// Creates the eventfd and registers it on `dispatcher` under `token`.
     pub fn new(dispatcher: &mut dyn Dispatcher, token: Token) -> io::Result<Waker> {
-        let fd = sys::eventfd()?;
+        let (fd, tx) = sys::pipe()?;
         dispatcher.register(fd.as_raw_fd(), token, Interest::READABLE)?;
-        Ok(Waker { fd, token })
+        Ok(Waker { fd, tx, token })
     }
 
     /// Makes the waker readable; safe to call from any thread, any number of times.
     pub fn wake(&self) -> io::Result<()> {
-        match sys::write(self.fd.as_raw_fd(), &1u64.to_ne_bytes()) {
+        match sys::write(self.tx.as_raw_fd(), &[1u8]) {
             Ok(_) => Ok(()),
-            // The counter is saturated: it is readable already.
+            // The pipe is full: it is readable already.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
             Err(e) => Err(e),
         }
@@ -281,11 +283,14 @@ impl Waker {
 
     /// Consumes pending wakes and, on mechanisms that disarm after a notice, re-arms.
     pub fn reset(&self, dispatcher: &mut dyn Dispatcher) -> io::Result<()> {
-        let mut b = [0u8; 8];
-        match sys::read(self.fd.as_raw_fd(), &mut b) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+        let mut b = [0u8; 64];
+        loop {
+            match sys::read(self.fd.as_raw_fd(), &mut b) {
+                Ok(n) if n == b.len() => continue,
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
         }
         if dispatcher.trigger() == Trigger::Oneshot {
             dispatcher.reregister(self.fd.as_raw_fd(), self.token, Interest::READABLE)?;
@@ -293,7 +298,7 @@ impl Waker {
         Ok(())
     }
 
-    /// The waker's descriptor.
+    /// The registered (read) end's descriptor.
     pub fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

@@ -146,6 +146,13 @@ pub fn eventfd() -> io::Result<OwnedFd> {
     syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)).map(owned)
 }
 
+/// A non-blocking, close-on-exec pipe: (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut p = [0 as libc::c_int; 2];
+    syscall!(pipe2(p.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC))?;
+    Ok((owned(p[0]), owned(p[1])))
+}
+
 /// `read(2)` into `buf`.
 pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len())).map(|n| n as usize)
