@@ -17,6 +17,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the papers' experiments on this machine and draw their figures (the main job).
+    Lab(crate::lab_cmd::LabArgs),
     /// Cost of one wait-and-dispatch cycle vs idle descriptors, per mechanism (no HTTP).
     Overhead(OverheadArgs),
     /// List every mechanism, its kernel facility and whether this kernel supports it now.
@@ -54,6 +56,7 @@ pub fn parse_mechanism(s: &str) -> Result<Mechanism, String> {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Lab(a) => crate::lab_cmd::run(a),
         Command::Overhead(a) => overhead_cmd(a),
         Command::Mechanisms { json } => mechanisms_cmd(json),
     }

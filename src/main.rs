@@ -2,6 +2,7 @@
 //! exit code (0 success, 1 runtime failure, 2 bad usage — clap's own).
 
 mod cli;
+mod lab_cmd;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -1,1 +1,15 @@
-//! ioscale-lab: not built yet; its issue fills this crate.
+//! ioscale-lab: the papers' experiments as data, run on this machine, drawn as their figures.
+//!
+//! Experiments are TOML files under `experiments/` ([`spec`]); the runner ([`run`]) starts the
+//! server and the load generator as separate processes pinned to separate cores, measures the
+//! server's CPU from the kernel's accounting, and appends every point as one JSON line
+//! ([`record`]); the report ([`report`]) draws each reproduced figure with the paper's axes and
+//! captions it with what the paper found beside what this run found.
+
+#![deny(missing_docs)]
+
+pub mod record;
+pub mod report;
+pub mod run;
+pub mod spec;
+pub mod sys;

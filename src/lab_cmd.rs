@@ -1,0 +1,87 @@
+//! `ioscale lab`: run the experiments, list them, or re-render a report.
+
+use anyhow::{bail, Result};
+use ioscale_lab::{run, spec};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `ioscale lab [list | report DIR | NAME...] [--full] [--out DIR] [--resume]`.
+#[derive(clap::Args, Debug)]
+pub struct LabArgs {
+    /// `list` shows the experiments; `report DIR` re-renders a report; otherwise the names of
+    /// experiments to run (all when none).
+    #[arg(value_name = "list | report DIR | EXPERIMENT")]
+    what: Vec<String>,
+    /// Run the papers' full grids instead of the quick suite.
+    #[arg(long)]
+    full: bool,
+    /// Where results and the report go.
+    #[arg(long, default_value = "lab-out")]
+    out: PathBuf,
+    /// Continue a run: skip the points already in OUT/results.jsonl.
+    #[arg(long)]
+    resume: bool,
+    /// Where the experiment files are.
+    #[arg(long, default_value = "experiments")]
+    experiments: PathBuf,
+}
+
+fn experiments_dir(given: &PathBuf) -> PathBuf {
+    if given.is_dir() {
+        return given.clone();
+    }
+    // Run from elsewhere: fall back to the source tree the binary was built from.
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    if given == &PathBuf::from("experiments") && built.is_dir() {
+        built
+    } else {
+        given.clone()
+    }
+}
+
+/// Runs the subcommand.
+pub fn run(a: LabArgs) -> Result<ExitCode> {
+    let dir = experiments_dir(&a.experiments);
+    let mut out = std::io::stdout().lock();
+    match a.what.first().map(String::as_str) {
+        Some("list") => {
+            let exps = spec::load_dir(&dir)?;
+            for e in exps {
+                let q = e.plan(spec::Which::Quick).points().len();
+                let f = e.plan(spec::Which::Full).points().len();
+                writeln!(out, "{:<18} {:<55} [{} | quick {q} / full {f} points]", e.name, e.summary, e.reproduces)?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some("report") => {
+            let Some(d) = a.what.get(1) else { bail!("lab report needs the directory of a run, e.g. `ioscale lab report lab-out`") };
+            let (report, summary) = run::render_dir(&PathBuf::from(d), &dir)?;
+            writeln!(out, "report: {}\nsummary: {}", report.display(), summary.display())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let cfg = run::Config {
+        exe: std::env::current_exe()?,
+        experiments_dir: dir,
+        out: a.out,
+        which: if a.full { spec::Which::Full } else { spec::Which::Quick },
+        resume: a.resume,
+        only: a.what,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let o = run::run(&cfg)?;
+    writeln!(
+        out,
+        "{} points measured ({} skipped as already done, {} invalid or not measured){}\nresults: {}\nreport:  {}\nsummary: {}",
+        o.measured,
+        o.skipped,
+        o.invalid,
+        if o.interrupted { " — interrupted; continue with --resume" } else { "" },
+        o.results.display(),
+        o.report.display(),
+        o.summary.display()
+    )?;
+    Ok(if o.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}
