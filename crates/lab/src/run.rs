@@ -238,8 +238,9 @@ impl Ctx<'_> {
         }
     }
 
-    /// Why a mechanism cannot run here, if it cannot.
+    /// Why a mechanism cannot run here, if it cannot ("select+multi-accept" is select).
     pub(crate) fn unavailable(&self, mech: &str) -> Option<String> {
+        let mech = mech.split('+').next().unwrap_or(mech);
         match self.available.get(mech) {
             None => Some(format!("'{mech}' is not a mechanism of this ioscale build")),
             Some(why) => why.clone(),
@@ -282,7 +283,14 @@ pub fn run(cfg: &Config) -> Result<Outcome, Error> {
             interrupted = true;
             break;
         }
-        let plan = e.plan(cfg.which);
+        let mut plan = e.plan(cfg.which);
+        if e.kind == Kind::Http && e.nginx {
+            if ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().any(|p| Path::new(p).exists()) {
+                plan.mechanisms.push("nginx".into());
+            } else {
+                eprintln!("lab: {}: nginx is not installed; its reference line is skipped", e.name);
+            }
+        }
         let points: Vec<Point> = plan
             .points()
             .into_iter()

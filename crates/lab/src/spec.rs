@@ -162,6 +162,22 @@ pub struct Load {
     /// Run the points of each mechanism as one ramp against one server process (hybrid).
     #[serde(default)]
     pub ramp: bool,
+    /// How the request rate is offered: `sessions` (new connections at the rate, `calls`
+    /// requests each; httperf's way) or `periodic` (the `idle` connections themselves carry the
+    /// rate, each sending one request every idle/rate seconds; Chandra & Mosberger §3.1.1).
+    #[serde(default)]
+    pub mode: LoadMode,
+}
+
+/// How an `http` experiment offers its request rate.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadMode {
+    /// New connections at the rate, `calls` requests each.
+    #[default]
+    Sessions,
+    /// The persistent connections carry the rate.
+    Periodic,
 }
 
 /// One experiment file.
