@@ -1,0 +1,120 @@
+//! End to end: `ioscale lab` runs a tiny experiment from a TOML file, writes its JSON lines, and
+//! renders a report with one SVG per declared figure.
+
+use std::path::Path;
+use std::process::Command;
+
+const TINY: &str = r#"
+name = "tiny"
+summary = "tiny dispatch experiment for the end-to-end test"
+reproduces = "nothing (a test)"
+kind = "dispatch"
+mechanisms = ["epoll", "poll", "no-such-mechanism"]
+duration = 0.02
+rounds = 1
+[grid]
+idle = [0, 50]
+
+[[figure]]
+id = "cost"
+reproduces = "test figure 1"
+title = "cost"
+x = "idle"
+x_label = "idle"
+y = "ns_per_cycle"
+y_label = "ns"
+paper_finding = "flat for epoll"
+
+[[figure]]
+id = "ratio"
+reproduces = "test figure 2"
+title = "ratio"
+x = "idle"
+x_label = "idle"
+y = "ratio_to_smallest"
+y_label = "x"
+paper_finding = "1x for epoll"
+"#;
+
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("ioscale-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn lab(args: &[&str], exps: &Path, out: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ioscale"))
+        .arg("lab")
+        .args(args)
+        .arg("--experiments")
+        .arg(exps)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run ioscale lab")
+}
+
+#[test]
+fn tiny_dispatch_experiment_end_to_end() {
+    let exps = tmpdir("lab-exps");
+    let out = tmpdir("lab-out");
+    std::fs::write(exps.join("tiny.toml"), TINY).unwrap();
+
+    let list = lab(&["list"], &exps, &out);
+    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    assert!(String::from_utf8_lossy(&list.stdout).contains("tiny"));
+
+    let run = lab(&["tiny"], &exps, &out);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "lab failed: {stderr}");
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 6, "3 mechanisms x 2 idle counts");
+    for l in &lines {
+        assert_eq!(l["experiment"], "tiny");
+        assert!(l["machine"]["kernel"].as_str().unwrap().starts_with("Linux"), "{l}");
+        if l["mechanism"] == "no-such-mechanism" {
+            assert!(l["error"].as_str().unwrap().contains("not a mechanism"), "{l}");
+        } else {
+            assert!(l["error"].is_null(), "{l}");
+            assert!(l["metrics"]["ns_per_cycle"].as_f64().unwrap() > 0.0, "{l}");
+        }
+    }
+
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 2, "one SVG per declared figure");
+    assert!(html.contains("Reproduces test figure 1") && html.contains("Reproduces test figure 2"));
+    assert!(html.contains("This run:"));
+    assert!(std::fs::read_to_string(out.join("summary.md")).unwrap().contains("## tiny"));
+
+    // Resume skips every point already measured; report re-renders from the results alone.
+    let again = lab(&["tiny", "--resume"], &exps, &out);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 points measured (6 skipped"), "{}", String::from_utf8_lossy(&again.stdout));
+    std::fs::remove_file(out.join("report.html")).unwrap();
+    let report = Command::new(env!("CARGO_BIN_EXE_ioscale"))
+        .args(["lab", "report"])
+        .arg(&out)
+        .arg("--experiments")
+        .arg(&exps)
+        .output()
+        .unwrap();
+    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+    assert!(out.join("report.html").exists());
+}
+
+#[test]
+fn unknown_experiment_is_one_sentence() {
+    let exps = tmpdir("lab-exps2");
+    let out = tmpdir("lab-out2");
+    std::fs::write(exps.join("tiny.toml"), TINY).unwrap();
+    let run = lab(&["nope"], &exps, &out);
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("unknown experiment 'nope': expected one of tiny"), "{err}");
+}
