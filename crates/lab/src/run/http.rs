@@ -371,8 +371,24 @@ thread_local! {
 pub(super) fn run(ctx: &mut Ctx<'_>, plan: &Plan, points: &[Point]) -> Result<(), Error> {
     let root = docroot(&ctx.cfg.out)?;
     let needs_rate = points.iter().any(|p| p.params.contains_key("rate_fraction"));
-    let (capacity, note) =
-        if needs_rate { calibrate(ctx, plan, &root)? } else { (0.0, String::new()) };
+    let (capacity, note) = if needs_rate {
+        match calibrate(ctx, plan, &root) {
+            Ok(c) => c,
+            Err(e) if !sys::interrupted() => {
+                // Without a capacity no rate can be placed: every point says why, and the lab
+                // goes on with the next experiment.
+                for p in points {
+                    let mut rec = blank(plan, p, &ctx.machine);
+                    rec.error = Some(format!("calibration failed: {e}"));
+                    ctx.emit(rec)?;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        (0.0, String::new())
+    };
     if plan.exp.load.ramp {
         return run_ramp(ctx, plan, points, &root, capacity);
     }
@@ -393,7 +409,7 @@ pub(super) fn run(ctx: &mut Ctx<'_>, plan: &Plan, points: &[Point]) -> Result<()
         rec.params.insert("rate".into(), Value::Num(rate.round()));
         rec.metrics.insert("capacity".into(), capacity);
         if !note.is_empty() {
-            rec.lists.insert("calibration_note".into(), Vec::new());
+            rec.params.insert("calibration_note".into(), Value::Word(note.clone()));
         }
         ctx.message(format!(
             "{} {}",
