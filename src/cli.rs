@@ -27,6 +27,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Thundering herd: connect() cost and wakeups vs processes waiting on one listening socket.
+    Herd(HerdArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -59,6 +61,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Lab(a) => crate::lab_cmd::run(a),
         Command::Overhead(a) => overhead_cmd(a),
         Command::Mechanisms { json } => mechanisms_cmd(json),
+        Command::Herd(a) => herd_cmd(a),
     }
 }
 
@@ -127,6 +130,76 @@ fn mechanisms_cmd(json: bool) -> Result<ExitCode> {
             r["facility"].as_str().unwrap_or(""),
             r["reason"].as_str().map_or(String::new(), |s| format!(" ({s})")),
         )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+struct HerdArgs {
+    /// Herd sizes (processes waiting on the listening socket), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256,1024")]
+    waiters: Vec<usize>,
+    /// How each waits, comma-separated: select, poll, epoll, epoll-exclusive, reuseport (default: all).
+    #[arg(long = "wait-in", value_delimiter = ',', value_parser = parse_wait_in)]
+    wait_in: Vec<ioscale_herd::WaitIn>,
+    /// Duplicates of the listening socket in each waiter's wait set, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    dups: Vec<usize>,
+    /// Timed connections per point.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    connects: u64,
+    /// Untimed connections before them.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    warmup: u64,
+    /// Print one JSON array (a record per point, with the machine's facts) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses a `--wait-in` name; an unknown one lists the valid names.
+fn parse_wait_in(s: &str) -> Result<ioscale_herd::WaitIn, String> {
+    s.parse().map_err(|e: ioscale_herd::ParseWaitInError| e.to_string())
+}
+
+fn herd_cmd(a: HerdArgs) -> Result<ExitCode> {
+    let cfg = ioscale_herd::Config {
+        waiters: a.waiters,
+        wait_in: if a.wait_in.is_empty() { ioscale_herd::WaitIn::ALL.to_vec() } else { a.wait_in },
+        dups: a.dups,
+        connects: a.connects as usize,
+        warmup: a.warmup as usize,
+    };
+    ioscale_herd::install_interrupt_handler().context("installing the Ctrl-C handler")?;
+    let quiet = a.json;
+    let points = match ioscale_herd::run(&cfg, |msg| {
+        if !quiet {
+            eprint!("\r\x1b[K{msg}");
+        }
+    }) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+            eprintln!("\nioscale: {e}");
+            return Ok(ExitCode::from(130));
+        }
+        Err(e) => return Err(e).context("thundering-herd measurement failed"),
+    };
+    if !quiet {
+        eprint!("\r\x1b[K");
+    }
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &points)?;
+        writeln!(out)?;
+    } else {
+        if let Some(p) = points.first() {
+            let m = &p.machine;
+            writeln!(
+                out,
+                "# {} · Linux {} · {} · {} cores · RLIMIT_NOFILE {} · max waiters now {}",
+                p.date, m.kernel, m.cpu_model, m.cores, m.rlimit_nofile.0, m.max_waiters
+            )?;
+        }
+        write!(out, "{}", ioscale_herd::table(&points))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,332 @@
+//! ioscale-herd: the thundering-herd experiment (`ioscale herd`).
+//!
+//! Seed 004 ("Select is fundamentally broken", Majkowski 2017) forks N processes that all block
+//! in select() on one listening socket (optionally with the socket dup'ed ~1000 times in each
+//! one's wait set) and times a non-blocking `connect()` to it over loopback. Loopback processes
+//! the handshake inside the `connect()` call, so its duration includes the kernel waking every
+//! process waiting on the socket: it grows linearly with the waiters (35 ms at 16k processes,
+//! 1.5 s with 1019 dups each). `EPOLLEXCLUSIVE` (Linux 4.5) is named as the band-aid; one
+//! `SO_REUSEPORT` socket per process is the other way out.
+//!
+//! This crate rebuilds that experiment with every way to wait:
+//!
+//! | `--wait-in` | each waiter blocks in | on | expected wakeups per connection |
+//! | --- | --- | --- | --- |
+//! | `select` | select(2) | the shared listener (+ dups) | all waiters |
+//! | `poll` | poll(2) | the shared listener (+ dups) | all waiters |
+//! | `epoll` | epoll_wait, its own epoll instance | the shared listener (+ dups) | all waiters |
+//! | `epoll-exclusive` | epoll_wait, registered with `EPOLLEXCLUSIVE` | the shared listener (+ dups) | one |
+//! | `reuseport` | epoll_wait | its own `SO_REUSEPORT` socket of one group (+ dups of it) | one |
+//!
+//! and reports, per point, the median and p99 `connect()` duration, the processes woken per
+//! connection (counted by the kernel: each waiter's voluntary context switches), the wait calls
+//! that returned with the socket ready, and the accepts that failed with `EAGAIN` (the herd's
+//! wasted work).
+//!
+//! Waiters are forked processes that only make system calls between `fork` and `_exit`
+//! (the waiter code is async-signal-safe and allocates nothing), so a herd may be started from a
+//! multi-threaded process such as the test harness. Every connection is made to a quiet herd: the
+//! next `connect()` starts only once a waiter has accepted the previous connection and every
+//! waiter is asleep again (`/proc/PID/stat` state `S`). A [`Herd`] kills (by PID) and reaps its
+//! waiters when dropped, so an error or Ctrl-C (see [`install_interrupt_handler`]) leaves no
+//! process behind.
+
+#![deny(missing_docs)]
+
+mod herd;
+mod limits;
+pub mod sys;
+mod waiter;
+
+pub use herd::{Herd, HerdCounts, HerdSpec};
+pub use limits::{check as check_limits, max_select_dups, Machine};
+
+use std::fmt;
+use std::io;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How each waiter waits for the listening socket.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitIn {
+    /// select(2) on the shared listener.
+    Select,
+    /// poll(2) on the shared listener.
+    Poll,
+    /// Level-triggered epoll on the shared listener (one epoll instance per waiter).
+    Epoll,
+    /// epoll with `EPOLLEXCLUSIVE` on the shared listener.
+    EpollExclusive,
+    /// epoll on the waiter's own `SO_REUSEPORT` listening socket.
+    Reuseport,
+}
+
+impl WaitIn {
+    /// Every way to wait, in table order.
+    pub const ALL: [WaitIn; 5] =
+        [WaitIn::Select, WaitIn::Poll, WaitIn::Epoll, WaitIn::EpollExclusive, WaitIn::Reuseport];
+
+    /// The command-line name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            WaitIn::Select => "select",
+            WaitIn::Poll => "poll",
+            WaitIn::Epoll => "epoll",
+            WaitIn::EpollExclusive => "epoll-exclusive",
+            WaitIn::Reuseport => "reuseport",
+        }
+    }
+
+    /// Whether one connection should wake about one waiter (rather than all of them).
+    pub const fn wakes_one(self) -> bool {
+        matches!(self, WaitIn::EpollExclusive | WaitIn::Reuseport)
+    }
+}
+
+impl fmt::Display for WaitIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A `--wait-in` value that names no way to wait.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseWaitInError(String);
+
+impl fmt::Display for ParseWaitInError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = WaitIn::ALL.iter().map(|w| w.name()).collect();
+        write!(f, "unknown wait mechanism `{}`: expected one of {}", self.0, names.join(", "))
+    }
+}
+
+impl std::error::Error for ParseWaitInError {}
+
+impl FromStr for WaitIn {
+    type Err = ParseWaitInError;
+    fn from_str(s: &str) -> Result<WaitIn, ParseWaitInError> {
+        WaitIn::ALL
+            .iter()
+            .copied()
+            .find(|w| w.name() == s.trim())
+            .ok_or_else(|| ParseWaitInError(s.to_string()))
+    }
+}
+
+/// A whole run: every combination of waiters × wait mechanism × dups.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Herd sizes.
+    pub waiters: Vec<usize>,
+    /// Ways to wait.
+    pub wait_in: Vec<WaitIn>,
+    /// Duplicates of the listening socket per waiter.
+    pub dups: Vec<usize>,
+    /// Timed connections per point.
+    pub connects: usize,
+    /// Untimed connections before them (their wakeups still count).
+    pub warmup: usize,
+}
+
+/// One measured point.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Point {
+    /// Waiting processes.
+    pub waiters: usize,
+    /// How they waited.
+    pub wait_in: WaitIn,
+    /// Duplicates of the listening socket in each waiter's wait set.
+    pub dups: usize,
+    /// Timed connections.
+    pub connects: usize,
+    /// Untimed warm-up connections before them.
+    pub warmup: usize,
+    /// Median `connect()` duration, µs.
+    pub connect_p50_us: f64,
+    /// 99th percentile (nearest rank) `connect()` duration, µs.
+    pub connect_p99_us: f64,
+    /// Mean `connect()` duration, µs.
+    pub connect_mean_us: f64,
+    /// Longest `connect()`, µs.
+    pub connect_max_us: f64,
+    /// Waiters woken per connection (kernel count; includes those put back to sleep).
+    pub woken_per_connect: f64,
+    /// Wait calls that returned with the socket ready, per connection.
+    pub returned_per_connect: f64,
+    /// The summed counts of all waiters over all (warm-up and timed) connections.
+    pub counts: HerdCounts,
+    /// `EAGAIN` accepts per connection.
+    pub eagain_per_connect: f64,
+    /// Time to fork the herd and see every waiter asleep, ms.
+    pub setup_ms: f64,
+    /// When the point was measured (UTC, RFC 3339).
+    pub date: String,
+    /// The machine.
+    pub machine: Machine,
+}
+
+/// Percentile (nearest rank) of sorted samples.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_nanos() as f64 / 1000.0
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_now() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Measures one point: spawns the herd, makes `warmup` then `connects` spaced connections,
+/// stops and reaps the herd.
+pub fn measure(spec: HerdSpec, connects: usize, warmup: usize) -> io::Result<Point> {
+    if connects == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--connects 0: at least one connection is needed",
+        ));
+    }
+    let mut herd = Herd::spawn(spec)?;
+    let setup = herd.setup_time();
+    for _ in 0..warmup {
+        herd.connect_once()?;
+    }
+    let mut samples = Vec::with_capacity(connects);
+    for _ in 0..connects {
+        samples.push(herd.connect_once()?);
+    }
+    let counts = herd.finish()?;
+    samples.sort_unstable();
+    let total = (connects + warmup) as f64;
+    let mean = samples.iter().sum::<Duration>() / connects as u32;
+    Ok(Point {
+        waiters: spec.waiters,
+        wait_in: spec.wait_in,
+        dups: spec.dups,
+        connects,
+        warmup,
+        connect_p50_us: us(percentile(&samples, 50.0)),
+        connect_p99_us: us(percentile(&samples, 99.0)),
+        connect_mean_us: us(mean),
+        connect_max_us: us(*samples.last().unwrap_or(&Duration::ZERO)),
+        woken_per_connect: counts.woken as f64 / total,
+        returned_per_connect: counts.returned as f64 / total,
+        eagain_per_connect: counts.eagain as f64 / total,
+        counts,
+        setup_ms: setup.as_secs_f64() * 1000.0,
+        date: utc_now(),
+        machine: Machine::read(),
+    })
+}
+
+/// Checks a whole run's plan before anything starts (every point's limits), so a bad value fails
+/// at once with one sentence.
+pub fn validate(cfg: &Config) -> io::Result<()> {
+    let bad = |m: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, m.to_string()));
+    if cfg.waiters.is_empty() {
+        return bad("--waiters needs at least one count, e.g. --waiters 1,16,64");
+    }
+    if cfg.wait_in.is_empty() {
+        return bad(
+            "--wait-in needs at least one of select, poll, epoll, epoll-exclusive, reuseport",
+        );
+    }
+    if cfg.dups.is_empty() {
+        return bad("--dups needs at least one count, e.g. --dups 0");
+    }
+    if cfg.connects == 0 {
+        return bad("--connects 0: at least one connection is needed");
+    }
+    for &d in &cfg.dups {
+        for &w in &cfg.waiters {
+            for &m in &cfg.wait_in {
+                limits::check(w, m, d)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs every point (for each dups count, for each herd size, every wait mechanism in turn, so
+/// that the mechanisms of one size are measured close together in time).
+pub fn run(cfg: &Config, mut progress: impl FnMut(&str)) -> io::Result<Vec<Point>> {
+    validate(cfg)?;
+    let total = cfg.dups.len() * cfg.waiters.len() * cfg.wait_in.len();
+    let mut points = Vec::with_capacity(total);
+    for &dups in &cfg.dups {
+        for &waiters in &cfg.waiters {
+            for &wait_in in &cfg.wait_in {
+                progress(&format!(
+                    "[{}/{total}] {waiters} waiters in {wait_in}, {dups} dups",
+                    points.len() + 1
+                ));
+                points.push(measure(
+                    HerdSpec { waiters, wait_in, dups },
+                    cfg.connects,
+                    cfg.warmup,
+                )?);
+            }
+        }
+    }
+    Ok(points)
+}
+
+/// The points as a text table.
+pub fn table(points: &[Point]) -> String {
+    let mut s = format!(
+        "{:>7} {:<16} {:>5} {:>12} {:>12} {:>11} {:>12} {:>8} {:>10}\n",
+        "waiters",
+        "wait-in",
+        "dups",
+        "connect p50",
+        "connect p99",
+        "woken/conn",
+        "returns/conn",
+        "accepts",
+        "EAGAIN"
+    );
+    s.push_str(&format!(
+        "{:>7} {:<16} {:>5} {:>12} {:>12} {:>11} {:>12} {:>8} {:>10}\n",
+        "", "", "", "µs", "µs", "", "", "", "accepts"
+    ));
+    for p in points {
+        s.push_str(&format!(
+            "{:>7} {:<16} {:>5} {:>12.1} {:>12.1} {:>11.2} {:>12.2} {:>8} {:>10}\n",
+            p.waiters,
+            p.wait_in.name(),
+            p.dups,
+            p.connect_p50_us,
+            p.connect_p99_us,
+            p.woken_per_connect,
+            p.returned_per_connect,
+            p.counts.accepted,
+            p.counts.eagain
+        ));
+    }
+    s
+}
+
+/// Installs the Ctrl-C handler for a herd run: `SIGINT` only sets a flag; the running herd sees
+/// it within ~100 ms, returns an `Interrupted` error, and its `Drop` kills and reaps every waiter.
+pub fn install_interrupt_handler() -> io::Result<()> {
+    sys::install_sigint_flag()
+}
