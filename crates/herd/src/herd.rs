@@ -41,6 +41,16 @@ pub struct HerdCounts {
     pub other_errors: u64,
 }
 
+/// How long one `connect()` took.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ConnectTiming {
+    /// Wall-clock duration of the call (includes being preempted by the waiters it woke).
+    pub wall: Duration,
+    /// CPU time the connecting thread spent in it (the kernel's own work: the handshake and the
+    /// walk over the listener's wait queue).
+    pub cpu: Duration,
+}
+
 /// A live herd. Dropping it kills (`SIGKILL`, by PID) and reaps every waiter still alive.
 pub struct Herd {
     spec: HerdSpec,
@@ -209,11 +219,13 @@ impl Herd {
     /// One measured connection: a non-blocking `connect()` (the only thing timed), then wait until
     /// a waiter has accepted it and every waiter is asleep again, so that each connection is a
     /// separate wakeup of a quiet herd. Returns the duration of the `connect()` call.
-    pub fn connect_once(&mut self) -> io::Result<Duration> {
+    pub fn connect_once(&mut self) -> io::Result<ConnectTiming> {
         let sock = sys::client_socket()?;
+        let c = sys::thread_cpu_time();
         let t = Instant::now();
         sys::connect(&sock, self.addr)?;
-        let took = t.elapsed();
+        let wall = t.elapsed();
+        let cpu = sys::thread_cpu_time().saturating_sub(c);
         let want = self.accepted + 1;
         let deadline = Instant::now()
             + Duration::from_secs(10)
@@ -223,7 +235,7 @@ impl Herd {
         }
         drop(sock);
         self.wait_all_asleep(deadline)?;
-        Ok(took)
+        Ok(ConnectTiming { wall, cpu })
     }
 
     /// Stops the herd (closing the control pipe wakes every waiter), collects every waiter's

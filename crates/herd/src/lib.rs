@@ -38,7 +38,7 @@ mod limits;
 pub mod sys;
 mod waiter;
 
-pub use herd::{Herd, HerdCounts, HerdSpec};
+pub use herd::{ConnectTiming, Herd, HerdCounts, HerdSpec};
 pub use limits::{check as check_limits, max_select_dups, Machine};
 
 use std::fmt;
@@ -150,6 +150,11 @@ pub struct Point {
     pub connect_mean_us: f64,
     /// Longest `connect()`, µs.
     pub connect_max_us: f64,
+    /// Median CPU time of the connecting thread in `connect()`, µs (the kernel's work without
+    /// the time the woken waiters preempted it).
+    pub connect_cpu_p50_us: f64,
+    /// 99th percentile of that CPU time, µs.
+    pub connect_cpu_p99_us: f64,
     /// Waiters woken per connection (kernel count; includes those put back to sleep).
     pub woken_per_connect: f64,
     /// Wait calls that returned with the socket ready, per connection.
@@ -211,11 +216,15 @@ pub fn measure(spec: HerdSpec, connects: usize, warmup: usize) -> io::Result<Poi
         herd.connect_once()?;
     }
     let mut samples = Vec::with_capacity(connects);
+    let mut cpu = Vec::with_capacity(connects);
     for _ in 0..connects {
-        samples.push(herd.connect_once()?);
+        let t = herd.connect_once()?;
+        samples.push(t.wall);
+        cpu.push(t.cpu);
     }
     let counts = herd.finish()?;
     samples.sort_unstable();
+    cpu.sort_unstable();
     let total = (connects + warmup) as f64;
     let mean = samples.iter().sum::<Duration>() / connects as u32;
     Ok(Point {
@@ -228,6 +237,8 @@ pub fn measure(spec: HerdSpec, connects: usize, warmup: usize) -> io::Result<Poi
         connect_p99_us: us(percentile(&samples, 99.0)),
         connect_mean_us: us(mean),
         connect_max_us: us(*samples.last().unwrap_or(&Duration::ZERO)),
+        connect_cpu_p50_us: us(percentile(&cpu, 50.0)),
+        connect_cpu_p99_us: us(percentile(&cpu, 99.0)),
         woken_per_connect: counts.woken as f64 / total,
         returned_per_connect: counts.returned as f64 / total,
         eagain_per_connect: counts.eagain as f64 / total,
@@ -279,11 +290,19 @@ pub fn run(cfg: &Config, mut progress: impl FnMut(&str)) -> io::Result<Vec<Point
                     "[{}/{total}] {waiters} waiters in {wait_in}, {dups} dups",
                     points.len() + 1
                 ));
-                points.push(measure(
-                    HerdSpec { waiters, wait_in, dups },
-                    cfg.connects,
-                    cfg.warmup,
-                )?);
+                let spec = HerdSpec { waiters, wait_in, dups };
+                match measure(spec, cfg.connects, cfg.warmup) {
+                    Ok(p) => points.push(p),
+                    // Ctrl-C also kills the waiters (same process group); report the interruption,
+                    // not the dead waiter it caused.
+                    Err(_) if sys::interrupted() => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::Interrupted,
+                            "interrupted (Ctrl-C); every waiter was killed and reaped",
+                        ))
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
     }
@@ -293,29 +312,31 @@ pub fn run(cfg: &Config, mut progress: impl FnMut(&str)) -> io::Result<Vec<Point
 /// The points as a text table.
 pub fn table(points: &[Point]) -> String {
     let mut s = format!(
-        "{:>7} {:<16} {:>5} {:>12} {:>12} {:>11} {:>12} {:>8} {:>10}\n",
+        "{:>7} {:<16} {:>5} {:>11} {:>11} {:>11} {:>10} {:>12} {:>8} {:>8}\n",
         "waiters",
         "wait-in",
         "dups",
         "connect p50",
         "connect p99",
+        "cpu p50",
         "woken/conn",
         "returns/conn",
         "accepts",
         "EAGAIN"
     );
     s.push_str(&format!(
-        "{:>7} {:<16} {:>5} {:>12} {:>12} {:>11} {:>12} {:>8} {:>10}\n",
-        "", "", "", "µs", "µs", "", "", "", "accepts"
+        "{:>7} {:<16} {:>5} {:>11} {:>11} {:>11} {:>10} {:>12} {:>8} {:>8}\n",
+        "", "", "", "µs", "µs", "µs", "", "", "", "accepts"
     ));
     for p in points {
         s.push_str(&format!(
-            "{:>7} {:<16} {:>5} {:>12.1} {:>12.1} {:>11.2} {:>12.2} {:>8} {:>10}\n",
+            "{:>7} {:<16} {:>5} {:>11.1} {:>11.1} {:>11.1} {:>10.2} {:>12.2} {:>8} {:>8}\n",
             p.waiters,
             p.wait_in.name(),
             p.dups,
             p.connect_p50_us,
             p.connect_p99_us,
+            p.connect_cpu_p50_us,
             p.woken_per_connect,
             p.returned_per_connect,
             p.counts.accepted,

@@ -140,6 +140,18 @@ pub fn voluntary_switches() -> io::Result<u64> {
     Ok(ru.ru_nvcsw as u64)
 }
 
+/// CPU time consumed by the calling thread (`CLOCK_THREAD_CPUTIME_ID`): time it ran, excluding
+/// time it was preempted.
+pub fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid, writable timespec; this clock always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ctrl-C
 
