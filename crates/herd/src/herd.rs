@@ -39,6 +39,11 @@ pub struct HerdCounts {
     pub eagain: u64,
     /// Accepts that failed otherwise.
     pub other_errors: u64,
+    /// Connections accepted by the waiter that accepted most (fairness: with `EPOLLEXCLUSIVE` the
+    /// kernel wakes the first idle registrant, so one waiter may take nearly all).
+    pub busiest_accepted: u64,
+    /// Waiters that accepted at least one connection.
+    pub waiters_accepting: u64,
 }
 
 /// How long one `connect()` took.
@@ -258,6 +263,8 @@ impl Herd {
             c.accepted += r.b;
             c.eagain += r.c;
             c.other_errors += r.d;
+            c.busiest_accepted = c.busiest_accepted.max(r.b);
+            c.waiters_accepting += u64::from(r.b > 0);
             // The last sleep of each waiter was ended by the stop, not by a connection.
             c.woken += r.e.saturating_sub(1);
         }

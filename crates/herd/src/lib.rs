@@ -163,6 +163,8 @@ pub struct Point {
     pub counts: HerdCounts,
     /// `EAGAIN` accepts per connection.
     pub eagain_per_connect: f64,
+    /// Share of all connections accepted by the busiest waiter (1.0: one waiter took them all).
+    pub busiest_share: f64,
     /// Time to fork the herd and see every waiter asleep, ms.
     pub setup_ms: f64,
     /// When the point was measured (UTC, RFC 3339).
@@ -242,6 +244,7 @@ pub fn measure(spec: HerdSpec, connects: usize, warmup: usize) -> io::Result<Poi
         woken_per_connect: counts.woken as f64 / total,
         returned_per_connect: counts.returned as f64 / total,
         eagain_per_connect: counts.eagain as f64 / total,
+        busiest_share: counts.busiest_accepted as f64 / counts.accepted.max(1) as f64,
         counts,
         setup_ms: setup.as_secs_f64() * 1000.0,
         date: utc_now(),
@@ -312,7 +315,7 @@ pub fn run(cfg: &Config, mut progress: impl FnMut(&str)) -> io::Result<Vec<Point
 /// The points as a text table.
 pub fn table(points: &[Point]) -> String {
     let mut s = format!(
-        "{:>7} {:<16} {:>5} {:>11} {:>11} {:>11} {:>10} {:>12} {:>8} {:>8}\n",
+        "{:>7} {:<16} {:>5} {:>11} {:>11} {:>11} {:>10} {:>12} {:>8} {:>8} {:>8}\n",
         "waiters",
         "wait-in",
         "dups",
@@ -322,15 +325,16 @@ pub fn table(points: &[Point]) -> String {
         "woken/conn",
         "returns/conn",
         "accepts",
-        "EAGAIN"
+        "EAGAIN",
+        "busiest"
     );
     s.push_str(&format!(
-        "{:>7} {:<16} {:>5} {:>11} {:>11} {:>11} {:>10} {:>12} {:>8} {:>8}\n",
-        "", "", "", "µs", "µs", "µs", "", "", "", "accepts"
+        "{:>7} {:<16} {:>5} {:>11} {:>11} {:>11} {:>10} {:>12} {:>8} {:>8} {:>8}\n",
+        "", "", "", "µs", "µs", "µs", "", "", "", "accepts", "waiter"
     ));
     for p in points {
         s.push_str(&format!(
-            "{:>7} {:<16} {:>5} {:>11.1} {:>11.1} {:>11.1} {:>10.2} {:>12.2} {:>8} {:>8}\n",
+            "{:>7} {:<16} {:>5} {:>11.1} {:>11.1} {:>11.1} {:>10.2} {:>12.2} {:>8} {:>8} {:>7.0}%\n",
             p.waiters,
             p.wait_in.name(),
             p.dups,
@@ -340,7 +344,8 @@ pub fn table(points: &[Point]) -> String {
             p.woken_per_connect,
             p.returned_per_connect,
             p.counts.accepted,
-            p.counts.eagain
+            p.counts.eagain,
+            p.busiest_share * 100.0
         ));
     }
     s
