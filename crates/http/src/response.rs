@@ -1,0 +1,480 @@
+//! Response heads: statuses, the cached `Date`, a file's validators ([`Entity`]), conditional GET,
+//! and writers that append to a caller-owned buffer.
+//!
+//! Nothing here allocates once the output buffer has grown to its working size: an [`Entity`]
+//! renders its fixed header lines once (when a file is cached), the date is formatted once per
+//! second, and numbers are written with `itoa`.
+
+use crate::request::{Method, Request, Version};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A response status code.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Status(u16);
+
+impl Status {
+    /// 200 OK.
+    pub const OK: Status = Status(200);
+    /// 301 Moved Permanently.
+    pub const MOVED_PERMANENTLY: Status = Status(301);
+    /// 304 Not Modified.
+    pub const NOT_MODIFIED: Status = Status(304);
+    /// 400 Bad Request.
+    pub const BAD_REQUEST: Status = Status(400);
+    /// 403 Forbidden.
+    pub const FORBIDDEN: Status = Status(403);
+    /// 404 Not Found.
+    pub const NOT_FOUND: Status = Status(404);
+    /// 405 Method Not Allowed.
+    pub const METHOD_NOT_ALLOWED: Status = Status(405);
+    /// 408 Request Timeout.
+    pub const REQUEST_TIMEOUT: Status = Status(408);
+    /// 413 Content Too Large.
+    pub const PAYLOAD_TOO_LARGE: Status = Status(413);
+    /// 414 URI Too Long.
+    pub const URI_TOO_LONG: Status = Status(414);
+    /// 431 Request Header Fields Too Large.
+    pub const HEADERS_TOO_LARGE: Status = Status(431);
+    /// 500 Internal Server Error.
+    pub const INTERNAL_SERVER_ERROR: Status = Status(500);
+    /// 501 Not Implemented.
+    pub const NOT_IMPLEMENTED: Status = Status(501);
+    /// 503 Service Unavailable.
+    pub const SERVICE_UNAVAILABLE: Status = Status(503);
+    /// 505 HTTP Version Not Supported.
+    pub const VERSION_NOT_SUPPORTED: Status = Status(505);
+
+    /// The numeric code.
+    pub const fn code(self) -> u16 {
+        self.0
+    }
+
+    /// The reason phrase.
+    pub const fn reason(self) -> &'static str {
+        match self.0 {
+            200 => "OK",
+            301 => "Moved Permanently",
+            304 => "Not Modified",
+            400 => "Bad Request",
+            403 => "Forbidden",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            408 => "Request Timeout",
+            413 => "Content Too Large",
+            414 => "URI Too Long",
+            431 => "Request Header Fields Too Large",
+            500 => "Internal Server Error",
+            501 => "Not Implemented",
+            503 => "Service Unavailable",
+            505 => "HTTP Version Not Supported",
+            _ => "Unknown",
+        }
+    }
+
+    /// The status line, `HTTP/1.1 200 OK\r\n` (always 1.1: a server answers with the highest
+    /// minor version it supports, RFC 9110 §6.2).
+    fn write_line(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(itoa::Buffer::new().format(self.0).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.reason().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The `Date` header value, formatted at most once per second.
+#[derive(Clone, Debug)]
+pub struct DateCache {
+    secs: u64,
+    text: [u8; 29],
+}
+
+impl Default for DateCache {
+    fn default() -> Self {
+        DateCache::new()
+    }
+}
+
+impl DateCache {
+    /// A cache holding the current second.
+    pub fn new() -> DateCache {
+        let mut d = DateCache { secs: u64::MAX, text: [b' '; 29] };
+        d.update(SystemTime::now());
+        d
+    }
+
+    /// Reformats if `now` is in another second than the cached text.
+    pub fn update(&mut self, now: SystemTime) {
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if secs != self.secs {
+            let s = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
+            if s.len() == 29 {
+                self.text.copy_from_slice(s.as_bytes());
+            }
+            self.secs = secs;
+        }
+    }
+
+    /// The IMF-fixdate text (`Sun, 06 Nov 1994 08:49:37 GMT`).
+    pub fn text(&self) -> &[u8] {
+        &self.text
+    }
+}
+
+/// A file as an HTTP representation: length, validators and type, with its fixed header lines
+/// rendered once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entity {
+    len: u64,
+    mtime: u64,
+    etag: String,
+    lines: Vec<u8>,
+}
+
+impl Entity {
+    /// Describes a file of `len` bytes modified at `modified`, named `name` (its extension picks
+    /// the type: `mime_guess`'s table, `charset=utf-8` for text, `application/octet-stream` when
+    /// unknown).
+    pub fn new(name: &[u8], len: u64, modified: SystemTime) -> Entity {
+        let mtime = modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        // nginx's form: hex seconds and hex length; strong, since both come from the file itself.
+        let etag = format!("\"{mtime:x}-{len:x}\"");
+        let mut lines = Vec::with_capacity(160);
+        lines.extend_from_slice(b"Content-Type: ");
+        lines.extend_from_slice(content_type(name).as_bytes());
+        lines.extend_from_slice(b"\r\nLast-Modified: ");
+        lines.extend_from_slice(
+            httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(mtime)).as_bytes(),
+        );
+        lines.extend_from_slice(b"\r\nETag: ");
+        lines.extend_from_slice(etag.as_bytes());
+        lines.extend_from_slice(b"\r\n");
+        Entity { len, mtime, etag, lines }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The strong entity tag, quoted.
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    /// Modification time, whole seconds since the epoch.
+    pub fn mtime(&self) -> u64 {
+        self.mtime
+    }
+
+    /// `Content-Type`, `Last-Modified` and `ETag` lines, each ending in CRLF.
+    pub fn header_lines(&self) -> &[u8] {
+        &self.lines
+    }
+
+    /// The status for a GET or HEAD of this entity: 304 when a validator matches (RFC 9110
+    /// §13.2.2: `If-None-Match` wins over `If-Modified-Since`), else 200.
+    pub fn evaluate(&self, req: &Request<'_>) -> Status {
+        if let Some(inm) = req.if_none_match {
+            return if etag_list_matches(inm, self.etag.as_bytes()) {
+                Status::NOT_MODIFIED
+            } else {
+                Status::OK
+            };
+        }
+        if let Some(ims) = req.if_modified_since {
+            let since =
+                std::str::from_utf8(ims).ok().and_then(|s| httpdate::parse_http_date(s).ok());
+            if let Some(since) = since {
+                let since = since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                if self.mtime <= since {
+                    return Status::NOT_MODIFIED;
+                }
+            }
+        }
+        Status::OK
+    }
+}
+
+/// Weak comparison (RFC 9110 §8.8.3.2) of each tag in an `If-None-Match` list with `etag`.
+fn etag_list_matches(list: &[u8], etag: &[u8]) -> bool {
+    list.split(|&b| b == b',').any(|t| {
+        let t = t.trim_ascii();
+        t == b"*" || t.strip_prefix(b"W/").unwrap_or(t) == etag
+    })
+}
+
+/// The `Content-Type` value for a file name.
+pub fn content_type(name: &[u8]) -> String {
+    let name = String::from_utf8_lossy(name);
+    match mime_guess::from_path(name.as_ref()).first() {
+        Some(m)
+            if m.type_() == mime_guess::mime::TEXT
+                || m.essence_str() == "application/javascript"
+                || m.essence_str() == "application/json"
+                || m.essence_str() == "image/svg+xml" =>
+        {
+            format!("{}; charset=utf-8", m.essence_str())
+        }
+        Some(m) => m.essence_str().to_string(),
+        None => "application/octet-stream".to_string(),
+    }
+}
+
+/// How the connection ends after a response.
+fn write_connection(out: &mut Vec<u8>, version: Version, keep_alive: bool) {
+    match (version, keep_alive) {
+        (Version::Http11, false) => out.extend_from_slice(b"Connection: close\r\n"),
+        (Version::Http10, true) => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        _ => {}
+    }
+}
+
+fn write_common(out: &mut Vec<u8>, status: Status, date: &DateCache) {
+    status.write_line(out);
+    out.extend_from_slice(b"Server: ioscale\r\nDate: ");
+    out.extend_from_slice(date.text());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the head of a response for `entity` with `status` (200 or 304) to `out`; `keep_alive`
+/// decides the `Connection` header for the request's `version`. A 304 has no `Content-Length`
+/// and no body.
+pub fn write_entity_head(
+    out: &mut Vec<u8>,
+    status: Status,
+    entity: &Entity,
+    date: &DateCache,
+    version: Version,
+    keep_alive: bool,
+) {
+    write_common(out, status, date);
+    out.extend_from_slice(entity.header_lines());
+    if status != Status::NOT_MODIFIED {
+        out.extend_from_slice(b"Content-Length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(entity.len).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    write_connection(out, version, keep_alive);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a whole response with a caller-made body (e.g. JSON) to `out`; for HEAD only the head.
+#[allow(clippy::too_many_arguments)]
+pub fn write_simple(
+    out: &mut Vec<u8>,
+    status: Status,
+    content_type: &str,
+    body: &[u8],
+    date: &DateCache,
+    method: Method,
+    version: Version,
+    keep_alive: bool,
+) {
+    write_common(out, status, date);
+    out.extend_from_slice(b"Content-Type: ");
+    out.extend_from_slice(content_type.as_bytes());
+    out.extend_from_slice(b"\r\nCache-Control: no-store\r\nContent-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    write_connection(out, version, keep_alive);
+    out.extend_from_slice(b"\r\n");
+    if !method.is_head() {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Appends an error response (`status` with a one-line text body) to `out`. `head_only` drops the
+/// body (a HEAD request); `keep_alive` false adds `Connection: close`. A 405 carries
+/// `Allow: GET, HEAD`.
+pub fn write_error(
+    out: &mut Vec<u8>,
+    status: Status,
+    date: &DateCache,
+    head_only: bool,
+    keep_alive: bool,
+) {
+    write_common(out, status, date);
+    if status == Status::METHOD_NOT_ALLOWED {
+        out.extend_from_slice(b"Allow: GET, HEAD\r\n");
+    }
+    let code = itoa::Buffer::new();
+    let mut code = code;
+    let code = code.format(status.code());
+    let body_len = code.len() + 1 + status.reason().len() + 1;
+    out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(code.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.reason().as_bytes());
+        out.push(b'\n');
+    }
+}
+
+/// Appends a 301 to `location` (a path on this host, already safe: built from a resolved path).
+pub fn write_redirect(
+    out: &mut Vec<u8>,
+    location: &[u8],
+    date: &DateCache,
+    method: Method,
+    version: Version,
+    keep_alive: bool,
+) {
+    write_common(out, Status::MOVED_PERMANENTLY, date);
+    out.extend_from_slice(b"Location: ");
+    out.extend_from_slice(location);
+    out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 22\r\n");
+    write_connection(out, version, keep_alive);
+    out.extend_from_slice(b"\r\n");
+    if !method.is_head() {
+        out.extend_from_slice(b"301 Moved Permanently\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{parse, Limits, Parsed};
+
+    fn req(text: &[u8]) -> Request<'_> {
+        match parse(text, &Limits::default()) {
+            Ok(Parsed::Complete(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn head_text(out: &[u8]) -> String {
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn entity_head_has_length_type_validators_and_date() {
+        let e = Entity::new(b"dir/index.html", 6144, UNIX_EPOCH + Duration::from_secs(784111777));
+        let mut out = Vec::new();
+        let d = DateCache::new();
+        write_entity_head(&mut out, Status::OK, &e, &d, Version::Http11, true);
+        let t = head_text(&out);
+        assert!(t.starts_with("HTTP/1.1 200 OK\r\n"), "{t}");
+        assert!(t.contains("Content-Length: 6144\r\n"));
+        assert!(t.contains("Content-Type: text/html; charset=utf-8\r\n"));
+        assert!(t.contains("Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n"));
+        assert!(t.contains("ETag: \"2ebc98a1-1800\"\r\n"));
+        assert!(t.contains("Date: "));
+        assert!(!t.contains("Connection"));
+        assert!(t.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn connection_header_follows_the_version_rules() {
+        let e = Entity::new(b"a.bin", 1, UNIX_EPOCH);
+        let d = DateCache::new();
+        for (v, ka, want) in [
+            (Version::Http11, true, None),
+            (Version::Http11, false, Some("Connection: close")),
+            (Version::Http10, true, Some("Connection: keep-alive")),
+            (Version::Http10, false, None),
+        ] {
+            let mut out = Vec::new();
+            write_entity_head(&mut out, Status::OK, &e, &d, v, ka);
+            let t = head_text(&out);
+            assert_eq!(t.contains("Connection:"), want.is_some(), "{t}");
+            if let Some(w) = want {
+                assert!(t.contains(w));
+            }
+        }
+    }
+
+    #[test]
+    fn types_come_from_the_extension() {
+        assert_eq!(content_type(b"a.css"), "text/css; charset=utf-8");
+        assert_eq!(content_type(b"a.png"), "image/png");
+        assert_eq!(content_type(b"a.js"), "text/javascript; charset=utf-8");
+        assert_eq!(content_type(b"noext"), "application/octet-stream");
+        assert_eq!(content_type(b"x.unknownext"), "application/octet-stream");
+    }
+
+    #[test]
+    fn conditional_get() {
+        let e = Entity::new(b"f", 10, UNIX_EPOCH + Duration::from_secs(784111777));
+        let tag = e.etag().to_string();
+        let r = format!("GET / HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"zz\", {tag}\r\n\r\n");
+        assert_eq!(e.evaluate(&req(r.as_bytes())), Status::NOT_MODIFIED);
+        let r = format!("GET / HTTP/1.1\r\nHost: h\r\nIf-None-Match: W/{tag}\r\n\r\n");
+        assert_eq!(e.evaluate(&req(r.as_bytes())), Status::NOT_MODIFIED);
+        assert_eq!(
+            e.evaluate(&req(b"GET / HTTP/1.1\r\nHost: h\r\nIf-None-Match: *\r\n\r\n")),
+            Status::NOT_MODIFIED
+        );
+        assert_eq!(
+            e.evaluate(&req(b"GET / HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"no\"\r\n\r\n")),
+            Status::OK
+        );
+        let same = b"GET / HTTP/1.1\r\nHost: h\r\nIf-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n";
+        assert_eq!(e.evaluate(&req(same)), Status::NOT_MODIFIED);
+        let older = b"GET / HTTP/1.1\r\nHost: h\r\nIf-Modified-Since: Sun, 06 Nov 1994 08:49:36 GMT\r\n\r\n";
+        assert_eq!(e.evaluate(&req(older)), Status::OK);
+        let junk = b"GET / HTTP/1.1\r\nHost: h\r\nIf-Modified-Since: yesterday\r\n\r\n";
+        assert_eq!(e.evaluate(&req(junk)), Status::OK);
+        // If-None-Match wins over If-Modified-Since.
+        let both = b"GET / HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"no\"\r\nIf-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n";
+        assert_eq!(e.evaluate(&req(both)), Status::OK);
+        let mut out = Vec::new();
+        write_entity_head(
+            &mut out,
+            Status::NOT_MODIFIED,
+            &e,
+            &DateCache::new(),
+            Version::Http11,
+            true,
+        );
+        let t = head_text(&out);
+        assert!(t.starts_with("HTTP/1.1 304 Not Modified\r\n") && !t.contains("Content-Length"));
+    }
+
+    #[test]
+    fn errors_have_a_body_unless_head_and_405_has_allow() {
+        let d = DateCache::new();
+        let mut out = Vec::new();
+        write_error(&mut out, Status::METHOD_NOT_ALLOWED, &d, false, false);
+        let t = head_text(&out);
+        assert!(t.contains("Allow: GET, HEAD\r\n") && t.contains("Connection: close\r\n"));
+        let (head, body) = t.split_once("\r\n\r\n").unwrap();
+        assert_eq!(body, "405 Method Not Allowed\n");
+        assert!(head.contains(&format!("Content-Length: {}\r", body.len())));
+        let mut out = Vec::new();
+        write_error(&mut out, Status::NOT_FOUND, &d, true, true);
+        let t = head_text(&out);
+        assert!(t.ends_with("\r\n\r\n") && t.contains("Content-Length: 14\r\n"), "{t}");
+    }
+
+    #[test]
+    fn no_allocation_once_the_buffer_has_grown() {
+        let e = Entity::new(b"a.txt", 1, UNIX_EPOCH);
+        let d = DateCache::new();
+        let mut out = Vec::with_capacity(4096);
+        let ptr = out.as_ptr();
+        for _ in 0..100 {
+            out.clear();
+            write_entity_head(&mut out, Status::OK, &e, &d, Version::Http11, true);
+        }
+        assert_eq!(out.as_ptr(), ptr);
+    }
+
+    #[test]
+    fn date_cache_formats_imf_fixdate() {
+        let mut d = DateCache::new();
+        d.update(UNIX_EPOCH + Duration::from_secs(784111777));
+        assert_eq!(d.text(), b"Sun, 06 Nov 1994 08:49:37 GMT");
+    }
+}
