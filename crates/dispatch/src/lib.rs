@@ -16,6 +16,7 @@
 //! | `epoll` | epoll, level-triggered | kernel | level |
 //! | `epoll-et` | epoll with `EPOLLET` | kernel | edge (hints: drain until `EAGAIN`) |
 //! | `epoll-oneshot` | epoll with `EPOLLONESHOT`, re-armed by `reregister` | kernel | one notice per arm |
+//! | `uring` | io_uring, a multishot poll per descriptor, notices read from the completion ring | kernel | edge (hints) |
 //!
 //! Every mechanism keeps [`Counters`] (wait calls, events, interest-change system calls, and the
 //! signal and ring figures of the mechanisms that have them) that can be read at any time.

@@ -26,6 +26,7 @@ pub mod devpoll;
 pub mod epoll;
 pub mod poll;
 pub mod select;
+pub mod uring;
 
 use crate::{Counters, Events, Interest, Token};
 use std::fmt;
@@ -176,6 +177,8 @@ mechanisms! {
     EpollEt = "epoll-et", "epoll (EPOLLET)";
     /// epoll, one-shot.
     EpollOneshot = "epoll-oneshot", "epoll (EPOLLONESHOT)";
+    /// io_uring, one multishot poll request per descriptor, notices read from the completion ring.
+    Uring = "uring", "io_uring multishot poll";
 }
 
 impl Mechanism {
@@ -188,6 +191,7 @@ impl Mechanism {
             Mechanism::Epoll => Box::new(epoll::Epoll::new(Trigger::Level)?),
             Mechanism::EpollEt => Box::new(epoll::Epoll::new(Trigger::Edge)?),
             Mechanism::EpollOneshot => Box::new(epoll::Epoll::new(Trigger::Oneshot)?),
+            Mechanism::Uring => Box::new(uring::Uring::new()?),
         })
     }
 

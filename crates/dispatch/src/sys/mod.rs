@@ -6,6 +6,8 @@
 
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
+pub mod uring;
+
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
