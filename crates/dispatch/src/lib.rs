@@ -39,6 +39,7 @@
 
 pub mod mechanism;
 pub mod overhead;
+pub mod probe;
 pub mod sys;
 
 use std::io;
