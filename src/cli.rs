@@ -98,38 +98,13 @@ fn overhead_cmd(a: OverheadArgs) -> Result<ExitCode> {
 }
 
 fn mechanisms_cmd(json: bool) -> Result<ExitCode> {
-    let rows: Vec<serde_json::Value> = Mechanism::ALL
-        .iter()
-        .map(|m| {
-            let probe = m.probe();
-            serde_json::json!({
-                "name": m.name(),
-                "facility": m.facility(),
-                "kind": if m.is_completion_based() { "completion" } else { "readiness" },
-                "max_fds": m.open(&Options::default()).ok().and_then(|d| d.max_fds()),
-                "supported": probe.is_ok(),
-                "reason": probe.err().map(|e| e.to_string()),
-            })
-        })
-        .collect();
+    let rows = ioscale_dispatch::probe::describe();
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &rows)?;
         writeln!(out)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    writeln!(out, "{:<16} {:<11} {:<10} {:<10} facility", "name", "kind", "supported", "max fd")?;
-    for r in rows {
-        writeln!(
-            out,
-            "{:<16} {:<11} {:<10} {:<10} {}{}",
-            r["name"].as_str().unwrap_or(""),
-            r["kind"].as_str().unwrap_or(""),
-            if r["supported"].as_bool() == Some(true) { "yes" } else { "no" },
-            r["max_fds"].as_u64().map_or("-".to_string(), |n| format!("< {n}")),
-            r["facility"].as_str().unwrap_or(""),
-            r["reason"].as_str().map_or(String::new(), |s| format!(" ({s})")),
-        )?;
+    } else {
+        write!(out, "{}", ioscale_dispatch::probe::table(&rows))?;
     }
     Ok(ExitCode::SUCCESS)
 }
