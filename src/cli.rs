@@ -29,6 +29,8 @@ enum Command {
     },
     /// Thundering herd: connect() cost and wakeups vs processes waiting on one listening socket.
     Herd(HerdArgs),
+    /// Serve static files over HTTP/1.x with any dispatch mechanism (the papers' micro web server).
+    Serve(ioscale_server::cli::ServeArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,6 +64,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Overhead(a) => overhead_cmd(a),
         Command::Mechanisms { json } => mechanisms_cmd(json),
         Command::Herd(a) => herd_cmd(a),
+        Command::Serve(a) => Ok(ioscale_server::cli::run(&a)),
     }
 }
 
@@ -114,7 +117,8 @@ struct HerdArgs {
     /// Herd sizes (processes waiting on the listening socket), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256,1024")]
     waiters: Vec<usize>,
-    /// How each waits, comma-separated: select, poll, epoll, epoll-exclusive, reuseport (default: all).
+    /// How each waits, comma-separated: select, poll, epoll, epoll-exclusive,
+    /// epoll-exclusive-rotate, reuseport (default: all).
     #[arg(long = "wait-in", value_delimiter = ',', value_parser = parse_wait_in)]
     wait_in: Vec<ioscale_herd::WaitIn>,
     /// Duplicates of the listening socket in each waiter's wait set, comma-separated.

@@ -15,7 +15,8 @@
 //! | `select` | select(2) | the shared listener (+ dups) | all waiters |
 //! | `poll` | poll(2) | the shared listener (+ dups) | all waiters |
 //! | `epoll` | epoll_wait, its own epoll instance | the shared listener (+ dups) | all waiters |
-//! | `epoll-exclusive` | epoll_wait, registered with `EPOLLEXCLUSIVE` | the shared listener (+ dups) | one |
+//! | `epoll-exclusive` | epoll_wait, registered with `EPOLLEXCLUSIVE` | the shared listener (+ dups) | one (nearly always the same) |
+//! | `epoll-exclusive-rotate` | the same, re-registered after each wakeup | the shared listener (+ dups) | one, in turn |
 //! | `reuseport` | epoll_wait | its own `SO_REUSEPORT` socket of one group (+ dups of it) | one |
 //!
 //! and reports, per point, the median and p99 `connect()` duration, the processes woken per
@@ -58,14 +59,25 @@ pub enum WaitIn {
     Epoll,
     /// epoll with `EPOLLEXCLUSIVE` on the shared listener.
     EpollExclusive,
+    /// `EPOLLEXCLUSIVE`, and after each wakeup the waiter deletes and re-adds its registration,
+    /// moving itself to the tail of the listener's wait queue: the kernel wakes the first idle
+    /// exclusive waiter in queue order, so without this the first registrant takes nearly every
+    /// connection (the unfairness nginx met); with it the connections go round.
+    EpollExclusiveRotate,
     /// epoll on the waiter's own `SO_REUSEPORT` listening socket.
     Reuseport,
 }
 
 impl WaitIn {
     /// Every way to wait, in table order.
-    pub const ALL: [WaitIn; 5] =
-        [WaitIn::Select, WaitIn::Poll, WaitIn::Epoll, WaitIn::EpollExclusive, WaitIn::Reuseport];
+    pub const ALL: [WaitIn; 6] = [
+        WaitIn::Select,
+        WaitIn::Poll,
+        WaitIn::Epoll,
+        WaitIn::EpollExclusive,
+        WaitIn::EpollExclusiveRotate,
+        WaitIn::Reuseport,
+    ];
 
     /// The command-line name.
     pub const fn name(self) -> &'static str {
@@ -74,13 +86,14 @@ impl WaitIn {
             WaitIn::Poll => "poll",
             WaitIn::Epoll => "epoll",
             WaitIn::EpollExclusive => "epoll-exclusive",
+            WaitIn::EpollExclusiveRotate => "epoll-exclusive-rotate",
             WaitIn::Reuseport => "reuseport",
         }
     }
 
     /// Whether one connection should wake about one waiter (rather than all of them).
     pub const fn wakes_one(self) -> bool {
-        matches!(self, WaitIn::EpollExclusive | WaitIn::Reuseport)
+        matches!(self, WaitIn::EpollExclusive | WaitIn::EpollExclusiveRotate | WaitIn::Reuseport)
     }
 }
 

@@ -478,6 +478,12 @@ pub fn epoll_add(ep: RawFd, fd: RawFd, exclusive: bool, data: u64) -> io::Result
     syscall!(epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev)).map(drop)
 }
 
+/// `epoll_ctl(ep, DEL, fd)`. Async-signal-safe as above.
+pub fn epoll_del(ep: RawFd, fd: RawFd) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events: 0, u64: 0 };
+    syscall!(epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, &mut ev)).map(drop)
+}
+
 /// `epoll_wait(ep, buf, -1)`: blocks until an event; returns how many entries were filled.
 /// Async-signal-safe as above.
 pub fn epoll_wait_forever(ep: RawFd, buf: &mut [EpollEvent]) -> io::Result<usize> {

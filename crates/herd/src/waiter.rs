@@ -174,7 +174,10 @@ pub(crate) fn run(plan: &mut Plan, index: u64) -> ! {
                 plan.pollfds[i + 1] = sys::pollfd(fd);
             }
         }
-        WaitIn::Epoll | WaitIn::EpollExclusive | WaitIn::Reuseport => {
+        WaitIn::Epoll
+        | WaitIn::EpollExclusive
+        | WaitIn::EpollExclusiveRotate
+        | WaitIn::Reuseport => {
             ep = match sys::epoll_create_raw() {
                 Ok(ep) => ep,
                 Err(e) => fail(plan, index, Step::EpollCreate, &e),
@@ -182,7 +185,8 @@ pub(crate) fn run(plan: &mut Plan, index: u64) -> ! {
             if let Err(e) = sys::epoll_add(ep, plan.ctrl, false, u64::MAX) {
                 fail(plan, index, Step::EpollAdd, &e);
             }
-            let exclusive = plan.wait_in == WaitIn::EpollExclusive;
+            let exclusive =
+                matches!(plan.wait_in, WaitIn::EpollExclusive | WaitIn::EpollExclusiveRotate);
             for i in 0..plan.listen_fds.len() {
                 if let Err(e) = sys::epoll_add(ep, plan.listen_fds[i], exclusive, i as u64) {
                     let step = if exclusive { Step::EpollAddExclusive } else { Step::EpollAdd };
@@ -221,6 +225,18 @@ pub(crate) fn run(plan: &mut Plan, index: u64) -> ! {
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => eagain += 1,
             Err(_) => other += 1,
+        }
+        if plan.wait_in == WaitIn::EpollExclusiveRotate {
+            // Go to the back of the listener's wait queue: a new registration is queued last,
+            // and exclusive wakeups go to the first idle registration in queue order.
+            for i in 0..plan.listen_fds.len() {
+                let fd = plan.listen_fds[i];
+                if let Err(e) =
+                    sys::epoll_del(ep, fd).and_then(|()| sys::epoll_add(ep, fd, true, i as u64))
+                {
+                    fail(plan, index, Step::EpollAddExclusive, &e);
+                }
+            }
         }
     }
     let switches = sys::voluntary_switches().unwrap_or(switches0).saturating_sub(switches0);
@@ -263,7 +279,10 @@ fn wait_once(
             }
             Ok((plan.pollfds[1..].iter().find(|p| sys::poll_ready(p)).map_or(-1, |p| p.fd), false))
         }
-        WaitIn::Epoll | WaitIn::EpollExclusive | WaitIn::Reuseport => {
+        WaitIn::Epoll
+        | WaitIn::EpollExclusive
+        | WaitIn::EpollExclusiveRotate
+        | WaitIn::Reuseport => {
             let n = sys::epoll_wait_forever(ep, &mut plan.events)?;
             let mut ready = -1;
             for ev in &plan.events[..n] {
