@@ -1,1 +1,355 @@
-//! ioscale-server: not built yet; its issue fills this crate.
+//! ioscale-server: the micro web server of the classic studies, `ioscale serve`.
+//!
+//! One event loop per worker moves bytes between a dispatcher ([`ioscale_dispatch::Dispatcher`],
+//! any [`Mechanism`]) and the sans-I/O HTTP state machine ([`ioscale_http`]). The loop knows the
+//! mechanism only through the contract and its capability queries — `trigger()` (re-arm after a
+//! one-shot notice) and `events_are_hints()` (read, write and accept until `EAGAIN`) — so every
+//! mechanism the dispatch crate gains runs here with no change: Chandra & Mosberger's "micro web
+//! servers identical but for the dispatch mechanism" (§3.1.1), thttpd's and phhttpd's role.
+//!
+//! | piece | what | where |
+//! | --- | --- | --- |
+//! | workers | `--workers N` threads, each with its own dispatcher opened *in* its thread (the RT-signal mechanisms need that); worker 0 is the main thread, so `/proc/PID/schedstat` is the whole server's CPU when `N = 1` | [`Server::run`] |
+//! | listener | one shared socket (optionally `EPOLLEXCLUSIVE`) or one `SO_REUSEPORT` socket per worker | [`ListenerMode`] |
+//! | accept | one per readiness notice, or until `EAGAIN` with `--multi-accept` (Chandra & Mosberger §4); at `EMFILE` the reserve descriptor sheds new connections, the listener pauses, nothing spins | `worker.rs` |
+//! | files | phhttpd's static cache: small files in memory, large ones `sendfile`d, opened with `openat2(RESOLVE_BENEATH)` so nothing outside the root is ever served | [`files`] |
+//! | timeouts | header (slowloris), idle (keep-alive) and send timeouts on a coarse timer wheel: no per-wait scan of all connections | `worker.rs` |
+//! | stats | `GET /.ioscale/stats`, loopback only by default: connections, requests, bytes, the dispatch counters, errors by kind, CPU | [`stats`] |
+//!
+//! The hot path — a keep-alive GET of a cached file on a level-triggered mechanism — is one
+//! wait (shared by every ready connection), one `read` and one `sendmsg`, with no heap
+//! allocation: the worker's read and write buffers are reused, the response head is the entity's
+//! pre-rendered lines plus the per-second `Date`. A connection holds no heap buffer while idle.
+
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod files;
+pub mod stats;
+mod sys;
+mod wheel;
+mod worker;
+
+use ioscale_dispatch::Mechanism;
+use ioscale_http::Limits;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use files::CacheLimits;
+
+/// How workers share the listening port.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ListenerMode {
+    /// One socket registered in every worker's dispatcher (the thundering-herd setting;
+    /// `--exclusive` adds `EPOLLEXCLUSIVE`).
+    Shared,
+    /// One `SO_REUSEPORT` socket per worker: the kernel spreads connections.
+    Reuseport,
+}
+
+impl std::str::FromStr for ListenerMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "shared" => Ok(ListenerMode::Shared),
+            "reuseport" => Ok(ListenerMode::Reuseport),
+            _ => Err(format!("unknown listener mode '{s}': expected shared or reuseport")),
+        }
+    }
+}
+
+/// Everything `ioscale serve` is told.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to bind (default 127.0.0.1).
+    pub bind: IpAddr,
+    /// Port (0: any free port).
+    pub port: u16,
+    /// Document root.
+    pub root: PathBuf,
+    /// Dispatch mechanism.
+    pub mechanism: Mechanism,
+    /// Accept until `EAGAIN` on each listener notice.
+    pub multi_accept: bool,
+    /// Event loops (threads).
+    pub workers: usize,
+    /// How workers share the port.
+    pub listener: ListenerMode,
+    /// Register a shared listener with `EPOLLEXCLUSIVE` (epoll mechanisms only).
+    pub exclusive: bool,
+    /// Close a persistent connection idle this long between requests (also the send timeout).
+    pub idle_timeout: Duration,
+    /// Close a connection whose request head has not fully arrived this long after its first
+    /// byte (408).
+    pub header_timeout: Duration,
+    /// Most open connections (all workers); more are accepted and closed at once.
+    pub max_conns: usize,
+    /// `RLIMIT_SIGPENDING` for the RT-signal mechanisms' queue.
+    pub sigqueue_max: Option<u64>,
+    /// Request limits.
+    pub limits: Limits,
+    /// Cache limits.
+    pub cache: CacheLimits,
+    /// Answer `/.ioscale/stats` to any client, not only loopback ones.
+    pub stats_public: bool,
+    /// Longest wait for in-flight requests after SIGTERM/SIGINT.
+    pub drain_timeout: Duration,
+    /// Listen backlog.
+    pub backlog: i32,
+}
+
+impl Config {
+    /// Defaults for serving `root` on `port` with `mechanism`.
+    pub fn new(root: impl Into<PathBuf>, port: u16, mechanism: Mechanism) -> Config {
+        Config {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port,
+            root: root.into(),
+            mechanism,
+            multi_accept: false,
+            workers: 1,
+            listener: ListenerMode::Shared,
+            exclusive: false,
+            idle_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+            max_conns: 0,
+            sigqueue_max: None,
+            limits: Limits::default(),
+            cache: CacheLimits::default(),
+            stats_public: false,
+            drain_timeout: Duration::from_secs(10),
+            backlog: 4096,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub struct StartError {
+    /// What kind of failure.
+    pub kind: StartErrorKind,
+    /// One sentence.
+    pub message: String,
+}
+
+/// Kinds of start failures, each with its own exit code in the CLI.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartErrorKind {
+    /// The address is in use or cannot be bound.
+    Bind,
+    /// The root is missing or not a readable directory.
+    Root,
+    /// The mechanism does not work on this kernel or with these options.
+    Mechanism,
+    /// A bad option value.
+    Config,
+    /// Anything else.
+    Other,
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+fn start_err(kind: StartErrorKind, message: String) -> StartError {
+    StartError { kind, message }
+}
+
+/// State the workers and handles share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) stop: AtomicBool,
+    pub(crate) wakers: Mutex<Vec<Arc<ioscale_dispatch::Waker>>>,
+    pub(crate) open: AtomicUsize,
+    pub(crate) stats: stats::Shared,
+}
+
+/// A bound server, not yet running.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    listeners: Vec<OwnedFd>,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+/// Stops a running server from another thread.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Asks every worker to drain (finish in-flight requests, close idle connections) and stop.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Ok(w) = self.shared.wakers.lock() {
+            for k in w.iter() {
+                let _ = k.wake();
+            }
+        }
+    }
+
+    /// The stats document, as the endpoint returns it.
+    pub fn stats(&self) -> serde_json::Value {
+        self.shared.stats.json(self.shared.open.load(Ordering::Relaxed) as u64)
+    }
+}
+
+impl Server {
+    /// Checks the configuration, opens the root, probes the mechanism and binds the port.
+    pub fn bind(mut config: Config) -> Result<Server, StartError> {
+        if config.workers == 0 || config.workers > 1024 {
+            return Err(start_err(
+                StartErrorKind::Config,
+                format!("--workers {} is out of range: expected 1 to 1024", config.workers),
+            ));
+        }
+        if config.idle_timeout.is_zero() || config.header_timeout.is_zero() {
+            return Err(start_err(StartErrorKind::Config, "timeouts must be above zero".into()));
+        }
+        files::Files::open(&config.root, config.cache).map_err(|e| {
+            start_err(
+                StartErrorKind::Root,
+                format!("cannot serve root '{}': {}", config.root.display(), e),
+            )
+        })?;
+        config.root = config.root.canonicalize().unwrap_or(config.root);
+        config.mechanism.probe().map_err(|e| {
+            start_err(
+                StartErrorKind::Mechanism,
+                format!("mechanism '{}' does not work on this kernel: {e}", config.mechanism),
+            )
+        })?;
+        if config.exclusive && config.listener == ListenerMode::Reuseport {
+            return Err(start_err(
+                StartErrorKind::Config,
+                "--exclusive applies to a shared listener, not --listener reuseport".into(),
+            ));
+        }
+        let nofile = sys::raise_nofile_limit().unwrap_or(1024);
+        if config.max_conns == 0 {
+            // Leave room for the listener(s), the dispatchers, cached files and the reserve.
+            config.max_conns = (nofile as usize).saturating_sub(64 + 4 * config.workers).max(16);
+        }
+        if let Some(q) = config.sigqueue_max {
+            sys::set_sigpending_limit(q).map_err(|e| {
+                start_err(StartErrorKind::Config, format!("--sigqueue-max {q}: {e}"))
+            })?;
+        }
+        sys::ignore_sigpipe().map_err(|e| start_err(StartErrorKind::Other, e.to_string()))?;
+        let reuseport = config.listener == ListenerMode::Reuseport;
+        let n = if reuseport { config.workers } else { 1 };
+        let mut listeners = Vec::with_capacity(n);
+        let mut addr = SocketAddr::new(config.bind, config.port);
+        for _ in 0..n {
+            let fd = sys::listen(addr, reuseport, config.backlog).map_err(|e| {
+                let why = if e.kind() == io::ErrorKind::AddrInUse {
+                    "the address is already in use".to_string()
+                } else {
+                    e.to_string()
+                };
+                start_err(StartErrorKind::Bind, format!("cannot listen on {addr}: {why}"))
+            })?;
+            addr = sys::local_addr(fd.as_raw_fd())
+                .map_err(|e| start_err(StartErrorKind::Bind, e.to_string()))?;
+            listeners.push(fd);
+        }
+        if config.exclusive {
+            // Ask the mechanism now, so that a refusal is a start error and not a worker's.
+            let mut d =
+                config.mechanism.open(&ioscale_dispatch::Options::default()).map_err(|e| {
+                    start_err(
+                        StartErrorKind::Mechanism,
+                        format!("mechanism '{}': {e}", config.mechanism),
+                    )
+                })?;
+            let fd = listeners[0].as_raw_fd();
+            d.register_exclusive(
+                fd,
+                ioscale_dispatch::Token(0),
+                ioscale_dispatch::Interest::READABLE,
+            )
+            .map_err(|e| start_err(StartErrorKind::Mechanism, format!("--exclusive: {e}")))?;
+            let _ = d.deregister(fd);
+        }
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            wakers: Mutex::new(Vec::new()),
+            open: AtomicUsize::new(0),
+            stats: stats::Shared {
+                workers: (0..config.workers).map(|_| stats::WorkerStats::default()).collect(),
+                mechanism: config.mechanism,
+                started: Instant::now(),
+            },
+        });
+        Ok(Server { config, listeners, addr, shared })
+    }
+
+    /// The bound address (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The configuration in force (with defaults filled in).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A handle to stop the server.
+    pub fn handle(&self) -> Handle {
+        Handle { shared: self.shared.clone() }
+    }
+
+    /// Runs the workers until [`Handle::shutdown`]; worker 0 runs on the calling thread.
+    pub fn run(self) -> io::Result<()> {
+        let Server { config, listeners, shared, .. } = self;
+        let config = Arc::new(config);
+        let fds: Vec<i32> = listeners.iter().map(|l| l.as_raw_fd()).collect();
+        let mut threads = Vec::new();
+        for id in 1..config.workers {
+            let (config, shared) = (config.clone(), shared.clone());
+            let lfd = fds[id % fds.len()];
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("ioscale-worker-{id}"))
+                    .spawn(move || worker::run(id, &config, &shared, lfd))?,
+            );
+        }
+        let mut result = worker::run(0, &config, &shared, fds[0]);
+        if result.is_err() {
+            Handle { shared: shared.clone() }.shutdown();
+        }
+        for t in threads {
+            let r = t.join().unwrap_or_else(|_| Err(io::Error::other("a worker panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        drop(listeners);
+        result
+    }
+
+    /// Runs until SIGINT or SIGTERM, then drains and returns (the CLI exits 0).
+    pub fn run_until_signal(self) -> io::Result<()> {
+        sys::block_termination()?;
+        let handle = self.handle();
+        std::thread::Builder::new().name("ioscale-signals".into()).spawn(move || {
+            if sys::wait_termination().is_ok() {
+                handle.shutdown();
+            }
+        })?;
+        self.run()
+    }
+}

@@ -1,0 +1,177 @@
+//! `ioscale serve`: the command-line arguments and the exit codes.
+//!
+//! | exit code | meaning |
+//! | --- | --- |
+//! | 0 | stopped by SIGTERM or SIGINT after draining |
+//! | 1 | a failure while running |
+//! | 2 | a bad argument (clap's usage errors too, e.g. an unknown mechanism) |
+//! | 3 | cannot listen (address in use, not an address of this machine, permission) |
+//! | 4 | the root is missing, not a directory or not readable |
+//! | 5 | the mechanism does not work on this kernel (or cannot do what was asked, e.g. `--exclusive`) |
+
+use crate::{Config, ListenerMode, Server, StartErrorKind};
+use ioscale_dispatch::Mechanism;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `ioscale serve`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Port to listen on (0 picks a free one and prints it).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Directory to serve (nothing outside it is ever served).
+    #[arg(long, default_value = ".")]
+    pub root: PathBuf,
+    /// Event-dispatch mechanism (see `ioscale mechanisms`).
+    #[arg(long, default_value = "epoll", value_parser = parse_mechanism)]
+    pub dispatch: Mechanism,
+    /// Accept until the listen queue is empty on each notice (Chandra & Mosberger §4).
+    #[arg(long)]
+    pub multi_accept: bool,
+    /// Event loops (threads), each with its own dispatcher.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub workers: u64,
+    /// How workers share the port: one shared socket, or one SO_REUSEPORT socket each.
+    #[arg(long, default_value = "shared", value_parser = parse_listener)]
+    pub listener: ListenerMode,
+    /// Register the shared listener with EPOLLEXCLUSIVE (epoll mechanisms only).
+    #[arg(long)]
+    pub exclusive: bool,
+    /// Close persistent connections idle this long between requests, e.g. 60s, 500ms.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Close connections whose request head has not arrived this long after its first byte (408).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Most open connections (default: the descriptor limit less a reserve); more are closed at once.
+    #[arg(long, default_value_t = 0)]
+    pub max_conns: usize,
+    /// RT-signal queue length (RLIMIT_SIGPENDING) for the signal mechanisms.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sigqueue_max: Option<u64>,
+    /// Largest request head in bytes (431 beyond).
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u64).range(256..=1_048_576))]
+    pub max_head: u64,
+    /// Longest request target in bytes (414 beyond).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    pub max_target: u64,
+    /// Most header fields (431 beyond).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub max_headers: u64,
+    /// Files up to this many bytes are held in memory; larger ones are sent with sendfile.
+    #[arg(long, default_value_t = 262_144)]
+    pub cache_max_file: u64,
+    /// Answer /.ioscale/stats to every client, not only loopback ones.
+    #[arg(long)]
+    pub stats_public: bool,
+    /// Longest wait for in-flight requests after SIGTERM or SIGINT.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+fn parse_mechanism(s: &str) -> Result<Mechanism, String> {
+    s.parse::<Mechanism>().map_err(|e| e.to_string())
+}
+
+fn parse_listener(s: &str) -> Result<ListenerMode, String> {
+    s.parse()
+}
+
+/// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("invalid duration '{s}': expected a number with ms, s or m, e.g. 500ms or 10s");
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !v.is_finite() || v <= 0.0 || v * mult > 1e7 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(v * mult))
+}
+
+impl ServeArgs {
+    /// The server configuration these arguments describe.
+    pub fn config(&self) -> Config {
+        let mut c = Config::new(&self.root, self.port, self.dispatch);
+        c.bind = self.bind;
+        c.multi_accept = self.multi_accept;
+        c.workers = self.workers as usize;
+        c.listener = self.listener;
+        c.exclusive = self.exclusive;
+        c.idle_timeout = self.idle_timeout;
+        c.header_timeout = self.header_timeout;
+        c.max_conns = self.max_conns;
+        c.sigqueue_max = self.sigqueue_max;
+        c.limits.max_head = self.max_head as usize;
+        c.limits.max_target = self.max_target as usize;
+        c.limits.max_headers = self.max_headers as usize;
+        c.cache.max_file = self.cache_max_file;
+        c.stats_public = self.stats_public;
+        c.drain_timeout = self.drain_timeout;
+        c
+    }
+}
+
+/// Runs `ioscale serve`; returns the exit code (see the module docs).
+pub fn run(args: &ServeArgs) -> ExitCode {
+    let server = match Server::bind(args.config()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ioscale serve: {e}");
+            return ExitCode::from(match e.kind {
+                StartErrorKind::Bind => 3,
+                StartErrorKind::Root => 4,
+                StartErrorKind::Mechanism => 5,
+                StartErrorKind::Config => 2,
+                _ => 1,
+            });
+        }
+    };
+    let c = server.config();
+    eprintln!(
+        "ioscale serve: http://{}/ root {} dispatch {} workers {} listener {}{}{}",
+        server.local_addr(),
+        c.root.display(),
+        c.mechanism,
+        c.workers,
+        if c.listener == ListenerMode::Shared { "shared" } else { "reuseport" },
+        if c.multi_accept { " multi-accept" } else { "" },
+        if c.exclusive { " exclusive" } else { "" },
+    );
+    match server.run_until_signal() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ioscale serve: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("0s").unwrap_err().contains("'0s'"));
+        assert!(parse_duration("x").is_err());
+    }
+}

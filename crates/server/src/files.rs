@@ -1,0 +1,343 @@
+//! The document root and phhttpd's static cache: files opened strictly beneath the root, small
+//! ones kept in memory, large ones kept open for `sendfile`, each revalidated at most once a
+//! second.
+//!
+//! A hit costs one hash lookup and no system call: the entry holds the bytes (or the open
+//! descriptor) and the HTTP header lines rendered once ([`Entity`]). A change on disk (size,
+//! modification time, inode) is seen within a second, when the entry is next used after its
+//! check interval: the path is opened again beneath the root and compared.
+
+use crate::sys;
+use ioscale_http::{Entity, Error, ErrorKind};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often a cached entry is checked against the disk.
+pub const REVALIDATE: Duration = Duration::from_secs(1);
+
+/// The body of a cached file.
+#[derive(Clone, Debug)]
+pub enum Content {
+    /// Small file: its bytes.
+    Memory(Arc<[u8]>),
+    /// Large file: an open descriptor for `sendfile` at explicit offsets.
+    Open(Arc<File>),
+}
+
+/// A cached file.
+#[derive(Debug)]
+pub struct Entry {
+    /// Length, validators, type.
+    pub entity: Entity,
+    /// Its bytes or its descriptor.
+    pub content: Content,
+    checked: Instant,
+    ident: (u64, u64, u64, i64, i64),
+}
+
+/// What a path names.
+#[derive(Debug)]
+pub enum Found<'a> {
+    /// A regular file (or a directory's `index.html`).
+    File(&'a Entry),
+    /// A directory asked for without its trailing slash: redirect to `path/`.
+    Directory,
+}
+
+/// Why a lookup failed, beyond the HTTP errors.
+#[derive(Debug)]
+pub enum LookupError {
+    /// An HTTP error (404, 403).
+    Http(Error),
+    /// Out of descriptors or memory: answer 503.
+    Unavailable,
+}
+
+/// Limits of the cache.
+#[derive(Copy, Clone, Debug)]
+pub struct CacheLimits {
+    /// Files up to this size are held in memory.
+    pub max_file: u64,
+    /// Total bytes held in memory (per worker).
+    pub max_total: u64,
+    /// Most entries (memory and open descriptors).
+    pub max_entries: usize,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        CacheLimits { max_file: 256 * 1024, max_total: 64 << 20, max_entries: 4096 }
+    }
+}
+
+/// The root and the cache of one worker.
+#[derive(Debug)]
+pub struct Files {
+    root: OwnedFd,
+    root_path: PathBuf,
+    beneath: bool,
+    map: HashMap<Box<[u8]>, Entry>,
+    limits: CacheLimits,
+    held: u64,
+    key: Vec<u8>,
+}
+
+impl Files {
+    /// Opens the root directory.
+    pub fn open(root: &Path, limits: CacheLimits) -> io::Result<Files> {
+        let dir = File::open(root)?;
+        if !dir.metadata()?.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
+        }
+        let root_path = root.canonicalize()?;
+        let beneath = match sys::open_beneath(dir.as_raw_fd(), b"") {
+            Ok(_) => true,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => false,
+            Err(e) => return Err(e),
+        };
+        Ok(Files {
+            root: dir.into(),
+            root_path,
+            beneath,
+            map: HashMap::new(),
+            limits,
+            held: 0,
+            key: Vec::with_capacity(256),
+        })
+    }
+
+    /// Looks up the resolved relative `path` (from [`ioscale_http::resolve`]); `dir_slash` when
+    /// the target ended with `/`.
+    pub fn lookup(
+        &mut self,
+        path: &[u8],
+        dir_slash: bool,
+        now: Instant,
+    ) -> Result<Found<'_>, LookupError> {
+        self.key.clear();
+        self.key.extend_from_slice(path);
+        if dir_slash || path.is_empty() {
+            if !path.is_empty() {
+                self.key.push(b'/');
+            }
+            self.key.extend_from_slice(b"index.html");
+        }
+        let fresh = match self.map.get(&self.key[..]) {
+            Some(e) => now.saturating_duration_since(e.checked) < REVALIDATE,
+            None => false,
+        };
+        if !fresh {
+            let key = std::mem::take(&mut self.key);
+            let r = self.load(&key, now);
+            self.key = key;
+            if let Some(found) = r? {
+                return Ok(found);
+            }
+        }
+        match self.map.get(&self.key[..]) {
+            Some(e) => Ok(Found::File(e)),
+            None => Err(LookupError::Http(Error::new(ErrorKind::NotFound, "no such file"))),
+        }
+    }
+
+    /// (Re)loads `key` into the map. `Some` for an answer that is not a cached file.
+    fn load(&mut self, key: &[u8], now: Instant) -> Result<Option<Found<'static>>, LookupError> {
+        let fd = match self.open_rel(key) {
+            Ok(fd) => fd,
+            Err(e) => {
+                self.evict(key);
+                return Err(map_open_error(&e));
+            }
+        };
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(|e| map_open_error(&e))?;
+        if meta.is_dir() {
+            self.evict(key);
+            return if key.ends_with(b"index.html") {
+                Err(LookupError::Http(Error::new(ErrorKind::NotFound, "no such file")))
+            } else {
+                Ok(Some(Found::Directory))
+            };
+        }
+        if !meta.is_file() {
+            self.evict(key);
+            return Err(LookupError::Http(Error::new(ErrorKind::Forbidden, "not a regular file")));
+        }
+        let ident = (meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec());
+        if let Some(e) = self.map.get_mut(key) {
+            if e.ident == ident {
+                e.checked = now;
+                return Ok(None);
+            }
+        }
+        self.evict(key);
+        let len = meta.len();
+        let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+        let entity = Entity::new(key, len, modified);
+        let content = if len <= self.limits.max_file && self.held + len <= self.limits.max_total {
+            let mut data = Vec::with_capacity(len as usize);
+            (&file).take(len).read_to_end(&mut data).map_err(|e| map_open_error(&e))?;
+            if data.len() as u64 != len {
+                // Changed while being read: serve from the descriptor this time.
+                return self.insert(key, entity, Content::Open(Arc::new(file)), now, ident);
+            }
+            self.held += len;
+            Content::Memory(data.into())
+        } else {
+            Content::Open(Arc::new(file))
+        };
+        self.insert(key, entity, content, now, ident)
+    }
+
+    fn insert(
+        &mut self,
+        key: &[u8],
+        entity: Entity,
+        content: Content,
+        now: Instant,
+        ident: (u64, u64, u64, i64, i64),
+    ) -> Result<Option<Found<'static>>, LookupError> {
+        if self.map.len() >= self.limits.max_entries {
+            // Crude but bounded: start over (the hot set comes back at once).
+            self.map.clear();
+            self.held = 0;
+        }
+        self.map.insert(key.into(), Entry { entity, content, checked: now, ident });
+        Ok(None)
+    }
+
+    fn evict(&mut self, key: &[u8]) {
+        if let Some(e) = self.map.remove(key) {
+            if let Content::Memory(m) = &e.content {
+                self.held -= m.len() as u64;
+            }
+        }
+    }
+
+    fn open_rel(&self, rel: &[u8]) -> io::Result<OwnedFd> {
+        if self.beneath {
+            return sys::open_beneath(self.root.as_raw_fd(), rel);
+        }
+        // Kernels without openat2: resolve every symlink and check the prefix.
+        let p = self.root_path.join(std::ffi::OsStr::new(
+            std::str::from_utf8(rel).map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))?,
+        ));
+        let real = p.canonicalize()?;
+        if !real.starts_with(&self.root_path) {
+            return Err(io::Error::from_raw_os_error(libc::EXDEV));
+        }
+        Ok(File::open(real)?.into())
+    }
+
+    /// Bytes held in memory.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// The root's descriptor.
+    pub fn root_fd(&self) -> RawFd {
+        self.root.as_raw_fd()
+    }
+}
+
+fn map_open_error(e: &io::Error) -> LookupError {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) => LookupError::Unavailable,
+        Some(libc::EXDEV | libc::ELOOP | libc::EACCES | libc::EPERM) => LookupError::Http(
+            Error::new(ErrorKind::Forbidden, "the path leads outside the root or is not readable"),
+        ),
+        _ => LookupError::Http(Error::new(ErrorKind::NotFound, "no such file")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ioscale-files-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn caches_small_files_and_sees_changes() {
+        let d = tmp("change");
+        std::fs::write(d.join("a.txt"), "one").unwrap();
+        let mut f = Files::open(&d, CacheLimits::default()).unwrap();
+        let t0 = Instant::now();
+        let Ok(Found::File(e)) = f.lookup(b"a.txt", false, t0) else { panic!() };
+        assert!(matches!(&e.content, Content::Memory(m) if &m[..] == b"one"));
+        std::fs::write(d.join("a.txt"), "three").unwrap();
+        // Within the interval: the cached copy.
+        let Ok(Found::File(e)) = f.lookup(b"a.txt", false, t0) else { panic!() };
+        assert_eq!(e.entity.len(), 3);
+        let Ok(Found::File(e)) = f.lookup(b"a.txt", false, t0 + REVALIDATE * 2) else { panic!() };
+        assert!(matches!(&e.content, Content::Memory(m) if &m[..] == b"three"));
+        std::fs::remove_file(d.join("a.txt")).unwrap();
+        assert!(f.lookup(b"a.txt", false, t0 + REVALIDATE * 4).is_err());
+        assert_eq!(f.held(), 0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn large_files_stay_open_directories_redirect_and_index() {
+        let d = tmp("large");
+        std::fs::write(d.join("big.bin"), vec![7u8; 1000]).unwrap();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::fs::create_dir(d.join("empty")).unwrap();
+        std::fs::write(d.join("sub/index.html"), "<p>").unwrap();
+        let limits = CacheLimits { max_file: 100, ..CacheLimits::default() };
+        let mut f = Files::open(&d, limits).unwrap();
+        let now = Instant::now();
+        assert!(matches!(
+            f.lookup(b"big.bin", false, now),
+            Ok(Found::File(Entry { content: Content::Open(_), .. }))
+        ));
+        assert!(matches!(f.lookup(b"sub", false, now), Ok(Found::Directory)));
+        assert!(matches!(f.lookup(b"sub", true, now), Ok(Found::File(_))));
+        assert!(
+            matches!(f.lookup(b"empty", true, now), Err(LookupError::Http(e)) if e.kind() == ErrorKind::NotFound)
+        );
+        assert!(
+            matches!(f.lookup(b"", false, now), Err(LookupError::Http(e)) if e.kind() == ErrorKind::NotFound)
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn symlinks_out_of_the_root_are_refused() {
+        let d = tmp("symlink");
+        let outside = tmp("outside");
+        std::fs::write(outside.join("secret"), "s").unwrap();
+        std::fs::write(d.join("in.txt"), "i").unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), d.join("abs")).unwrap();
+        std::os::unix::fs::symlink(
+            "../ioscale-files-outside-".to_string() + &std::process::id().to_string() + "/secret",
+            d.join("rel"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("in.txt", d.join("inside")).unwrap();
+        std::os::unix::fs::symlink(&outside, d.join("dirlink")).unwrap();
+        let mut f = Files::open(&d, CacheLimits::default()).unwrap();
+        let now = Instant::now();
+        for p in [&b"abs"[..], b"rel", b"dirlink/secret"] {
+            match f.lookup(p, false, now) {
+                Err(LookupError::Http(e)) => {
+                    assert!(matches!(e.kind(), ErrorKind::Forbidden | ErrorKind::NotFound))
+                }
+                other => panic!("{} served: {other:?}", String::from_utf8_lossy(p)),
+            }
+        }
+        assert!(matches!(f.lookup(b"inside", false, now), Ok(Found::File(_))));
+        let _ = std::fs::remove_dir_all(&d);
+        let _ = std::fs::remove_dir_all(&outside);
+    }
+}

@@ -1,0 +1,196 @@
+//! Counters each worker keeps and the JSON the stats endpoint returns.
+//!
+//! Each worker writes only its own block (single writer: a relaxed load and store, no locked
+//! instruction on the request path); any worker reads all blocks to answer `/.ioscale/stats`.
+
+use ioscale_dispatch::{Counters, Mechanism, ModeSwitch};
+use ioscale_http::ErrorKind;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Server-level failures counted beside the HTTP error kinds.
+pub const SERVER_ERRORS: &[&str] = &[
+    "timeout_header",
+    "timeout_idle",
+    "timeout_send",
+    "reset",
+    "shed_emfile",
+    "shed_max_conns",
+    "register_failed",
+    "accept_failed",
+    "unavailable",
+    "io",
+];
+
+/// Index of a server-level error in [`SERVER_ERRORS`].
+#[derive(Copy, Clone, Debug)]
+#[allow(missing_docs)]
+pub enum ServerError {
+    TimeoutHeader = 0,
+    TimeoutIdle,
+    TimeoutSend,
+    Reset,
+    ShedEmfile,
+    ShedMaxConns,
+    RegisterFailed,
+    AcceptFailed,
+    Unavailable,
+    Io,
+}
+
+/// One worker's counters.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// Connections closed.
+    pub closed: AtomicU64,
+    /// Requests parsed.
+    pub requests: AtomicU64,
+    /// Responses by class: 2xx, 3xx, 4xx, 5xx.
+    pub responses: [AtomicU64; 4],
+    /// Bytes read.
+    pub bytes_in: AtomicU64,
+    /// Bytes sent.
+    pub bytes_out: AtomicU64,
+    /// HTTP errors by [`ErrorKind::index`].
+    pub http_errors: [AtomicU64; 16],
+    /// Server errors by [`ServerError`].
+    pub server_errors: [AtomicU64; 10],
+    /// The dispatcher's counters, copied after each wait.
+    pub dispatch: [AtomicU64; 9],
+    /// The dispatcher's mode switches (hybrid), copied when their count changes.
+    pub switches: Mutex<Vec<ModeSwitch>>,
+}
+
+/// Adds `n` to a counter only this thread writes.
+#[inline]
+pub fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+impl WorkerStats {
+    /// Copies the dispatcher's counters.
+    pub fn publish(&self, c: &Counters) {
+        let v = [
+            c.wait_calls,
+            c.events,
+            c.interest_syscalls,
+            c.signals,
+            c.dequeue_calls,
+            c.overflows,
+            c.recoveries,
+            c.mode_switches,
+            c.interrupted,
+        ];
+        for (a, v) in self.dispatch.iter().zip(v) {
+            a.store(v, Relaxed);
+        }
+    }
+
+    /// Counts a server error.
+    pub fn error(&self, e: ServerError) {
+        bump(&self.server_errors[e as usize], 1);
+    }
+
+    /// Counts an HTTP error.
+    pub fn http_error(&self, k: ErrorKind) {
+        bump(&self.http_errors[k.index()], 1);
+    }
+
+    /// Counts a response by status.
+    #[inline]
+    pub fn response(&self, code: u16) {
+        let class = usize::from(code / 100).clamp(2, 5) - 2;
+        bump(&self.responses[class], 1);
+    }
+}
+
+const DISPATCH_NAMES: [&str; 9] = [
+    "wait_calls",
+    "events",
+    "interest_syscalls",
+    "signals",
+    "dequeue_calls",
+    "overflows",
+    "recoveries",
+    "mode_switches",
+    "interrupted",
+];
+
+/// Everything the stats endpoint reports, shared by the workers.
+#[derive(Debug)]
+pub struct Shared {
+    /// One block per worker.
+    pub workers: Vec<WorkerStats>,
+    /// The mechanism in use.
+    pub mechanism: Mechanism,
+    /// When the server started.
+    pub started: Instant,
+}
+
+impl Shared {
+    /// The stats document.
+    pub fn json(&self, open: u64) -> serde_json::Value {
+        use serde_json::{json, Map, Value};
+        let sum = |f: &dyn Fn(&WorkerStats) -> &AtomicU64| -> u64 {
+            self.workers.iter().map(|w| f(w).load(Relaxed)).sum()
+        };
+        let accepted = sum(&|w| &w.accepted);
+        let closed = sum(&|w| &w.closed);
+        let mut dispatch = Map::new();
+        for (i, name) in DISPATCH_NAMES.iter().enumerate() {
+            dispatch.insert((*name).into(), sum(&|w| &w.dispatch[i]).into());
+        }
+        let mut errors = Map::new();
+        for k in ErrorKind::ALL {
+            errors.insert(k.name().into(), sum(&|w| &w.http_errors[k.index()]).into());
+        }
+        for (i, name) in SERVER_ERRORS.iter().enumerate() {
+            errors.insert((*name).into(), sum(&|w| &w.server_errors[i]).into());
+        }
+        let per_worker: Vec<Value> = self
+            .workers
+            .iter()
+            .map(|w| {
+                json!({
+                    "accepted": w.accepted.load(Relaxed),
+                    "requests": w.requests.load(Relaxed),
+                    "waits": w.dispatch[0].load(Relaxed),
+                })
+            })
+            .collect();
+        let switches: Vec<Value> = self
+            .workers
+            .iter()
+            .flat_map(|w| w.switches.lock().map(|s| s.clone()).unwrap_or_default())
+            .map(|s| json!({"at": s.at.as_secs_f64(), "to": s.to, "reason": s.reason}))
+            .collect();
+        let (user, system) = crate::sys::process_cpu();
+        json!({
+            "server": "ioscale",
+            "mechanism": self.mechanism.name(),
+            "workers": self.workers.len(),
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "connections": {"open": open, "accepted": accepted, "closed": closed},
+            "requests": sum(&|w| &w.requests),
+            "responses": {
+                "2xx": sum(&|w| &w.responses[0]),
+                "3xx": sum(&|w| &w.responses[1]),
+                "4xx": sum(&|w| &w.responses[2]),
+                "5xx": sum(&|w| &w.responses[3]),
+            },
+            "bytes": {"in": sum(&|w| &w.bytes_in), "out": sum(&|w| &w.bytes_out)},
+            "dispatch": dispatch,
+            "switches": switches,
+            "errors": errors,
+            "cpu": {
+                "process_s": (user + system).as_secs_f64(),
+                "user_s": user.as_secs_f64(),
+                "system_s": system.as_secs_f64(),
+            },
+            "per_worker": per_worker,
+        })
+    }
+}

@@ -1,0 +1,809 @@
+//! One worker's event loop: a dispatcher, a listener, the connections, the timer wheel, the
+//! file cache, and two scratch buffers shared by all its connections.
+//!
+//! Mechanism-neutral by construction: it asks the dispatcher only `trigger()` (re-arm one-shot
+//! registrations after each notice) and `events_are_hints()` (then every read, write and accept
+//! goes on until `EAGAIN`). On a level-triggered mechanism it reads once per notice unless the
+//! buffer filled: the next wait reports what is left, and the `EAGAIN` read is saved.
+
+use crate::files::{Content, Files, Found, LookupError};
+use crate::stats::{bump, ServerError, WorkerStats};
+use crate::wheel::Wheel;
+use crate::{sys, Config, Shared};
+use ioscale_dispatch::{Dispatcher, Events, Interest, Token, Trigger, Waker};
+use ioscale_http::response::{write_entity_head, write_error, write_redirect, write_simple};
+use ioscale_http::{resolve, Connection, DateCache, ErrorKind, Request, Status, Step, Timer};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+/// Responses are batched into the write buffer up to this size (pipelining).
+const WBUF_HIGH: usize = 64 * 1024;
+/// Cached bodies up to this size are copied next to their head: one send for both.
+const COPY_MAX: usize = 16 * 1024;
+/// How long a refused connection is drained before it is closed (nginx's lingering close: a
+/// close with unread input would reset the connection and could destroy the error response).
+const LINGER: Duration = Duration::from_secs(2);
+/// How long the listener rests when no descriptor can be had even for shedding.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
+const STATS_PATH: &[u8] = b"/.ioscale/stats";
+
+#[derive(Debug)]
+enum Body {
+    None,
+    Memory(Arc<[u8]>, usize),
+    File(Arc<File>, u64, u64),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Header,
+    Send,
+    Linger,
+}
+
+#[derive(Debug)]
+struct Conn {
+    fd: OwnedFd,
+    gen: u32,
+    http: Connection,
+    pending_in: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    body: Body,
+    interest: Interest,
+    phase: Phase,
+    deadline: Instant,
+    filed: Option<Instant>,
+    timer_seq: u32,
+    loopback: bool,
+    read_closed: bool,
+    rejected: bool,
+}
+
+impl Conn {
+    fn has_output(&self) -> bool {
+        self.out_pos < self.out.len() || !matches!(self.body, Body::None)
+    }
+}
+
+/// Why a connection closes.
+#[derive(Copy, Clone, Debug)]
+enum Close {
+    Done,
+    Reset,
+    Io,
+}
+
+struct Worker<'a> {
+    id: usize,
+    cfg: &'a Config,
+    shared: &'a Shared,
+    st: &'a WorkerStats,
+    d: Box<dyn Dispatcher>,
+    listener: RawFd,
+    listening: bool,
+    paused_until: Option<Instant>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    open: usize,
+    next_gen: u32,
+    wheel: Wheel,
+    expired: Vec<u64>,
+    wbuf: Vec<u8>,
+    path: Vec<u8>,
+    files: Files,
+    date: DateCache,
+    hints: bool,
+    oneshot: bool,
+    reserve: Option<File>,
+    shedding: u64,
+    now: Instant,
+    waker: Arc<Waker>,
+    stopping: Option<Instant>,
+    switches_seen: u64,
+}
+
+fn token_of(idx: usize, gen: u32) -> Token {
+    Token((gen as usize) << 32 | idx)
+}
+
+/// Runs worker `id` until the server stops.
+pub(crate) fn run(id: usize, cfg: &Config, shared: &Shared, listener: RawFd) -> io::Result<()> {
+    // Opened here, in the worker's own thread: the RT-signal mechanisms direct their signals to
+    // the thread that opened them.
+    let mut d = cfg.mechanism.open(&ioscale_dispatch::Options::default())?;
+    let waker = Arc::new(Waker::new(&mut *d, WAKER)?);
+    shared.wakers.lock().map_err(|_| io::Error::other("poisoned"))?.push(waker.clone());
+    let now = Instant::now();
+    let files = Files::open(&cfg.root, cfg.cache)?;
+    let mut w = Worker {
+        id,
+        cfg,
+        shared,
+        st: &shared.stats.workers[id],
+        hints: d.events_are_hints(),
+        oneshot: d.trigger() == Trigger::Oneshot,
+        d,
+        listener,
+        listening: false,
+        paused_until: None,
+        conns: Vec::new(),
+        free: Vec::new(),
+        open: 0,
+        next_gen: 1,
+        wheel: Wheel::new(now),
+        expired: Vec::new(),
+        wbuf: Vec::with_capacity(WBUF_HIGH * 2),
+        path: Vec::with_capacity(cfg.limits.max_target + 16),
+        files,
+        date: DateCache::new(),
+        reserve: File::open("/dev/null").ok(),
+        shedding: 0,
+        now,
+        waker,
+        stopping: None,
+        switches_seen: 0,
+    };
+    w.listen()?;
+    // Scratch input: a whole head plus room, shared by every connection of this worker.
+    let mut rbuf = vec![0u8; cfg.limits.max_head + 16 * 1024].into_boxed_slice();
+    let mut events = Events::with_capacity(1024);
+    let result = w.main_loop(&mut events, &mut rbuf);
+    for idx in 0..w.conns.len() {
+        if let Some(c) = w.conns[idx].take() {
+            w.close(c, idx, Close::Done);
+        }
+    }
+    if w.listening {
+        let _ = w.d.deregister(listener);
+    }
+    let _ = w.d.deregister(w.waker.as_raw_fd());
+    w.st.publish(&w.d.counters());
+    result
+}
+
+impl Worker<'_> {
+    fn listen(&mut self) -> io::Result<()> {
+        if self.cfg.exclusive {
+            self.d.register_exclusive(self.listener, LISTENER, Interest::READABLE)?;
+        } else {
+            self.d.register(self.listener, LISTENER, Interest::READABLE)?;
+        }
+        self.listening = true;
+        Ok(())
+    }
+
+    fn main_loop(&mut self, events: &mut Events, rbuf: &mut [u8]) -> io::Result<()> {
+        loop {
+            if self.stopping.is_none() && self.shared.stop.load(Ordering::Relaxed) {
+                self.begin_stop();
+            }
+            if let Some(until) = self.stopping {
+                if self.open == 0 || self.now >= until {
+                    return Ok(());
+                }
+            }
+            if let Some(t) = self.paused_until {
+                if self.now >= t && self.stopping.is_none() {
+                    self.paused_until = None;
+                    self.listen()?;
+                }
+            }
+            let mut timeout = self.wheel.timeout(self.now);
+            for t in [self.paused_until, self.stopping].into_iter().flatten() {
+                let d = t.saturating_duration_since(self.now) + Duration::from_millis(1);
+                timeout = Some(timeout.map_or(d, |x| x.min(d)));
+            }
+            match self.d.wait(events, timeout) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            self.now = Instant::now();
+            self.date.update(SystemTime::now());
+            let counters = self.d.counters();
+            self.st.publish(&counters);
+            if counters.mode_switches != self.switches_seen {
+                self.switches_seen = counters.mode_switches;
+                if let Ok(mut s) = self.st.switches.lock() {
+                    *s = self.d.switches();
+                }
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept_ready(),
+                    WAKER => self.waker.reset(&mut *self.d)?,
+                    Token(t) => {
+                        let idx = t & 0xffff_ffff;
+                        let gen = (t >> 32) as u32;
+                        let Some(mut c) = self.conns.get_mut(idx).and_then(Option::take) else {
+                            continue;
+                        };
+                        if c.gen != gen {
+                            self.conns[idx] = Some(c);
+                            continue;
+                        }
+                        let r = if c.phase == Phase::Linger {
+                            self.linger(&mut c, rbuf)
+                        } else {
+                            self.drive(&mut c, ev.is_readable(), rbuf)
+                        };
+                        self.settle(c, idx, r);
+                    }
+                }
+            }
+            self.expire(rbuf);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // accepting
+
+    fn accept_ready(&mut self) {
+        if !self.listening || self.stopping.is_some() {
+            return;
+        }
+        // Hints (edge, signals) must be drained: no further notice comes for what is queued.
+        let multi = self.cfg.multi_accept || self.hints;
+        loop {
+            match sys::accept(self.listener) {
+                Ok((fd, loopback)) => {
+                    if self.shedding > 0 {
+                        eprintln!(
+                            "ioscale serve: worker {}: descriptors available again after shedding {} connection(s)",
+                            self.id, self.shedding
+                        );
+                        self.shedding = 0;
+                    }
+                    self.add_conn(fd, loopback);
+                    if !multi {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM)
+                    ) =>
+                {
+                    continue
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    self.shed(&e);
+                    break;
+                }
+                Err(e) => {
+                    self.st.error(ServerError::AcceptFailed);
+                    eprintln!("ioscale serve: worker {}: accept failed: {e}", self.id);
+                    self.pause_listener();
+                    break;
+                }
+            }
+        }
+        if self.oneshot && self.listening {
+            if let Err(e) = self.d.reregister(self.listener, LISTENER, Interest::READABLE) {
+                eprintln!("ioscale serve: worker {}: cannot re-arm the listener: {e}", self.id);
+                self.pause_listener();
+            }
+        }
+    }
+
+    /// Out of descriptors: free the reserve, accept and close what is queued (the clients see a
+    /// close, not a hang), take the reserve back. A level-triggered listener with a queued
+    /// connection that cannot be accepted would otherwise wake every wait: the busy loop.
+    fn shed(&mut self, e: &io::Error) {
+        if self.shedding == 0 {
+            eprintln!(
+                "ioscale serve: worker {}: cannot accept: {e}; open connections are still served, new ones are closed until descriptors free up",
+                self.id
+            );
+        }
+        self.reserve = None;
+        let mut shed = 0u64;
+        while shed < 1024 {
+            match sys::accept(self.listener) {
+                Ok((fd, _)) => {
+                    drop(fd);
+                    shed += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        self.shedding += shed.max(1);
+        for _ in 0..shed.max(1) {
+            self.st.error(ServerError::ShedEmfile);
+        }
+        self.reserve = File::open("/dev/null").ok();
+        if self.reserve.is_none() || shed == 0 {
+            self.pause_listener();
+        }
+    }
+
+    fn pause_listener(&mut self) {
+        if self.listening {
+            let _ = self.d.deregister(self.listener);
+            self.listening = false;
+        }
+        self.paused_until = Some(self.now + ACCEPT_PAUSE);
+    }
+
+    fn add_conn(&mut self, fd: OwnedFd, loopback: bool) {
+        if self.shared.open.fetch_add(1, Ordering::Relaxed) >= self.cfg.max_conns {
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
+            self.st.error(ServerError::ShedMaxConns);
+            return;
+        }
+        let idx = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        if let Err(e) = self.d.register(fd.as_raw_fd(), token_of(idx, gen), Interest::READABLE) {
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
+            self.free.push(idx);
+            self.st.error(ServerError::RegisterFailed);
+            if self.st.server_errors[ServerError::RegisterFailed as usize].load(Ordering::Relaxed)
+                == 1
+            {
+                eprintln!(
+                    "ioscale serve: worker {}: connection refused by {}: {e}",
+                    self.id, self.cfg.mechanism
+                );
+            }
+            return;
+        }
+        bump(&self.st.accepted, 1);
+        self.open += 1;
+        let deadline = self.now + self.cfg.idle_timeout;
+        let c = Conn {
+            fd,
+            gen,
+            http: Connection::new(self.cfg.limits),
+            pending_in: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            body: Body::None,
+            interest: Interest::READABLE,
+            phase: Phase::Idle,
+            deadline,
+            filed: Some(deadline),
+            timer_seq: 0,
+            loopback,
+            read_closed: false,
+            rejected: false,
+        };
+        self.wheel.insert(wheel_key(idx, gen, 0), deadline);
+        self.conns[idx] = Some(c);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // connections
+
+    /// Moves bytes: flush what is owed, read, answer every complete request, flush again.
+    /// `Ok` keeps the connection; `Err` closes it.
+    fn drive(&mut self, c: &mut Conn, readable: bool, rbuf: &mut [u8]) -> Result<(), Close> {
+        let mut want_read = readable || self.hints;
+        loop {
+            if c.has_output() {
+                let (sent, done) =
+                    write_out(self.st, c.fd.as_raw_fd(), &c.out[c.out_pos..], &mut c.body)?;
+                c.out_pos += sent;
+                if !done {
+                    return Ok(());
+                }
+                c.out = Vec::new();
+                c.out_pos = 0;
+                want_read |= self.hints;
+            }
+            if c.http.is_closing() {
+                return self.finish_closing(c);
+            }
+            // Input: what was left over, then what the socket has.
+            let mut len = c.pending_in.len();
+            rbuf[..len].copy_from_slice(&c.pending_in);
+            c.pending_in = Vec::new();
+            let mut filled = false;
+            if want_read && !c.read_closed {
+                want_read = false;
+                loop {
+                    if len == rbuf.len() {
+                        filled = true;
+                        break;
+                    }
+                    match sys::read(c.fd.as_raw_fd(), &mut rbuf[len..]) {
+                        Ok(0) => {
+                            c.read_closed = true;
+                            c.http.peer_closed();
+                            break;
+                        }
+                        Ok(n) => {
+                            bump(&self.st.bytes_in, n as u64);
+                            len += n;
+                            if !self.hints && len < rbuf.len() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(io_close(self.st, &e)),
+                    }
+                }
+            }
+            let (used, early) = self.process(c, &rbuf[..len]);
+            if used < len {
+                c.pending_in = rbuf[used..len].to_vec();
+            }
+            if !self.wbuf.is_empty() || c.has_output() {
+                let r = write_out(self.st, c.fd.as_raw_fd(), &self.wbuf, &mut c.body);
+                let (sent, done) = match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        self.wbuf.clear();
+                        return Err(e);
+                    }
+                };
+                if !done {
+                    c.out = self.wbuf[sent..].to_vec();
+                    c.out_pos = 0;
+                }
+                self.wbuf.clear();
+                if !done {
+                    return Ok(());
+                }
+            }
+            if c.http.is_closing() {
+                return self.finish_closing(c);
+            }
+            if c.read_closed {
+                // The peer sent everything it will; an incomplete request never completes.
+                if early {
+                    continue;
+                }
+                return Err(Close::Done);
+            }
+            if early || filled {
+                want_read = filled;
+                continue;
+            }
+            return Ok(());
+        }
+    }
+
+    /// Output sent and no more requests: close, or drain a refused client before closing.
+    fn finish_closing(&mut self, c: &mut Conn) -> Result<(), Close> {
+        if c.rejected && !c.read_closed {
+            let _ = sys::shutdown_write(c.fd.as_raw_fd());
+            c.phase = Phase::Linger;
+            c.deadline = self.now + LINGER;
+            return Ok(());
+        }
+        Err(Close::Done)
+    }
+
+    /// Reads and drops input of a lingering connection until the peer closes.
+    fn linger(&mut self, c: &mut Conn, rbuf: &mut [u8]) -> Result<(), Close> {
+        for _ in 0..16 {
+            match sys::read(c.fd.as_raw_fd(), rbuf) {
+                Ok(0) => return Err(Close::Done),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(Close::Done),
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers the complete requests in `input` into the write buffer. Returns the bytes used
+    /// and whether it stopped early (output to send first) with input left.
+    fn process(&mut self, c: &mut Conn, input: &[u8]) -> (usize, bool) {
+        let mut pos = 0;
+        loop {
+            if self.wbuf.len() >= WBUF_HIGH || !matches!(c.body, Body::None) {
+                return (pos, pos < input.len());
+            }
+            let (used, step) = c.http.step(&input[pos..]);
+            pos += used;
+            match step {
+                Step::NeedMore | Step::Close => return (pos, false),
+                Step::Request(req) => {
+                    bump(&self.st.requests, 1);
+                    self.respond(c, &req);
+                }
+                Step::Reject(e) => {
+                    self.st.http_error(e.kind());
+                    self.st.response(e.status().code());
+                    write_error(&mut self.wbuf, e.status(), &self.date, false, false);
+                    c.rejected = true;
+                    return (input.len(), false);
+                }
+            }
+        }
+    }
+
+    fn respond(&mut self, c: &mut Conn, req: &Request<'_>) {
+        let ka = c.http.keep_alive();
+        let head = req.method.is_head();
+        if req.path() == STATS_PATH && (c.loopback || self.cfg.stats_public) {
+            let doc = self.shared.stats.json(self.shared.open.load(Ordering::Relaxed) as u64);
+            let body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+            write_simple(
+                &mut self.wbuf,
+                Status::OK,
+                "application/json",
+                &body,
+                &self.date,
+                req.method,
+                req.version,
+                ka,
+            );
+            self.st.response(200);
+            return;
+        }
+        let resolved = match resolve(req.target, &mut self.path) {
+            Ok(r) => r,
+            Err(e) => return self.error(e.kind(), head, ka),
+        };
+        match self.files.lookup(&self.path, resolved.trailing_slash, self.now) {
+            Ok(Found::File(entry)) => {
+                let status = entry.entity.evaluate(req);
+                write_entity_head(
+                    &mut self.wbuf,
+                    status,
+                    &entry.entity,
+                    &self.date,
+                    req.version,
+                    ka,
+                );
+                self.st.response(status.code());
+                if status == Status::OK && !head {
+                    match &entry.content {
+                        Content::Memory(m) if m.len() <= COPY_MAX => self.wbuf.extend_from_slice(m),
+                        Content::Memory(m) => c.body = Body::Memory(m.clone(), 0),
+                        Content::Open(f) => c.body = Body::File(f.clone(), 0, entry.entity.len()),
+                    }
+                }
+            }
+            Ok(Found::Directory) => {
+                let mut loc = Vec::with_capacity(self.path.len() + 8);
+                loc.push(b'/');
+                for &b in &self.path {
+                    if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
+                        loc.push(b);
+                    } else {
+                        loc.extend_from_slice(format!("%{b:02X}").as_bytes());
+                    }
+                }
+                loc.push(b'/');
+                if let Some(q) = req.query() {
+                    if q.iter().all(|b| b.is_ascii_graphic()) {
+                        loc.push(b'?');
+                        loc.extend_from_slice(q);
+                    }
+                }
+                write_redirect(&mut self.wbuf, &loc, &self.date, req.method, req.version, ka);
+                self.st.response(301);
+            }
+            Err(LookupError::Http(e)) => self.error(e.kind(), head, ka),
+            Err(LookupError::Unavailable) => {
+                self.st.error(ServerError::Unavailable);
+                self.st.response(503);
+                write_error(&mut self.wbuf, Status::SERVICE_UNAVAILABLE, &self.date, head, ka);
+            }
+        }
+    }
+
+    fn error(&mut self, kind: ErrorKind, head: bool, ka: bool) {
+        self.st.http_error(kind);
+        self.st.response(kind.status().code());
+        write_error(&mut self.wbuf, kind.status(), &self.date, head, ka);
+    }
+
+    /// Puts a connection back with the interest and timer its state needs, or closes it.
+    fn settle(&mut self, mut c: Conn, idx: usize, r: Result<(), Close>) {
+        if let Err(why) = r {
+            return self.close(c, idx, why);
+        }
+        let interest = if c.has_output() { Interest::WRITABLE } else { Interest::READABLE };
+        if interest != c.interest || self.oneshot {
+            if let Err(_e) = self.d.reregister(c.fd.as_raw_fd(), token_of(idx, c.gen), interest) {
+                return self.close(c, idx, Close::Io);
+            }
+            c.interest = interest;
+        }
+        // Timers: a request head must complete within the header timeout of its first byte
+        // (not of its last: slowloris), a send must progress within the idle timeout.
+        let phase = if c.phase == Phase::Linger {
+            Phase::Linger
+        } else if c.has_output() {
+            c.deadline = self.now + self.cfg.idle_timeout;
+            Phase::Send
+        } else if c.http.timer(c.pending_in.len()) == Timer::Header {
+            if c.phase != Phase::Header {
+                c.deadline = self.now + self.cfg.header_timeout;
+            }
+            Phase::Header
+        } else {
+            c.deadline = self.now + self.cfg.idle_timeout;
+            Phase::Idle
+        };
+        c.phase = phase;
+        if !matches!(c.filed, Some(f) if f <= c.deadline) {
+            c.timer_seq = c.timer_seq.wrapping_add(1);
+            self.wheel.insert(wheel_key(idx, c.gen, c.timer_seq), c.deadline);
+            c.filed = Some(c.deadline);
+        }
+        self.conns[idx] = Some(c);
+    }
+
+    fn close(&mut self, c: Conn, idx: usize, why: Close) {
+        let _ = self.d.deregister(c.fd.as_raw_fd());
+        match why {
+            Close::Done => {}
+            Close::Reset => self.st.error(ServerError::Reset),
+            Close::Io => self.st.error(ServerError::Io),
+        }
+        drop(c);
+        self.free.push(idx);
+        self.open -= 1;
+        self.shared.open.fetch_sub(1, Ordering::Relaxed);
+        bump(&self.st.closed, 1);
+    }
+
+    /// Acts on the timers that are due.
+    fn expire(&mut self, rbuf: &mut [u8]) {
+        let _ = rbuf;
+        let mut due = std::mem::take(&mut self.expired);
+        self.wheel.expire(self.now, &mut due);
+        for &key in &due {
+            let (idx, gen, seq) = split_key(key);
+            let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else { continue };
+            if (c.gen & 0xfffff) != gen || (c.timer_seq & 0xfff) != seq {
+                continue; // a stale entry: a newer one is filed
+            }
+            if c.deadline > self.now {
+                c.timer_seq = c.timer_seq.wrapping_add(1);
+                c.filed = Some(c.deadline);
+                let (deadline, k) = (c.deadline, wheel_key(idx, c.gen, c.timer_seq));
+                self.wheel.insert(k, deadline);
+                continue;
+            }
+            let Some(mut c) = self.conns[idx].take() else { continue };
+            match c.phase {
+                Phase::Header => {
+                    self.st.error(ServerError::TimeoutHeader);
+                    if let Some(e) = c.http.timed_out(c.pending_in.len()) {
+                        self.st.http_error(e.kind());
+                        self.st.response(408);
+                        let mut out = Vec::new();
+                        write_error(&mut out, e.status(), &self.date, false, false);
+                        let _ = sys::send2(c.fd.as_raw_fd(), &out, &[], false);
+                    }
+                }
+                Phase::Idle => self.st.error(ServerError::TimeoutIdle),
+                Phase::Send => self.st.error(ServerError::TimeoutSend),
+                Phase::Linger => {}
+            }
+            c.body = Body::None;
+            self.close(c, idx, Close::Done);
+        }
+        due.clear();
+        self.expired = due;
+    }
+
+    /// SIGTERM/SIGINT: stop accepting, close idle connections, let the rest finish.
+    fn begin_stop(&mut self) {
+        self.stopping = Some(self.now + self.cfg.drain_timeout);
+        if self.listening {
+            let _ = self.d.deregister(self.listener);
+            self.listening = false;
+        }
+        self.paused_until = None;
+        for idx in 0..self.conns.len() {
+            let Some(mut c) = self.conns[idx].take() else { continue };
+            let idle =
+                !c.has_output() && c.http.drain(c.pending_in.len()) && c.phase != Phase::Linger;
+            if idle {
+                self.close(c, idx, Close::Done);
+            } else {
+                self.conns[idx] = Some(c);
+            }
+        }
+    }
+}
+
+/// Wheel keys: 32 bits of slot, 20 of generation, 12 of timer sequence.
+fn wheel_key(idx: usize, gen: u32, seq: u32) -> u64 {
+    (idx as u64) | (u64::from(gen & 0xfffff) << 32) | (u64::from(seq & 0xfff) << 52)
+}
+
+fn split_key(k: u64) -> (usize, u32, u32) {
+    ((k & 0xffff_ffff) as usize, ((k >> 32) & 0xfffff) as u32, (k >> 52) as u32)
+}
+
+fn io_close(st: &WorkerStats, e: &io::Error) -> Close {
+    let _ = st;
+    match e.raw_os_error() {
+        Some(libc::ECONNRESET | libc::EPIPE | libc::ETIMEDOUT) => Close::Reset,
+        _ => Close::Io,
+    }
+}
+
+/// Sends `head` then the body; returns head bytes sent and whether everything went.
+fn write_out(
+    st: &WorkerStats,
+    fd: RawFd,
+    head: &[u8],
+    body: &mut Body,
+) -> Result<(usize, bool), Close> {
+    let mut sent = 0;
+    loop {
+        let rest = &head[sent..];
+        let r = match body {
+            Body::None if rest.is_empty() => return Ok((sent, true)),
+            Body::None => sys::send2(fd, rest, &[], false).map(|n| {
+                sent += n;
+                bump(&st.bytes_out, n as u64);
+            }),
+            Body::Memory(m, pos) => {
+                if rest.is_empty() && *pos == m.len() {
+                    *body = Body::None;
+                    return Ok((sent, true));
+                }
+                sys::send2(fd, rest, &m[*pos..], false).map(|n| {
+                    let h = n.min(rest.len());
+                    sent += h;
+                    *pos += n - h;
+                    bump(&st.bytes_out, n as u64);
+                })
+            }
+            Body::File(f, off, end) => {
+                if !rest.is_empty() {
+                    sys::send2(fd, rest, &[], true).map(|n| {
+                        sent += n;
+                        bump(&st.bytes_out, n as u64);
+                    })
+                } else if *off >= *end {
+                    *body = Body::None;
+                    return Ok((sent, true));
+                } else {
+                    let want = usize::try_from(*end - *off).unwrap_or(usize::MAX).min(1 << 20);
+                    match sys::sendfile(fd, f.as_raw_fd(), *off, want) {
+                        // The file shrank under us: the promised length cannot be sent.
+                        Ok(0) => return Err(Close::Io),
+                        Ok(n) => {
+                            *off += n as u64;
+                            bump(&st.bytes_out, n as u64);
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+        };
+        match r {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((sent, false)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_close(st, &e)),
+        }
+        if matches!(body, Body::None) && sent == head.len() {
+            return Ok((sent, true));
+        }
+    }
+}
