@@ -41,6 +41,7 @@ pub struct Connection {
     draining: bool,
     discard: u64,
     requests: u64,
+    peer_closed: bool,
 }
 
 impl Connection {
@@ -53,6 +54,7 @@ impl Connection {
             draining: false,
             discard: 0,
             requests: 0,
+            peer_closed: false,
         }
     }
 
@@ -118,10 +120,15 @@ impl Connection {
         buffered == 0 && self.discard == 0
     }
 
-    /// The peer shut down its sending side: requests already buffered are still answered, then
-    /// the connection closes.
+    /// The peer shut down its sending side (a half-close): every request already buffered is
+    /// still answered as usual; the engine closes once no complete request is left.
     pub fn peer_closed(&mut self) {
-        self.draining = true;
+        self.peer_closed = true;
+    }
+
+    /// Whether the peer has half-closed.
+    pub fn is_peer_closed(&self) -> bool {
+        self.peer_closed
     }
 
     /// Which timeout applies while waiting for input with `buffered` unconsumed bytes.
@@ -211,6 +218,17 @@ mod tests {
         assert!(c.is_closing());
         let mut c = Connection::new(Limits::default());
         assert_eq!(c.timed_out(0), None);
+    }
+
+    #[test]
+    fn a_half_closed_peer_gets_every_buffered_answer() {
+        let mut c = Connection::new(Limits::default());
+        c.peer_closed();
+        let buf = b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n";
+        let (used, s) = c.step(buf);
+        assert!(matches!(s, Step::Request(_)) && c.keep_alive());
+        assert!(matches!(c.step(&buf[used..]).1, Step::Request(_)));
+        assert!(c.is_peer_closed());
     }
 
     #[test]

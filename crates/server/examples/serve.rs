@@ -1,0 +1,18 @@
+//! `ioscale serve` as a stand-alone program (the server crate's tests run it as a real process):
+//!
+//!     cargo run --release -p ioscale-server --example serve -- --port 8080 --root .
+//!
+//! It takes exactly the arguments of `ioscale serve` and exits with its exit codes.
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "serve", about = "ioscale serve as a stand-alone program")]
+struct Args {
+    #[command(flatten)]
+    serve: ioscale_server::cli::ServeArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    ioscale_server::cli::run(&Args::parse().serve)
+}
