@@ -136,8 +136,12 @@ impl Files {
             let key = std::mem::take(&mut self.key);
             let r = self.load(&key, now);
             self.key = key;
-            if let Some(found) = r? {
-                return Ok(found);
+            match r {
+                Ok(Some(found)) => return Ok(found),
+                Ok(None) => {}
+                // Out of descriptors: a cached copy is served as it is rather than refused.
+                Err(LookupError::Unavailable) if self.map.contains_key(&self.key[..]) => {}
+                Err(e) => return Err(e),
             }
         }
         match self.map.get(&self.key[..]) {
@@ -151,8 +155,11 @@ impl Files {
         let fd = match self.open_rel(key) {
             Ok(fd) => fd,
             Err(e) => {
-                self.evict(key);
-                return Err(map_open_error(&e));
+                let err = map_open_error(&e);
+                if !matches!(err, LookupError::Unavailable) {
+                    self.evict(key);
+                }
+                return Err(err);
             }
         };
         let file = File::from(fd);

@@ -127,6 +127,11 @@ impl Client {
         Client { stream, buf: Vec::new() }
     }
 
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Client { stream, buf: Vec::new() }
+    }
+
     pub fn send(&mut self, raw: &[u8]) {
         self.stream.write_all(raw).unwrap();
     }
@@ -212,11 +217,9 @@ pub fn one_shot(addr: SocketAddr, raw: &[u8]) -> Option<u16> {
     text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
 }
 
-/// The stand-alone server program (`examples/serve.rs`, built by `cargo test`).
+/// The stand-alone server program (`src/bin/ioscale-serve.rs`, built by cargo for the tests).
 pub fn serve_exe() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    dir.join("examples").join("serve")
+    PathBuf::from(env!("CARGO_BIN_EXE_ioscale-serve"))
 }
 
 /// Whether a program is on PATH.
