@@ -91,6 +91,11 @@ impl WaitIn {
         }
     }
 
+    /// Whether the waiters wait in epoll (and so count against `fs.epoll.max_user_watches`).
+    pub const fn uses_epoll(self) -> bool {
+        !matches!(self, WaitIn::Select | WaitIn::Poll)
+    }
+
     /// Whether one connection should wake about one waiter (rather than all of them).
     pub const fn wakes_one(self) -> bool {
         matches!(self, WaitIn::EpollExclusive | WaitIn::EpollExclusiveRotate | WaitIn::Reuseport)

@@ -28,6 +28,8 @@ pub struct Machine {
     pub tasks_running: u64,
     /// The largest herd the limits allow now (processes).
     pub max_waiters: u64,
+    /// `fs.epoll.max_user_watches`: epoll registrations one user may hold in all.
+    pub epoll_max_user_watches: u64,
     /// select's `FD_SETSIZE`.
     pub fd_setsize: usize,
     /// `net.core.somaxconn`.
@@ -107,6 +109,8 @@ impl Machine {
             threads_max,
             tasks_running: all,
             max_waiters: max,
+            epoll_max_user_watches: read_u64("/proc/sys/fs/epoll/max_user_watches")
+                .unwrap_or(u64::MAX),
             fd_setsize: sys::FD_SETSIZE,
             somaxconn: read_u64("/proc/sys/net/core/somaxconn").unwrap_or(0),
             mem_total_mib: meminfo_kib("MemTotal:").unwrap_or(0) / 1024,
@@ -159,6 +163,16 @@ pub fn check(waiters: usize, wait_in: WaitIn, dups: usize) -> io::Result<()> {
             "--waiters {waiters} exceeds what this machine allows ({why}); use --waiters {} or fewer",
             m.max_waiters
         ));
+    }
+    if wait_in.uses_epoll() {
+        // Each waiter registers the listener, its dups and the control pipe.
+        let watches = waiters as u64 * (dups as u64 + 2);
+        if watches > m.epoll_max_user_watches {
+            return bad(format!(
+                "--waiters {waiters} with --dups {dups} in {wait_in} needs {watches} epoll registrations but fs.epoll.max_user_watches is {}",
+                m.epoll_max_user_watches
+            ));
+        }
     }
     // Memory per waiter, measured here (6.18): ~60 KiB (task, stacks, page tables, touched
     // pages) and ~100 B (select) to ~200 B (epoll) per watched descriptor; allow about twice.
