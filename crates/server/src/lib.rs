@@ -226,6 +226,15 @@ impl Server {
             )
         })?;
         config.root = config.root.canonicalize().unwrap_or(config.root);
+        if config.mechanism.is_completion_based() {
+            return Err(start_err(
+                StartErrorKind::Mechanism,
+                format!(
+                    "mechanism '{}' is a completion interface: this server's engine drives readiness mechanisms only",
+                    config.mechanism
+                ),
+            ));
+        }
         config.mechanism.probe().map_err(|e| {
             start_err(
                 StartErrorKind::Mechanism,
