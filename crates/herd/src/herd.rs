@@ -98,6 +98,9 @@ impl Herd {
         // group with its own listening socket. Otherwise: the one shared listener.
         let listener = sys::tcp_listener(any, reuseport, !reuseport, BACKLOG)?;
         let addr = sys::local_addr(&listener)?;
+        // The pipes first, so that their numbers stay low (select needs every number < 1024).
+        let (ctrl_rd, ctrl_wr) = sys::pipe(false)?;
+        let (report_rd, report_wr) = sys::pipe(false)?;
         let mut dups = Vec::new();
         if !reuseport {
             for _ in 0..spec.dups {
@@ -113,7 +116,12 @@ impl Herd {
                 dups.push(d);
             }
             if spec.wait_in == WaitIn::Select {
-                let top = dups.iter().map(AsRawFd::as_raw_fd).max().unwrap_or(listener.as_raw_fd());
+                let top = dups
+                    .iter()
+                    .map(AsRawFd::as_raw_fd)
+                    .chain([listener.as_raw_fd(), ctrl_rd.as_raw_fd()])
+                    .max()
+                    .unwrap_or(0);
                 if top as usize >= sys::FD_SETSIZE {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
@@ -127,8 +135,6 @@ impl Herd {
                 }
             }
         }
-        let (ctrl_rd, ctrl_wr) = sys::pipe(false)?;
-        let (report_rd, report_wr) = sys::pipe(false)?;
 
         let n_listen = 1 + spec.dups;
         let mut keep: Vec<RawFd> = vec![0, 1, 2, ctrl_rd.as_raw_fd(), report_wr.as_raw_fd()];
@@ -400,5 +406,18 @@ impl Drop for Herd {
                 self.reaped[i] = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proc_state;
+
+    #[test]
+    fn proc_state_reads_a_state_letter() {
+        // The harness's main thread (whose state /proc/PID/stat shows) runs or sleeps.
+        let s = proc_state(std::process::id() as i32);
+        assert!(matches!(s, Some('R' | 'S')), "{s:?}");
+        assert_eq!(proc_state(-1), None);
     }
 }

@@ -374,3 +374,38 @@ pub fn table(points: &[Point]) -> String {
 pub fn install_interrupt_handler() -> io::Result<()> {
     sys::install_sigint_flag()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
+        assert_eq!(percentile(&v, 50.0), Duration::from_micros(50));
+        assert_eq!(percentile(&v, 99.0), Duration::from_micros(99));
+        assert_eq!(percentile(&v[..1], 99.0), Duration::from_micros(1));
+        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn utc_now_is_rfc3339_shaped() {
+        let s = utc_now();
+        assert_eq!(s.len(), 20, "{s}");
+        assert!(s.starts_with("20") && s.ends_with('Z') && &s[10..11] == "T", "{s}");
+    }
+
+    #[test]
+    fn a_bad_plan_is_refused_before_anything_runs() {
+        let cfg = Config {
+            waiters: vec![],
+            wait_in: WaitIn::ALL.to_vec(),
+            dups: vec![0],
+            connects: 10,
+            warmup: 0,
+        };
+        assert!(validate(&cfg).unwrap_err().to_string().contains("--waiters"));
+        let cfg = Config { waiters: vec![4], connects: 0, ..cfg };
+        assert!(validate(&cfg).unwrap_err().to_string().contains("--connects 0"));
+    }
+}

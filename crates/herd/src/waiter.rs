@@ -298,3 +298,23 @@ fn wait_once(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_through_bytes() {
+        let r = Record { kind: REPORT, index: 7, a: 1, b: 2, c: 3, d: 4, e: u64::MAX, f: 0 };
+        assert_eq!(Record::from_bytes(&r.to_bytes()), r);
+        // Far below PIPE_BUF (4096), so concurrent writers never interleave.
+        const { assert!(RECORD_LEN <= 512) };
+    }
+
+    #[test]
+    fn every_step_has_a_description() {
+        for n in 1..=9 {
+            assert_ne!(Step::describe(n), "do an unknown step", "step {n}");
+        }
+    }
+}
