@@ -52,6 +52,13 @@ fn meminfo_kib(key: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// `fs.file-nr`: open files system-wide and `fs.file-max`.
+fn file_nr() -> Option<(u64, u64)> {
+    let s = read_trim("/proc/sys/fs/file-nr")?;
+    let v: Vec<u64> = s.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    (v.len() == 3).then(|| (v[0], v[2]))
+}
+
 /// Tasks (threads) on the machine, and those of user `uid`: each takes a pid and counts toward
 /// `RLIMIT_NPROC`.
 fn count_tasks(uid: u32) -> (u64, u64) {
@@ -163,6 +170,16 @@ pub fn check(waiters: usize, wait_in: WaitIn, dups: usize) -> io::Result<()> {
             "--waiters {waiters} exceeds what this machine allows ({why}); use --waiters {} or fewer",
             m.max_waiters
         ));
+    }
+    // System-wide open files: each waiter opens an epoll instance and, for reuseport, a socket
+    // (dups share the open file, so they do not count here).
+    if let Some((used, max)) = file_nr() {
+        let files = waiters as u64 * 2 + 16;
+        if used + files > max {
+            return bad(format!(
+                "--waiters {waiters} needs about {files} more open files but fs.file-max is {max} with {used} open"
+            ));
+        }
     }
     if wait_in.uses_epoll() {
         // Each waiter registers the listener, its dups and the control pipe.
