@@ -22,6 +22,10 @@ macro_rules! for_each_mechanism {
             #[test] fn epoll_et() { super::$test(Mechanism::EpollEt) }
             #[test] fn epoll_oneshot() { super::$test(Mechanism::EpollOneshot) }
             #[test] fn uring() { super::$test(Mechanism::Uring) }
+            #[test] fn rtsig() { super::$test(Mechanism::RtSig) }
+            #[test] fn rtsig_batch() { super::$test(Mechanism::RtSigBatch) }
+            #[test] fn rtsig_perfd() { super::$test(Mechanism::RtSigPerFd) }
+            #[test] fn hybrid() { super::$test(Mechanism::Hybrid) }
         }
     )*};
 }

@@ -24,7 +24,9 @@
 
 pub mod devpoll;
 pub mod epoll;
+pub mod hybrid;
 pub mod poll;
+pub mod rtsig;
 pub mod select;
 pub mod uring;
 
@@ -130,12 +132,26 @@ pub struct Options {
     /// `devpoll`: a record for a registered descriptor ORs its events into the interest (as
     /// Solaris does) instead of replacing it.
     pub devpoll_or: bool,
+    /// `rtsig`, `rtsig-batch`, `rtsig-perfd`, `hybrid`: the real-time signal the descriptors
+    /// raise. `None` takes the lowest one with no handler in the process and not used by
+    /// another RT-signal dispatcher on the opening thread; a given one is checked likewise.
+    pub rtsig_signal: Option<i32>,
+    /// RT-signal mechanisms: set this process's soft `RLIMIT_SIGPENDING` (the signal queue's
+    /// length) to this at open, for experiments (`--sigqueue-max`); `None` leaves it alone.
+    pub sigqueue_max: Option<u64>,
+    /// `hybrid`: when to switch between signals and epoll.
+    pub hybrid: hybrid::HybridConfig,
 }
 
 #[allow(clippy::derivable_impls)] // fields with non-zero defaults arrive with later mechanisms
 impl Default for Options {
     fn default() -> Self {
-        Options { devpoll_or: false }
+        Options {
+            devpoll_or: false,
+            rtsig_signal: None,
+            sigqueue_max: None,
+            hybrid: hybrid::HybridConfig::default(),
+        }
     }
 }
 
@@ -179,6 +195,14 @@ mechanisms! {
     EpollOneshot = "epoll-oneshot", "epoll (EPOLLONESHOT)";
     /// io_uring, one multishot poll request per descriptor, notices read from the completion ring.
     Uring = "uring", "io_uring multishot poll";
+    /// RT signals (`F_SETSIG`, `O_ASYNC`), one dequeued per `sigtimedwait` (phhttpd).
+    RtSig = "rtsig", "POSIX RT signals, sigtimedwait";
+    /// RT signals dequeued in batches through a signalfd (Provos & Lever's `sigtimedwait4`).
+    RtSigBatch = "rtsig-batch", "POSIX RT signals, signalfd batches";
+    /// RT signals with signal-per-fd emulated (Chandra & Mosberger §3.4).
+    RtSigPerFd = "rtsig-perfd", "POSIX RT signals, signal-per-fd emulation";
+    /// RT signals while light, epoll while heavy (Provos & Lever's imagined hybrid).
+    Hybrid = "hybrid", "POSIX RT signals + epoll (level)";
 }
 
 impl Mechanism {
@@ -192,6 +216,10 @@ impl Mechanism {
             Mechanism::EpollEt => Box::new(epoll::Epoll::new(Trigger::Edge)?),
             Mechanism::EpollOneshot => Box::new(epoll::Epoll::new(Trigger::Oneshot)?),
             Mechanism::Uring => Box::new(uring::Uring::new()?),
+            Mechanism::RtSig | Mechanism::RtSigBatch | Mechanism::RtSigPerFd => {
+                Box::new(rtsig::RtSig::open(self, options)?)
+            }
+            Mechanism::Hybrid => Box::new(hybrid::Hybrid::open(options)?),
         })
     }
 

@@ -6,6 +6,7 @@
 
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
+pub mod signal;
 pub mod uring;
 
 use std::io;
