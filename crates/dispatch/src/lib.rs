@@ -37,6 +37,7 @@
 
 #![deny(missing_docs)]
 
+pub mod completion;
 pub mod mechanism;
 pub mod overhead;
 pub mod probe;
