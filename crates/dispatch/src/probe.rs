@@ -5,6 +5,7 @@
 //!
 //! `ioscale mechanisms` prints [`describe`] as a table ([`table`]) or JSON.
 
+use crate::completion::{probe_features, FeatureCheck};
 use crate::{Mechanism, Options, Trigger};
 use std::fmt::Write as _;
 
@@ -38,12 +39,57 @@ pub struct MechanismInfo {
     pub supported: bool,
     /// Why not, when it did not.
     pub reason: Option<String>,
+    /// Each kernel feature it needs, probed (completion engines only).
+    pub features: Vec<FeatureCheck>,
 }
 
 /// Probes every mechanism (opening each once) and gathers its limits.
 pub fn describe() -> Vec<MechanismInfo> {
     let limits = proc_limits();
-    Mechanism::ALL.iter().map(|&m| describe_one(m, &limits)).collect()
+    let mut rows: Vec<MechanismInfo> =
+        Mechanism::ALL.iter().map(|&m| describe_one(m, &limits)).collect();
+    rows.push(describe_completion(&limits));
+    rows
+}
+
+/// The completion engine ([`crate::completion::Proactor`]): not a readiness [`Mechanism`], so
+/// it is described from its own feature probe.
+fn describe_completion(proc: &[(String, String)]) -> MechanismInfo {
+    let features = probe_features();
+    let missing: Vec<String> = features
+        .iter()
+        .filter(|f| f.required && !f.supported)
+        .map(|f| match &f.note {
+            Some(n) => format!("{} ({n})", f.name),
+            None => f.name.to_string(),
+        })
+        .collect();
+    let mut limits = Vec::new();
+    if let Some(v) = proc_limit(proc, "Max open files") {
+        limits.push(Limit { what: "open descriptors", value: v, source: "RLIMIT_NOFILE" });
+    }
+    let c = crate::completion::CompletionConfig::default();
+    limits.push(Limit {
+        what: "ring entries (submission / completion)",
+        value: format!("{} / {}", c.sq_entries, c.cq_entries),
+        source: "ioscale's ring sizes",
+    });
+    limits.push(Limit {
+        what: "provided receive buffers",
+        value: format!("{} x {} bytes", c.buffers, c.buffer_size),
+        source: "ioscale's buffer ring",
+    });
+    MechanismInfo {
+        name: "uring-completion",
+        facility: "io_uring operations (multishot accept and receive, send, close) completed by the kernel",
+        kind: "completion",
+        trigger: None,
+        max_fds: None,
+        limits,
+        supported: missing.is_empty(),
+        reason: (!missing.is_empty()).then(|| format!("missing: {}", missing.join("; "))),
+        features,
+    }
 }
 
 fn describe_one(m: Mechanism, proc: &[(String, String)]) -> MechanismInfo {
@@ -99,6 +145,7 @@ fn describe_one(m: Mechanism, proc: &[(String, String)]) -> MechanismInfo {
         limits,
         supported: opened.is_ok(),
         reason,
+        features: Vec::new(),
     }
 }
 
@@ -155,6 +202,17 @@ pub fn table(rows: &[MechanismInfo]) -> String {
         if !limits.is_empty() {
             let _ = writeln!(out, "{:<16} limits: {}", "", limits.join("; "));
         }
+        for f in &r.features {
+            let _ = writeln!(
+                out,
+                "{:<16} {} {}{}{}",
+                "",
+                if f.supported { "yes" } else { "no " },
+                f.name,
+                if f.required { "" } else { " (optional)" },
+                f.note.as_ref().map_or(String::new(), |n| format!(": {n}")),
+            );
+        }
     }
     out
 }
@@ -166,7 +224,11 @@ mod tests {
     #[test]
     fn every_mechanism_is_described_and_refusals_say_why() {
         let rows = describe();
-        assert_eq!(rows.len(), Mechanism::ALL.len());
+        assert_eq!(rows.len(), Mechanism::ALL.len() + 1);
+        let completion = rows.last().unwrap();
+        assert_eq!(completion.kind, "completion");
+        assert!(!completion.features.is_empty());
+        assert_eq!(completion.supported, completion.reason.is_none(), "{completion:?}");
         for (r, m) in rows.iter().zip(Mechanism::ALL) {
             assert_eq!(r.name, m.name());
             assert_eq!(r.supported, r.reason.is_none(), "{r:?}");
