@@ -249,3 +249,27 @@ fn setup_refusals_name_the_cause() {
     let e = setup_refusal(std::io::Error::from_raw_os_error(libc::EIO));
     assert_eq!(e.raw_os_error(), Some(libc::EIO));
 }
+
+#[test]
+fn survives_the_registering_thread_exiting() {
+    // io_uring cancels a task's requests when the task exits. A dispatcher is Send: registered
+    // on one thread, then driven from another after the first has exited, its polls come back
+    // cancelled by the kernel and must be re-armed, not lost.
+    let Some(d) = open(8, 64) else { return };
+    let (a, mut b) = pair();
+    let fd = a.as_raw_fd();
+    let mut d = std::thread::spawn(move || {
+        let mut d = d;
+        d.register(fd, Token(3), Interest::READABLE).unwrap();
+        let mut events = Events::with_capacity(8);
+        d.wait(&mut events, Some(Duration::ZERO)).unwrap(); // armed by this thread
+        d
+    })
+    .join()
+    .unwrap();
+    b.write_all(b"after").unwrap();
+    let ev = wait_for(&mut d, Token(3), SEC).expect("the poll died with its thread");
+    assert!(ev.is_readable(), "{ev:?}");
+    assert_eq!(drain(&a), 5);
+    eprintln!("after the thread exited: {} re-arms", d.rearms());
+}
