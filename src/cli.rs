@@ -47,6 +47,9 @@ struct OverheadArgs {
     /// Milliseconds of cycling per round.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     round_ms: u64,
+    /// Cap the RT signal queue of this process (RLIMIT_SIGPENDING) for the RT-signal mechanisms.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    sigqueue_max: Option<u64>,
     /// Print one JSON array instead of a table.
     #[arg(long)]
     json: bool,
@@ -78,7 +81,11 @@ fn overhead_cmd(a: OverheadArgs) -> Result<ExitCode> {
         idle: a.idle,
         rounds: a.rounds as usize,
         round_time: Duration::from_millis(a.round_ms),
-        options: Options::default(),
+        options: {
+            let mut o = Options::default();
+            o.sigqueue_max = a.sigqueue_max;
+            o
+        },
     };
     let quiet = a.json;
     let points = overhead::run(&cfg, |msg| {

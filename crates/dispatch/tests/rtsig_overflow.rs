@@ -1,0 +1,344 @@
+//! RT-signal queue overflow, signal-per-fd and the hybrid's switches, on real sockets.
+//!
+//! Tests that cap the signal queue (`RLIMIT_SIGPENDING`) run in a child process: the test
+//! re-executes this test binary with `--exact <its name>` and an environment variable, so the
+//! test runner's own limits are never touched. The children run one at a time (the queue is
+//! counted per user, so two children would eat each other's budget).
+
+use ioscale_dispatch::sys::signal as sig;
+use ioscale_dispatch::{Dispatcher, Events, Interest, Mechanism, Options, Token};
+use std::collections::BTreeSet;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const CHILD_ENV: &str = "IOSCALE_RTSIG_TEST_CHILD";
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs `body` here if this is the child, else re-executes the binary for test `name` alone
+/// and asserts that it passed (bounded to two minutes; the child is killed past that).
+fn in_child(name: &str, body: impl FnOnce()) {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        body();
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = std::env::current_exe().expect("own test binary");
+    let mut child = Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("re-execute the test binary");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for child") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name}: child test did not finish in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    print!("{out}");
+    eprint!("{err}");
+    assert!(status.success(), "{name}: child failed ({status})");
+    assert!(out.contains("1 passed"), "{name}: the child did not run the test: {out}");
+}
+
+fn pair() -> (UnixStream, UnixStream) {
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    a.set_nonblocking(true).unwrap();
+    b.set_nonblocking(true).unwrap();
+    (a, b)
+}
+
+fn drain(s: &UnixStream) {
+    let mut buf = [0u8; 256];
+    loop {
+        match (&*s).read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// Whether the socket has nothing to read (a spurious notice).
+fn is_empty(s: &UnixStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!((&*s).read(&mut b), Err(e) if e.kind() == ErrorKind::WouldBlock)
+}
+
+/// Waits until every token of `want` was reported; reads each reported descriptor dry, calling
+/// `on_report` first. Returns the tokens reported. Panics on a token outside `want` whose
+/// socket holds data (a spurious, empty notice is allowed: notices are hints).
+fn deliver(
+    d: &mut dyn Dispatcher,
+    pairs: &[(UnixStream, UnixStream)],
+    want: &BTreeSet<usize>,
+    mut on_report: impl FnMut(usize),
+) -> BTreeSet<usize> {
+    let mut seen = BTreeSet::new();
+    let mut events = Events::with_capacity(64);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !want.is_subset(&seen) {
+        assert!(
+            Instant::now() < deadline,
+            "{}: only {} of {} ready descriptors reported; missing {:?}",
+            d.mechanism(),
+            want.intersection(&seen).count(),
+            want.len(),
+            want.difference(&seen).take(10).collect::<Vec<_>>()
+        );
+        d.wait(&mut events, Some(Duration::from_millis(200))).unwrap();
+        for e in &events {
+            let i = e.token().0;
+            assert!(i < pairs.len(), "{}: unknown token {i}", d.mechanism());
+            if !want.contains(&i) {
+                assert!(is_empty(&pairs[i].0), "{}: idle descriptor {i} had data", d.mechanism());
+                continue;
+            }
+            on_report(i);
+            seen.insert(i);
+            drain(&pairs[i].0);
+        }
+    }
+    seen
+}
+
+fn register_all(d: &mut dyn Dispatcher, pairs: &[(UnixStream, UnixStream)]) {
+    for (i, (a, _)) in pairs.iter().enumerate() {
+        d.register(a.as_raw_fd(), Token(i), Interest::READABLE).unwrap();
+    }
+    // Settle the registrations' readiness check (nothing is ready yet).
+    let mut events = Events::with_capacity(64);
+    d.wait(&mut events, Some(Duration::ZERO)).unwrap();
+    assert!(events.is_empty(), "{}: events before any data: {events:?}", d.mechanism());
+}
+
+/// 300 of 350 descriptors made ready at once against an 8-entry queue: every one is reported,
+/// none of the idle ones, and the overflow was seen and recovered from.
+fn overflow_loses_nothing(m: Mechanism) {
+    let mut o = Options::default();
+    o.sigqueue_max = Some(8);
+    let mut d = m.open(&o).unwrap();
+    let pairs: Vec<_> = (0..350).map(|_| pair()).collect();
+    register_all(&mut *d, &pairs);
+    let ready: BTreeSet<usize> = (0..300).collect();
+    for &i in &ready {
+        (&pairs[i].1).write_all(b"r").unwrap();
+    }
+    let seen = deliver(&mut *d, &pairs, &ready, |_| {});
+    assert_eq!(seen, ready, "{m}: every ready descriptor, exactly");
+    let c = d.counters();
+    eprintln!("{m}: {c:?}");
+    assert!(c.overflows >= 1, "{m}: an 8-entry queue and 300 notices must overflow: {c:?}");
+    assert!(c.recoveries >= 1, "{m}: {c:?}");
+    if m == Mechanism::Hybrid {
+        let s = d.switches();
+        assert!(
+            s.iter().any(|s| s.to == "epoll" && s.reason.contains("overflow")),
+            "hybrid did not switch to epoll on overflow: {s:?}"
+        );
+    }
+    // And it keeps working after the recovery.
+    (&pairs[320].1).write_all(b"again").unwrap();
+    let seen = deliver(&mut *d, &pairs, &BTreeSet::from([320]), |_| {});
+    assert!(seen.contains(&320));
+}
+
+#[test]
+fn rtsig_overflow_loses_nothing() {
+    in_child("rtsig_overflow_loses_nothing", || overflow_loses_nothing(Mechanism::RtSig));
+}
+
+#[test]
+fn rtsig_batch_overflow_loses_nothing() {
+    in_child("rtsig_batch_overflow_loses_nothing", || {
+        overflow_loses_nothing(Mechanism::RtSigBatch)
+    });
+}
+
+#[test]
+fn hybrid_overflow_loses_nothing() {
+    in_child("hybrid_overflow_loses_nothing", || overflow_loses_nothing(Mechanism::Hybrid));
+}
+
+/// The same workload on `rtsig` and `rtsig-perfd` with the queue limit at the descriptor count
+/// (plus whatever this user already has queued elsewhere): each descriptor gets one byte, and
+/// once it is reported three more bytes in three writes before it is read. Plain RT signals
+/// queue a signal per write and overflow; signal-per-fd queues none while the descriptor is
+/// being handled and never overflows. Both report every descriptor.
+fn per_fd_workload(m: Mechanism, n: usize) -> ioscale_dispatch::Counters {
+    let (others, _) = sig::sigq().unwrap_or((0, 0));
+    let mut o = Options::default();
+    o.sigqueue_max = Some(n as u64 + others);
+    let mut d = m.open(&o).unwrap();
+    let pairs: Vec<_> = (0..n).map(|_| pair()).collect();
+    register_all(&mut *d, &pairs);
+    let ready: BTreeSet<usize> = (0..n).collect();
+    for &i in &ready {
+        (&pairs[i].1).write_all(b"1").unwrap();
+    }
+    let seen = deliver(&mut *d, &pairs, &ready, |i| {
+        for _ in 0..3 {
+            (&pairs[i].1).write_all(b"+").unwrap();
+        }
+    });
+    assert_eq!(seen, ready, "{m}: every ready descriptor, exactly");
+    let c = d.counters();
+    eprintln!("{m} (queue limit {} = {n} descriptors + {others} queued elsewhere): {c:?}", n as u64 + others);
+    c
+}
+
+#[test]
+fn perfd_does_not_overflow_where_rtsig_does() {
+    in_child("perfd_does_not_overflow_where_rtsig_does", || {
+        let n = 256;
+        let plain = per_fd_workload(Mechanism::RtSig, n);
+        assert!(plain.overflows >= 1, "rtsig was expected to overflow: {plain:?}");
+        assert!(plain.recoveries >= 1, "rtsig: {plain:?}");
+        let perfd = per_fd_workload(Mechanism::RtSigPerFd, n);
+        assert_eq!(perfd.overflows, 0, "rtsig-perfd overflowed: {perfd:?}");
+        assert!(
+            perfd.signals <= n as u64,
+            "rtsig-perfd queued more than one signal per descriptor: {perfd:?}"
+        );
+    });
+}
+
+/// Light load (one descriptor per round) → heavy (200 at once) → light again: the hybrid goes
+/// to epoll and comes back, and every round's descriptors are delivered.
+#[test]
+fn hybrid_light_heavy_light() {
+    let mut o = Options::default();
+    o.hybrid.heavy_batch = 16;
+    o.hybrid.heavy_waits = 2;
+    o.hybrid.light_ready = 2;
+    o.hybrid.light_waits = 8;
+    let mut d = Mechanism::Hybrid.open(&o).unwrap();
+    let pairs: Vec<_> = (0..200).map(|_| pair()).collect();
+    register_all(&mut *d, &pairs);
+    let light_round = |d: &mut dyn Dispatcher, k: usize| {
+        let i = (k * 7) % pairs.len();
+        (&pairs[i].1).write_all(b"l").unwrap();
+        deliver(d, &pairs, &BTreeSet::from([i]), |_| {});
+    };
+    for k in 0..20 {
+        light_round(&mut *d, k);
+    }
+    assert!(d.switches().is_empty(), "switched under light load: {:?}", d.switches());
+    let before_heavy = d.counters().signals;
+    assert!(before_heavy >= 20, "light rounds were not served by signals: {:?}", d.counters());
+
+    let all: BTreeSet<usize> = (0..pairs.len()).collect();
+    for _ in 0..3 {
+        for &i in &all {
+            (&pairs[i].1).write_all(b"h").unwrap();
+        }
+        let seen = deliver(&mut *d, &pairs, &all, |_| {});
+        assert_eq!(seen, all);
+    }
+    let s = d.switches();
+    assert!(s.iter().any(|s| s.to == "epoll"), "no switch to epoll under heavy load: {s:?}");
+
+    for k in 0..40 {
+        light_round(&mut *d, k);
+    }
+    let s = d.switches();
+    assert_eq!(s.last().map(|s| s.to), Some("signals"), "no switch back: {s:?}");
+    let c = d.counters();
+    assert_eq!(c.mode_switches as usize, s.len(), "{c:?}");
+    assert!(s.windows(2).all(|w| w[0].at <= w[1].at), "timestamps out of order: {s:?}");
+    // Back on signals: the next light rounds are served by them.
+    let signals = c.signals;
+    for k in 0..10 {
+        light_round(&mut *d, k);
+    }
+    assert!(d.counters().signals >= signals + 10, "{:?}", d.counters());
+    assert_eq!(d.switches().len(), s.len(), "switched again under light load");
+    eprintln!("hybrid switches: {s:?}\ncounters: {:?}", d.counters());
+}
+
+/// Two RT-signal dispatchers on one thread take different signals; asking for a taken one,
+/// a non-RT one, or a handled one is refused with a sentence saying why.
+#[test]
+fn signal_numbers_are_checked() {
+    in_child("signal_numbers_are_checked", || {
+        let a = ioscale_dispatch::mechanism::rtsig::RtSig::open(Mechanism::RtSig, &Options::default())
+            .unwrap();
+        let b = ioscale_dispatch::mechanism::rtsig::RtSig::open(
+            Mechanism::RtSigBatch,
+            &Options::default(),
+        )
+        .unwrap();
+        assert_ne!(a.signal(), b.signal());
+        let mut o = Options::default();
+        o.rtsig_signal = Some(a.signal());
+        let e = Mechanism::RtSig.open(&o).err().expect("refused");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("already used"), "{e}");
+        o.rtsig_signal = Some(libc::SIGUSR1);
+        let e = Mechanism::RtSig.open(&o).err().expect("refused");
+        assert!(e.to_string().contains("not a real-time signal"), "{e}");
+        // A signal with a handler is not free.
+        let handled = sig::sigrtmax();
+        extern "C" fn on_signal(_: libc::c_int) {}
+        // SAFETY: installs a do-nothing handler in this child process; the sigaction struct is
+        // fully initialised (zeroed, then the handler set).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            assert_eq!(libc::sigaction(handled, &sa, std::ptr::null_mut()), 0);
+        }
+        o.rtsig_signal = Some(handled);
+        let e = Mechanism::Hybrid.open(&o).err().expect("refused");
+        assert!(e.to_string().contains("handler"), "{e}");
+        // A queue limit of 0 is refused.
+        let mut o = Options::default();
+        o.sigqueue_max = Some(0);
+        let e = Mechanism::RtSig.open(&o).err().expect("refused");
+        assert!(e.to_string().contains("signal queue limit 0"), "{e}");
+        drop((a, b));
+    });
+}
+
+/// A dispatcher opened on one thread and waited on from another re-targets its descriptors and
+/// still reports them.
+#[test]
+fn moved_to_another_thread_still_reports() {
+    for m in [Mechanism::RtSig, Mechanism::RtSigBatch, Mechanism::RtSigPerFd, Mechanism::Hybrid] {
+        let mut d = m.open(&Options::default()).unwrap();
+        let (a, b) = pair();
+        d.register(a.as_raw_fd(), Token(5), Interest::READABLE).unwrap();
+        let got = std::thread::spawn(move || {
+            let mut events = Events::with_capacity(8);
+            d.wait(&mut events, Some(Duration::ZERO)).unwrap();
+            (&b).write_all(b"x").unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                d.wait(&mut events, Some(Duration::from_millis(100))).unwrap();
+                if events.iter().any(|e| e.token() == Token(5)) {
+                    return true;
+                }
+            }
+            false
+        })
+        .join()
+        .unwrap();
+        assert!(got, "{m}: not reported after moving threads");
+        drop(a);
+    }
+}
