@@ -260,6 +260,8 @@ struct BufRing {
     size: u32,
     tail: u16,
     lent: Vec<bool>,
+    /// Set when operations may still use the memory: it is then never freed.
+    leak: bool,
 }
 
 // SAFETY: the raw pointers are owned allocations reached only through `&mut self` (or `&self`
@@ -291,6 +293,7 @@ impl BufRing {
             size,
             tail: 0,
             lent: vec![true; usize::from(count)],
+            leak: false,
         })
     }
 
@@ -326,6 +329,9 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
+        if self.leak {
+            return;
+        }
         // SAFETY: both were allocated in `new` with these layouts; the io_uring that used them
         // is dropped before (field order in `Proactor`) or unregistered the group.
         unsafe {
@@ -348,6 +354,35 @@ pub struct Proactor {
     flags: Vec<&'static str>,
     checks: Vec<FeatureCheck>,
     counters: CompletionCounters,
+}
+
+impl Drop for Proactor {
+    /// Cancels every operation and waits (up to a second) for them all to finish before the
+    /// buffers are freed: closing a ring tears it down asynchronously, so a receive still armed
+    /// could otherwise write into freed memory. If they cannot be drained (the ring is dropped
+    /// on a thread other than its single issuer), the buffers are leaked instead.
+    fn drop(&mut self) {
+        if self.in_flight > 0 {
+            let any =
+                opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(TRIAL);
+            // SAFETY: a cancellation points at no memory of this process.
+            let _ = unsafe { self.ring.submission().push(&any) };
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let mut out = Vec::new();
+            while self.in_flight > 0 && Instant::now() < deadline {
+                out.clear();
+                match self.complete(&mut out, Some(Duration::from_millis(50))) {
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        if self.in_flight > 0 {
+            // Leak the memory rather than free what the kernel may still touch.
+            std::mem::forget(std::mem::take(&mut self.ops));
+            self.bufs.leak = true;
+        }
+    }
 }
 
 impl std::fmt::Debug for Proactor {

@@ -350,7 +350,7 @@ fn peer_reset_mid_send_is_an_error_not_a_hang() {
     let chunk: std::sync::Arc<[u8]> = vec![7u8; 1 << 20].into();
     p.send(s.as_raw_fd(), SendBuf::shared(chunk.clone(), 0..chunk.len()), Token(1)).unwrap();
     p.submit().unwrap(); // queued sends reach the kernel only with an enter
-    // The peer reads a little, then resets the connection.
+                         // The peer reads a little, then resets the connection.
     peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut b = [0u8; 1024];
     peer.read_exact(&mut b).unwrap();
@@ -378,4 +378,32 @@ fn peer_reset_mid_send_is_an_error_not_a_hang() {
         matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe),
         "expected a reset or broken pipe, got {e}"
     );
+}
+
+#[test]
+fn dropped_with_operations_in_flight() {
+    // Receives armed and a large send pending when the proactor is dropped: the drop cancels
+    // and drains them (or, off the owning thread, leaks the buffers) so that data arriving
+    // afterwards cannot be written into freed memory.
+    for other_thread in [false, true] {
+        let Some(mut p) = open(CompletionConfig::default()) else { return };
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        p.recv_multi(s.as_raw_fd(), Token(1)).unwrap();
+        let big: std::sync::Arc<[u8]> = vec![1u8; 8 << 20].into();
+        p.send(s.as_raw_fd(), SendBuf::shared(big, 0..8 << 20), Token(2)).unwrap();
+        p.submit().unwrap();
+        assert_eq!(p.in_flight(), 2);
+        if other_thread {
+            std::thread::spawn(move || drop(p)).join().unwrap();
+        } else {
+            drop(p);
+        }
+        // Data arrives after the drop; this process must carry on unharmed.
+        peer.write_all(&[9u8; 4096]).unwrap();
+        let churn: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 4096]).collect();
+        assert!(churn.iter().enumerate().all(|(i, v)| v.iter().all(|&b| b == i as u8)));
+    }
 }
