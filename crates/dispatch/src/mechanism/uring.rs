@@ -19,6 +19,8 @@
 //!   comes back as an error event under the token, and a poll holds a reference to its file until
 //!   its removal is submitted, so the socket of a descriptor deregistered and closed is really
 //!   released at the next `wait`.
+//! * **Reregister.** A change of interest removes the request and arms a new one (the two
+//!   entries ride in the same enter); a change of token alone costs nothing in the kernel.
 //! * **Stale notices.** Each arm carries `user_data = descriptor << 32 | generation`, with a
 //!   fresh generation for every register, reregister and resynchronisation. A completion whose
 //!   generation is not the live registration's (a removal still in flight, a descriptor number
@@ -479,9 +481,17 @@ impl Dispatcher for Uring {
 
     fn reregister(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {
         check_fd(fd)?;
+        let Some(r) = self.reg_mut(fd) else { return Err(not_registered(fd)) };
+        if r.armed && r.interest == interest {
+            // Only the token changes: the kernel's request stays as it is (user data names the
+            // descriptor and generation, not the token), and notices not yet handed out go
+            // out under the new token.
+            r.token = token;
+            return Ok(());
+        }
+        let (old, was_armed) = (r.gen, r.armed);
         let gen = self.fresh_gen();
         let Some(r) = self.reg_mut(fd) else { return Err(not_registered(fd)) };
-        let (old, was_armed) = (r.gen, r.armed);
         *r = Reg { token, interest, gen, armed: false, pending: 0, queued: false };
         if was_armed {
             self.disarm(fd, old)?;
