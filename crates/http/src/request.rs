@@ -115,6 +115,9 @@ const KNOWN_METHODS: &[&str] = &["POST", "PUT", "DELETE", "CONNECT", "OPTIONS", 
 /// Leading empty lines are skipped (RFC 9112 §2.2). Errors are final: the caller answers with
 /// [`Error::status`] and closes the connection.
 pub fn parse<'b>(buf: &'b [u8], limits: &Limits) -> Result<Parsed<'b>, Error> {
+    // A verdict must not depend on how the bytes were cut into reads (found by fuzzing): look
+    // no further than the first point where a limit refuses, whatever follows it.
+    let buf = &buf[..limit_point(buf, limits).min(buf.len())];
     let mut headers: [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] =
         [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let n = limits.max_headers.clamp(1, MAX_HEADERS);
@@ -129,7 +132,12 @@ pub fn parse<'b>(buf: &'b [u8], limits: &Limits) -> Result<Parsed<'b>, Error> {
                 "the request has too many header fields",
             ))
         }
-        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(httparse::Error::Version) => {
+            return match version_error(buf) {
+                Some(e) => Err(e),
+                None => partial(buf, limits),
+            }
+        }
         Err(_) => return Err(Error::new(ErrorKind::BadRequest, "the request head is malformed")),
     };
     if head_len > limits.max_head {
@@ -258,24 +266,45 @@ fn partial<'b>(buf: &[u8], limits: &Limits) -> Result<Parsed<'b>, Error> {
     }
 }
 
+/// The length of the shortest prefix of `buf` that [`partial`] refuses whatever follows: the
+/// request line passing its limit unterminated, or the head limit.
+fn limit_point(buf: &[u8], limits: &Limits) -> usize {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    let line_limit = limits.max_target.saturating_add(32);
+    let line = &buf[start..buf.len().min(start.saturating_add(line_limit).saturating_add(1))];
+    if line.len() > line_limit && !line.contains(&b'\n') {
+        limits.max_head.min(start + line_limit + 1)
+    } else {
+        limits.max_head
+    }
+}
+
 /// `httparse` refuses every version but 1.0 and 1.1: a well-formed `HTTP/x.y` is 505, anything
-/// else 400.
-fn version_error(buf: &[u8]) -> Error {
+/// else 400. `None` while the line is unterminated and its last word could still become a
+/// well-formed version (the verdict waits for it, so that every split of the bytes gets the same).
+fn version_error(buf: &[u8]) -> Option<Error> {
     let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
     let line = &buf[start..];
-    let end = line.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(line.len());
-    let line = &line[..end];
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
-    let well_formed = version.len() == 8
-        && version.starts_with(b"HTTP/")
-        && version[5].is_ascii_digit()
-        && version[6] == b'.'
-        && version[7].is_ascii_digit();
-    if well_formed && line.split(|&b| b == b' ').count() == 3 {
+    let end = line.iter().position(|&b| b == b'\r' || b == b'\n');
+    let line = &line[..end.unwrap_or(line.len())];
+    // "METHOD SP target SP version": the third word, and nothing after it.
+    let mut words = line.split(|&b| b == b' ');
+    let version = words.nth(2).unwrap_or(b"");
+    let fits = words.next().is_none()
+        && version.len() <= 8
+        && version.iter().enumerate().all(|(i, &b)| match i {
+            0..=4 => b == b"HTTP/"[i],
+            5 | 7 => b.is_ascii_digit(),
+            _ => b == b'.',
+        });
+    if end.is_none() && fits {
+        return None;
+    }
+    Some(if fits && version.len() == 8 {
         Error::new(ErrorKind::VersionNotSupported, "only HTTP/1.0 and HTTP/1.1 are supported")
     } else {
         Error::new(ErrorKind::BadRequest, "the request line is malformed")
-    }
+    })
 }
 
 fn trim(v: &[u8]) -> &[u8] {
