@@ -18,6 +18,10 @@
 //! | `epoll-oneshot` | epoll with `EPOLLONESHOT`, re-armed by `reregister` | kernel | one notice per arm |
 //! | `uring` | io_uring, a multishot poll per descriptor, notices read from the completion ring | kernel | edge (hints) |
 //!
+//! Beside the readiness contract, [`completion::Proactor`] is the completion (proactor) model on
+//! io_uring: the kernel performs accept, receive and send itself and reports results. What this
+//! kernel supports of each is listed by [`probe::describe`].
+//!
 //! Every mechanism keeps [`Counters`] (wait calls, events, interest-change system calls, and the
 //! signal and ring figures of the mechanisms that have them) that can be read at any time.
 //!

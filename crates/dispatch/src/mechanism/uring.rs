@@ -9,7 +9,7 @@
 //! nothing to return, and that one `io_uring_enter` both submits the pending registration
 //! changes and waits (with the timeout passed through `IORING_ENTER_EXT_ARG`).
 //!
-//! * **Trigger.** A multishot poll fires per wake-up, like `EPOLLET`: notices are [`Edge`]
+//! * **Trigger.** A multishot poll fires per wake-up, like `EPOLLET`: notices are [`Edge`](Trigger::Edge)
 //!   hints and the caller reads until `EAGAIN`.
 //! * **Registration changes are batched.** `register`, `reregister` and `deregister` only queue
 //!   submission entries; they reach the kernel with the next `wait`'s enter. An enter made
