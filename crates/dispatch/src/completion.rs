@@ -109,6 +109,8 @@ pub enum OpKind {
     Cancel,
     /// A timeout.
     Timeout,
+    /// A read at an offset (of a file) into an owned buffer.
+    Read,
 }
 
 /// The handle of a submitted operation, for [`Proactor::cancel`].
@@ -209,6 +211,8 @@ pub enum Value {
     Cancelled(usize),
     /// A timeout expired.
     Expired,
+    /// Bytes read (0 at end of file); the buffer comes back holding exactly them.
+    Read(usize),
 }
 
 /// One completion.
@@ -882,6 +886,28 @@ impl Proactor {
         })
     }
 
+    /// Reads up to `buf.len()` bytes of `fd` at `offset` into `buf` (a file being served, say).
+    /// The buffer comes back in the completion as a [`SendBuf`] holding exactly the bytes read,
+    /// ready to be sent; the count is in [`Value::Read`].
+    pub fn read_at(
+        &mut self,
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: u64,
+        token: Token,
+    ) -> io::Result<OpId> {
+        let (i, ud) = self.slot(token, OpKind::Read);
+        let mut buf = buf;
+        let (ptr, len) = (buf.as_mut_ptr(), buf.len().min(u32::MAX as usize) as u32);
+        if let Some(Some(op)) = self.ops.get_mut(i) {
+            op.send = Some(SendBuf::from_vec(buf)); // the heap bytes do not move
+        }
+        let e = opcode::Read::new(types::Fd(fd), ptr, len).offset(offset).build().user_data(ud);
+        // SAFETY: the bytes belong to the buffer held in slot `i` until the completion, and
+        // nothing reads them until then.
+        unsafe { self.queue(i, &[e]) }
+    }
+
     /// Completes with [`Value::Expired`] after `after` (or `ECANCELED` if cancelled first).
     pub fn timeout(&mut self, after: Duration, token: Token) -> io::Result<OpId> {
         let (i, ud) = self.slot(token, OpKind::Timeout);
@@ -1009,7 +1035,12 @@ impl Proactor {
         let (token, kind) = (op.token, op.kind);
         let multishot = matches!(kind, OpKind::AcceptMulti | OpKind::RecvMulti);
         let more = multishot && cqueue::more(flags);
-        let buffer = if more { None } else { self.release(i).and_then(|op| op.send) };
+        let mut buffer = if more { None } else { self.release(i).and_then(|op| op.send) };
+        if kind == OpKind::Read {
+            if let Some(b) = buffer.as_mut() {
+                b.end = if res > 0 { (res as usize).min(b.end) } else { 0 };
+            }
+        }
         let result = if res < 0 {
             if res == -libc::ENOBUFS {
                 self.counters.enobufs += 1;
@@ -1045,6 +1076,7 @@ impl Proactor {
                 OpKind::Close => Value::Done,
                 OpKind::Cancel => Value::Cancelled(n),
                 OpKind::Timeout => Value::Done,
+                OpKind::Read => Value::Read(n),
             })
         };
         self.counters.completions += 1;

@@ -407,3 +407,66 @@ fn dropped_with_operations_in_flight() {
         assert!(churn.iter().enumerate().all(|(i, v)| v.iter().all(|&b| b == i as u8)));
     }
 }
+
+#[test]
+fn file_read_then_send_in_chunks() {
+    // A file larger than one buffer goes out by read-at-offset then send of the very buffer
+    // that came back, chunk after chunk, through the ring.
+    let Some(mut p) = open(CompletionConfig::default()) else { return };
+    let path = std::env::temp_dir().join(format!("ioscale-completion-{}.bin", std::process::id()));
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&path, &content).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    s.set_nonblocking(true).unwrap();
+    let total = content.len();
+    let reader = std::thread::spawn(move || {
+        let mut peer = peer;
+        peer.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while got.len() < total {
+            match peer.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got
+    });
+    const CHUNK: usize = 64 * 1024;
+    let mut offset = 0u64;
+    p.read_at(file.as_raw_fd(), vec![0u8; CHUNK], offset, Token(1)).unwrap();
+    let mut eof = false;
+    assert!(run(&mut p, Duration::from_secs(20), |p, c| {
+        match (c.kind, c.result) {
+            (OpKind::Read, Ok(Value::Read(0))) => eof = true,
+            (OpKind::Read, Ok(Value::Read(n))) => {
+                let buf = c.buffer.expect("read buffer back");
+                assert_eq!(buf.remaining().len(), n);
+                offset += n as u64;
+                p.send(s.as_raw_fd(), buf, Token(2)).unwrap();
+            }
+            (OpKind::Send, Ok(Value::Sent(n))) => {
+                let mut buf = c.buffer.expect("send buffer back");
+                buf.advance(n);
+                if !buf.is_empty() {
+                    p.send(s.as_raw_fd(), buf, Token(2)).unwrap();
+                } else {
+                    let v = buf.into_vec().expect("an owned vector");
+                    let mut v = v;
+                    v.resize(CHUNK, 0);
+                    p.read_at(file.as_raw_fd(), v, offset, Token(1)).unwrap();
+                }
+            }
+            (k, r) => panic!("{k:?}: {r:?}"),
+        }
+        eof
+    }));
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), total);
+    assert!(got == content, "the file arrived changed");
+}
