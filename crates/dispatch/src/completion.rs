@@ -492,7 +492,7 @@ fn run_checks(ring: &mut IoUring, bufs: &mut BufRing) -> Vec<FeatureCheck> {
         (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL", true),
         (opcode::Timeout::CODE, "IORING_OP_TIMEOUT", true),
         (opcode::Splice::CODE, "IORING_OP_SPLICE", false),
-        (opcode::Read::CODE, "IORING_OP_READ", false),
+        (opcode::Read::CODE, "IORING_OP_READ", true),
     ] {
         let ok = probed.is_ok() && probe.is_supported(code);
         checks.push(FeatureCheck {
