@@ -313,7 +313,13 @@ pub(crate) struct Core {
     cap: usize,
     stamp: Vec<(u64, u32)>,
     seq: u64,
-    drain_epoch: u64,
+    /// The current registration epoch (see "Stale notices" in the module docs).
+    epoch: u64,
+    /// Registrations with an epoch below this are trusted ("mature").
+    mature_upto: u64,
+    /// A registration was made since the last marker or observed drain.
+    need_marker: bool,
+    pid: libc::pid_t,
     next_gen: u64,
     sigio_seen: u64,
     sbuf: Vec<libc::signalfd_siginfo>,
@@ -364,7 +370,11 @@ impl Core {
             cap: 1,
             stamp: Vec::new(),
             seq: 0,
-            drain_epoch: 0,
+            epoch: 0,
+            mature_upto: 0,
+            need_marker: false,
+            // SAFETY: getpid cannot fail.
+            pid: unsafe { libc::getpid() },
             next_gen: 1,
             sigio_seen: SIGIO_EPOCH.with(Cell::get),
             sbuf: Vec::new(),
@@ -399,12 +409,13 @@ impl Core {
         let slot = self.pollfds.len();
         self.regs.insert(
             fd,
-            Reg { token, interest, gen, epoch: self.drain_epoch, armed: self.signals_on, slot },
+            Reg { token, interest, gen, epoch: self.epoch, armed: self.signals_on, slot },
         );
         self.pollfds.push(libc::pollfd { fd, events: interest_events(interest), revents: 0 });
         if self.signals_on {
             self.check.push((fd, gen));
         }
+        self.need_marker = true;
         Ok(())
     }
 
@@ -415,7 +426,8 @@ impl Core {
         interest: Interest,
     ) -> io::Result<()> {
         let gen = self.next_gen;
-        let epoch = self.drain_epoch;
+        let epoch = self.epoch;
+        self.need_marker = true;
         let reg = self.regs.get_mut(fd).ok_or_else(|| not_registered(fd))?;
         self.next_gen += 1;
         reg.token = token;
@@ -553,6 +565,9 @@ impl Core {
         if self.is_full() {
             return Ok(got);
         }
+        if self.need_marker && self.dequeue == Dequeue::One {
+            self.send_marker();
+        }
         let t = if self.has_results() { Some(Duration::ZERO) } else { timeout };
         let overflow = match self.dequeue {
             Dequeue::One => self.dequeue_one(t, &mut got)?,
@@ -585,6 +600,11 @@ impl Core {
         if n.signo != self.signo {
             return false;
         }
+        if n.code == sig::SI_QUEUE && n.pid == self.pid {
+            // Our marker: registrations of its epoch and before are mature.
+            self.mature_upto = self.mature_upto.max(n.value + 1);
+            return false;
+        }
         self.counters.signals += 1;
         let flags = code_flags(n.code);
         if flags == 0 {
@@ -594,7 +614,7 @@ impl Core {
         if !reg.armed || flags & wanted(reg.interest) == 0 {
             return false;
         }
-        if reg.epoch == self.drain_epoch {
+        if reg.epoch >= self.mature_upto {
             self.validate.push((n.fd, reg.gen));
             return false;
         }
@@ -603,25 +623,35 @@ impl Core {
     }
 
     fn dequeue_one(&mut self, t: Option<Duration>, got: &mut Collected) -> io::Result<bool> {
-        self.counters.wait_calls += 1;
-        self.counters.dequeue_calls += 1;
-        match sig::sigtimedwait(&self.set, t) {
-            Ok(Some(n)) => {
-                if n.signo == self.signo {
-                    got.dequeued += 1;
+        let deadline = t.map(|d| std::time::Instant::now() + d);
+        // A marker is internal: take the next signal instead (a few times at most).
+        for _ in 0..4 {
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            self.counters.wait_calls += 1;
+            self.counters.dequeue_calls += 1;
+            match sig::sigtimedwait(&self.set, left) {
+                Ok(Some(n)) => {
+                    if n.signo == self.signo && n.code == sig::SI_QUEUE && n.pid == self.pid {
+                        self.handle_notice(n);
+                        continue;
+                    }
+                    if n.signo == self.signo {
+                        got.dequeued += 1;
+                    }
+                    return Ok(self.handle_notice(n));
                 }
-                Ok(self.handle_notice(n))
+                Ok(None) => {
+                    self.observed_drain();
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    self.counters.interrupted += 1;
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
             }
-            Ok(None) => {
-                self.drain_epoch += 1;
-                Ok(false)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                self.counters.interrupted += 1;
-                Ok(false)
-            }
-            Err(e) => Err(e),
         }
+        Ok(false)
     }
 
     fn read_batch(&mut self, want: usize, got: &mut Collected) -> io::Result<(usize, bool)> {
@@ -640,8 +670,7 @@ impl Core {
             overflow |= self.handle_notice(notice);
         }
         if n < want {
-            // Seen empty: every later notice postdates every registration made so far.
-            self.drain_epoch += 1;
+            self.observed_drain();
         }
         Ok((n, overflow))
     }
@@ -790,7 +819,7 @@ impl Core {
             let n = sig::read_signalfd(self.sfd.as_raw_fd(), &mut self.sbuf[..FLUSH_BATCH])?;
             for k in 0..n {
                 let s = self.sbuf[k].ssi_signo as libc::c_int;
-                if s == self.signo {
+                if s == self.signo && self.sbuf[k].ssi_code != sig::SI_QUEUE {
                     self.counters.signals += 1;
                 } else if s == libc::SIGIO {
                     self.counters.overflows += 1;
@@ -805,8 +834,29 @@ impl Core {
                 break;
             }
         }
-        self.drain_epoch += 1;
+        self.observed_drain();
         Ok(())
+    }
+
+    /// The queue was seen empty: every later notice postdates every registration made so far.
+    fn observed_drain(&mut self) {
+        self.epoch += 1;
+        self.mature_upto = self.epoch;
+        self.need_marker = false;
+    }
+
+    /// `rtsig`, `rtsig-perfd`: a `sigtimedwait` loop under load may never see the queue empty,
+    /// so young registrations are matured by a marker instead: a signal of our own number
+    /// queued (`SI_QUEUE`, value = the epoch) behind every notice queued so far. RT signals of
+    /// one number are dequeued in order, so when the marker comes out, the notices older than
+    /// the registrations of that epoch are gone. One system call per wait that follows new
+    /// registrations; if the queue is full the marker waits for a later wait.
+    fn send_marker(&mut self) {
+        self.counters.interest_syscalls += 1;
+        if sig::queue_to_thread(self.tid, self.signo, self.epoch).is_ok() {
+            self.epoch += 1;
+            self.need_marker = false;
+        }
     }
 
     /// Overflow recovery: flush, then one poll over the whole user-space interest set.
@@ -889,7 +939,7 @@ impl Core {
         self.signals_on = true;
         // The queue was flushed when the signals were turned off and nothing was routed here
         // since: every notice from now on postdates every registration.
-        self.drain_epoch += 1;
+        self.observed_drain();
         self.sigio_seen = SIGIO_EPOCH.with(Cell::get);
         Ok(())
     }

@@ -114,7 +114,14 @@ pub struct Notice {
     pub fd: RawFd,
     /// `si_band`: the poll bits of the event.
     pub band: i64,
+    /// `si_pid` of a queued (`SI_QUEUE`) signal: the sender.
+    pub pid: libc::pid_t,
+    /// `si_value` of a queued (`SI_QUEUE`) signal.
+    pub value: u64,
 }
+
+/// `si_code` of a signal sent with `sigqueue` / `rt_tgsigqueueinfo`.
+pub const SI_QUEUE: libc::c_int = -1;
 
 /// The kernel's `siginfo_t` laid out for `SIGPOLL`: three ints, then the union (aligned as a
 /// long, as `__ARCH_SI_PREAMBLE_SIZE` has it) whose `_sigpoll` member is `{ long band; int fd }`.
@@ -128,9 +135,22 @@ struct PollInfo {
     fd: libc::c_int,
 }
 
+/// The same for `SI_QUEUE` signals: `_rt { pid_t pid; uid_t uid; sigval value }`.
+#[repr(C)]
+#[derive(Copy, Clone)]
+struct QueueInfo {
+    signo: libc::c_int,
+    errno: libc::c_int,
+    code: libc::c_int,
+    pid: libc::pid_t,
+    uid: libc::uid_t,
+    value: usize,
+}
+
 #[repr(C)]
 union RawSigInfo {
     poll: PollInfo,
+    queue: QueueInfo,
     _size: [u64; 16],
 }
 
@@ -150,9 +170,18 @@ pub fn sigtimedwait(set: &SigSet, timeout: Option<Duration>) -> io::Result<Optio
         Ok(_) => {
             // SAFETY: the kernel filled the siginfo; every bit pattern is a valid PollInfo.
             let p = unsafe { info.poll };
+            // SAFETY: as above; the other view of the same kernel-filled bytes.
+            let q = unsafe { info.queue };
             #[allow(clippy::unnecessary_cast)] // c_long is i32 on 32-bit targets
             let band = p.band as i64;
-            Ok(Some(Notice { signo: p.signo, code: p.code, fd: p.fd, band }))
+            Ok(Some(Notice {
+                signo: p.signo,
+                code: p.code,
+                fd: p.fd,
+                band,
+                pid: q.pid,
+                value: q.value as u64,
+            }))
         }
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(None),
         Err(e) => Err(e),
@@ -183,7 +212,37 @@ pub fn read_signalfd(fd: RawFd, buf: &mut [libc::signalfd_siginfo]) -> io::Resul
 
 /// Converts a signalfd record into a [`Notice`].
 pub fn notice_of(s: &libc::signalfd_siginfo) -> Notice {
-    Notice { signo: s.ssi_signo as i32, code: s.ssi_code, fd: s.ssi_fd, band: i64::from(s.ssi_band) }
+    Notice {
+        signo: s.ssi_signo as i32,
+        code: s.ssi_code,
+        fd: s.ssi_fd,
+        band: i64::from(s.ssi_band),
+        pid: s.ssi_pid as libc::pid_t,
+        value: s.ssi_ptr,
+    }
+}
+
+/// Queues `signo` with `value` (`SI_QUEUE`) to thread `tid` of this process
+/// (`rt_tgsigqueueinfo`). Fails with `EAGAIN` when the signal queue is full.
+pub fn queue_to_thread(tid: libc::pid_t, signo: libc::c_int, value: u64) -> io::Result<()> {
+    // SAFETY: getpid and getuid cannot fail.
+    let (pid, uid) = unsafe { (libc::getpid(), libc::getuid()) };
+    let mut info = RawSigInfo { _size: [0; 16] };
+    info.queue = QueueInfo { signo, errno: 0, code: SI_QUEUE, pid, uid, value: value as usize };
+    // SAFETY: info is a fully initialised, siginfo_t-sized buffer that outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_rt_tgsigqueueinfo,
+            pid,
+            tid,
+            signo,
+            &info as *const RawSigInfo,
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `fcntl(fd, F_SETSIG, sig)`: `O_ASYNC` notices for `fd` become queued `sig` signals carrying
