@@ -50,6 +50,10 @@ struct OverheadArgs {
     /// Cap the RT signal queue of this process (RLIMIT_SIGPENDING) for the RT-signal mechanisms.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     sigqueue_max: Option<u64>,
+    /// Also measure the completion model (uring-completion: a multishot receive on every
+    /// connection) at the same idle counts, after the mechanisms.
+    #[arg(long)]
+    completion: bool,
     /// Print one JSON array instead of a table.
     #[arg(long)]
     json: bool,
@@ -88,12 +92,26 @@ fn overhead_cmd(a: OverheadArgs) -> Result<ExitCode> {
         },
     };
     let quiet = a.json;
-    let points = overhead::run(&cfg, |msg| {
+    let mut points = overhead::run(&cfg, |msg| {
         if !quiet {
             eprint!("\r\x1b[K{msg}");
         }
     })
     .context("dispatch overhead measurement failed")?;
+    if a.completion {
+        let more = ioscale_dispatch::completion::overhead(
+            &cfg.idle,
+            cfg.rounds,
+            cfg.round_time,
+            |msg| {
+                if !quiet {
+                    eprint!("\r\x1b[K{msg}");
+                }
+            },
+        )
+        .context("completion-model overhead measurement failed")?;
+        points.extend(more);
+    }
     if !quiet {
         eprint!("\r\x1b[K");
     }

@@ -470,3 +470,23 @@ fn file_read_then_send_in_chunks() {
     assert_eq!(got.len(), total);
     assert!(got == content, "the file arrived changed");
 }
+
+#[test]
+fn overhead_measures_the_completion_cycle() {
+    if Proactor::new().is_err() {
+        eprintln!("SKIPPED: completion I/O is not available on this kernel");
+        return;
+    }
+    let points =
+        ioscale_dispatch::completion::overhead(&[0, 20], 1, Duration::from_millis(20), |_| {})
+            .unwrap();
+    assert_eq!(points.len(), 2, "{points:?}");
+    for p in &points {
+        assert_eq!(p.mechanism, "uring-completion");
+        assert!(p.error.is_none(), "{p:?}");
+        assert!(p.ns_per_cycle.unwrap() > 0.0 && p.cycles >= 64, "{p:?}");
+        // Every cycle's byte arrives as one completion; enters per completion is a ratio.
+        let w = p.waits_per_event.unwrap();
+        assert!((0.0..=2.0).contains(&w), "{p:?}");
+    }
+}
