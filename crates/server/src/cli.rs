@@ -52,7 +52,7 @@ pub struct ServeArgs {
     /// Most open connections (default: the descriptor limit less a reserve); more are closed at once.
     #[arg(long, default_value_t = 0)]
     pub max_conns: usize,
-    /// RT-signal queue length (RLIMIT_SIGPENDING) for the signal mechanisms.
+    /// RT-signal queue length (RLIMIT_SIGPENDING) for the signal mechanisms (others ignore it).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub sigqueue_max: Option<u64>,
     /// Largest request head in bytes (431 beyond).

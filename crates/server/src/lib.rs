@@ -129,6 +129,16 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The options the dispatcher is opened with (the signal-queue length for the mechanisms
+    /// that use signals; the rest ignore it).
+    pub fn dispatch_options(&self) -> ioscale_dispatch::Options {
+        let mut o = ioscale_dispatch::Options::default();
+        o.sigqueue_max = self.sigqueue_max;
+        o
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug)]
 pub struct StartError {
@@ -235,7 +245,7 @@ impl Server {
                 ),
             ));
         }
-        config.mechanism.probe().map_err(|e| {
+        config.mechanism.open(&config.dispatch_options()).map(drop).map_err(|e| {
             start_err(
                 StartErrorKind::Mechanism,
                 format!("mechanism '{}' does not work on this kernel: {e}", config.mechanism),
@@ -277,13 +287,12 @@ impl Server {
         }
         if config.exclusive {
             // Ask the mechanism now, so that a refusal is a start error and not a worker's.
-            let mut d =
-                config.mechanism.open(&ioscale_dispatch::Options::default()).map_err(|e| {
-                    start_err(
-                        StartErrorKind::Mechanism,
-                        format!("mechanism '{}': {e}", config.mechanism),
-                    )
-                })?;
+            let mut d = config.mechanism.open(&config.dispatch_options()).map_err(|e| {
+                start_err(
+                    StartErrorKind::Mechanism,
+                    format!("mechanism '{}': {e}", config.mechanism),
+                )
+            })?;
             let fd = listeners[0].as_raw_fd();
             d.register_exclusive(
                 fd,

@@ -118,7 +118,7 @@ fn token_of(idx: usize, gen: u32) -> Token {
 pub(crate) fn run(id: usize, cfg: &Config, shared: &Shared, listener: RawFd) -> io::Result<()> {
     // Opened here, in the worker's own thread: the RT-signal mechanisms direct their signals to
     // the thread that opened them.
-    let mut d = cfg.mechanism.open(&ioscale_dispatch::Options::default())?;
+    let mut d = cfg.mechanism.open(&cfg.dispatch_options())?;
     let waker = Arc::new(Waker::new(&mut *d, WAKER)?);
     shared.wakers.lock().map_err(|_| io::Error::other("poisoned"))?.push(waker.clone());
     let now = Instant::now();

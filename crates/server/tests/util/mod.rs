@@ -175,7 +175,13 @@ impl Client {
 
     fn fill(&mut self) -> io::Result<()> {
         let mut b = [0u8; 65536];
-        let n = self.stream.read(&mut b)?;
+        let n = loop {
+            // Signal mechanisms in this process may interrupt a read: retry.
+            match self.stream.read(&mut b) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
         }
@@ -192,6 +198,7 @@ impl Client {
                 Ok(0) => return true,
                 Ok(n) => self.buf.extend_from_slice(&b[..n]),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return false,
             }
         }
@@ -209,6 +216,7 @@ pub fn one_shot(addr: SocketAddr, raw: &[u8]) -> Option<u16> {
     let mut b = [0u8; 4096];
     loop {
         match s.read(&mut b) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => break,
             Ok(n) => out.extend_from_slice(&b[..n]),
         }
