@@ -31,6 +31,8 @@ enum Command {
     Herd(HerdArgs),
     /// Serve static files over HTTP/1.x with any dispatch mechanism (the papers' micro web server).
     Serve(ioscale_server::cli::ServeArgs),
+    /// Load an HTTP server: open-loop sessions or requests, idle and inactive populations, a self-check.
+    Load(ioscale_load::cli::LoadArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,6 +74,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Mechanisms { json } => mechanisms_cmd(json),
         Command::Herd(a) => herd_cmd(a),
         Command::Serve(a) => Ok(ioscale_server::cli::run(&a)),
+        Command::Load(a) => Ok(ioscale_load::cli::run(&a)),
     }
 }
 

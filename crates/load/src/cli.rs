@@ -1,0 +1,191 @@
+//! `ioscale load`: arguments → a validated [`Plan`] → a run → summary, JSON, series.
+//!
+//! | exit code | meaning |
+//! | --- | --- |
+//! | 0 | the run kept its plan (VALID) |
+//! | 1 | the run could not be made (e.g. nothing listens at the target) |
+//! | 2 | a bad argument |
+//! | 3 | the run finished but is INVALID: the generator could not keep its schedule or hold its connections |
+
+use crate::plan::{self, Arrival, Mode, Plan};
+use ioscale_dispatch::Mechanism;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `ioscale load`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// Target URLs, http://HOST:PORT/PATH (append @W for a weight; chosen round-robin by weight).
+    #[arg(required = true, value_parser = |s: &str| plan::parse_target(s).map_err(|e| e.0))]
+    pub urls: Vec<plan::Target>,
+    /// Open loop: new sessions (connections) per second.
+    #[arg(long, conflicts_with_all = ["request_rate", "peak"])]
+    pub rate: Option<f64>,
+    /// Requests per session, one after another (httperf's --num-calls).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub calls: u32,
+    /// Open loop: requests per second over a pool of persistent connections (--connections).
+    #[arg(long, conflicts_with = "peak")]
+    pub request_rate: Option<f64>,
+    /// Closed loop: every connection sends its next request as soon as a reply arrives (like wrk).
+    #[arg(long)]
+    pub peak: bool,
+    /// Connections of the pool (--request-rate) or of the closed loop (--peak).
+    #[arg(long, default_value_t = 50)]
+    pub connections: usize,
+    /// Arrival spacing: fixed or poisson.
+    #[arg(long, default_value = "fixed", value_parser = ["fixed", "poisson"])]
+    pub arrival: String,
+    /// How long to measure (after the warm-up), e.g. 10s.
+    #[arg(long, value_parser = plan::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many sessions (or requests) have started.
+    #[arg(long)]
+    pub sessions: Option<u64>,
+    /// Time at the start excluded from the statistics.
+    #[arg(long, default_value = "0s", value_parser = plan::parse_duration)]
+    pub warmup: Duration,
+    /// Inactive connections: each sends an incomplete request and holds; reopened when closed.
+    #[arg(long, default_value_t = 0)]
+    pub inactive: usize,
+    /// Idle persistent connections, each sending one request every --idle-period.
+    #[arg(long, default_value_t = 0)]
+    pub idle: usize,
+    /// Period of an idle connection's requests (jittered ±10%).
+    #[arg(long, default_value = "1s", value_parser = plan::parse_duration)]
+    pub idle_period: Duration,
+    /// Connect and response timeout.
+    #[arg(long, default_value = "5s", value_parser = plan::parse_duration)]
+    pub timeout: Duration,
+    /// Source addresses: a count N (127.0.0.1..N) or a list of 127.x.y.z.
+    #[arg(long, value_parser = |s: &str| plan::parse_sources(s).map_err(|e| e.0))]
+    pub source_addrs: Option<std::vec::Vec<std::net::Ipv4Addr>>,
+    /// Event-dispatch mechanism of the generator itself.
+    #[arg(long, default_value = "epoll", value_parser = |s: &str| s.parse::<Mechanism>().map_err(|e| e.to_string()))]
+    pub dispatch: Mechanism,
+    /// Print the JSON record (docs/load-json.md) instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Write a per-second time series (JSON lines) to this file.
+    #[arg(long)]
+    pub series: Option<PathBuf>,
+    /// Random seed (Poisson arrivals, idle phases).
+    #[arg(long, default_value_t = 0x9e37_79b9_7f4a_7c15)]
+    pub seed: u64,
+}
+
+impl LoadArgs {
+    /// The plan these arguments describe.
+    pub fn plan(&self) -> Result<Plan, plan::PlanError> {
+        let mode = if self.peak {
+            Mode::Peak { connections: self.connections }
+        } else if let Some(rate) = self.request_rate {
+            Mode::RequestRate { rate, connections: self.connections }
+        } else if let Some(rate) = self.rate {
+            Mode::Sessions { rate, calls: self.calls }
+        } else {
+            Mode::None
+        };
+        if mode == Mode::None && self.idle == 0 && self.inactive == 0 {
+            return Err(plan::PlanError(
+                "nothing to send: give --rate, --request-rate or --peak (or --idle / --inactive)"
+                    .into(),
+            ));
+        }
+        let p = Plan {
+            targets: self.urls.clone(),
+            mode,
+            arrival: if self.arrival == "poisson" { Arrival::Poisson } else { Arrival::Fixed },
+            duration: self.duration,
+            sessions: self.sessions,
+            warmup: self.warmup,
+            inactive: self.inactive,
+            idle: self.idle,
+            idle_period: self.idle_period,
+            timeout: self.timeout,
+            sources: self.source_addrs.clone().unwrap_or_default(),
+            dispatch: self.dispatch,
+            seed: self.seed,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+/// Runs `ioscale load`; returns the exit code.
+pub fn run(a: &LoadArgs) -> ExitCode {
+    let plan = match a.plan() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ioscale load: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut series_file = match &a.series {
+        Some(p) => match std::fs::File::create(p) {
+            Ok(f) => Some(std::io::BufWriter::new(f)),
+            Err(e) => {
+                eprintln!("ioscale load: cannot write the series file {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let total = plan.warmup + plan.duration.unwrap_or(Duration::ZERO);
+        let b = indicatif::ProgressBar::new(total.as_secs().max(1));
+        b.set_style(
+            indicatif::ProgressStyle::with_template("[{bar:30}] {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let series: Option<&mut dyn Write> = series_file.as_mut().map(|f| f as &mut dyn Write);
+    let result = crate::engine::run(
+        &plan,
+        |secs, line| {
+            if let Some(b) = &bar {
+                b.set_position(secs as u64);
+                b.set_message(line.to_string());
+            }
+        },
+        series,
+    );
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let Some(mut f) = series_file {
+        let _ = f.flush();
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ioscale load: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if a.json {
+        serde_json::to_writer_pretty(&mut out, &report.record)
+            .map_err(std::io::Error::other)
+            .and_then(|_| writeln!(out))
+    } else {
+        write!(out, "{}", report.summary)
+    };
+    if let Err(e) = written {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("ioscale load: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    if report.valid {
+        ExitCode::SUCCESS
+    } else {
+        if a.json {
+            eprintln!("ioscale load: INVALID: {}", report.record["invalid_reasons"]);
+        }
+        ExitCode::from(3)
+    }
+}

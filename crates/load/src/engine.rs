@@ -1,0 +1,977 @@
+//! The generator's event loop: one thread, one dispatcher (ioscale-dispatch, epoll by default),
+//! every connection a small state machine.
+//!
+//! Arrivals follow the schedule whatever the server does (open loop); the latency of a request
+//! is measured from the time the schedule *intended* to send it (wrk2's correction for
+//! coordinated omission) and, apart, from the time it was actually sent. How late the loop
+//! started each arrival is the schedule lag: when it grows, the generator was the bottleneck and
+//! the run says INVALID instead of reporting the server's figures.
+
+use crate::http::{encode_get, encode_incomplete, Feed, ResponseParser};
+use crate::plan::{Arrival, Mode, Plan};
+use crate::stats::{self, record_us, ErrorKind, PopStats};
+use crate::sys;
+use hdrhistogram::Histogram;
+use ioscale_dispatch::{Dispatcher, Events, Interest, Token, Trigger};
+use serde_json::{json, Value};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pop {
+    Active,
+    Idle,
+    Inactive,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum St {
+    Connecting,
+    Writing,
+    Reading,
+    Waiting,
+    Holding,
+}
+
+struct Conn {
+    fd: OwnedFd,
+    pop: Pop,
+    st: St,
+    target: usize,
+    calls_left: u32,
+    intended: u64,
+    sent: u64,
+    started: u64,
+    deadline: u64,
+    wpos: usize,
+    interest: Interest,
+    parser: ResponseParser,
+    rbuf: Vec<u8>,
+    /// Idle connections: when the next request is due.
+    next_send: u64,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct Report {
+    /// The JSON record (docs/load-json.md).
+    pub record: Value,
+    /// The human summary.
+    pub summary: String,
+    /// Whether the generator kept its schedule (and held what it was asked to hold).
+    pub valid: bool,
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+struct Engine<'p> {
+    plan: &'p Plan,
+    d: Box<dyn Dispatcher>,
+    slab: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    gens: Vec<u32>,
+    requests: Vec<Vec<u8>>,
+    incomplete: Vec<Vec<u8>>,
+    wheel: Vec<usize>,
+    wheel_pos: usize,
+    t0: Instant,
+    warm_end: u64,
+    end: u64,
+    timeout: u64,
+    rng: Rng,
+    source_i: usize,
+    active: PopStats,
+    idle: PopStats,
+    inactive: PopStats,
+    lag: Histogram<u64>,
+    timers: BinaryHeap<Reverse<(u64, usize, u32)>>,
+    retry: VecDeque<(u64, Pop)>,
+    queue: VecDeque<u64>,
+    pool_free: Vec<usize>,
+    started_in_window: u64,
+    scheduling: bool,
+    open: usize,
+    level: bool,
+    oneshot: bool,
+}
+
+fn ns(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+impl<'p> Engine<'p> {
+    fn now(&self) -> u64 {
+        ns(self.t0.elapsed())
+    }
+
+    fn in_window(&self, t: u64) -> bool {
+        t >= self.warm_end && t < self.end
+    }
+
+    fn stats(&mut self, pop: Pop) -> &mut PopStats {
+        match pop {
+            Pop::Active => &mut self.active,
+            Pop::Idle => &mut self.idle,
+            Pop::Inactive => &mut self.inactive,
+        }
+    }
+
+    fn pick_target(&mut self) -> usize {
+        let i = self.wheel[self.wheel_pos % self.wheel.len()];
+        self.wheel_pos += 1;
+        i
+    }
+
+    /// Opens a connection of population `pop`; returns its slot.
+    fn open(&mut self, pop: Pop, calls: u32, intended: u64) -> Option<usize> {
+        let target = self.pick_target();
+        let source = if self.plan.sources.is_empty() {
+            None
+        } else {
+            self.source_i += 1;
+            Some(self.plan.sources[self.source_i % self.plan.sources.len()])
+        };
+        let now = self.now();
+        let count = pop != Pop::Active || self.in_window(intended);
+        if count {
+            self.stats(pop).asked += 1;
+        }
+        let fd = match sys::connect(source, self.plan.targets[target].addr) {
+            Ok(fd) => fd,
+            Err(e) => {
+                if count {
+                    self.stats(pop).error(ErrorKind::of(&e));
+                }
+                if pop != Pop::Active && self.scheduling {
+                    self.retry.push_back((now + 100_000_000, pop));
+                }
+                return None;
+            }
+        };
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slab.push(None);
+            self.gens.push(0);
+            self.slab.len() - 1
+        });
+        self.gens[slot] = self.gens[slot].wrapping_add(1);
+        if let Err(e) = self.d.register(fd.as_raw_fd(), Token(slot), Interest::WRITABLE) {
+            self.free.push(slot);
+            if count {
+                self.stats(pop).error(ErrorKind::of(&e));
+            }
+            return None;
+        }
+        self.slab[slot] = Some(Conn {
+            fd,
+            pop,
+            st: St::Connecting,
+            target,
+            calls_left: calls,
+            intended,
+            sent: now,
+            started: now,
+            deadline: now + self.timeout,
+            wpos: 0,
+            interest: Interest::WRITABLE,
+            parser: ResponseParser::new(false),
+            rbuf: Vec::new(),
+            next_send: 0,
+        });
+        self.open += 1;
+        if pop == Pop::Active && self.in_window(intended) {
+            self.active.sessions += 1;
+        }
+        Some(slot)
+    }
+
+    fn close(&mut self, slot: usize) -> Option<Conn> {
+        let c = self.slab[slot].take()?;
+        let _ = self.d.deregister(c.fd.as_raw_fd());
+        self.free.push(slot);
+        self.open -= 1;
+        self.pool_free.retain(|&s| s != slot);
+        Some(c)
+    }
+
+    fn set_interest(&mut self, slot: usize, want: Interest) {
+        let Some(c) = self.slab[slot].as_mut() else { return };
+        if c.interest != want || self.oneshot {
+            c.interest = want;
+            let fd = c.fd.as_raw_fd();
+            let _ = self.d.reregister(fd, Token(slot), want);
+        }
+    }
+
+    /// A connection failed: count it, end it, and replace it if its population holds
+    /// connections.
+    fn fail(&mut self, slot: usize, kind: ErrorKind) {
+        let Some(c) = self.close(slot) else { return };
+        let now = self.now();
+        let count = match c.pop {
+            Pop::Active => self.in_window(c.intended),
+            _ => self.in_window(now),
+        };
+        if count {
+            self.stats(c.pop).error(kind);
+        }
+        self.replace(c, now);
+    }
+
+    /// Re-opens a held connection (idle, inactive, pool) that ended, while the run goes on.
+    fn replace(&mut self, c: Conn, now: u64) {
+        if !self.scheduling {
+            return;
+        }
+        let pooled = matches!(self.plan.mode, Mode::Peak { .. } | Mode::RequestRate { .. })
+            && c.pop == Pop::Active;
+        if c.pop == Pop::Active && !pooled {
+            return;
+        }
+        if self.in_window(now) {
+            self.stats(c.pop).reconnects += 1;
+        }
+        if let Some(s) = self.open(c.pop, 0, now) {
+            if let Some(n) = self.slab[s].as_mut() {
+                n.next_send = c.next_send;
+            }
+        }
+    }
+
+    fn send(&mut self, slot: usize, intended: u64) {
+        let now = self.now();
+        let timeout = self.timeout;
+        let Some(c) = self.slab[slot].as_mut() else { return };
+        c.intended = intended;
+        c.sent = now;
+        c.deadline = now + timeout;
+        c.wpos = 0;
+        c.st = St::Writing;
+        c.parser.reset();
+        let pop = c.pop;
+        if pop == Pop::Active
+            && !matches!(self.plan.mode, Mode::Sessions { .. })
+            && self.in_window(intended)
+        {
+            self.active.sessions += 1;
+        }
+        if self.in_window(intended) {
+            self.stats(pop).requests += 1;
+        }
+        self.write_some(slot);
+    }
+
+    fn write_some(&mut self, slot: usize) {
+        let Some(c) = self.slab[slot].as_mut() else { return };
+        let req = if c.st == St::Holding || (c.pop == Pop::Inactive) {
+            &self.incomplete[c.target]
+        } else {
+            &self.requests[c.target]
+        };
+        let fd = c.fd.as_raw_fd();
+        while c.wpos < req.len() {
+            match sys::write(fd, &req[c.wpos..]) {
+                Ok(n) => c.wpos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.set_interest(slot, Interest::WRITABLE);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail(slot, ErrorKind::of(&e));
+                    return;
+                }
+            }
+        }
+        c.st = if c.pop == Pop::Inactive { St::Holding } else { St::Reading };
+        if c.pop == Pop::Inactive {
+            c.deadline = 0;
+        }
+        self.set_interest(slot, Interest::READABLE);
+    }
+
+    fn connected(&mut self, slot: usize) {
+        let now = self.now();
+        let Some(c) = self.slab[slot].as_mut() else { return };
+        let (pop, started, intended) = (c.pop, c.started, c.intended);
+        c.deadline = 0;
+        let window = match pop {
+            Pop::Active => self.in_window(intended),
+            _ => true,
+        };
+        if window {
+            let s = self.stats(pop);
+            s.established += 1;
+            record_us(&mut s.connect, (now - started) / 1000);
+        }
+        match pop {
+            Pop::Inactive => {
+                if let Some(c) = self.slab[slot].as_mut() {
+                    c.st = St::Holding;
+                    c.wpos = 0;
+                }
+                self.write_some(slot);
+            }
+            Pop::Idle => {
+                let period = ns(self.plan.idle_period);
+                let next = if let Some(c) = self.slab[slot].as_ref().filter(|c| c.next_send > 0) {
+                    c.next_send.max(now)
+                } else {
+                    now + (self.rng.next_f64() * period as f64) as u64
+                };
+                self.wait_idle(slot, next);
+            }
+            Pop::Active => match self.plan.mode {
+                Mode::Sessions { .. } => self.send(slot, intended),
+                Mode::Peak { .. } => self.send(slot, now),
+                Mode::RequestRate { .. } => {
+                    if let Some(t) = self.queue.pop_front() {
+                        self.send(slot, t);
+                    } else {
+                        self.park(slot);
+                    }
+                }
+                Mode::None => {}
+            },
+        }
+    }
+
+    fn park(&mut self, slot: usize) {
+        if let Some(c) = self.slab[slot].as_mut() {
+            c.st = St::Waiting;
+            c.deadline = 0;
+        }
+        self.pool_free.push(slot);
+        self.set_interest(slot, Interest::READABLE);
+    }
+
+    fn wait_idle(&mut self, slot: usize, at: u64) {
+        if let Some(c) = self.slab[slot].as_mut() {
+            c.st = St::Waiting;
+            c.deadline = 0;
+            c.next_send = at;
+        }
+        self.set_interest(slot, Interest::READABLE);
+        self.timers.push(Reverse((at, slot, self.gens[slot])));
+    }
+
+    fn replied(&mut self, slot: usize, status: u16, keep_alive: bool, body_bytes: u64) {
+        let now = self.now();
+        let Some(c) = self.slab[slot].as_mut() else { return };
+        let (pop, intended, sent) = (c.pop, c.intended, c.sent);
+        c.calls_left = c.calls_left.saturating_sub(1);
+        let calls_left = c.calls_left;
+        if self.in_window(intended) {
+            let second = (now < self.end)
+                .then(|| (now.saturating_sub(self.warm_end) / 1_000_000_000) as usize);
+            let s = self.stats(pop);
+            s.reply(second, status);
+            s.bytes += body_bytes;
+            record_us(&mut s.latency, (now - intended) / 1000);
+            record_us(&mut s.latency_actual, (now - sent) / 1000);
+        }
+        match (pop, self.plan.mode) {
+            (Pop::Idle, _) => {
+                if !keep_alive {
+                    let c = self.close(slot);
+                    if let Some(mut c) = c {
+                        c.next_send = intended + self.idle_gap();
+                        self.replace(c, now);
+                    }
+                    return;
+                }
+                let next = intended + self.idle_gap();
+                self.wait_idle(slot, next.max(now));
+            }
+            (Pop::Active, Mode::Sessions { .. }) => {
+                if calls_left > 0 && keep_alive {
+                    self.send(slot, now);
+                } else {
+                    if calls_left == 0 && self.in_window(intended) {
+                        self.active.sessions_ok += 1;
+                    } else if calls_left > 0 && self.in_window(intended) {
+                        self.active.error(ErrorKind::ClosedEarly);
+                    }
+                    self.close(slot);
+                }
+            }
+            (Pop::Active, Mode::Peak { .. }) => {
+                if !keep_alive {
+                    if let Some(c) = self.close(slot) {
+                        self.replace(c, now);
+                    }
+                } else if self.scheduling {
+                    self.send(slot, now);
+                } else {
+                    self.close(slot);
+                }
+            }
+            (Pop::Active, Mode::RequestRate { .. }) => {
+                if !keep_alive {
+                    if let Some(c) = self.close(slot) {
+                        self.replace(c, now);
+                    }
+                } else if let Some(t) = self.queue.pop_front() {
+                    self.send(slot, t);
+                } else {
+                    self.park(slot);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn idle_gap(&mut self) -> u64 {
+        let period = ns(self.plan.idle_period) as f64;
+        (period * (0.9 + 0.2 * self.rng.next_f64())) as u64
+    }
+
+    fn readable(&mut self, slot: usize, scratch: &mut [u8]) {
+        loop {
+            let Some(c) = self.slab[slot].as_mut() else { return };
+            let fd = c.fd.as_raw_fd();
+            match sys::read(fd, scratch) {
+                Ok(0) => {
+                    let c = self.slab[slot].as_mut().expect("checked");
+                    match c.st {
+                        St::Holding | St::Waiting => {
+                            // The server closed a held connection (its timeout): reconnect.
+                            if let Some(c) = self.close(slot) {
+                                let now = self.now();
+                                self.replace(c, now);
+                            }
+                        }
+                        St::Reading if c.parser.until_close() => {
+                            let _ = c.parser.eof();
+                            let mut taken = std::mem::take(&mut c.rbuf);
+                            let bytes = taken.len() as u64;
+                            taken.clear();
+                            self.replied(slot, 200, false, bytes);
+                            if self.slab[slot].is_some() {
+                                self.close(slot);
+                            }
+                        }
+                        _ => self.fail(slot, ErrorKind::ClosedEarly),
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    if c.st == St::Holding || c.st == St::Waiting {
+                        // Data nobody asked for on a held connection (an error page after a
+                        // timeout, for instance): drop it; EOF follows.
+                        if n < scratch.len() && self.level {
+                            return;
+                        }
+                        continue;
+                    }
+                    if !self.consume(slot, &scratch[..n]) {
+                        return;
+                    }
+                    if n < scratch.len() && self.level {
+                        return; // level-triggered: the dispatcher reports what is left
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail(slot, ErrorKind::of(&e));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Feeds response bytes; returns false when the connection is gone.
+    fn consume(&mut self, slot: usize, data: &[u8]) -> bool {
+        let Some(c) = self.slab[slot].as_mut() else { return false };
+        let joined: Vec<u8>;
+        let buf: &[u8] = if c.rbuf.is_empty() {
+            data
+        } else {
+            let mut v = std::mem::take(&mut c.rbuf);
+            v.extend_from_slice(data);
+            joined = v;
+            &joined
+        };
+        let mut pos = 0;
+        loop {
+            let Some(c) = self.slab[slot].as_mut() else { return false };
+            let rest = &buf[pos..];
+            if c.st != St::Reading {
+                if !rest.is_empty() {
+                    // Bytes nobody asked for.
+                    self.fail(slot, ErrorKind::BadResponse);
+                    return false;
+                }
+                return true;
+            }
+            let (used, f) = c.parser.feed(rest);
+            match f {
+                Feed::NeedMore => {
+                    let left = &rest[used..];
+                    if !left.is_empty() {
+                        c.rbuf.extend_from_slice(left);
+                    }
+                    return true;
+                }
+                Feed::Bad(_) => {
+                    self.fail(slot, ErrorKind::BadResponse);
+                    return false;
+                }
+                Feed::Done { consumed, status, keep_alive } => {
+                    pos += consumed;
+                    self.replied(slot, status, keep_alive, consumed as u64);
+                    if pos >= buf.len() {
+                        return self.slab[slot].is_some();
+                    }
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, slot: usize, ev: &ioscale_dispatch::Event, scratch: &mut [u8]) {
+        let Some(c) = self.slab[slot].as_ref() else { return };
+        match c.st {
+            St::Connecting => {
+                if !(ev.is_writable() || ev.is_error() || ev.is_hangup()) {
+                    return;
+                }
+                match sys::socket_error(c.fd.as_raw_fd()) {
+                    Ok(None) if !ev.is_error() => self.connected(slot),
+                    Ok(None) => self.fail(slot, ErrorKind::Other),
+                    Ok(Some(e)) | Err(e) => self.fail(slot, ErrorKind::of(&e)),
+                }
+            }
+            St::Writing => self.write_some(slot),
+            St::Reading | St::Holding | St::Waiting => {
+                self.readable(slot, scratch);
+                if self.oneshot {
+                    if let Some(c) = self.slab[slot].as_ref() {
+                        let i = c.interest;
+                        self.set_interest(slot, i);
+                    }
+                }
+            }
+        }
+    }
+
+    fn sweep_timeouts(&mut self) {
+        let now = self.now();
+        for slot in 0..self.slab.len() {
+            let Some(c) = self.slab[slot].as_ref() else { continue };
+            if c.deadline != 0 && now > c.deadline {
+                let kind = if c.st == St::Connecting {
+                    ErrorKind::ConnectTimeout
+                } else {
+                    ErrorKind::ResponseTimeout
+                };
+                self.fail(slot, kind);
+            }
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.slab
+            .iter()
+            .flatten()
+            .filter(|c| {
+                c.pop == Pop::Active && matches!(c.st, St::Connecting | St::Writing | St::Reading)
+            })
+            .count()
+    }
+}
+
+/// Runs the plan. `progress` is called about once a second with the elapsed seconds and a line
+/// of text; `series` gets one JSON line per second of the measured window.
+pub fn run(
+    plan: &Plan,
+    mut progress: impl FnMut(f64, &str),
+    mut series: Option<&mut dyn Write>,
+) -> io::Result<Report> {
+    plan.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.0))?;
+    sys::install_signals();
+    let nofile = sys::raise_nofile();
+    let need = plan.held() as u64 + 64;
+    if need > nofile {
+        return Err(io::Error::other(format!(
+            "the plan holds {} connections but this process may open {nofile} descriptors",
+            plan.held()
+        )));
+    }
+    // Fail fast with one sentence when nothing listens.
+    if let Err(e) =
+        std::net::TcpStream::connect_timeout(&plan.targets[0].addr.into(), Duration::from_secs(3))
+    {
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot connect to {}: {e}", plan.targets[0].url),
+        ));
+    }
+    let d = plan.dispatch.open(&ioscale_dispatch::Options::default())?;
+    let trigger = d.trigger();
+    let mut wheel = Vec::new();
+    for (i, t) in plan.targets.iter().enumerate() {
+        wheel.extend(std::iter::repeat_n(i, t.weight as usize));
+    }
+    let warm = ns(plan.warmup);
+    let end = plan.duration.map_or(u64::MAX, |d| warm + ns(d));
+    let mut e = Engine {
+        plan,
+        d,
+        slab: Vec::new(),
+        free: Vec::new(),
+        gens: Vec::new(),
+        requests: plan.targets.iter().map(|t| encode_get(&t.host, &t.path)).collect(),
+        incomplete: plan.targets.iter().map(|t| encode_incomplete(&t.host, &t.path)).collect(),
+        wheel,
+        wheel_pos: 0,
+        t0: Instant::now(),
+        warm_end: warm,
+        end,
+        timeout: ns(plan.timeout),
+        rng: Rng(plan.seed | 1),
+        source_i: 0,
+        active: PopStats::default(),
+        idle: PopStats::default(),
+        inactive: PopStats::default(),
+        lag: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
+        timers: BinaryHeap::new(),
+        retry: VecDeque::new(),
+        queue: VecDeque::new(),
+        pool_free: Vec::new(),
+        started_in_window: 0,
+        scheduling: true,
+        open: 0,
+        level: trigger == Trigger::Level,
+        oneshot: trigger == Trigger::Oneshot,
+    };
+    let cpu0 = sys::cpu_time();
+    for _ in 0..plan.inactive {
+        e.open(Pop::Inactive, 0, 0);
+    }
+    for _ in 0..plan.idle {
+        e.open(Pop::Idle, 0, 0);
+    }
+    match plan.mode {
+        Mode::Peak { connections } | Mode::RequestRate { connections, .. } => {
+            for _ in 0..connections {
+                e.open(Pop::Active, 0, 0);
+            }
+        }
+        _ => {}
+    }
+    let rate = match plan.mode {
+        Mode::Sessions { rate, .. } | Mode::RequestRate { rate, .. } => rate,
+        _ => 0.0,
+    };
+    let calls = if let Mode::Sessions { calls, .. } = plan.mode { calls } else { 0 };
+    let interval = if rate > 0.0 { 1e9 / rate } else { 0.0 };
+    let mut next_arrival = 0f64;
+    let mut arrivals = 0u64;
+    let mut events = Events::with_capacity(1024);
+    let mut scratch = vec![0u8; 64 * 1024];
+    let mut next_sweep = 250_000_000u64;
+    let mut next_tick = 1_000_000_000u64;
+    let mut last_series_second = 0usize;
+    let mut drain_deadline = u64::MAX;
+    let mut interrupted = false;
+    let mut held_at_window: Option<(u64, u64)> = None;
+    loop {
+        let now = e.now();
+        if sys::STOP.load(Ordering::SeqCst) && e.scheduling {
+            interrupted = true;
+            e.end = e.end.min(now.max(e.warm_end));
+        }
+        if e.scheduling && (now >= e.end || plan.sessions.is_some_and(|s| arrivals >= s)) {
+            e.scheduling = false;
+            if e.end == u64::MAX {
+                e.end = now;
+            }
+            drain_deadline = now + e.timeout;
+        }
+        if held_at_window.is_none() && now >= e.warm_end {
+            held_at_window = Some((e.idle.established, e.inactive.established));
+        }
+        if !e.scheduling && (e.in_flight() == 0 || now > drain_deadline) {
+            break;
+        }
+        // Open-loop arrivals due by now.
+        if e.scheduling && rate > 0.0 {
+            while (next_arrival as u64) <= now && e.scheduling {
+                let t = next_arrival as u64;
+                if t >= e.end || plan.sessions.is_some_and(|s| arrivals >= s) {
+                    break;
+                }
+                arrivals += 1;
+                if e.in_window(t) {
+                    record_us(&mut e.lag, (now - t) / 1000 + 1);
+                    if e.in_window(now) {
+                        e.started_in_window += 1;
+                    }
+                }
+                match plan.mode {
+                    Mode::Sessions { .. } => {
+                        e.open(Pop::Active, calls, t);
+                    }
+                    Mode::RequestRate { .. } => {
+                        if let Some(slot) = e.pool_free.pop() {
+                            e.send(slot, t);
+                        } else {
+                            e.queue.push_back(t);
+                        }
+                    }
+                    _ => {}
+                }
+                next_arrival += match plan.arrival {
+                    Arrival::Fixed => interval,
+                    Arrival::Poisson => -interval * (1.0 - e.rng.next_f64()).ln(),
+                };
+            }
+        }
+        // Idle connections due to send.
+        while let Some(Reverse((at, slot, gen))) = e.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            e.timers.pop();
+            if e.gens.get(slot) != Some(&gen) || !e.scheduling {
+                continue;
+            }
+            if e.slab[slot].as_ref().is_some_and(|c| c.st == St::Waiting && c.pop == Pop::Idle) {
+                e.send(slot, at);
+            }
+        }
+        while e.scheduling && e.retry.front().is_some_and(|r| r.0 <= now) {
+            let (_, pop) = e.retry.pop_front().expect("checked");
+            e.open(pop, 0, now);
+        }
+        if now >= next_sweep {
+            e.sweep_timeouts();
+            next_sweep = now + 250_000_000;
+        }
+        if now >= next_tick {
+            next_tick += 1_000_000_000;
+            let s = now as f64 / 1e9;
+            progress(
+                s,
+                &format!(
+                    "{:.0}s  replies {}  open {}  errors {}",
+                    s,
+                    e.active.replies + e.idle.replies,
+                    e.open,
+                    e.active.error_total() + e.idle.error_total() + e.inactive.error_total()
+                ),
+            );
+            if let Some(w) = series.as_deref_mut() {
+                let sec = (now.saturating_sub(e.warm_end) / 1_000_000_000) as usize;
+                while now > e.warm_end && last_series_second < sec {
+                    let i = last_series_second;
+                    let _ = writeln!(
+                        w,
+                        "{}",
+                        json!({
+                            "second": i,
+                            "active_replies": e.active.per_second.get(i).copied().unwrap_or(0),
+                            "idle_replies": e.idle.per_second.get(i).copied().unwrap_or(0),
+                            "errors_total": e.active.error_total() + e.idle.error_total() + e.inactive.error_total(),
+                            "open_connections": e.open,
+                            "reconnects": e.inactive.reconnects + e.idle.reconnects,
+                        })
+                    );
+                    last_series_second += 1;
+                }
+            }
+        }
+        // Sleep until the next thing due.
+        let mut due = next_sweep.min(next_tick);
+        if e.scheduling && rate > 0.0 {
+            due = due.min(next_arrival as u64);
+        }
+        if let Some(Reverse((at, _, _))) = e.timers.peek() {
+            due = due.min(*at);
+        }
+        if let Some(r) = e.retry.front() {
+            due = due.min(r.0);
+        }
+        if e.scheduling {
+            due = due.min(e.end);
+        }
+        let now = e.now();
+        let wait = Duration::from_nanos(due.saturating_sub(now)).min(Duration::from_millis(250));
+        let n = match e.d.wait(&mut events, Some(wait)) {
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => 0,
+            Err(err) => return Err(err),
+        };
+        if n > 0 {
+            let evs: Vec<ioscale_dispatch::Event> = events.iter().copied().collect();
+            for ev in &evs {
+                e.event(ev.token().0, ev, &mut scratch);
+            }
+        }
+    }
+    let wall = e.t0.elapsed();
+    let cpu = sys::cpu_time() - cpu0;
+    let window_end = e.end.min(ns(wall));
+    let window_s = window_end.saturating_sub(e.warm_end) as f64 / 1e9;
+    // Close everything (idle and inactive connections included) before reporting.
+    for slot in 0..e.slab.len() {
+        e.close(slot);
+    }
+    Ok(finish(plan, &e, window_s, wall, cpu, rate, interrupted, held_at_window))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    plan: &Plan,
+    e: &Engine<'_>,
+    window_s: f64,
+    wall: Duration,
+    cpu: Duration,
+    rate: f64,
+    interrupted: bool,
+    held_at_window: Option<(u64, u64)>,
+) -> Report {
+    let cpu_util = cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9);
+    let achieved = if window_s > 0.0 { e.started_in_window as f64 / window_s } else { 0.0 };
+    let lag_p99_ms =
+        if e.lag.is_empty() { 0.0 } else { e.lag.value_at_quantile(0.99) as f64 / 1000.0 };
+    let mut reasons: Vec<String> = Vec::new();
+    let open_loop = rate > 0.0;
+    if open_loop && lag_p99_ms > 10.0 {
+        reasons.push(format!("schedule lag p99 {lag_p99_ms:.1} ms > 10 ms: the generator could not keep its schedule"));
+    }
+    if open_loop && achieved < 0.99 * rate && window_s >= 1.0 {
+        reasons.push(format!("achieved {achieved:.1}/s < 99% of the target {rate:.1}/s"));
+    }
+    if open_loop && cpu_util > 0.95 {
+        reasons
+            .push(format!("generator CPU at {:.0}%: it may be the bottleneck", cpu_util * 100.0));
+    }
+    if let Some((idle_ok, inactive_ok)) = held_at_window {
+        if idle_ok < plan.idle as u64 {
+            reasons.push(format!(
+                "only {idle_ok} of {} idle connections were established when measuring began",
+                plan.idle
+            ));
+        }
+        if inactive_ok < plan.inactive as u64 {
+            reasons.push(format!(
+                "only {inactive_ok} of {} inactive connections were established when measuring began",
+                plan.inactive
+            ));
+        }
+    }
+    if interrupted {
+        reasons.push("interrupted (SIGINT/SIGTERM) before the planned end".into());
+    }
+    let valid = reasons.is_empty();
+    let mode = match plan.mode {
+        Mode::Sessions { rate, calls } => json!({"kind": "sessions", "rate": rate, "calls": calls}),
+        Mode::RequestRate { rate, connections } => {
+            json!({"kind": "request-rate", "rate": rate, "connections": connections})
+        }
+        Mode::Peak { connections } => json!({"kind": "peak", "connections": connections}),
+        Mode::None => json!({"kind": "none"}),
+    };
+    let active = stats::population_json(&e.active, window_s);
+    let record = json!({
+        "tool": "ioscale load",
+        "version": env!("CARGO_PKG_VERSION"),
+        "targets": plan.targets.iter().map(|t| json!({"url": t.url, "weight": t.weight})).collect::<Vec<_>>(),
+        "mode": mode,
+        "arrival": if plan.arrival == Arrival::Poisson { "poisson" } else { "fixed" },
+        "dispatch": plan.dispatch.name(),
+        "warmup_s": plan.warmup.as_secs_f64(),
+        "window_s": window_s,
+        "wall_s": wall.as_secs_f64(),
+        "valid": valid,
+        "invalid_reasons": reasons,
+        "reply_rate": active["reply_rate"],
+        "target_rate": rate,
+        "achieved_rate": achieved,
+        "generator_cpu_util": cpu_util,
+        "self_check": {
+            "target_rate": rate,
+            "achieved_rate": achieved,
+            "schedule_lag_ms": stats::percentiles_ms(&e.lag),
+            "schedule_lag_us_histogram": stats::encode(&e.lag),
+            "cpu_s": cpu.as_secs_f64(),
+            "cpu_util": cpu_util,
+            "cpu_us_per_reply": if e.active.replies + e.idle.replies > 0 { cpu.as_secs_f64() * 1e6 / (e.active.replies + e.idle.replies) as f64 } else { 0.0 },
+            "connections_asked": e.active.asked + e.idle.asked + e.inactive.asked,
+            "connections_established": e.active.established + e.idle.established + e.inactive.established,
+        },
+        "active": active,
+        "idle": stats::population_json(&e.idle, window_s),
+        "inactive": stats::population_json(&e.inactive, window_s),
+    });
+    let summary = summary_text(&record);
+    Report { record, summary, valid }
+}
+
+/// The httperf-like human summary of a record.
+pub fn summary_text(r: &Value) -> String {
+    let mut s = String::new();
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let _ = std::fmt::Write::write_fmt(
+        &mut s,
+        format_args!(
+            "ioscale load: {} over {:.1} s measured ({} dispatch), mode {}\n",
+            r["targets"]
+                .as_array()
+                .map(|t| t
+                    .iter()
+                    .map(|x| x["url"].as_str().unwrap_or(""))
+                    .collect::<Vec<_>>()
+                    .join(" "))
+                .unwrap_or_default(),
+            f(&r["window_s"]),
+            r["dispatch"].as_str().unwrap_or(""),
+            r["mode"]["kind"].as_str().unwrap_or("")
+        ),
+    );
+    for pop in ["active", "idle", "inactive"] {
+        let p = &r[pop];
+        if p["connections_asked"].as_u64().unwrap_or(0) == 0
+            && p["requests"].as_u64().unwrap_or(0) == 0
+        {
+            continue;
+        }
+        let _ = std::fmt::Write::write_fmt(
+            &mut s,
+            format_args!(
+                "{pop:>8}: sessions {} ok {}  requests {} replies {}  connections {}/{} reconnects {}\n\
+                 {:>8}  reply rate [/s]: avg {:.1} min {:.0} max {:.0} stddev {:.1} ({} samples)\n\
+                 {:>8}  response ms (from intended): p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}; actual p50 {:.3} p99 {:.3}; connect p50 {:.3}\n\
+                 {:>8}  errors {} (connect timeout {}, response timeout {}, refused {}, reset {}, fd unavailable {}, addr unavailable {}, bad response {}, closed early {}, other {})\n",
+                p["sessions"], p["sessions_ok"], p["requests"], p["replies"], p["connections_established"], p["connections_asked"], p["reconnects"],
+                "", f(&p["reply_rate"]["avg"]), f(&p["reply_rate"]["min"]), f(&p["reply_rate"]["max"]), f(&p["reply_rate"]["stddev"]), p["reply_rate"]["samples"],
+                "", f(&p["latency_ms"]["p50"]), f(&p["latency_ms"]["p90"]), f(&p["latency_ms"]["p99"]), f(&p["latency_ms"]["max"]), f(&p["latency_actual_ms"]["p50"]), f(&p["latency_actual_ms"]["p99"]), f(&p["connect_ms"]["p50"]),
+                "", p["errors"]["total"], p["errors"]["connect_timeout"], p["errors"]["response_timeout"], p["errors"]["refused"], p["errors"]["reset"], p["errors"]["fd_unavailable"], p["errors"]["addr_unavailable"], p["errors"]["bad_response"], p["errors"]["closed_early"], p["errors"]["other"],
+            ),
+        );
+    }
+    let c = &r["self_check"];
+    let _ = std::fmt::Write::write_fmt(
+        &mut s,
+        format_args!(
+            "self-check: target {:.1}/s achieved {:.1}/s, schedule lag p50 {:.3} ms p99 {:.3} ms, generator CPU {:.1}% ({:.2} µs/reply)\n{}\n",
+            f(&c["target_rate"]), f(&c["achieved_rate"]), f(&c["schedule_lag_ms"]["p50"]), f(&c["schedule_lag_ms"]["p99"]), f(&c["cpu_util"]) * 100.0, f(&c["cpu_us_per_reply"]),
+            if r["valid"].as_bool() == Some(true) { "VALID".to_string() } else { format!("INVALID: {}", r["invalid_reasons"]) }
+        ),
+    );
+    s
+}

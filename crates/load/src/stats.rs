@@ -1,0 +1,338 @@
+//! Measurements: HdrHistograms per population, the per-second reply series, errors by kind, and
+//! the JSON record (histograms in the standard V2-deflate encoding, base64, so any HdrHistogram
+//! library can decode them and runs can be merged losslessly).
+
+use base64::Engine as _;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+
+/// Kinds of error, each counted apart.
+pub const ERROR_KINDS: [&str; 9] = [
+    "connect_timeout",
+    "response_timeout",
+    "refused",
+    "reset",
+    "fd_unavailable",
+    "addr_unavailable",
+    "bad_response",
+    "closed_early",
+    "other",
+];
+
+/// Index of an error kind in [`ERROR_KINDS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum ErrorKind {
+    ConnectTimeout = 0,
+    ResponseTimeout,
+    Refused,
+    Reset,
+    FdUnavailable,
+    AddrUnavailable,
+    BadResponse,
+    ClosedEarly,
+    Other,
+}
+
+impl ErrorKind {
+    /// Classifies an I/O error from connect, read or write.
+    pub fn of(e: &std::io::Error) -> ErrorKind {
+        match e.raw_os_error() {
+            Some(libc::ECONNREFUSED) => ErrorKind::Refused,
+            Some(libc::ECONNRESET) | Some(libc::EPIPE) | Some(libc::ECONNABORTED) => {
+                ErrorKind::Reset
+            }
+            Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) => {
+                ErrorKind::FdUnavailable
+            }
+            Some(libc::EADDRNOTAVAIL) | Some(libc::EADDRINUSE) => ErrorKind::AddrUnavailable,
+            Some(libc::ETIMEDOUT) => ErrorKind::ConnectTimeout,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+fn hist() -> Histogram<u64> {
+    // 1 µs .. 1 hour, 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// One population's statistics.
+#[derive(Debug, Clone)]
+pub struct PopStats {
+    /// Response time from the intended send time (µs): coordinated omission corrected.
+    pub latency: Histogram<u64>,
+    /// Response time from the actual send time (µs).
+    pub latency_actual: Histogram<u64>,
+    /// Connect time (µs).
+    pub connect: Histogram<u64>,
+    /// Replies completed in each second of the measured window.
+    pub per_second: Vec<u64>,
+    /// Sessions (or held connections) started.
+    pub sessions: u64,
+    /// Sessions that ended with every call answered.
+    pub sessions_ok: u64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Responses received.
+    pub replies: u64,
+    /// Response bytes received.
+    pub bytes: u64,
+    /// Responses by status class (1xx..5xx; index 0 = other).
+    pub status: [u64; 6],
+    /// Errors by [`ERROR_KINDS`].
+    pub errors: [u64; ERROR_KINDS.len()],
+    /// Connections asked for.
+    pub asked: u64,
+    /// Connections established.
+    pub established: u64,
+    /// Reconnections after the server closed a held connection.
+    pub reconnects: u64,
+}
+
+impl Default for PopStats {
+    fn default() -> Self {
+        PopStats {
+            latency: hist(),
+            latency_actual: hist(),
+            connect: hist(),
+            per_second: Vec::new(),
+            sessions: 0,
+            sessions_ok: 0,
+            requests: 0,
+            replies: 0,
+            bytes: 0,
+            status: [0; 6],
+            errors: [0; ERROR_KINDS.len()],
+            asked: 0,
+            established: 0,
+            reconnects: 0,
+        }
+    }
+}
+
+/// Records a value in µs, clamped into the histogram's range.
+pub fn record_us(h: &mut Histogram<u64>, us: u64) {
+    let _ = h.record(us.clamp(1, h.high()));
+}
+
+impl PopStats {
+    /// Counts one reply completed `second` seconds into the window (`None`: after the window
+    /// closed, while in-flight requests drain — counted, but not in the per-second series).
+    pub fn reply(&mut self, second: Option<usize>, status: u16) {
+        self.replies += 1;
+        let class = (status / 100) as usize;
+        self.status[if (1..=5).contains(&class) { class } else { 0 }] += 1;
+        let Some(second) = second else { return };
+        if self.per_second.len() <= second {
+            self.per_second.resize(second + 1, 0);
+        }
+        self.per_second[second] += 1;
+    }
+
+    /// Counts an error.
+    pub fn error(&mut self, k: ErrorKind) {
+        self.errors[k as usize] += 1;
+    }
+
+    /// Total errors.
+    pub fn error_total(&self) -> u64 {
+        self.errors.iter().sum()
+    }
+}
+
+/// Mean, min, max and standard deviation of per-second samples (httperf's reply-rate figures).
+pub fn rate_stats(samples: &[u64]) -> Value {
+    if samples.is_empty() {
+        return json!({"avg": 0.0, "min": 0.0, "max": 0.0, "stddev": 0.0, "samples": 0});
+    }
+    let n = samples.len() as f64;
+    let mean = samples.iter().sum::<u64>() as f64 / n;
+    let var = samples.iter().map(|&s| (s as f64 - mean).powi(2)).sum::<f64>() / n;
+    json!({
+        "avg": mean,
+        "min": *samples.iter().min().unwrap_or(&0) as f64,
+        "max": *samples.iter().max().unwrap_or(&0) as f64,
+        "stddev": var.sqrt(),
+        "samples": samples.len(),
+    })
+}
+
+/// Percentiles of a µs histogram, in milliseconds.
+pub fn percentiles_ms(h: &Histogram<u64>) -> Value {
+    if h.is_empty() {
+        return json!({"count": 0});
+    }
+    let ms = |v: u64| v as f64 / 1000.0;
+    json!({
+        "count": h.len(),
+        "mean": h.mean() / 1000.0,
+        "p50": ms(h.value_at_quantile(0.50)),
+        "p90": ms(h.value_at_quantile(0.90)),
+        "p99": ms(h.value_at_quantile(0.99)),
+        "p999": ms(h.value_at_quantile(0.999)),
+        "max": ms(h.max()),
+        "min": ms(h.min()),
+    })
+}
+
+/// Encodes a histogram in the standard V2 + DEFLATE format, base64.
+pub fn encode(h: &Histogram<u64>) -> String {
+    let mut buf = Vec::new();
+    let _ = V2DeflateSerializer::new().serialize(h, &mut buf);
+    base64::engine::general_purpose::STANDARD.encode(buf)
+}
+
+/// Decodes [`encode`]'s output (or any V2 / V2-deflate histogram, base64).
+pub fn decode(s: &str) -> Result<Histogram<u64>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| format!("bad base64: {e}"))?;
+    Deserializer::new().deserialize(&mut &bytes[..]).map_err(|e| format!("bad histogram: {e:?}"))
+}
+
+/// The JSON of one population.
+pub fn population_json(p: &PopStats, window_s: f64) -> Value {
+    let mut errors = Map::new();
+    for (k, v) in ERROR_KINDS.iter().zip(p.errors) {
+        errors.insert((*k).into(), v.into());
+    }
+    errors.insert("total".into(), p.error_total().into());
+    json!({
+        "sessions": p.sessions,
+        "sessions_ok": p.sessions_ok,
+        "requests": p.requests,
+        "replies": p.replies,
+        "bytes": p.bytes,
+        "connections_asked": p.asked,
+        "connections_established": p.established,
+        "reconnects": p.reconnects,
+        "status": {"1xx": p.status[1], "2xx": p.status[2], "3xx": p.status[3], "4xx": p.status[4], "5xx": p.status[5], "other": p.status[0]},
+        "errors": errors,
+        "reply_rate": rate_stats(&p.per_second),
+        "replies_per_s": if window_s > 0.0 { p.replies as f64 / window_s } else { 0.0 },
+        "latency_ms": percentiles_ms(&p.latency),
+        "latency_actual_ms": percentiles_ms(&p.latency_actual),
+        "connect_ms": percentiles_ms(&p.connect),
+        "per_second": p.per_second,
+        "histograms": {
+            "latency_us": encode(&p.latency),
+            "latency_actual_us": encode(&p.latency_actual),
+            "connect_us": encode(&p.connect),
+        },
+    })
+}
+
+/// Merges several records of the same plan (e.g. the segments of a multi-host run, or repeated
+/// runs) into one: counters add, histograms are decoded, added and re-encoded, percentiles are
+/// recomputed from the merged histograms, per-second series add element-wise, and the merged
+/// record is valid only if every part is.
+pub fn merge(records: &[Value]) -> Result<Value, String> {
+    let first = records.first().ok_or("nothing to merge")?;
+    let mut out = first.clone();
+    for pop in ["active", "idle", "inactive"] {
+        let parts: Vec<&Value> = records.iter().filter_map(|r| r.get(pop)).collect();
+        if parts.is_empty() {
+            continue;
+        }
+        let mut merged = PopStats::default();
+        let window = first["window_s"].as_f64().unwrap_or(0.0);
+        for p in &parts {
+            let h = &p["histograms"];
+            for (dst, key) in [
+                (&mut merged.latency, "latency_us"),
+                (&mut merged.latency_actual, "latency_actual_us"),
+                (&mut merged.connect, "connect_us"),
+            ] {
+                let part = decode(h[key].as_str().ok_or(format!("{pop}: no {key} histogram"))?)?;
+                dst.add(&part).map_err(|e| format!("{pop}: cannot add histograms: {e:?}"))?;
+            }
+            let u = |k: &str| p[k].as_u64().unwrap_or(0);
+            merged.sessions += u("sessions");
+            merged.sessions_ok += u("sessions_ok");
+            merged.requests += u("requests");
+            merged.replies += u("replies");
+            merged.bytes += u("bytes");
+            merged.asked += u("connections_asked");
+            merged.established += u("connections_established");
+            merged.reconnects += u("reconnects");
+            for (i, k) in ["other", "1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+                merged.status[i] += p["status"][k].as_u64().unwrap_or(0);
+            }
+            for (i, k) in ERROR_KINDS.iter().enumerate() {
+                merged.errors[i] += p["errors"][k].as_u64().unwrap_or(0);
+            }
+            if let Some(series) = p["per_second"].as_array() {
+                if merged.per_second.len() < series.len() {
+                    merged.per_second.resize(series.len(), 0);
+                }
+                for (i, v) in series.iter().enumerate() {
+                    merged.per_second[i] += v.as_u64().unwrap_or(0);
+                }
+            }
+        }
+        out[pop] = population_json(&merged, window);
+    }
+    let invalid: Vec<String> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r["valid"].as_bool() != Some(true))
+        .map(|(i, r)| format!("part {i}: {}", r["invalid_reasons"]))
+        .collect();
+    out["valid"] = Value::Bool(invalid.is_empty());
+    out["invalid_reasons"] = json!(invalid);
+    out["reply_rate"] = out["active"]["reply_rate"].clone();
+    out["merged_from"] = json!(records.len());
+    let sum = |k: &str| records.iter().filter_map(|r| r["self_check"][k].as_f64()).sum::<f64>();
+    out["self_check"]["target_rate"] = json!(sum("target_rate"));
+    out["self_check"]["achieved_rate"] = json!(sum("achieved_rate"));
+    out["target_rate"] = out["self_check"]["target_rate"].clone();
+    out["achieved_rate"] = out["self_check"]["achieved_rate"].clone();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_round_trips_and_merge_equals_one_histogram_over_both() {
+        let (mut a, mut b, mut both) = (hist(), hist(), hist());
+        for i in 0..5000u64 {
+            let v = 1 + (i * 7919) % 200_000;
+            if i % 3 == 0 {
+                record_us(&mut a, v)
+            } else {
+                record_us(&mut b, v)
+            }
+            record_us(&mut both, v);
+        }
+        assert_eq!(decode(&encode(&a)).unwrap(), a);
+        let mut pa = PopStats::default();
+        pa.latency = a;
+        pa.replies = 1;
+        pa.per_second = vec![1, 2];
+        let mut pb = PopStats::default();
+        pb.latency = b;
+        pb.replies = 2;
+        pb.per_second = vec![3];
+        let rec = |p: &PopStats| json!({"window_s": 2.0, "valid": true, "active": population_json(p, 2.0), "self_check": {"target_rate": 10.0, "achieved_rate": 9.0}});
+        let m = merge(&[rec(&pa), rec(&pb)]).unwrap();
+        let merged = decode(m["active"]["histograms"]["latency_us"].as_str().unwrap()).unwrap();
+        assert_eq!(merged, both);
+        assert_eq!(m["active"]["replies"], 3);
+        assert_eq!(m["active"]["per_second"], json!([4, 2]));
+        assert_eq!(m["target_rate"], 20.0);
+        assert_eq!(m["valid"], true);
+    }
+
+    #[test]
+    fn reply_rate_figures() {
+        let v = rate_stats(&[10, 20, 30]);
+        assert_eq!(v["avg"], 20.0);
+        assert_eq!(v["min"], 10.0);
+        assert_eq!(v["max"], 30.0);
+        assert!((v["stddev"].as_f64().unwrap() - 8.1649).abs() < 1e-3);
+    }
+}
