@@ -36,13 +36,18 @@
 //!
 //! A queued signal carries only `si_fd`. If a descriptor is deregistered while a notice for it
 //! is queued and its number is reused by a new registration, that notice must not be reported
-//! under the new one. Each registration records the *drain epoch* when it was made; the epoch
-//! advances every time the dispatcher observes the queue empty (a `sigtimedwait` that times out,
-//! a signalfd read that returns less than it asked for). A notice for a registration made since
-//! the last observed drain ("young") may predate it, so it is validated with a zero-timeout
-//! `poll` of that descriptor and reported only if the descriptor really is ready for the
-//! registration's interest. Once the queue has been seen empty, every later notice postdates
-//! the registration and is trusted. A `reregister` starts a new epoch for the descriptor too
+//! under the new one. Each registration records the current *epoch*; a notice for a
+//! registration whose epoch is not yet known to be "mature" may predate it, so it is validated
+//! with a zero-timeout `poll` of that descriptor and reported only if the descriptor really is
+//! ready for the registration's interest. Registrations mature when the dispatcher observes the
+//! queue empty (a `sigtimedwait` that times out, a signalfd read that returns less than it
+//! asked for, a flush): every later notice postdates them. Because a one-at-a-time
+//! `sigtimedwait` loop under sustained load may never see the queue empty, `rtsig` and
+//! `rtsig-perfd` also queue a *marker* after new registrations (one `rt_tgsigqueueinfo` of
+//! their own signal, `SI_QUEUE`, carrying the epoch, at the next wait): RT signals of one
+//! number come out in order, so when the marker is dequeued every notice older than those
+//! registrations is gone, and they mature. Markers are internal and never reported.
+//! A `reregister` gives the descriptor the current epoch too
 //! (so a queued notice of the old interest is filtered), and every `register`/`reregister` puts
 //! the descriptor on a check list polled (one `poll` for all of them) at the next wait, because
 //! an `O_ASYNC` signal is only sent on a *change*: a descriptor already ready when armed would
