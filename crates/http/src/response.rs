@@ -299,6 +299,19 @@ pub fn write_error(
     head_only: bool,
     keep_alive: bool,
 ) {
+    write_error_for(out, status, date, head_only, Version::Http11, keep_alive);
+}
+
+/// [`write_error`] for a request of `version`: an HTTP/1.0 request that asked for keep-alive
+/// is told `Connection: keep-alive` when the connection stays open.
+pub fn write_error_for(
+    out: &mut Vec<u8>,
+    status: Status,
+    date: &DateCache,
+    head_only: bool,
+    version: Version,
+    keep_alive: bool,
+) {
     write_common(out, status, date);
     if status == Status::METHOD_NOT_ALLOWED {
         out.extend_from_slice(b"Allow: GET, HEAD\r\n");
@@ -312,6 +325,8 @@ pub fn write_error(
     out.extend_from_slice(b"\r\n");
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
+    } else if version == Version::Http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
     if !head_only {
@@ -456,6 +471,17 @@ mod tests {
         write_error(&mut out, Status::NOT_FOUND, &d, true, true);
         let t = head_text(&out);
         assert!(t.ends_with("\r\n\r\n") && t.contains("Content-Length: 14\r\n"), "{t}");
+    }
+
+    #[test]
+    fn errors_to_http10_keep_alive_say_so() {
+        let d = DateCache::new();
+        let mut out = Vec::new();
+        write_error_for(&mut out, Status::NOT_FOUND, &d, false, Version::Http10, true);
+        assert!(head_text(&out).contains("Connection: keep-alive\r\n"));
+        let mut out = Vec::new();
+        write_error_for(&mut out, Status::NOT_FOUND, &d, false, Version::Http11, true);
+        assert!(!head_text(&out).contains("Connection:"));
     }
 
     #[test]

@@ -11,7 +11,9 @@ use crate::stats::{bump, ServerError, WorkerStats};
 use crate::wheel::Wheel;
 use crate::{sys, Config, Shared};
 use ioscale_dispatch::{Dispatcher, Events, Interest, Token, Trigger, Waker};
-use ioscale_http::response::{write_entity_head, write_error, write_redirect, write_simple};
+use ioscale_http::response::{
+    write_entity_head, write_error, write_error_for, write_redirect, write_simple,
+};
 use ioscale_http::{resolve, Connection, DateCache, ErrorKind, Request, Status, Step, Timer};
 use std::fs::File;
 use std::io;
@@ -557,7 +559,7 @@ impl Worker<'_> {
         }
         let resolved = match resolve(req.target, &mut self.path) {
             Ok(r) => r,
-            Err(e) => return self.error(e.kind(), head, ka),
+            Err(e) => return self.error(e.kind(), req, ka),
         };
         match self.files.lookup(&self.path, resolved.trailing_slash, self.now) {
             Ok(Found::File(entry)) => {
@@ -599,19 +601,27 @@ impl Worker<'_> {
                 write_redirect(&mut self.wbuf, &loc, &self.date, req.method, req.version, ka);
                 self.st.response(301);
             }
-            Err(LookupError::Http(e)) => self.error(e.kind(), head, ka),
+            Err(LookupError::Http(e)) => self.error(e.kind(), req, ka),
             Err(LookupError::Unavailable) => {
                 self.st.error(ServerError::Unavailable);
                 self.st.response(503);
-                write_error(&mut self.wbuf, Status::SERVICE_UNAVAILABLE, &self.date, head, ka);
+                write_error_for(
+                    &mut self.wbuf,
+                    Status::SERVICE_UNAVAILABLE,
+                    &self.date,
+                    head,
+                    req.version,
+                    ka,
+                );
             }
         }
     }
 
-    fn error(&mut self, kind: ErrorKind, head: bool, ka: bool) {
+    fn error(&mut self, kind: ErrorKind, req: &Request<'_>, ka: bool) {
+        let head = req.method.is_head();
         self.st.http_error(kind);
         self.st.response(kind.status().code());
-        write_error(&mut self.wbuf, kind.status(), &self.date, head, ka);
+        write_error_for(&mut self.wbuf, kind.status(), &self.date, head, req.version, ka);
     }
 
     /// Puts a connection back with the interest and timer its state needs, or closes it.

@@ -76,6 +76,11 @@ fn keep_alive_rules_and_pipelining() {
         assert_eq!(r.header("connection"), Some("keep-alive"));
         c.send(b"HEAD /6k.bin HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
         assert_eq!(c.response(true).unwrap().status, 200);
+        c.send(b"GET /nope HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let r = c.response(false).unwrap();
+        assert_eq!((r.status, r.header("connection")), (404, Some("keep-alive")), "{m}");
+        c.send(b"GET /1b.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert_eq!(c.response(false).unwrap().body, b"x");
         s.stop().unwrap();
     });
 }
