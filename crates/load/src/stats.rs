@@ -159,6 +159,17 @@ pub fn rate_stats(samples: &[u64]) -> Value {
     })
 }
 
+/// The per-second samples of the *whole* seconds of a window of `window_s` seconds: a partial
+/// last second would understate the rate, and a second with no reply is a real 0 (a starved
+/// server), so missing seconds count as 0.
+pub fn full_seconds(per_second: &[u64], window_s: f64) -> Vec<u64> {
+    let full = window_s.floor() as usize;
+    if full == 0 {
+        return per_second.to_vec();
+    }
+    (0..full).map(|i| per_second.get(i).copied().unwrap_or(0)).collect()
+}
+
 /// Percentiles of a µs histogram, in milliseconds.
 pub fn percentiles_ms(h: &Histogram<u64>) -> Value {
     if h.is_empty() {
@@ -210,7 +221,7 @@ pub fn population_json(p: &PopStats, window_s: f64) -> Value {
         "reconnects": p.reconnects,
         "status": {"1xx": p.status[1], "2xx": p.status[2], "3xx": p.status[3], "4xx": p.status[4], "5xx": p.status[5], "other": p.status[0]},
         "errors": errors,
-        "reply_rate": rate_stats(&p.per_second),
+        "reply_rate": rate_stats(&full_seconds(&p.per_second, window_s)),
         "replies_per_s": if window_s > 0.0 { p.replies as f64 / window_s } else { 0.0 },
         "latency_ms": percentiles_ms(&p.latency),
         "latency_actual_ms": percentiles_ms(&p.latency_actual),

@@ -10,7 +10,7 @@
 
 use super::{blank, pinned, Ctx, Error};
 use crate::record::Record;
-use crate::spec::{Plan, Point, Value};
+use crate::spec::{LoadMode, Plan, Point, Value};
 use crate::sys;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -181,13 +181,19 @@ fn run_load(
     let url = format!("http://127.0.0.1:{}/{}", server.port, file_name(size));
     let mut cmd = pinned(&ctx.cfg.exe, 1);
     cmd.args(["load", &url, "--json"]);
-    cmd.args(["--rate", &format!("{rate:.1}")]);
-    cmd.args(["--calls", &plan.exp.load.calls.unwrap_or(1).to_string()]);
     cmd.args(["--duration", &format!("{duration}s"), "--warmup", &format!("{warmup}s")]);
     let idle = params.get("idle").and_then(Value::as_f64).unwrap_or(0.0) as u64;
-    if idle > 0 {
+    if plan.exp.load.mode == LoadMode::Periodic && idle > 0 {
+        // Chandra & Mosberger: the persistent connections themselves carry the rate.
         cmd.args(["--idle", &idle.to_string()]);
-        cmd.args(["--idle-period", &format!("{}s", plan.exp.load.idle_period.unwrap_or(1.0))]);
+        cmd.args(["--idle-period", &format!("{}s", idle as f64 / rate.max(1e-9))]);
+    } else {
+        cmd.args(["--rate", &format!("{rate:.1}")]);
+        cmd.args(["--calls", &plan.exp.load.calls.unwrap_or(1).to_string()]);
+        if idle > 0 {
+            cmd.args(["--idle", &idle.to_string()]);
+            cmd.args(["--idle-period", &format!("{}s", plan.exp.load.idle_period.unwrap_or(1.0))]);
+        }
     }
     let inactive = params.get("inactive").and_then(Value::as_f64).unwrap_or(0.0) as u64;
     if inactive > 0 {
@@ -232,10 +238,19 @@ fn run_load(
     }
 }
 
-/// Pulls the lab's metrics out of the generator's record.
+/// Pulls the lab's metrics out of the generator's record (from the population that carries the
+/// rate: `idle` in periodic mode, `active` otherwise).
 fn load_metrics(v: &serde_json::Value, rec: &mut Record) {
     let mut flat = BTreeMap::new();
-    super::flatten_numbers(v, "", &mut flat);
+    let periodic = v["mode"]["kind"] == "none";
+    if periodic {
+        let mut view = v.clone();
+        view["active"] = v["idle"].clone();
+        view["reply_rate"] = v["idle"]["reply_rate"].clone();
+        super::flatten_numbers(&view, "", &mut flat);
+    } else {
+        super::flatten_numbers(v, "", &mut flat);
+    }
     let pick = |names: &[&str]| names.iter().find_map(|n| flat.get(*n).copied());
     let pairs: [(&str, &[&str]); 13] = [
         ("reply_rate_avg", &["reply_rate.avg", "active.reply_rate.avg", "reply_rate_avg"]),
@@ -330,7 +345,7 @@ fn calibrate(ctx: &mut Ctx<'_>, plan: &Plan, root: &Path) -> Result<(f64, String
         ctx.message(format!("calibrating: {rate:.0} sessions/s"));
         let server = start_ioscale(ctx, plan, &probe, root)?;
         let mut cpu = None;
-        let res = run_load(ctx, &server, plan, &BTreeMap::new(), rate, 1.5, 0.5, &mut cpu);
+        let res = run_load(ctx, &server, plan, &BTreeMap::new(), rate, 2.0, 0.5, &mut cpu);
         ctx.children.stop(server.pid, Duration::from_secs(3));
         let ok = match res {
             Ok(v) => {
@@ -340,9 +355,18 @@ fn calibrate(ctx: &mut Ctx<'_>, plan: &Plan, root: &Path) -> Result<(f64, String
                 if !r.valid {
                     note = format!("generator limit near {rate:.0}/s");
                 }
+                if !(r.valid && got >= 0.97 * rate) {
+                    note = format!(
+                        "at {rate:.0}/s: {got:.0} replies/s{}",
+                        r.invalid_reason.map(|w| format!(", {w}")).unwrap_or_default()
+                    );
+                }
                 r.valid && got >= 0.97 * rate
             }
-            Err(_) => false,
+            Err(e) => {
+                note = e.0;
+                false
+            }
         };
         if ok {
             good = rate;
