@@ -217,14 +217,19 @@ fn perfd_does_not_overflow_where_rtsig_does() {
         let (plain, _) = per_fd_workload(Mechanism::RtSig, n);
         assert!(plain.overflows >= 1, "rtsig was expected to overflow: {plain:?}");
         assert!(plain.recoveries >= 1, "rtsig: {plain:?}");
-        // The queue is counted per user: if another process of this user queued signals
-        // meanwhile, the budget changed under the test; run again (bounded).
+        // The queue is counted per user, over all of the user's processes: another process
+        // queuing signals during the run shrinks this one's budget. A correct emulation queues
+        // at most n here and so overflows only through such interference; a broken one (or
+        // plain rtsig) overflows on every run. So: up to five runs, and one must be clean.
         let mut perfd = per_fd_workload(Mechanism::RtSigPerFd, n);
         for _ in 0..4 {
-            if perfd.0.overflows == 0 || perfd.1 {
+            if perfd.0.overflows == 0 {
                 break;
             }
-            eprintln!("another process of this user queued signals during the run; again");
+            eprintln!(
+                "rtsig-perfd overflowed (other processes of this user {}); running again",
+                if perfd.1 { "left the queue count as it was" } else { "changed the queue count" }
+            );
             perfd = per_fd_workload(Mechanism::RtSigPerFd, n);
         }
         let perfd = perfd.0;
