@@ -17,6 +17,10 @@
 //! | `epoll-et` | epoll with `EPOLLET` | kernel | edge (hints: drain until `EAGAIN`) |
 //! | `epoll-oneshot` | epoll with `EPOLLONESHOT`, re-armed by `reregister` | kernel | one notice per arm |
 //! | `uring` | io_uring, a multishot poll per descriptor, notices read from the completion ring | kernel | edge (hints) |
+//! | `rtsig` | POSIX RT signals (`F_SETSIG`, `O_ASYNC`), one per `sigtimedwait`; overflow recovered with one poll | user space | edge (hints) |
+//! | `rtsig-batch` | the same signals, many per signalfd read | user space | edge (hints) |
+//! | `rtsig-perfd` | RT signals with signal-per-fd emulated (disarm after a notice) | user space | edge (hints) |
+//! | `hybrid` | RT signals while light, epoll while heavy | user space + kernel | edge (hints) |
 //!
 //! Beside the readiness contract, [`completion::Proactor`] is the completion (proactor) model on
 //! io_uring: the kernel performs accept, receive and send itself and reports results. What this
