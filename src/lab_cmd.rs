@@ -25,6 +25,10 @@ pub struct LabArgs {
     /// Where the experiment files are.
     #[arg(long, default_value = "experiments")]
     experiments: PathBuf,
+    /// With `report DIR`: also write the run's summary into this README, between its
+    /// `<!-- lab-results:begin -->` and `<!-- lab-results:end -->` markers.
+    #[arg(long, value_name = "README")]
+    readme: Option<PathBuf>,
 }
 
 fn experiments_dir(given: &PathBuf) -> PathBuf {
@@ -58,6 +62,10 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
             let Some(d) = a.what.get(1) else { bail!("lab report needs the directory of a run, e.g. `ioscale lab report lab-out`") };
             let (report, summary) = run::render_dir(&PathBuf::from(d), &dir)?;
             writeln!(out, "report: {}\nsummary: {}", report.display(), summary.display())?;
+            if let Some(readme) = &a.readme {
+                run::splice_readme(&PathBuf::from(d), readme)?;
+                writeln!(out, "results written into {}", readme.display())?;
+            }
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}

@@ -369,6 +369,28 @@ pub fn render_dir(out: &Path, experiments_dir: &Path) -> Result<(PathBuf, PathBu
     Ok((report, summary))
 }
 
+/// Replaces the text between `<!-- lab-results:begin -->` and `<!-- lab-results:end -->` in the
+/// README at `readme` with the summary of the run in `out` (its date and machine facts come from
+/// the results themselves), so the README's results are generated, never typed.
+pub fn splice_readme(out: &Path, readme: &Path) -> Result<(), Error> {
+    const BEGIN: &str = "<!-- lab-results:begin -->";
+    const END: &str = "<!-- lab-results:end -->";
+    let summary = std::fs::read_to_string(out.join("summary.md"))
+        .map_err(|e| Error(format!("{}: {e}; run `ioscale lab report {}` first", out.join("summary.md").display(), out.display())))?;
+    let text = std::fs::read_to_string(readme)?;
+    let (Some(b), Some(e)) = (text.find(BEGIN), text.find(END)) else {
+        return Err(Error(format!("{} has no {BEGIN} ... {END} markers", readme.display())));
+    };
+    if e < b {
+        return Err(Error(format!("{}: {END} comes before {BEGIN}", readme.display())));
+    }
+    // The summary's own title becomes a sub-heading of the README's section.
+    let body = summary.replacen("# ioscale lab summary", "", 1).replace("\n## ", "\n### ");
+    let new = format!("{}{BEGIN}\n{}\n{}", &text[..b], body.trim(), &text[e..]);
+    std::fs::write(readme, new)?;
+    Ok(())
+}
+
 /// A UTC date for a Unix time (civil-from-days; no time-zone database needed).
 pub fn fmt_date(t: u64) -> String {
     let days = (t / 86_400) as i64;
