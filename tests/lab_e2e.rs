@@ -118,3 +118,55 @@ fn unknown_experiment_is_one_sentence() {
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("unknown experiment 'nope': expected one of tiny"), "{err}");
 }
+
+const TINY_HTTP: &str = r#"
+name = "tinyhttp"
+summary = "tiny http experiment for the end-to-end test"
+reproduces = "nothing (a test)"
+kind = "http"
+mechanisms = ["epoll", "poll"]
+duration = 1
+warmup = 0.5
+[load]
+calls = 2
+[grid]
+file_size = [92]
+idle = [20]
+rate = [200]
+
+[[figure]]
+id = "rate"
+reproduces = "test figure"
+title = "reply rate"
+x = "idle"
+x_label = "idle"
+y = "reply_rate_avg"
+y_label = "replies/s"
+paper_finding = "keeps up"
+"#;
+
+#[test]
+fn tiny_http_experiment_serves_and_loads_for_real() {
+    let exps = tmpdir("lab-exps3");
+    let out = tmpdir("lab-out3");
+    std::fs::write(exps.join("tinyhttp.toml"), TINY_HTTP).unwrap();
+    let run = lab(&["tinyhttp"], &exps, &out);
+    assert!(run.status.success(), "lab failed: {}", String::from_utf8_lossy(&run.stderr));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        assert!(l["error"].is_null(), "{l}");
+        let m = &l["metrics"];
+        // Two calls per session at 200 sessions/s: replies were really served and counted.
+        assert!(m["replies"].as_f64().unwrap() > 0.0, "{l}");
+        assert!(m["server_cpu_ns"].as_f64().unwrap() > 0.0, "the server's CPU comes from schedstat: {l}");
+        assert!(m["wait_calls"].as_f64().unwrap() > 0.0, "dispatch counters come from the stats endpoint: {l}");
+        assert_eq!(l["raw"]["tool"], "ioscale load");
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 1);
+}
