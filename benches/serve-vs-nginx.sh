@@ -29,7 +29,8 @@ fi
 gcc -O2 -o "$WORK/floor" benches/floor.c
 export IOSCALE WORK PART
 exec python3 - <<'PY'
-import os, re, signal, socket, statistics, subprocess, sys, time, datetime, shutil
+import os, re, resource, signal, socket, statistics, subprocess, sys, time, datetime, shutil
+LAST_WRK_CPU = 0.0
 
 IOSCALE = os.environ["IOSCALE"]; WORK = os.environ["WORK"]; PART = os.environ["PART"]
 ROUNDS = int(os.environ.get("ROUNDS", "5")); DUR = float(os.environ.get("DURATION", "3"))
@@ -112,8 +113,12 @@ server {{ listen 127.0.0.1:{port}; root {root}; }} }}
             self.p.kill(); self.p.wait()
 
 def wrk(port, dur):
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c50", f"-d{dur:g}s",
                         f"http://127.0.0.1:{port}/1b.txt"], capture_output=True, text=True)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    global LAST_WRK_CPU
+    LAST_WRK_CPU = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     out = p.stdout
     m = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
     if not m:
@@ -145,9 +150,12 @@ def measure(kind, idle, port):
             holder.kill(); holder.wait()
         s.stop()
     r = dict(kind=kind, idle=idle, rps=n / secs, us=(c1 - c0) / 1e3 / max(n, 1),
-             util=(c1 - c0) / 1e9 / secs, err=bad)
+             util=(c1 - c0) / 1e9 / secs, err=bad, wrk=LAST_WRK_CPU / secs)
+    # Neither side near a full core: something else had the CPUs (a shared machine).
+    note = "  (contended: neither server nor wrk near 100%)" if r["util"] < 0.8 and r["wrk"] < 0.8 else ""
     print(f"  {kind:<16} idle {idle:>5}  {r['rps']:>9.0f} req/s  {r['us']:6.2f} µs CPU/req  "
-          f"server CPU {100*r['util']:5.1f}%" + (f"  CLIENT ERRORS: {bad}" if bad else ""), flush=True)
+          f"server CPU {100*r['util']:5.1f}%  wrk CPU {100*r['wrk']:5.1f}%{note}"
+          + (f"  CLIENT ERRORS: {bad}" if bad else ""), flush=True)
     return r
 
 def med(xs):
