@@ -50,8 +50,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,
     /// Most open connections (default: the descriptor limit less a reserve); more are closed at once.
-    #[arg(long, default_value_t = 0)]
-    pub max_conns: usize,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_conns: Option<u64>,
     /// RT-signal queue length (RLIMIT_SIGPENDING) for the signal mechanisms (others ignore it).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub sigqueue_max: Option<u64>,
@@ -114,7 +114,7 @@ impl ServeArgs {
         c.exclusive = self.exclusive;
         c.idle_timeout = self.idle_timeout;
         c.header_timeout = self.header_timeout;
-        c.max_conns = self.max_conns;
+        c.max_conns = self.max_conns.map_or(0, |n| n as usize);
         c.sigqueue_max = self.sigqueue_max;
         c.limits.max_head = self.max_head as usize;
         c.limits.max_target = self.max_target as usize;
