@@ -33,6 +33,13 @@ enum Command {
     Serve(ioscale_server::cli::ServeArgs),
     /// Load an HTTP server: open-loop sessions or requests, idle and inactive populations, a self-check.
     Load(ioscale_load::cli::LoadArgs),
+    /// Print a shell completion script: `ioscale completions bash > /etc/bash_completion.d/ioscale`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man page (roff) to stdout: `ioscale man > ioscale.1`.
+    Man,
 }
 
 #[derive(clap::Args, Debug)]
@@ -75,6 +82,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Herd(a) => herd_cmd(a),
         Command::Serve(a) => Ok(ioscale_server::cli::run(&a)),
         Command::Load(a) => Ok(ioscale_load::cli::run(&a)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "ioscale", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => man_page(),
     }
 }
 
@@ -207,6 +220,28 @@ fn herd_cmd(a: HerdArgs) -> Result<ExitCode> {
             )?;
         }
         write!(out, "{}", ioscale_herd::table(&points))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The exit codes every subcommand shares, for the man page.
+const EXIT_CODES: &str = "0 success (serve: stopped by a signal after draining; load: the run kept its plan); \
+1 a runtime failure, named in one line; 2 a usage error: a bad flag or value, with one sentence naming it and what is accepted; \
+3 serve: cannot listen; load: the run is INVALID (the generator could not keep its schedule or hold its connections); \
+4 serve: the root is missing; 5 serve: the mechanism does not work here; 130 lab or herd: interrupted (the points measured are kept).";
+
+fn man_page() -> Result<ExitCode> {
+    use clap::CommandFactory;
+    let cmd = Cli::command().after_long_help(format!("EXIT CODES: {EXIT_CODES}"));
+    let man = clap_mangen::Man::new(cmd.clone());
+    let mut out = std::io::stdout().lock();
+    man.render(&mut out)?;
+    writeln!(out, ".SH \"EXIT CODES\"\n{EXIT_CODES}")?;
+    for sub in cmd.get_subcommands() {
+        writeln!(out, ".SH \"IOSCALE {}\"", sub.get_name().to_uppercase())?;
+        let mut sub_man = Vec::new();
+        clap_mangen::Man::new(sub.clone()).render_options_section(&mut sub_man)?;
+        out.write_all(&sub_man)?;
     }
     Ok(ExitCode::SUCCESS)
 }
