@@ -282,3 +282,32 @@ fn workers_and_listener_modes() {
         }
     }
 }
+
+#[test]
+fn a_client_that_never_reads_is_dropped_after_the_send_timeout() {
+    let root = root("noread");
+    each_mechanism(|m| {
+        let s = TestServer::start(m, &root, |c| c.idle_timeout = Duration::from_millis(500));
+        // Forty pipelined requests for the 300 KB file, never read: the socket buffers fill.
+        let mut t = TcpStream::connect(s.addr).unwrap();
+        let reqs: Vec<u8> = b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n"
+            .iter()
+            .copied()
+            .cycle()
+            .take(34 * 40)
+            .collect();
+        t.write_all(&reqs).unwrap();
+        // Meanwhile another client is served.
+        let mut c = s.client();
+        assert_eq!(c.get("GET", "/6k.bin").body, six_k(), "{m}");
+        let mut waited = 0;
+        while s.handle.stats()["errors"]["timeout_send"].as_u64().unwrap() == 0 && waited < 100 {
+            std::thread::sleep(Duration::from_millis(100));
+            waited += 1;
+        }
+        let v = s.handle.stats();
+        assert!(v["errors"]["timeout_send"].as_u64().unwrap() >= 1, "{m}: {v}");
+        drop(t);
+        s.stop().unwrap();
+    });
+}
