@@ -124,7 +124,7 @@ name = "tinyhttp"
 summary = "tiny http experiment for the end-to-end test"
 reproduces = "nothing (a test)"
 kind = "http"
-mechanisms = ["epoll", "poll"]
+mechanisms = ["epoll", "poll+multi-accept"]
 duration = 1
 warmup = 0.5
 [load]

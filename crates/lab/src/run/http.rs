@@ -95,23 +95,16 @@ impl Server {
 fn start_ioscale(ctx: &mut Ctx<'_>, plan: &Plan, p: &Point, root: &Path) -> Result<Server, Error> {
     let port = free_port()?;
     let mut cmd = pinned(&ctx.cfg.exe, 0);
-    cmd.args([
-        "serve",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--dispatch",
-        &p.mechanism,
-    ]);
+    // "select+multi-accept": the mechanism, plus server options after '+'.
+    let mut parts = p.mechanism.split('+');
+    let base = parts.next().unwrap_or_default().to_string();
+    cmd.args(["serve", "--bind", "127.0.0.1", "--port", &port.to_string(), "--dispatch", &base]);
     cmd.arg("--root").arg(root);
-    if let Some(Value::Word(w)) = p.params.get("accept") {
-        if w == "multi" {
-            cmd.arg("--multi-accept");
-        }
+    for opt in parts {
+        cmd.arg(format!("--{opt}"));
     }
     if let Some(q) = plan.exp.server.sigqueue_max {
-        if p.mechanism.starts_with("rtsig") || p.mechanism == "hybrid" {
+        if base.starts_with("rtsig") || base == "hybrid" {
             cmd.args(["--sigqueue-max", &q.to_string()]);
         }
     }
