@@ -68,16 +68,19 @@ fn keep_alive_gets_of_a_cached_file_allocate_nothing() {
         let resp_len = head_len + 6144;
         let mut buf = vec![0u8; resp_len];
         round_trips(&mut s, 200, resp_len, &mut buf);
+        let t0 = std::time::Instant::now();
         let before = ALLOCS.load(Ordering::Relaxed);
         round_trips(&mut s, 2000, resp_len, &mut buf);
         let during = ALLOCS.load(Ordering::Relaxed) - before;
-        // The Date text is re-formatted once a second (one String): a few at most. The server's
+        // One Date re-format per second crossed (however slow a loaded machine makes the run).
+        let allowed = 2 + t0.elapsed().as_secs() + 1;
+        // The Date text is re-formatted once a second (one String): that is all. The server's
         // code is the same on every mechanism; the mechanisms whose own wait allocates (their
         // code, not the server's) are reported rather than failed.
         let own_code_allocation_free =
             ["select", "poll", "devpoll", "epoll", "epoll-et", "epoll-oneshot"].contains(&m.name());
-        if own_code_allocation_free {
-            assert!(during <= 6, "{m}: {during} allocations in 2000 requests");
+        if own_code_allocation_free || during <= allowed {
+            assert!(during <= allowed, "{m}: {during} allocations in 2000 requests");
         } else {
             eprintln!("NOTE: {m}: {during} allocations in 2000 requests (inside the mechanism)");
         }
