@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora under fuzz/corpus-seeds/<target>/ from real-world requests.
+"""Writes the seed corpora under fuzz/corpus-seeds/<target>/ from real-world requests and responses.
 
 The requests are what curl 8, wget 1.21, Firefox and Chrome send for a GET, plus HEAD,
 conditional, range, HTTP/1.0 keep-alive, pipelined, body-carrying and hostile requests.
-http_request inputs start with a flags byte and cut points (see fuzz/src/http.rs).
+http_request and response_parser inputs start with a flags byte and cut points (see fuzz/src/http.rs
+and fuzz/src/response.rs).
 Run from anywhere: python3 fuzz/make-seeds.py
 """
 import hashlib, os, struct
@@ -78,6 +79,38 @@ PATHS = [b"/", b"/index.html", b"/a.txt", b"/dir/", b"/dir", b"/dir/b.txt", b"/s
          b"/a#../x", b"http://localhost:8080/dir/b.txt", b"http://h", b"HTTP://h/../x", b"*",
          b"/%7Euser/%C3%A9", b"/%", b"/%4", b"/%zz", b"/%2F", b"/..a/b..c/.d", b"/dir/./b.txt"]
 
+NGINX = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.24.0\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+         b"Content-Type: text/html\r\nContent-Length: 12\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+         b"Connection: keep-alive\r\nETag: \"2ebc98a1-c\"\r\nAccept-Ranges: bytes\r\n\r\nhello world\n")
+IOSCALE_404 = (b"HTTP/1.1 404 Not Found\r\nServer: ioscale\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+               b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 14\r\n\r\n404 Not Found\n")
+NOT_MOD = b"HTTP/1.1 304 Not Modified\r\nServer: ioscale\r\nETag: \"x\"\r\n\r\n"
+CHUNKED_RESP = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
+                b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
+UNTIL_CLOSE = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nbody until the server closes"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+CLOSE_RESP = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
+HTTP10_KA = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc"
+BAD_CL_RESP = b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"
+GARBAGE = b"SSH-2.0-OpenSSH_9.6\r\n"
+
+def response_inputs():
+    out = []
+    for r in [NGINX, IOSCALE_404, NOT_MOD, CHUNKED_RESP, UNTIL_CLOSE, CONTINUE, CLOSE_RESP, NO_CONTENT,
+              HTTP10_KA, BAD_CL_RESP, GARBAGE]:
+        out.append((0, [], r))
+    for p in [NGINX + IOSCALE_404 + NOT_MOD, CHUNKED_RESP + NGINX, CONTINUE + CLOSE_RESP + NGINX,
+              HTTP10_KA + UNTIL_CLOSE]:
+        out.append((0, [], p))
+        out.append((0, [3, len(p) // 2, len(p) - 2], p))
+    out.append((8, [], NGINX[:NGINX.index(b"hello")] + NOT_MOD))  # HEAD: no body
+    # Structured recipes: (kind, a, b) triples; 0x80 in kind = Connection: close.
+    out.append((16, [], bytes([0, 12, 0, 45, 1, 0, 65, 2, 0, 85, 7, 0, 110, 0, 40])))
+    out.append((16, [5, 100, 900], bytes([10, 255, 3, 70, 3, 0, 0, 0, 0, 0x80 | 20, 1, 0])))
+    out.append((24, [9], bytes([0, 12, 0, 65, 3, 0, 85, 1, 0, 110, 0, 9])))
+    return out
+
 def write(target, name, data):
     d = os.path.join(HERE, "corpus-seeds", target)
     os.makedirs(d, exist_ok=True)
@@ -89,6 +122,9 @@ def main():
         assert len(cuts) <= 7
         data = bytes([(flags & ~7) | len(cuts)]) + b"".join(struct.pack("<H", c) for c in cuts) + stream
         write("http_request", "seed%02d" % i, data)
+    for i, (flags, cuts, stream) in enumerate(response_inputs()):
+        data = bytes([(flags & ~7) | len(cuts)]) + b"".join(struct.pack("<H", c) for c in cuts) + stream
+        write("response_parser", "seed%02d" % i, data)
     for i, p in enumerate(PATHS):
         write("path_resolver", "seed%02d" % i, p)
 

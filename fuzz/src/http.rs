@@ -31,7 +31,7 @@
 //! * The whole stream, the chosen chunks and the byte-by-byte feed give the same sequence of
 //!   outcomes and the same final state.
 
-use ioscale_http::response::{write_entity_head, write_error, write_redirect};
+use ioscale_http::response::{write_entity_head, write_error, write_error_for, write_redirect};
 use ioscale_http::{
     parse, resolve, Connection, DateCache, Entity, ErrorKind, Limits, Method, Parsed, Request,
     Status, Step, Timer, Version,
@@ -373,7 +373,7 @@ fn respond(
                 matches!(e.kind(), ErrorKind::BadPath | ErrorKind::Traversal),
                 "the resolver refused with {e}"
             );
-            write_error(out, e.status(), date, head, ka);
+            write_error_for(out, e.status(), date, head, r.version, ka);
             check_response(out, e.status(), Kind::Error, head, r.version, ka);
             e.status().code()
         }
@@ -486,7 +486,6 @@ fn check_response(out: &[u8], status: Status, kind: Kind, head: bool, v: Version
     let connection = get("connection");
     let want: Option<&[u8]> = match (kind, v, ka) {
         (Kind::Error, _, false) => Some(b"close"),
-        (Kind::Error, _, true) => None,
         (_, Version::Http11, false) => Some(b"close"),
         (_, Version::Http10, true) => Some(b"keep-alive"),
         _ => None,

@@ -28,3 +28,8 @@ fn http_request_seeds() {
 fn path_resolver_seeds() {
     replay("path_resolver", ioscale_fuzz::path::check);
 }
+
+#[test]
+fn response_parser_seeds() {
+    replay("response_parser", ioscale_fuzz::response::check);
+}
