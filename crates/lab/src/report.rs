@@ -28,12 +28,17 @@ const PALETTE: [RGBColor; 10] = [
 type Line = Vec<(f64, f64, Option<f64>, Vec<Option<f64>>)>;
 
 fn matches(rec: &Record, filter: &BTreeMap<String, Value>) -> bool {
-    filter.iter().all(|(k, v)| match (rec.params.get(k), v) {
+    filter.iter().all(|(k, v)| matches_one(rec, k, v))
+}
+
+fn matches_one(rec: &Record, k: &str, v: &Value) -> bool {
+    match (rec.params.get(k), v) {
+        (_, Value::Any(list)) => list.iter().any(|x| matches_one(rec, k, x)),
         (Some(Value::Num(a)), Value::Num(b)) => (a - b).abs() < 1e-9,
         (Some(a), b) => a == b,
         (None, Value::Word(w)) => k == "mechanism" && &rec.mechanism == w,
         (None, _) => false,
-    })
+    }
 }
 
 fn series_name(rec: &Record, series: &str) -> String {
@@ -463,6 +468,12 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f
             invalid
         );
         for f in &e.figures {
+            if !mine.iter().any(|r| matches(r, &f.filter)) {
+                // The variant that ran has no point for this figure (e.g. 6 KB replies only in --full).
+                let _ = write!(html, "<p><i>{} ({}): no point of this run's variant falls in this figure; `--full` measures it.</i></p>", esc(&f.title), esc(&f.reproduces));
+                let _ = writeln!(md, "- **{}** ({}): not in this run's variant (`--full` measures it)", f.title, f.reproduces);
+                continue;
+            }
             let body = svg(f, &mine).unwrap_or_else(|err| {
                 format!("<p class=\"invalid\">figure could not be drawn: {}</p>", esc(&err))
             });

@@ -29,6 +29,8 @@ pub enum Value {
     Num(f64),
     /// A word (a mode, a wait mechanism, …).
     Word(String),
+    /// In a figure's or table's `where`: any of these.
+    Any(Vec<Value>),
 }
 
 impl Value {
@@ -36,7 +38,7 @@ impl Value {
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Value::Num(n) => Some(*n),
-            Value::Word(_) => None,
+            Value::Word(_) | Value::Any(_) => None,
         }
     }
 }
@@ -47,6 +49,7 @@ impl fmt::Display for Value {
             Value::Num(n) if n.fract() == 0.0 && n.abs() < 1e15 => write!(f, "{}", *n as i64),
             Value::Num(n) => write!(f, "{n}"),
             Value::Word(w) => f.write_str(w),
+            Value::Any(v) => write!(f, "{}", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("|")),
         }
     }
 }
