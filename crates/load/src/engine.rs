@@ -701,8 +701,12 @@ pub fn run(
             }
             drain_deadline = now + e.timeout;
         }
-        if held_at_window.is_none() && now >= e.warm_end {
-            held_at_window = Some((e.idle.established, e.inactive.established));
+        // When every held (idle, inactive) connection was first up at once.
+        if held_at_window.is_none()
+            && e.idle.established >= plan.idle as u64
+            && e.inactive.established >= plan.inactive as u64
+        {
+            held_at_window = Some((now, 0));
         }
         if !e.scheduling && (e.in_flight() == 0 || now > drain_deadline) {
             break;
@@ -860,19 +864,18 @@ fn finish(
         reasons
             .push(format!("generator CPU at {:.0}%: it may be the bottleneck", cpu_util * 100.0));
     }
-    if let Some((idle_ok, inactive_ok)) = held_at_window {
-        if idle_ok < plan.idle as u64 {
-            reasons.push(format!(
-                "only {idle_ok} of {} idle connections were established when measuring began",
-                plan.idle
-            ));
-        }
-        if inactive_ok < plan.inactive as u64 {
-            reasons.push(format!(
-                "only {inactive_ok} of {} inactive connections were established when measuring began",
-                plan.inactive
-            ));
-        }
+    // Every held connection must have been up at once, and before measuring began when there
+    // was a warm-up to open them in.
+    match held_at_window {
+        None => reasons.push(format!(
+            "the {} idle and {} inactive connections asked for were never all established ({} and {} were)",
+            plan.idle, plan.inactive, e.idle.established, e.inactive.established
+        )),
+        Some((at, _)) if e.warm_end > 0 && at > e.warm_end => reasons.push(format!(
+            "the held connections were all established only {:.1} s after measuring began; use a longer --warmup",
+            (at - e.warm_end) as f64 / 1e9
+        )),
+        Some(_) => {}
     }
     if interrupted {
         reasons.push("interrupted (SIGINT/SIGTERM) before the planned end".into());
