@@ -94,6 +94,10 @@ impl ResponseParser {
                         }
                         Err(_) => return (pos, Feed::Bad("malformed response head")),
                         Ok(httparse::Status::Complete(n)) => {
+                            // The same bound whole or in pieces (found by the fuzzer).
+                            if n > MAX_HEAD {
+                                return (pos, Feed::Bad("response head too large"));
+                            }
                             pos += n;
                             let status = resp.code.unwrap_or(0);
                             let http10 = resp.version == Some(0);
@@ -299,6 +303,17 @@ mod tests {
             whole(&mut h, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"),
             vec![(200, false)]
         );
+    }
+
+    #[test]
+    fn head_limit_holds_however_the_head_arrives() {
+        let mut big = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
+        big.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+        let mut p = ResponseParser::new(false);
+        assert!(matches!(p.feed(&big).1, Feed::Bad(_)), "whole");
+        let mut p = ResponseParser::new(false);
+        assert!(matches!(p.feed(&big[..MAX_HEAD + 5]).1, Feed::Bad(_)), "in pieces");
     }
 
     #[test]
