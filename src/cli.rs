@@ -115,17 +115,13 @@ fn overhead_cmd(a: OverheadArgs) -> Result<ExitCode> {
     })
     .context("dispatch overhead measurement failed")?;
     if a.completion {
-        let more = ioscale_dispatch::completion::overhead(
-            &cfg.idle,
-            cfg.rounds,
-            cfg.round_time,
-            |msg| {
+        let more =
+            ioscale_dispatch::completion::overhead(&cfg.idle, cfg.rounds, cfg.round_time, |msg| {
                 if !quiet {
                     eprint!("\r\x1b[K{msg}");
                 }
-            },
-        )
-        .context("completion-model overhead measurement failed")?;
+            })
+            .context("completion-model overhead measurement failed")?;
         points.extend(more);
     }
     if !quiet {

@@ -54,12 +54,18 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
             for e in exps {
                 let q = e.plan(spec::Which::Quick).points().len();
                 let f = e.plan(spec::Which::Full).points().len();
-                writeln!(out, "{:<18} {:<55} [{} | quick {q} / full {f} points]", e.name, e.summary, e.reproduces)?;
+                writeln!(
+                    out,
+                    "{:<18} {:<55} [{} | quick {q} / full {f} points]",
+                    e.name, e.summary, e.reproduces
+                )?;
             }
             return Ok(ExitCode::SUCCESS);
         }
         Some("report") => {
-            let Some(d) = a.what.get(1) else { bail!("lab report needs the directory of a run, e.g. `ioscale lab report lab-out`") };
+            let Some(d) = a.what.get(1) else {
+                bail!("lab report needs the directory of a run, e.g. `ioscale lab report lab-out`")
+            };
             let (report, summary) = run::render_dir(&PathBuf::from(d), &dir)?;
             writeln!(out, "report: {}\nsummary: {}", report.display(), summary.display())?;
             if let Some(readme) = &a.readme {

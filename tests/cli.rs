@@ -12,7 +12,10 @@ fn completions_for_each_shell() {
         let out = ioscale(&["completions", shell]);
         assert!(out.status.success(), "{shell}");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("ioscale") && text.contains("serve") && text.contains("dispatch"), "{shell}: {text}");
+        assert!(
+            text.contains("ioscale") && text.contains("serve") && text.contains("dispatch"),
+            "{shell}: {text}"
+        );
     }
     let bad = ioscale(&["completions", "tcsh"]);
     assert_eq!(bad.status.code(), Some(2));
@@ -24,8 +27,13 @@ fn man_page_documents_subcommands_and_exit_codes() {
     let out = ioscale(&["man"]);
     assert!(out.status.success());
     let roff = String::from_utf8_lossy(&out.stdout);
-    assert!(roff.starts_with(".ie") || roff.contains(".TH ioscale"), "{}", &roff[..200.min(roff.len())]);
-    for needle in [".SH \"EXIT CODES\"", "IOSCALE SERVE", "IOSCALE LOAD", "IOSCALE LAB", "INVALID"] {
+    assert!(
+        roff.starts_with(".ie") || roff.contains(".TH ioscale"),
+        "{}",
+        &roff[..200.min(roff.len())]
+    );
+    for needle in [".SH \"EXIT CODES\"", "IOSCALE SERVE", "IOSCALE LOAD", "IOSCALE LAB", "INVALID"]
+    {
         assert!(roff.contains(needle), "man page lacks {needle}");
     }
 }

@@ -95,7 +95,11 @@ fn tiny_dispatch_experiment_end_to_end() {
     // Resume skips every point already measured; report re-renders from the results alone.
     let again = lab(&["tiny", "--resume"], &exps, &out);
     assert!(again.status.success());
-    assert!(String::from_utf8_lossy(&again.stdout).contains("0 points measured (6 skipped"), "{}", String::from_utf8_lossy(&again.stdout));
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("0 points measured (6 skipped"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
     std::fs::remove_file(out.join("report.html")).unwrap();
     let report = Command::new(env!("CARGO_BIN_EXE_ioscale"))
         .args(["lab", "report"])
@@ -163,8 +167,14 @@ fn tiny_http_experiment_serves_and_loads_for_real() {
         let m = &l["metrics"];
         // Two calls per session at 200 sessions/s: replies were really served and counted.
         assert!(m["replies"].as_f64().unwrap() > 0.0, "{l}");
-        assert!(m["server_cpu_ns"].as_f64().unwrap() > 0.0, "the server's CPU comes from schedstat: {l}");
-        assert!(m["wait_calls"].as_f64().unwrap() > 0.0, "dispatch counters come from the stats endpoint: {l}");
+        assert!(
+            m["server_cpu_ns"].as_f64().unwrap() > 0.0,
+            "the server's CPU comes from schedstat: {l}"
+        );
+        assert!(
+            m["wait_calls"].as_f64().unwrap() > 0.0,
+            "dispatch counters come from the stats endpoint: {l}"
+        );
         assert_eq!(l["raw"]["tool"], "ioscale load");
     }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();

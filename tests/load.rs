@@ -66,7 +66,8 @@ fn f(v: &Value) -> f64 {
 
 /// The open loop holds its rate: achieved and replied within 1% of the target.
 fn assert_rate_held(url: &str) {
-    let (code, r, err) = load(&[url, "--rate", "400", "--duration", "3s", "--warmup", "1s", "--json"]);
+    let (code, r, err) =
+        load(&[url, "--rate", "400", "--duration", "3s", "--warmup", "1s", "--json"]);
     assert!(r.is_object(), "no record: {err}");
     if code == Some(3) {
         // The generator itself says it could not keep the schedule (a loaded machine): that is
@@ -93,7 +94,9 @@ fn open_loop_rate_against_ioscale_serve() {
 
 #[test]
 fn open_loop_rate_against_nginx() {
-    let Some(nginx) = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists()) else {
+    let Some(nginx) =
+        ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists())
+    else {
         eprintln!("SKIPPED: nginx is not installed");
         return;
     };
@@ -144,7 +147,18 @@ fn idle_connections_send_at_their_period() {
     let root = docroot("idle");
     let (_s, port) = serve(&root, &[]);
     let url = format!("http://127.0.0.1:{port}/one.txt");
-    let (code, r, err) = load(&[&url, "--idle", "50", "--idle-period", "500ms", "--duration", "3s", "--warmup", "1s", "--json"]);
+    let (code, r, err) = load(&[
+        &url,
+        "--idle",
+        "50",
+        "--idle-period",
+        "500ms",
+        "--duration",
+        "3s",
+        "--warmup",
+        "1s",
+        "--json",
+    ]);
     assert!(code == Some(0) || code == Some(3), "{err}");
     let p = &r["idle"];
     assert_eq!(p["connections_established"], 50, "{p}");
@@ -161,23 +175,52 @@ fn json_record_has_the_documented_fields_and_runs_merge_losslessly() {
     let (_s, port) = serve(&root, &[]);
     let url = format!("http://127.0.0.1:{port}/six.html");
     let run = || {
-        let (code, r, err) = load(&[&url, "--rate", "200", "--calls", "2", "--duration", "1s", "--json"]);
+        let (code, r, err) =
+            load(&[&url, "--rate", "200", "--calls", "2", "--duration", "1s", "--json"]);
         assert!(code == Some(0) || code == Some(3), "{err}");
         r
     };
     let (a, b) = (run(), run());
     for r in [&a, &b] {
-        for key in ["tool", "targets", "mode", "dispatch", "window_s", "valid", "invalid_reasons", "reply_rate", "self_check", "active", "idle", "inactive"] {
+        for key in [
+            "tool",
+            "targets",
+            "mode",
+            "dispatch",
+            "window_s",
+            "valid",
+            "invalid_reasons",
+            "reply_rate",
+            "self_check",
+            "active",
+            "idle",
+            "inactive",
+        ] {
             assert!(r.get(key).is_some(), "record lacks {key}");
         }
-        for key in ["sessions", "requests", "replies", "bytes", "status", "errors", "reply_rate", "latency_ms", "latency_actual_ms", "connect_ms", "histograms"] {
+        for key in [
+            "sessions",
+            "requests",
+            "replies",
+            "bytes",
+            "status",
+            "errors",
+            "reply_rate",
+            "latency_ms",
+            "latency_actual_ms",
+            "connect_ms",
+            "histograms",
+        ] {
             assert!(r["active"].get(key).is_some(), "active lacks {key}");
         }
         assert_eq!(r["mode"]["calls"], 2);
         assert!(r["active"]["bytes"].as_u64().unwrap() > 6144, "6 KB bodies were read");
     }
     let m = ioscale_load::stats::merge(&[a.clone(), b.clone()]).unwrap();
-    let h = |r: &Value| ioscale_load::stats::decode(r["active"]["histograms"]["latency_us"].as_str().unwrap()).unwrap();
+    let h = |r: &Value| {
+        ioscale_load::stats::decode(r["active"]["histograms"]["latency_us"].as_str().unwrap())
+            .unwrap()
+    };
     let mut sum = h(&a);
     sum.add(&h(&b)).unwrap();
     assert_eq!(h(&m), sum, "the merged histogram is the union of both runs'");

@@ -115,7 +115,9 @@ fn validate(root: &Value, s: &Value, v: &Value, path: &str, errs: &mut Vec<Strin
             }
         }
     }
-    if let (Some(props), Some(obj)) = (s.get("properties").and_then(Value::as_object), v.as_object()) {
+    if let (Some(props), Some(obj)) =
+        (s.get("properties").and_then(Value::as_object), v.as_object())
+    {
         for (k, sub) in props {
             if let Some(x) = obj.get(k) {
                 validate(root, sub, x, &format!("{path}.{k}"), errs);
@@ -140,7 +142,11 @@ fn assert_valid(record: &Value, what: &str) {
     let s = schema();
     let mut errs = Vec::new();
     validate(&s, &s, record, "$", &mut errs);
-    assert!(errs.is_empty(), "{what}: the record does not match docs/load-json.schema.json:\n{}", errs.join("\n"));
+    assert!(
+        errs.is_empty(),
+        "{what}: the record does not match docs/load-json.schema.json:\n{}",
+        errs.join("\n")
+    );
 }
 
 #[test]
@@ -151,7 +157,12 @@ fn the_validator_rejects_what_the_schema_forbids() {
     let bad = serde_json::json!({"tool": "ioscale load", "valid": "yes", "arrival": "burst", "targets": []});
     let mut errs = Vec::new();
     validate(&s, &s, &bad, "$", &mut errs);
-    for needle in ["missing required active", "$.valid: expected boolean", "$.arrival", "$.targets: fewer than 1"] {
+    for needle in [
+        "missing required active",
+        "$.valid: expected boolean",
+        "$.arrival",
+        "$.targets: fewer than 1",
+    ] {
         assert!(errs.iter().any(|e| e.contains(needle)), "no error about {needle}: {errs:?}");
     }
 }
@@ -164,7 +175,22 @@ fn every_mode_writes_a_record_that_matches_the_schema() {
     let a = format!("http://127.0.0.1:{port}/one.txt");
     let b = format!("http://127.0.0.1:{port}/big.html@3");
     let runs: [&[&str]; 4] = [
-        &["--rate", "100", "--calls", "2", "--arrival", "poisson", "--idle", "5", "--idle-period", "200ms", "--inactive", "5", "--duration", "1s"],
+        &[
+            "--rate",
+            "100",
+            "--calls",
+            "2",
+            "--arrival",
+            "poisson",
+            "--idle",
+            "5",
+            "--idle-period",
+            "200ms",
+            "--inactive",
+            "5",
+            "--duration",
+            "1s",
+        ],
         &["--request-rate", "200", "--connections", "4", "--duration", "1s"],
         &["--peak", "--connections", "4", "--duration", "1s"],
         &["--idle", "3", "--idle-period", "300ms", "--duration", "1s"],
@@ -175,12 +201,15 @@ fn every_mode_writes_a_record_that_matches_the_schema() {
         let (code, r, err) = load(&all);
         assert!(code == Some(0) || code == Some(3), "{args:?}: exit {code:?}: {err}");
         assert_valid(&r, &format!("{args:?}"));
-        let replies = r["active"]["replies"].as_u64().unwrap() + r["idle"]["replies"].as_u64().unwrap();
+        let replies =
+            r["active"]["replies"].as_u64().unwrap() + r["idle"]["replies"].as_u64().unwrap();
         assert!(replies > 0, "{args:?}: no replies at all: {r}");
         assert_eq!(r["targets"][1]["weight"], 3, "{args:?}");
         // The encoded histograms decode and hold as many values as the percentiles say.
         for pop in ["active", "idle", "inactive"] {
-            let h = ioscale_load::stats::decode(r[pop]["histograms"]["latency_us"].as_str().unwrap()).unwrap();
+            let h =
+                ioscale_load::stats::decode(r[pop]["histograms"]["latency_us"].as_str().unwrap())
+                    .unwrap();
             assert_eq!(h.len(), r[pop]["latency_ms"]["count"].as_u64().unwrap(), "{args:?} {pop}");
         }
     }
@@ -193,7 +222,18 @@ fn merged_records_add_every_counter_and_their_histograms() {
     let (_s, port) = serve(&root, &[]);
     let url = format!("http://127.0.0.1:{port}/big.html");
     let run = |rate: &str| {
-        let (code, r, err) = load(&[&url, "--rate", rate, "--idle", "4", "--idle-period", "250ms", "--duration", "1s", "--json"]);
+        let (code, r, err) = load(&[
+            &url,
+            "--rate",
+            rate,
+            "--idle",
+            "4",
+            "--idle-period",
+            "250ms",
+            "--duration",
+            "1s",
+            "--json",
+        ]);
         assert!(code == Some(0) || code == Some(3), "{err}");
         r
     };
@@ -202,19 +242,44 @@ fn merged_records_add_every_counter_and_their_histograms() {
     assert_valid(&m, "merged record");
     let u = |r: &Value, pop: &str, k: &str| r[pop][k].as_u64().unwrap();
     for pop in ["active", "idle", "inactive"] {
-        for k in ["sessions", "sessions_ok", "requests", "replies", "bytes", "connections_asked", "connections_established", "reconnects"] {
+        for k in [
+            "sessions",
+            "sessions_ok",
+            "requests",
+            "replies",
+            "bytes",
+            "connections_asked",
+            "connections_established",
+            "reconnects",
+        ] {
             assert_eq!(u(&m, pop, k), u(&a, pop, k) + u(&b, pop, k), "{pop}.{k}");
         }
         for k in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"] {
-            assert_eq!(m[pop]["status"][k].as_u64(), Some(a[pop]["status"][k].as_u64().unwrap() + b[pop]["status"][k].as_u64().unwrap()), "{pop}.status.{k}");
+            assert_eq!(
+                m[pop]["status"][k].as_u64(),
+                Some(a[pop]["status"][k].as_u64().unwrap() + b[pop]["status"][k].as_u64().unwrap()),
+                "{pop}.status.{k}"
+            );
         }
-        assert_eq!(m[pop]["errors"]["total"].as_u64(), Some(a[pop]["errors"]["total"].as_u64().unwrap() + b[pop]["errors"]["total"].as_u64().unwrap()));
+        assert_eq!(
+            m[pop]["errors"]["total"].as_u64(),
+            Some(
+                a[pop]["errors"]["total"].as_u64().unwrap()
+                    + b[pop]["errors"]["total"].as_u64().unwrap()
+            )
+        );
         for k in ["latency_us", "latency_actual_us", "connect_us"] {
-            let h = |r: &Value| ioscale_load::stats::decode(r[pop]["histograms"][k].as_str().unwrap()).unwrap();
+            let h = |r: &Value| {
+                ioscale_load::stats::decode(r[pop]["histograms"][k].as_str().unwrap()).unwrap()
+            };
             let mut sum = h(&a);
             sum.add(h(&b)).unwrap();
             assert_eq!(h(&m), sum, "{pop}.{k}: the merged histogram is the sum of both runs'");
-            assert_eq!(m[pop][k.replace("_us", "_ms")]["count"].as_u64().unwrap_or(0), sum.len(), "{pop}.{k}: percentiles recomputed");
+            assert_eq!(
+                m[pop][k.replace("_us", "_ms")]["count"].as_u64().unwrap_or(0),
+                sum.len(),
+                "{pop}.{k}: percentiles recomputed"
+            );
         }
     }
     assert!(u(&m, "active", "replies") > 0 && u(&m, "idle", "replies") > 0, "{m}");

@@ -301,8 +301,9 @@ fn hybrid_light_heavy_light() {
 #[test]
 fn signal_numbers_are_checked() {
     in_child("signal_numbers_are_checked", || {
-        let a = ioscale_dispatch::mechanism::rtsig::RtSig::open(Mechanism::RtSig, &Options::default())
-            .unwrap();
+        let a =
+            ioscale_dispatch::mechanism::rtsig::RtSig::open(Mechanism::RtSig, &Options::default())
+                .unwrap();
         let b = ioscale_dispatch::mechanism::rtsig::RtSig::open(
             Mechanism::RtSigBatch,
             &Options::default(),

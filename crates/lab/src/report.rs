@@ -471,7 +471,11 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f
             if !mine.iter().any(|r| matches(r, &f.filter)) {
                 // The variant that ran has no point for this figure (e.g. 6 KB replies only in --full).
                 let _ = write!(html, "<p><i>{} ({}): no point of this run's variant falls in this figure; `--full` measures it.</i></p>", esc(&f.title), esc(&f.reproduces));
-                let _ = writeln!(md, "- **{}** ({}): not in this run's variant (`--full` measures it)", f.title, f.reproduces);
+                let _ = writeln!(
+                    md,
+                    "- **{}** ({}): not in this run's variant (`--full` measures it)",
+                    f.title, f.reproduces
+                );
                 continue;
             }
             let body = svg(f, &mine).unwrap_or_else(|err| {

@@ -375,8 +375,13 @@ pub fn render_dir(out: &Path, experiments_dir: &Path) -> Result<(PathBuf, PathBu
 pub fn splice_readme(out: &Path, readme: &Path) -> Result<(), Error> {
     const BEGIN: &str = "<!-- lab-results:begin -->";
     const END: &str = "<!-- lab-results:end -->";
-    let summary = std::fs::read_to_string(out.join("summary.md"))
-        .map_err(|e| Error(format!("{}: {e}; run `ioscale lab report {}` first", out.join("summary.md").display(), out.display())))?;
+    let summary = std::fs::read_to_string(out.join("summary.md")).map_err(|e| {
+        Error(format!(
+            "{}: {e}; run `ioscale lab report {}` first",
+            out.join("summary.md").display(),
+            out.display()
+        ))
+    })?;
     let text = std::fs::read_to_string(readme)?;
     let (Some(b), Some(e)) = (text.find(BEGIN), text.find(END)) else {
         return Err(Error(format!("{} has no {BEGIN} ... {END} markers", readme.display())));

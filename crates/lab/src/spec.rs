@@ -49,7 +49,9 @@ impl fmt::Display for Value {
             Value::Num(n) if n.fract() == 0.0 && n.abs() < 1e15 => write!(f, "{}", *n as i64),
             Value::Num(n) => write!(f, "{n}"),
             Value::Word(w) => f.write_str(w),
-            Value::Any(v) => write!(f, "{}", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("|")),
+            Value::Any(v) => {
+                write!(f, "{}", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("|"))
+            }
         }
     }
 }

@@ -91,8 +91,7 @@
 
 use super::poll::{interest_events, revents_flags};
 use super::{
-    already_registered, check_fd, not_registered, Dispatcher, FdTable, Mechanism, Options,
-    Trigger,
+    already_registered, check_fd, not_registered, Dispatcher, FdTable, Mechanism, Options, Trigger,
 };
 use crate::sys::{self, signal as sig};
 use crate::{Counters, Event, Events, Interest, Token};
@@ -400,7 +399,12 @@ impl Core {
         self.regs.len()
     }
 
-    pub(crate) fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {
+    pub(crate) fn register(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
         check_fd(fd)?;
         if self.regs.get(fd).is_some() {
             return Err(already_registered(fd));
@@ -980,9 +984,9 @@ impl RtSig {
             Mechanism::RtSigBatch => (Dequeue::Batch, false),
             Mechanism::RtSigPerFd => (Dequeue::One, true),
             other => {
-                return Err(invalid(format!(
-                    "{other} is not an RT-signal mechanism: expected rtsig, rtsig-batch or rtsig-perfd"
-                )))
+                let why =
+                    "is not an RT-signal mechanism: expected rtsig, rtsig-batch or rtsig-perfd";
+                return Err(invalid(format!("{other} {why}")));
             }
         };
         Ok(RtSig { core: Core::open(options, dequeue, perfd)?, kind })

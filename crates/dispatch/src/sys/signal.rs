@@ -231,13 +231,7 @@ pub fn queue_to_thread(tid: libc::pid_t, signo: libc::c_int, value: u64) -> io::
     info.queue = QueueInfo { signo, errno: 0, code: SI_QUEUE, pid, uid, value: value as usize };
     // SAFETY: info is a fully initialised, siginfo_t-sized buffer that outlives the call.
     let rc = unsafe {
-        libc::syscall(
-            libc::SYS_rt_tgsigqueueinfo,
-            pid,
-            tid,
-            signo,
-            &info as *const RawSigInfo,
-        )
+        libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, signo, &info as *const RawSigInfo)
     };
     if rc == -1 {
         return Err(io::Error::last_os_error());
