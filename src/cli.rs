@@ -33,6 +33,9 @@ enum Command {
     Serve(ioscale_server::cli::ServeArgs),
     /// Load an HTTP server: open-loop sessions or requests, idle and inactive populations, a self-check.
     Load(ioscale_load::cli::LoadArgs),
+    /// Soak: the server under open-loop load plus thousands of idle connections for a long
+    /// run, sampling its memory, descriptors and latency (docs/reliability.md).
+    Soak(crate::soak::SoakArgs),
     /// Print a shell completion script: `ioscale completions bash > /etc/bash_completion.d/ioscale`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -82,6 +85,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Herd(a) => herd_cmd(a),
         Command::Serve(a) => Ok(ioscale_server::cli::run(&a)),
         Command::Load(a) => Ok(ioscale_load::cli::run(&a)),
+        Command::Soak(a) => crate::soak::run(a),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "ioscale", &mut std::io::stdout());
