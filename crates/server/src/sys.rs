@@ -172,6 +172,12 @@ pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     syscall!(shutdown(fd, libc::SHUT_WR)).map(drop)
 }
 
+/// `shutdown(fd, SHUT_RD)` on a listening socket: Linux stops listening — connections still in
+/// the accept queue are reset, new ones refused (ECONNREFUSED) — while the descriptor stays open.
+pub fn shutdown_read(fd: RawFd) -> io::Result<()> {
+    syscall!(shutdown(fd, libc::SHUT_RD)).map(drop)
+}
+
 /// Opens `path` (relative) for reading strictly beneath the directory `root` with
 /// `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`: the kernel refuses (`EXDEV`) any `..` or
 /// symlink that would leave the root. `ENOSYS` where the kernel predates Linux 5.6.

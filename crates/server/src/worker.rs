@@ -185,7 +185,7 @@ impl Worker<'_> {
     fn main_loop(&mut self, events: &mut Events, rbuf: &mut [u8]) -> io::Result<()> {
         loop {
             if self.stopping.is_none() && self.shared.stop.load(Ordering::Relaxed) {
-                self.begin_stop();
+                self.begin_stop(rbuf);
             }
             if let Some(until) = self.stopping {
                 if self.open == 0 || self.now >= until {
@@ -629,6 +629,15 @@ impl Worker<'_> {
         if let Err(why) = r {
             return self.close(c, idx, why);
         }
+        // Draining: a connection whose last response is out and that holds no partial request
+        // is done (its response said keep-alive if it began before the stop).
+        if self.stopping.is_some()
+            && c.phase != Phase::Linger
+            && !c.has_output()
+            && c.http.drain(c.pending_in.len())
+        {
+            return self.close(c, idx, Close::Done);
+        }
         let interest = if c.has_output() { Interest::WRITABLE } else { Interest::READABLE };
         if interest != c.interest || self.oneshot {
             if let Err(_e) = self.d.reregister(c.fd.as_raw_fd(), token_of(idx, c.gen), interest) {
@@ -717,19 +726,34 @@ impl Worker<'_> {
     }
 
     /// SIGTERM/SIGINT: stop accepting, close idle connections, let the rest finish.
-    fn begin_stop(&mut self) {
+    ///
+    /// Connections the kernel has already completed are taken in first (their clients have sent,
+    /// or are sending, a request), then the listener is shut down: a queued connection would
+    /// otherwise wait unanswered until the process exits, and a new one is refused at once
+    /// instead of timing out. An idle connection is read once before it is closed, so a request
+    /// already in its socket is answered (with `Connection: close`) rather than dropped.
+    fn begin_stop(&mut self, rbuf: &mut [u8]) {
+        for _ in 0..4096 {
+            match sys::accept(self.listener) {
+                Ok((fd, loopback)) => self.add_conn(fd, loopback),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
         self.stopping = Some(self.now + self.cfg.drain_timeout);
         if self.listening {
             let _ = self.d.deregister(self.listener);
             self.listening = false;
         }
+        let _ = sys::shutdown_read(self.listener);
         self.paused_until = None;
         for idx in 0..self.conns.len() {
             let Some(mut c) = self.conns[idx].take() else { continue };
             let idle =
                 !c.has_output() && c.http.drain(c.pending_in.len()) && c.phase != Phase::Linger;
             if idle {
-                self.close(c, idx, Close::Done);
+                let r = self.drive(&mut c, true, rbuf);
+                self.settle(c, idx, r);
             } else {
                 self.conns[idx] = Some(c);
             }

@@ -309,3 +309,63 @@ fn a_client_that_half_closes_gets_the_whole_response() {
         assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{mech}");
     }
 }
+
+/// SIGTERM drains and exits as soon as the in-flight work is done: a response that began
+/// before the stop is finished and its connection closed (it used to stay open as an idle
+/// keep-alive connection until the drain limit), a request waiting in an idle connection's
+/// socket or in the accept queue is answered, and new connections are refused at once.
+#[test]
+fn sigterm_answers_what_has_arrived_refuses_the_rest_and_exits_when_done() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = huge_root("drain");
+    let want = huge();
+    for mech in mechanisms() {
+        let mut s = start(mech, &root, "--drain-timeout 60s");
+        let addr = s.addr();
+        // A: a large response in flight.
+        let mut a = TcpStream::connect(addr).unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        a.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut got = vec![0u8; 100_000];
+        a.read_exact(&mut got).unwrap();
+        // B: an idle keep-alive connection.
+        let mut b = Client::connect(addr);
+        assert_eq!(b.get("GET", "/1b.txt").status, 200);
+        std::thread::sleep(Duration::from_millis(100));
+        // While the server is stopped: B sends a request, C connects (into the accept queue)
+        // and sends one, and SIGTERM is queued; all of it is seen at once on SIGCONT.
+        s.signal(libc::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(100));
+        b.send(b"GET /6k.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+        let mut c = Client::connect(addr);
+        c.send(b"GET /1b.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+        std::thread::sleep(Duration::from_millis(100));
+        s.signal(libc::SIGTERM);
+        s.signal(libc::SIGCONT);
+        let t = Instant::now();
+        assert_eq!(b.response(false).unwrap().status, 200, "{mech}: B's request answered");
+        assert!(b.closed(), "{mech}: B closed after its answer");
+        assert_eq!(c.response(false).unwrap().status, 200, "{mech}: C's request answered");
+        assert!(c.closed(), "{mech}: C closed after its answer");
+        // New connections are refused once the listener is shut.
+        let mut refused = false;
+        for _ in 0..50 {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    refused = true;
+                    break;
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        assert!(refused, "{mech}: new connections refused while draining");
+        // A's response completes, then A is closed, and the server exits long before 60 s.
+        let mut rest = Vec::new();
+        a.read_to_end(&mut rest).unwrap();
+        got.extend_from_slice(&rest);
+        let at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(got[at..] == want[..], "{mech}: A's body, {} bytes", got.len() - at);
+        assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0), "{mech}: exit after the drain");
+        eprintln!("{mech}: drained and exited {:.2} s after SIGCONT", t.elapsed().as_secs_f64());
+    }
+}
