@@ -25,6 +25,7 @@
 
 pub mod cli;
 pub mod files;
+mod respond;
 pub mod stats;
 mod sys;
 mod wheel;
