@@ -111,6 +111,7 @@ pub(crate) fn run(id: usize, cfg: &Config, shared: &Shared, listener: RawFd) -> 
     shared.wakers.lock().map_err(|_| io::Error::other("poisoned"))?.push(waker.clone());
     let now = Instant::now();
     let st = &shared.stats.workers[id];
+    st.tid.store(sys::gettid(), Ordering::Relaxed);
     let resp = Responder::new(cfg, shared, st)?;
     let mut w = Worker {
         id,
@@ -239,9 +240,20 @@ impl Worker<'_> {
         }
         // Hints (edge, signals) must be drained: no further notice comes for what is queued.
         let multi = self.cfg.multi_accept || self.hints;
+        bump(&self.st.listener_notices, 1);
+        let mut first = true;
+        let mut took = false;
         loop {
-            match sys::accept(self.listener) {
+            let r = sys::accept(self.listener);
+            if first {
+                first = false;
+                if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                    bump(&self.st.accept_eagain, 1);
+                }
+            }
+            match r {
                 Ok((fd, loopback)) => {
+                    took = true;
                     if self.shedding > 0 {
                         eprintln!(
                             "ioscale serve: worker {}: descriptors available again after shedding {} connection(s)",
@@ -281,7 +293,18 @@ impl Worker<'_> {
                 }
             }
         }
-        if self.oneshot && self.listening {
+        if took && self.cfg.exclusive_rotate && self.listening {
+            // Back of the kernel's wait queue: the next connection wakes another worker.
+            let _ = self.d.deregister(self.listener);
+            if let Err(e) = self.d.register_exclusive(self.listener, LISTENER, Interest::READABLE) {
+                eprintln!(
+                    "ioscale serve: worker {}: cannot re-register the listener: {e}",
+                    self.id
+                );
+                self.listening = false;
+                self.pause_listener();
+            }
+        } else if self.oneshot && self.listening {
             if let Err(e) = self.d.reregister(self.listener, LISTENER, Interest::READABLE) {
                 eprintln!("ioscale serve: worker {}: cannot re-arm the listener: {e}", self.id);
                 self.pause_listener();
