@@ -492,9 +492,36 @@ fn summarize(
         "idle_reconnects": record["idle"]["reconnects"],
         "load_exit": load_exit,
         "server_exit": server_exit,
+        "table": table_rows(samples, &measured, a.every),
         "server_pid": pids.0,
         "load_pid": pids.1,
     })
+}
+
+/// About a dozen samples evenly spread over the measured ones (first and last included), for
+/// the summary's table.
+fn table_rows(samples: &[Value], measured: &[usize], every: Duration) -> Vec<Value> {
+    if measured.is_empty() {
+        return Vec::new();
+    }
+    let k = 12.min(measured.len());
+    let mut idx: Vec<usize> = (0..k)
+        .map(|j| measured[if k == 1 { 0 } else { j * (measured.len() - 1) / (k - 1) }])
+        .collect();
+    idx.dedup();
+    let secs = every.as_secs_f64().max(1e-3);
+    idx.iter()
+        .map(|&i| {
+            let r = &samples[i];
+            let per_s = |k: &str| r[k].as_u64().map(|v| (v as f64 / secs).round());
+            json!({
+                "t_s": r["t_s"], "rss_kb": r["server_rss_kb"], "rss_anon_kb": r["server_rss_anon_kb"],
+                "fds": r["server_fds"], "cpu_pct": r["server_cpu_pct"], "open": r["server_open"],
+                "replies_per_s": per_s("replies"), "idle_replies_per_s": per_s("idle_replies"),
+                "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "errors_total": r["errors_total"],
+            })
+        })
+        .collect()
 }
 
 fn summary_text(s: &Value) -> String {
@@ -528,6 +555,30 @@ fn summary_text(s: &Value) -> String {
             kb(&r["min"]),
             kb(&r["max"])
         ));
+    }
+    if let Some(rows) = s["table"].as_array().filter(|r| !r.is_empty()) {
+        t.push_str("\n| t (s) | VmRSS kB | RssAnon kB | descriptors | server CPU % | open | active replies/s | idle replies/s | p50 ms | p99 ms | errors (total) |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for r in rows {
+            let cell = |v: &Value| match v {
+                Value::Null => "-".to_string(),
+                Value::Number(n) if n.is_f64() => format!("{:.2}", n.as_f64().unwrap_or(0.0)),
+                v => v.to_string(),
+            };
+            t.push_str(&format!(
+                "| {:.0} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} |\n",
+                r["t_s"].as_f64().unwrap_or(0.0),
+                cell(&r["rss_kb"]),
+                cell(&r["rss_anon_kb"]),
+                cell(&r["fds"]),
+                r["cpu_pct"].as_f64().unwrap_or(0.0),
+                cell(&r["open"]),
+                r["replies_per_s"].as_f64().map_or("-".into(), |v| format!("{v:.0}")),
+                r["idle_replies_per_s"].as_f64().map_or("-".into(), |v| format!("{v:.0}")),
+                cell(&r["p50_ms"]),
+                cell(&r["p99_ms"]),
+                cell(&r["errors_total"]),
+            ));
+        }
     }
     t.push_str(&format!(
         "\nconnections open at most: {}; RssAnon per connection over the baseline: {} B\n",
