@@ -323,7 +323,8 @@ pub fn run(a: SoakArgs) -> Result<ExitCode> {
         }
         let t = t0.elapsed().as_secs_f64();
         // A sample taken after the generator finished shows the server winding down.
-        let phase = if load_done {
+        // So is one taken past the planned end (the generator closing its connections).
+        let phase = if load_done || t0.elapsed() > a.warmup + a.duration {
             "end"
         } else if t0.elapsed() < a.warmup {
             "warmup"
