@@ -9,7 +9,7 @@
 //! sample). Every sample is a CSV row and a JSON line; the summary compares the first and the
 //! last quarter of the run. Children are ended by PID, on Ctrl-C too.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use ioscale_lab::sys as lsys;
 use serde_json::{json, Value};
@@ -167,24 +167,9 @@ const CSV_HEAD: &str = "t_s,phase,server_rss_kb,server_rss_anon_kb,server_fds,se
 /// Runs `ioscale soak`; returns the exit code (0 done and VALID, 1 a child failed, 3 INVALID or
 /// interrupted).
 pub fn run(a: SoakArgs) -> Result<ExitCode> {
-    if a.every < Duration::from_millis(200) {
-        bail!("--every {:?} is too short: give at least 200ms", a.every);
-    }
-    if !(a.rate >= 0.0 && a.rate.is_finite()) {
-        bail!("--rate {} is not a rate: give a number of sessions per second ≥ 0", a.rate);
-    }
-    if a.rate == 0.0 && a.idle == 0 {
-        bail!("nothing to load: give --rate above 0 or --idle above 0");
-    }
-    let nofile = lsys::nofile_soft();
-    let hard = hard_nofile().unwrap_or(nofile);
-    if (a.idle as u64) + 256 > hard.max(nofile) {
-        bail!(
-            "--idle {} needs more descriptors than a process may open here ({}): give at most {}",
-            a.idle,
-            hard.max(nofile),
-            hard.max(nofile).saturating_sub(256)
-        );
+    if let Err(e) = check(&a) {
+        eprintln!("ioscale soak: {e}");
+        return Ok(ExitCode::from(2));
     }
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create the output directory {}", a.out.display()))?;
@@ -420,6 +405,34 @@ pub fn run(a: SoakArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A bad argument: one sentence naming the value and what is accepted.
+fn check(a: &SoakArgs) -> Result<(), String> {
+    if a.every < Duration::from_millis(200) {
+        return Err(format!("--every {:?} is too short: give at least 200ms", a.every));
+    }
+    if a.duration.is_zero() {
+        return Err("--duration 0 measures nothing: give a length such as 30m or 10s".into());
+    }
+    if !(a.rate >= 0.0 && a.rate.is_finite()) {
+        return Err(format!(
+            "--rate {} is not a rate: give sessions per second, 0 or more",
+            a.rate
+        ));
+    }
+    if a.rate == 0.0 && a.idle == 0 {
+        return Err("nothing to load: give --rate above 0 or --idle above 0".into());
+    }
+    let limit = lsys::nofile_soft().max(hard_nofile().unwrap_or(0));
+    if (a.idle as u64) + 256 > limit {
+        return Err(format!(
+            "--idle {} needs more descriptors than a process may open here ({limit}): give at most {}",
+            a.idle,
+            limit.saturating_sub(256)
+        ));
+    }
+    Ok(())
 }
 
 fn hard_nofile() -> Option<u64> {

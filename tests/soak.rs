@@ -110,3 +110,19 @@ fn ctrl_c_stops_the_children_and_keeps_the_samples() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bad_values_get_one_sentence_and_exit_2() {
+    for (args, words) in [
+        (&["--every", "10ms"][..], "--every"),
+        (&["--idle", "100000"][..], "--idle 100000"),
+        (&["--rate", "0", "--idle", "0"][..], "nothing to load"),
+        (&["--duration", "soon"][..], "invalid duration 'soon'"),
+    ] {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_ioscale")).arg("soak").args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(words) && err.lines().count() <= 3, "{args:?}: {err}");
+    }
+}
