@@ -207,6 +207,38 @@ fn server_stopped_for_3_s_the_generator_reports_lateness_and_timeouts() {
     drop(server);
 }
 
+/// Requests still unanswered when the run's drain time runs out are counted as timeouts, not
+/// dropped from the record (they used to vanish when the loop ended between two timeout sweeps).
+#[test]
+fn a_server_stalled_at_the_end_of_a_run_leaves_every_request_accounted_for() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = docroot("stall");
+    let (server, port) = serve(&root, &[]).unwrap();
+    let url = format!("http://127.0.0.1:{port}/6k.html");
+    let gen = load(&[&url, "--rate", "400", "--calls", "3", "--duration", "2s", "--timeout", "1s"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    server.signal(libc::SIGSTOP);
+    let (code, r, err) = finish(gen, Duration::from_secs(30));
+    server.signal(libc::SIGCONT);
+    let a = &r["active"];
+    let e = &a["errors"];
+    eprintln!(
+        "stalled at the end: exit {code:?}, {} requests, {} replies, errors {}",
+        a["requests"],
+        a["replies"],
+        errors_line(a)
+    );
+    assert!(matches!(code, Some(0 | 3)), "{err}");
+    assert!(n(&e["response_timeout"]) >= 1, "{e}");
+    let after_send = n(&e["total"])
+        - n(&e["connect_timeout"])
+        - n(&e["refused"])
+        - n(&e["fd_unavailable"])
+        - n(&e["addr_unavailable"]);
+    assert_eq!(n(&a["requests"]), n(&a["replies"]) + after_send, "{a}");
+    drop(server);
+}
+
 #[test]
 fn server_killed_mid_run_the_generator_reports_connection_errors_in_a_clean_record() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -591,8 +591,12 @@ impl<'p> Engine<'p> {
         self.slab
             .iter()
             .flatten()
-            .filter(|c| {
-                c.pop == Pop::Active && matches!(c.st, St::Connecting | St::Writing | St::Reading)
+            .filter(|c| match c.pop {
+                Pop::Active => matches!(c.st, St::Connecting | St::Writing | St::Reading),
+                // An idle connection's request sent before the end is waited for too: it was
+                // counted, so its reply (or its timeout) must be.
+                Pop::Idle => matches!(c.st, St::Writing | St::Reading),
+                Pop::Inactive => false,
             })
             .count()
     }
@@ -841,6 +845,20 @@ pub fn run(
     let cpu = sys::cpu_time() - cpu0;
     let window_end = e.end.min(ns(wall));
     let window_s = window_end.saturating_sub(e.warm_end) as f64 / 1e9;
+    // Requests still unanswered when the drain time ran out are timeouts: every request
+    // counted ends as a reply or an error (they used to vanish between two timeout sweeps).
+    for slot in 0..e.slab.len() {
+        let Some(c) = e.slab[slot].as_ref() else { continue };
+        let kind = match (c.pop, c.st) {
+            (Pop::Active | Pop::Idle, St::Writing | St::Reading) => ErrorKind::ResponseTimeout,
+            (Pop::Active, St::Connecting) => ErrorKind::ConnectTimeout,
+            _ => continue,
+        };
+        if e.in_window(c.intended) {
+            let pop = c.pop;
+            e.stats(pop).error(kind);
+        }
+    }
     // Close everything (idle and inactive connections included) before reporting.
     for slot in 0..e.slab.len() {
         e.close(slot);
