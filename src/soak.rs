@@ -277,7 +277,13 @@ pub fn run(a: SoakArgs) -> Result<ExitCode> {
         next += a.every;
         if let Some(c) = kids.0.iter_mut().find(|c| c.id() == spid) {
             if let Ok(Some(st)) = c.try_wait() {
-                server_died = Some(st);
+                // Ctrl-C in a terminal reaches the whole process group: the server may have
+                // drained and exited before this loop saw the interrupt.
+                if lsys::interrupted() {
+                    interrupted = true;
+                } else {
+                    server_died = Some(st);
+                }
                 break;
             }
         }
@@ -420,6 +426,9 @@ fn check(a: &SoakArgs) -> Result<(), String> {
             "--rate {} is not a rate: give sessions per second, 0 or more",
             a.rate
         ));
+    }
+    if !a.path.starts_with('/') {
+        return Err(format!("--path '{}' must start with '/', e.g. /6k.html", a.path));
     }
     if a.rate == 0.0 && a.idle == 0 {
         return Err("nothing to load: give --rate above 0 or --idle above 0".into());

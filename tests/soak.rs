@@ -69,46 +69,55 @@ fn a_short_soak_samples_and_ends_its_children() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// SIGINT to the soak alone, and to its whole process group (what Ctrl-C in a terminal does:
+/// the server and the generator get it too).
 #[test]
 fn ctrl_c_stops_the_children_and_keeps_the_samples() {
-    let dir = out_dir("int");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ioscale"))
-        .args(["soak", "--duration", "5m", "--every", "1s", "--warmup", "1s", "--idle", "200"])
-        .args(["--rate", "20", "--out"])
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait for a few samples.
-    let t = Instant::now();
-    while std::fs::read_to_string(dir.join("samples.csv")).map_or(0, |s| s.lines().count()) < 4 {
-        assert!(t.elapsed() < Duration::from_secs(30), "no samples");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // SAFETY: a signal to our own child by its PID.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let t = Instant::now();
-    let code = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.code();
+    use std::os::unix::process::CommandExt;
+    for group in [false, true] {
+        let dir = out_dir(if group { "intg" } else { "int" });
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ioscale"))
+            .args(["soak", "--duration", "5m", "--every", "1s", "--warmup", "1s", "--idle", "200"])
+            .args(["--rate", "20", "--out"])
+            .arg(&dir)
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait for a few samples.
+        let t = Instant::now();
+        while std::fs::read_to_string(dir.join("samples.csv")).map_or(0, |s| s.lines().count()) < 4
+        {
+            assert!(t.elapsed() < Duration::from_secs(30), "no samples");
+            std::thread::sleep(Duration::from_millis(100));
         }
-        if t.elapsed() > Duration::from_secs(40) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("soak did not stop within 40 s of SIGINT");
+        let pid = child.id() as i32;
+        // SAFETY: a signal to our own child (or its own process group) by its PID.
+        unsafe { libc::kill(if group { -pid } else { pid }, libc::SIGINT) };
+        let t = Instant::now();
+        let code = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st.code();
+            }
+            if t.elapsed() > Duration::from_secs(40) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("soak did not stop within 40 s of SIGINT (group {group})");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(code, Some(3), "interrupted runs exit 3 (group {group})");
+        let s = summary(&dir);
+        assert_eq!(s["interrupted"], true, "{s}");
+        assert!(s["samples"].as_u64().unwrap() >= 3, "{s}");
+        assert_eq!(s["server_exit"], 0, "the server drained and exited 0: {s}");
+        assert_eq!(s["load_exit"], 3, "the generator wrote its record, marked interrupted: {s}");
+        for k in ["server_pid", "load_pid"] {
+            assert!(!alive(s[k].as_u64().unwrap()), "{k} still running");
         }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(code, Some(3), "interrupted runs exit 3");
-    let s = summary(&dir);
-    assert_eq!(s["interrupted"], true, "{s}");
-    assert!(s["samples"].as_u64().unwrap() >= 3, "{s}");
-    assert_eq!(s["server_exit"], 0, "the server drained and exited 0: {s}");
-    for k in ["server_pid", "load_pid"] {
-        assert!(!alive(s[k].as_u64().unwrap()), "{k} still running");
+        let _ = std::fs::remove_dir_all(&dir);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
