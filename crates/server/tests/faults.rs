@@ -100,8 +100,7 @@ fn at_its_file_limit_under_a_connection_storm_it_serves_keepalive_clients_and_do
         // Cached now; served later without a descriptor (an uncached file would get 503).
         assert_eq!(keep[0].get("GET", "/6k.bin").status, 200, "{mech}");
         // The storm: a thread opening 4 connections per 2 ms pause (about 1,600/s here) for 3 s,
-        // holding up to 400
-        // at a time (bounded in time and count).
+        // holding up to 400 at a time (bounded in time and count).
         let stop = Arc::new(AtomicBool::new(false));
         let made = Arc::new(AtomicU64::new(0));
         let storm = {
