@@ -570,6 +570,7 @@ impl Engine<'_> {
                                 return Err(Close::Io);
                             }
                             // A short send: the rest goes again.
+                            bump(&self.st.completion[5], 1);
                             return self.send(conn, tok, b);
                         }
                         if let Some(v) = b.into_vec() {

@@ -62,13 +62,14 @@ pub struct WorkerStats {
     pub dispatch: [AtomicU64; 9],
     /// The dispatcher's mode switches (hybrid), copied when their count changes.
     pub switches: Mutex<Vec<ModeSwitch>>,
-    /// The completion engine's ring counters ([`COMPLETION_NAMES`]), copied after each wait.
-    pub completion: [AtomicU64; 5],
+    /// The completion engine's ring counters ([`COMPLETION_NAMES`]), copied after each wait,
+    /// and its count of short sends (sends finished by sending the rest again).
+    pub completion: [AtomicU64; 6],
 }
 
 /// The completion engine's counters in the stats document (`"completion"`).
-pub const COMPLETION_NAMES: [&str; 5] =
-    ["submitted", "completions", "enter_calls", "enobufs", "cq_overflows"];
+pub const COMPLETION_NAMES: [&str; 6] =
+    ["submitted", "completions", "enter_calls", "enobufs", "cq_overflows", "short_sends"];
 
 /// Adds `n` to a counter only this thread writes.
 #[inline]
