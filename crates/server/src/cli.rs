@@ -9,8 +9,7 @@
 //! | 4 | the root is missing, not a directory or not readable |
 //! | 5 | the mechanism does not work on this kernel (or cannot do what was asked, e.g. `--exclusive`) |
 
-use crate::{Config, ListenerMode, Server, StartErrorKind};
-use ioscale_dispatch::Mechanism;
+use crate::{Config, Engine, ListenerMode, Server, StartErrorKind};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,9 +27,10 @@ pub struct ServeArgs {
     /// Directory to serve (nothing outside it is ever served).
     #[arg(long, default_value = ".")]
     pub root: PathBuf,
-    /// Event-dispatch mechanism (see `ioscale mechanisms`).
-    #[arg(long, default_value = "epoll", value_parser = parse_mechanism)]
-    pub dispatch: Mechanism,
+    /// Event-dispatch mechanism, or `uring-completion` for the io_uring completion engine (see
+    /// `ioscale mechanisms`).
+    #[arg(long, default_value = "epoll", value_parser = parse_engine)]
+    pub dispatch: Engine,
     /// Accept until the listen queue is empty on each notice (Chandra & Mosberger §4).
     #[arg(long)]
     pub multi_accept: bool,
@@ -77,10 +77,21 @@ pub struct ServeArgs {
     /// Longest wait for in-flight requests after SIGTERM or SIGINT.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Provided receive buffers per io_uring ring (uring-completion; a power of two). For tests
+    /// that exhaust the buffer ring.
+    #[arg(long, hide = true, default_value_t = 512, value_parser = parse_buffers)]
+    pub uring_buffers: u16,
 }
 
-fn parse_mechanism(s: &str) -> Result<Mechanism, String> {
-    s.parse::<Mechanism>().map_err(|e| e.to_string())
+fn parse_buffers(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(n) if n > 0 && n <= 32768 && n.is_power_of_two() => Ok(n),
+        _ => Err(format!("--uring-buffers {s}: expected a power of two from 1 to 32768")),
+    }
+}
+
+fn parse_engine(s: &str) -> Result<Engine, String> {
+    s.parse::<Engine>()
 }
 
 fn parse_listener(s: &str) -> Result<ListenerMode, String> {
@@ -127,6 +138,7 @@ impl ServeArgs {
         c.cache.max_file = self.cache_max_file;
         c.stats_public = self.stats_public;
         c.drain_timeout = self.drain_timeout;
+        c.uring_buffers = self.uring_buffers;
         c
     }
 }
@@ -151,7 +163,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         "ioscale serve: http://{}/ root {} dispatch {} workers {} listener {}{}{}",
         server.local_addr(),
         c.root.display(),
-        c.mechanism,
+        c.engine,
         c.workers,
         if c.listener == ListenerMode::Shared { "shared" } else { "reuseport" },
         if c.multi_accept { " multi-accept" } else { "" },

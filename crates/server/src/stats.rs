@@ -3,7 +3,7 @@
 //! Each worker writes only its own block (single writer: a relaxed load and store, no locked
 //! instruction on the request path); any worker reads all blocks to answer `/.ioscale/stats`.
 
-use ioscale_dispatch::{Counters, Mechanism, ModeSwitch};
+use ioscale_dispatch::{Counters, ModeSwitch};
 use ioscale_http::ErrorKind;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -69,7 +69,14 @@ pub struct WorkerStats {
     pub dispatch: [AtomicU64; 9],
     /// The dispatcher's mode switches (hybrid), copied when their count changes.
     pub switches: Mutex<Vec<ModeSwitch>>,
+    /// The completion engine's ring counters ([`COMPLETION_NAMES`]), copied after each wait,
+    /// and its count of short sends (sends finished by sending the rest again).
+    pub completion: [AtomicU64; 6],
 }
+
+/// The completion engine's counters in the stats document (`"completion"`).
+pub const COMPLETION_NAMES: [&str; 6] =
+    ["submitted", "completions", "enter_calls", "enobufs", "cq_overflows", "short_sends"];
 
 /// Adds `n` to a counter only this thread writes.
 #[inline]
@@ -94,6 +101,19 @@ impl WorkerStats {
         for (a, v) in self.dispatch.iter().zip(v) {
             a.store(v, Relaxed);
         }
+    }
+
+    /// Copies the completion engine's ring counters; the readiness names get their nearest
+    /// equivalents (`wait_calls`: `io_uring_enter` calls, `events`: completions, `overflows`:
+    /// CQ overflows) so tools that read only those compare the two models.
+    pub fn publish_completion(&self, c: &ioscale_dispatch::completion::CompletionCounters) {
+        let v = [c.submitted, c.completions, c.enter_calls, c.enobufs, c.cq_overflows];
+        for (a, v) in self.completion.iter().zip(v) {
+            a.store(v, Relaxed);
+        }
+        self.dispatch[0].store(c.enter_calls, Relaxed);
+        self.dispatch[1].store(c.completions, Relaxed);
+        self.dispatch[5].store(c.cq_overflows, Relaxed);
     }
 
     /// Counts a server error.
@@ -131,8 +151,8 @@ const DISPATCH_NAMES: [&str; 9] = [
 pub struct Shared {
     /// One block per worker.
     pub workers: Vec<WorkerStats>,
-    /// The mechanism in use.
-    pub mechanism: Mechanism,
+    /// The engine (mechanism) in use.
+    pub mechanism: crate::Engine,
     /// When the server started.
     pub started: Instant,
 }
@@ -149,6 +169,13 @@ impl Shared {
         let mut dispatch = Map::new();
         for (i, name) in DISPATCH_NAMES.iter().enumerate() {
             dispatch.insert((*name).into(), sum(&|w| &w.dispatch[i]).into());
+        }
+        if self.mechanism.is_completion() {
+            let mut completion = Map::new();
+            for (i, name) in COMPLETION_NAMES.iter().enumerate() {
+                completion.insert((*name).into(), sum(&|w| &w.completion[i]).into());
+            }
+            dispatch.insert("completion".into(), Value::Object(completion));
         }
         let mut errors = Map::new();
         for k in ErrorKind::ALL {

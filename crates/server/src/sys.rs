@@ -140,6 +140,23 @@ pub fn accept(fd: RawFd) -> io::Result<(OwnedFd, bool)> {
     Ok((owned(c), loopback))
 }
 
+/// Whether the peer of a connected socket is on a loopback address (`getpeername`).
+pub fn peer_is_loopback(fd: RawFd) -> bool {
+    // SAFETY: plain old data; all-zero is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    if syscall!(getpeername(fd, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len)).is_err()
+    {
+        return false;
+    }
+    from_sockaddr(&ss).is_some_and(|a| match a.ip() {
+        IpAddr::V4(ip) => ip.is_loopback(),
+        IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    })
+}
+
 /// `read(2)`.
 pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len())).map(|n| n as usize)

@@ -103,10 +103,16 @@ fn token_of(idx: usize, gen: u32) -> Token {
 }
 
 /// Runs worker `id` until the server stops.
-pub(crate) fn run(id: usize, cfg: &Config, shared: &Shared, listener: RawFd) -> io::Result<()> {
+pub(crate) fn run(
+    id: usize,
+    mechanism: ioscale_dispatch::Mechanism,
+    cfg: &Config,
+    shared: &Shared,
+    listener: RawFd,
+) -> io::Result<()> {
     // Opened here, in the worker's own thread: the RT-signal mechanisms direct their signals to
     // the thread that opened them.
-    let mut d = cfg.mechanism.open(&cfg.dispatch_options())?;
+    let mut d = mechanism.open(&cfg.dispatch_options())?;
     let waker = Arc::new(Waker::new(&mut *d, WAKER)?);
     shared.wakers.lock().map_err(|_| io::Error::other("poisoned"))?.push(waker.clone());
     let now = Instant::now();
@@ -372,7 +378,7 @@ impl Worker<'_> {
             {
                 eprintln!(
                     "ioscale serve: worker {}: connection refused by {}: {e}",
-                    self.id, self.cfg.mechanism
+                    self.id, self.cfg.engine
                 );
             }
             return;

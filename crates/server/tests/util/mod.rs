@@ -3,8 +3,7 @@
 
 #![allow(dead_code)]
 
-use ioscale_dispatch::Mechanism;
-use ioscale_server::{Config, Handle, Server};
+use ioscale_server::{Config, Engine, Handle, Server};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -45,12 +44,17 @@ pub fn big() -> Vec<u8> {
     (0..300_000u32).map(|i| (i % 253) as u8).collect()
 }
 
-/// Runs `f` once per mechanism this kernel supports; prints a reason for each one skipped.
-pub fn each_mechanism(mut f: impl FnMut(Mechanism)) {
-    for &m in Mechanism::ALL {
-        if m.is_completion_based() {
-            eprintln!("SKIPPED: {m}: a completion interface, not a readiness mechanism");
-            continue;
+/// Runs `f` once per engine this kernel supports — every readiness mechanism, then the io_uring
+/// completion engine (`uring-completion`); prints a reason for each one skipped.
+/// `IOSCALE_TEST_ENGINES=uring-completion,epoll` narrows the run (for debugging one engine).
+pub fn each_mechanism(mut f: impl FnMut(Engine)) {
+    let only = std::env::var("IOSCALE_TEST_ENGINES").ok();
+    for m in Engine::all() {
+        if let Some(only) = &only {
+            if !only.split(',').any(|n| n == m.name()) {
+                eprintln!("SKIPPED: {m}: not in IOSCALE_TEST_ENGINES");
+                continue;
+            }
         }
         if let Err(e) = m.probe() {
             eprintln!("SKIPPED: {m}: not supported here: {e}");
@@ -58,6 +62,17 @@ pub fn each_mechanism(mut f: impl FnMut(Mechanism)) {
         }
         eprintln!("-- {m}");
         f(m);
+    }
+}
+
+/// The completion engine, or `None` (with a printed reason) where this kernel cannot run it.
+pub fn completion_engine() -> Option<Engine> {
+    match Engine::UringCompletion.probe() {
+        Ok(()) => Some(Engine::UringCompletion),
+        Err(e) => {
+            eprintln!("SKIPPED: uring-completion: not supported here: {e}");
+            None
+        }
     }
 }
 
@@ -69,7 +84,8 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub fn start(m: Mechanism, root: &Path, tune: impl FnOnce(&mut Config)) -> TestServer {
+    pub fn start(m: impl Into<Engine>, root: &Path, tune: impl FnOnce(&mut Config)) -> TestServer {
+        let m = m.into();
         let mut c = Config::new(root, 0, m);
         c.drain_timeout = Duration::from_secs(2);
         tune(&mut c);
