@@ -46,7 +46,12 @@ fn idle_keep_alive_connections_hold_no_heap_buffer() {
     let root = util::root("idleheap");
     util::each_mechanism(|m| {
         // Client and server ends both live in this process (select: below FD_SETSIZE).
-        let limit = m.open(&Default::default()).ok().and_then(|d| d.max_fds());
+        let limit = match m {
+            ioscale_server::Engine::Readiness(mech) => {
+                mech.open(&Default::default()).ok().and_then(|d| d.max_fds())
+            }
+            ioscale_server::Engine::UringCompletion => None,
+        };
         let n = limit.map_or(N, |max| N.min(max.saturating_sub(200) / 2));
         let server = util::TestServer::start(m, &root, |_| {});
         // Learn the response length (and warm the cache) first.
