@@ -29,8 +29,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
-use std::thread::JoinHandle;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The first word of a segment's readiness line on stderr.
@@ -184,8 +183,8 @@ struct Host {
     name: String,
     child: Option<Child>,
     stdin: Option<ChildStdin>,
-    stdout: Option<JoinHandle<Vec<u8>>>,
-    stderr: Option<JoinHandle<Vec<String>>>,
+    stdout: Option<mpsc::Receiver<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
     ready: Option<(f64, f64)>,
     exit: Option<std::process::ExitStatus>,
     record: Option<Value>,
@@ -197,11 +196,17 @@ enum Note {
 }
 
 impl Host {
+    /// The last line the host wrote on stderr (without waiting for the pipe to close: a
+    /// grandchild may still hold it).
     fn tail(&mut self) -> String {
-        self.stderr
+        self.stderr.lock().map(|l| l.last().cloned().unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// Its stdout, once it has exited (bounded wait: a grandchild may hold the pipe).
+    fn output(&mut self) -> Vec<u8> {
+        self.stdout
             .take()
-            .and_then(|h| h.join().ok())
-            .map(|lines| lines.last().cloned().unwrap_or_default())
+            .and_then(|rx| rx.recv_timeout(Duration::from_secs(2)).ok())
             .unwrap_or_default()
     }
 }
@@ -267,7 +272,7 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
             child: None,
             stdin: None,
             stdout: None,
-            stderr: None,
+            stderr: Arc::new(Mutex::new(Vec::new())),
             ready: None,
             exit: None,
             record: None,
@@ -277,16 +282,18 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
             Ok(mut child) => {
                 h.stdin = child.stdin.take();
                 let mut out = child.stdout.take().expect("piped");
-                h.stdout = Some(std::thread::spawn(move || {
+                let (otx, orx) = mpsc::channel();
+                std::thread::spawn(move || {
                     let mut buf = Vec::new();
                     let _ = out.read_to_end(&mut buf);
-                    buf
-                }));
+                    let _ = otx.send(buf);
+                });
+                h.stdout = Some(orx);
                 let err = child.stderr.take().expect("piped");
                 let tx = tx.clone();
                 let label = name.clone();
-                h.stderr = Some(std::thread::spawn(move || {
-                    let mut tail: Vec<String> = Vec::new();
+                let tail = h.stderr.clone();
+                std::thread::spawn(move || {
                     for line in BufReader::new(err).lines() {
                         let Ok(line) = line else { break };
                         if let Some(rest) = line.strip_prefix(READY) {
@@ -299,13 +306,14 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
                             continue;
                         }
                         eprintln!("[{label}] {line}");
-                        tail.push(line);
-                        if tail.len() > 20 {
-                            tail.remove(0);
+                        if let Ok(mut t) = tail.lock() {
+                            t.push(line);
+                            if t.len() > 20 {
+                                t.remove(0);
+                            }
                         }
                     }
-                    tail
-                }));
+                });
                 h.child = Some(child);
             }
             Err(e) => h.failure = Some(format!("cannot run '{}': {e}", template[0])),
@@ -354,7 +362,8 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
     }
     let before_start = hosts.iter().any(|h| h.failure.is_some()) || interrupted;
     if before_start {
-        stop_all(&mut hosts, &mut stopping, a.timeout);
+        // Nothing measured yet: the segments need no time to drain.
+        stop_all(&mut hosts, &mut stopping, Duration::ZERO);
     }
 
     // Phase 2: collect every record; one failure (or Ctrl-C) stops every segment.
@@ -376,7 +385,7 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
             match c.try_wait() {
                 Ok(Some(st)) => {
                     h.exit = Some(st);
-                    let out = h.stdout.take().and_then(|j| j.join().ok()).unwrap_or_default();
+                    let out = h.output();
                     let rec: Option<Value> =
                         serde_json::from_slice(&out).ok().filter(|v: &Value| v.is_object());
                     let tail = h.tail();
@@ -385,10 +394,8 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
                         (_, r) => {
                             h.record = r;
                             if h.failure.is_none() && !before_start {
-                                h.failure = Some(format!(
-                                    "ended mid-run ({st}) {}: {tail}",
-                                    if h.record.is_some() { "" } else { "without a record" }
-                                ));
+                                let how = if h.record.is_some() { "" } else { " without a record" };
+                                h.failure = Some(format!("ended mid-run ({st}){how}: {tail}"));
                             }
                         }
                     }
@@ -424,7 +431,6 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
                 if h.failure.is_none() && !interrupted {
                     h.failure = Some("did not stop when asked and was killed".into());
                 }
-                let _ = h.tail();
             }
             break;
         }
@@ -486,13 +492,14 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
     }
 }
 
-/// Closes every segment's stdin (its lifeline: the segment stops, drains and prints its
-/// record); whatever is still running `timeout + 5 s` later is killed by PID.
-fn stop_all(hosts: &mut [Host], stopping: &mut Option<Instant>, timeout: Duration) {
+/// Closes every segment's stdin (its lifeline: the segment stops, drains its requests in flight
+/// for at most `drain` and prints its record); whatever still runs 2 s after that is killed by
+/// PID.
+fn stop_all(hosts: &mut [Host], stopping: &mut Option<Instant>, drain: Duration) {
     for h in hosts.iter_mut() {
         h.stdin = None;
     }
-    stopping.get_or_insert(Instant::now() + timeout + Duration::from_secs(5));
+    stopping.get_or_insert(Instant::now() + drain + Duration::from_secs(2));
 }
 
 /// The merged record: every host's record merged losslessly, with the global plan's mode and
