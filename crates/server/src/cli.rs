@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// Register the shared listener with EPOLLEXCLUSIVE (epoll mechanisms only).
     #[arg(long)]
     pub exclusive: bool,
+    /// Like --exclusive, and re-register the listener after each wakeup that accepted, so the
+    /// next connection wakes another worker (EPOLLEXCLUSIVE alone favours the first registrant).
+    #[arg(long)]
+    pub exclusive_rotate: bool,
     /// Close persistent connections idle this long between requests, e.g. 60s, 500ms.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
@@ -122,7 +126,8 @@ impl ServeArgs {
         c.multi_accept = self.multi_accept;
         c.workers = self.workers as usize;
         c.listener = self.listener;
-        c.exclusive = self.exclusive;
+        c.exclusive = self.exclusive || self.exclusive_rotate;
+        c.exclusive_rotate = self.exclusive_rotate;
         c.idle_timeout = self.idle_timeout;
         c.header_timeout = self.header_timeout;
         c.max_conns = self.max_conns.map_or(0, |n| n as usize);

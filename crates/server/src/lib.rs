@@ -173,6 +173,9 @@ pub struct Config {
     pub listener: ListenerMode,
     /// Register a shared listener with `EPOLLEXCLUSIVE` (epoll mechanisms only).
     pub exclusive: bool,
+    /// With `exclusive`: re-register the listener after each wakeup that accepted (the wait
+    /// queue then rotates among workers; see docs/herd.md on EPOLLEXCLUSIVE's fairness).
+    pub exclusive_rotate: bool,
     /// Close a persistent connection idle this long between requests (also the send timeout).
     pub idle_timeout: Duration,
     /// Close a connection whose request head has not fully arrived this long after its first
@@ -209,6 +212,7 @@ impl Config {
             workers: 1,
             listener: ListenerMode::Shared,
             exclusive: false,
+            exclusive_rotate: false,
             idle_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
             max_conns: 0,

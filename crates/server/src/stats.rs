@@ -46,6 +46,13 @@ pub struct WorkerStats {
     pub accepted: AtomicU64,
     /// Connections closed.
     pub closed: AtomicU64,
+    /// Wakeups that reported the listener ready (calls into accept).
+    pub listener_notices: AtomicU64,
+    /// Listener notices whose first `accept` found nothing (`EAGAIN`): another worker took the
+    /// connection — the thundering herd's wasted work, seen from user space.
+    pub accept_eagain: AtomicU64,
+    /// The worker thread's kernel thread id (for its context-switch counts in /proc).
+    pub tid: AtomicU64,
     /// Requests parsed.
     pub requests: AtomicU64,
     /// Responses by class: 2xx, 3xx, 4xx, 5xx.
@@ -177,17 +184,33 @@ impl Shared {
         for (i, name) in SERVER_ERRORS.iter().enumerate() {
             errors.insert((*name).into(), sum(&|w| &w.server_errors[i]).into());
         }
+        let mut wakeups = 0u64;
         let per_worker: Vec<Value> = self
             .workers
             .iter()
             .map(|w| {
+                let tid = w.tid.load(Relaxed);
+                let (voluntary, involuntary) = crate::sys::thread_switches(tid).unwrap_or((0, 0));
+                wakeups += voluntary;
                 json!({
+                    "tid": tid,
                     "accepted": w.accepted.load(Relaxed),
                     "requests": w.requests.load(Relaxed),
                     "waits": w.dispatch[0].load(Relaxed),
+                    "listener_notices": w.listener_notices.load(Relaxed),
+                    "accept_eagain": w.accept_eagain.load(Relaxed),
+                    "voluntary_switches": voluntary,
+                    "involuntary_switches": involuntary,
                 })
             })
             .collect();
+        let busiest = self.workers.iter().map(|w| w.accepted.load(Relaxed)).max().unwrap_or(0);
+        let herd = json!({
+            "listener_notices": sum(&|w| &w.listener_notices),
+            "accept_eagain": sum(&|w| &w.accept_eagain),
+            "voluntary_switches": wakeups,
+            "busiest_worker_share": if accepted == 0 { 0.0 } else { busiest as f64 / accepted as f64 },
+        });
         let switches: Vec<Value> = self
             .workers
             .iter()
@@ -218,6 +241,7 @@ impl Shared {
                 "system_s": system.as_secs_f64(),
             },
             "per_worker": per_worker,
+            "herd": herd,
         })
     }
 }

@@ -117,6 +117,7 @@ pub(crate) fn run(
     shared.wakers.lock().map_err(|_| io::Error::other("poisoned"))?.push(waker.clone());
     let now = Instant::now();
     let st = &shared.stats.workers[id];
+    st.tid.store(sys::gettid(), Ordering::Relaxed);
     let resp = Responder::new(cfg, shared, st)?;
     let mut w = Worker {
         id,
@@ -176,7 +177,7 @@ impl Worker<'_> {
     fn main_loop(&mut self, events: &mut Events, rbuf: &mut [u8]) -> io::Result<()> {
         loop {
             if self.stopping.is_none() && self.shared.stop.load(Ordering::Relaxed) {
-                self.begin_stop();
+                self.begin_stop(rbuf);
             }
             if let Some(until) = self.stopping {
                 if self.open == 0 || self.now >= until {
@@ -245,9 +246,20 @@ impl Worker<'_> {
         }
         // Hints (edge, signals) must be drained: no further notice comes for what is queued.
         let multi = self.cfg.multi_accept || self.hints;
+        bump(&self.st.listener_notices, 1);
+        let mut first = true;
+        let mut took = false;
         loop {
-            match sys::accept(self.listener) {
+            let r = sys::accept(self.listener);
+            if first {
+                first = false;
+                if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                    bump(&self.st.accept_eagain, 1);
+                }
+            }
+            match r {
                 Ok((fd, loopback)) => {
+                    took = true;
                     if self.shedding > 0 {
                         eprintln!(
                             "ioscale serve: worker {}: descriptors available again after shedding {} connection(s)",
@@ -287,7 +299,18 @@ impl Worker<'_> {
                 }
             }
         }
-        if self.oneshot && self.listening {
+        if took && self.cfg.exclusive_rotate && self.listening {
+            // Back of the kernel's wait queue: the next connection wakes another worker.
+            let _ = self.d.deregister(self.listener);
+            if let Err(e) = self.d.register_exclusive(self.listener, LISTENER, Interest::READABLE) {
+                eprintln!(
+                    "ioscale serve: worker {}: cannot re-register the listener: {e}",
+                    self.id
+                );
+                self.listening = false;
+                self.pause_listener();
+            }
+        } else if self.oneshot && self.listening {
             if let Err(e) = self.d.reregister(self.listener, LISTENER, Interest::READABLE) {
                 eprintln!("ioscale serve: worker {}: cannot re-arm the listener: {e}", self.id);
                 self.pause_listener();
@@ -533,6 +556,15 @@ impl Worker<'_> {
         if let Err(why) = r {
             return self.close(c, idx, why);
         }
+        // Draining: a connection whose last response is out and that holds no partial request
+        // is done (its response said keep-alive if it began before the stop).
+        if self.stopping.is_some()
+            && c.phase != Phase::Linger
+            && !c.has_output()
+            && c.http.drain(c.pending_in.len())
+        {
+            return self.close(c, idx, Close::Done);
+        }
         let interest = if c.has_output() { Interest::WRITABLE } else { Interest::READABLE };
         if interest != c.interest || self.oneshot {
             if let Err(_e) = self.d.reregister(c.fd.as_raw_fd(), token_of(idx, c.gen), interest) {
@@ -621,19 +653,34 @@ impl Worker<'_> {
     }
 
     /// SIGTERM/SIGINT: stop accepting, close idle connections, let the rest finish.
-    fn begin_stop(&mut self) {
+    ///
+    /// Connections the kernel has already completed are taken in first (their clients have sent,
+    /// or are sending, a request), then the listener is shut down: a queued connection would
+    /// otherwise wait unanswered until the process exits, and a new one is refused at once
+    /// instead of timing out. An idle connection is read once before it is closed, so a request
+    /// already in its socket is answered (with `Connection: close`) rather than dropped.
+    fn begin_stop(&mut self, rbuf: &mut [u8]) {
+        for _ in 0..4096 {
+            match sys::accept(self.listener) {
+                Ok((fd, loopback)) => self.add_conn(fd, loopback),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
         self.stopping = Some(self.now + self.cfg.drain_timeout);
         if self.listening {
             let _ = self.d.deregister(self.listener);
             self.listening = false;
         }
+        let _ = sys::shutdown_read(self.listener);
         self.paused_until = None;
         for idx in 0..self.conns.len() {
             let Some(mut c) = self.conns[idx].take() else { continue };
             let idle =
                 !c.has_output() && c.http.drain(c.pending_in.len()) && c.phase != Phase::Linger;
             if idle {
-                self.close(c, idx, Close::Done);
+                let r = self.drive(&mut c, true, rbuf);
+                self.settle(c, idx, r);
             } else {
                 self.conns[idx] = Some(c);
             }
