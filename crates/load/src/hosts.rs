@@ -76,9 +76,13 @@ pub fn follow_stdin() {
                 Err(_) => break,
             }
         }
+        STDIN_CLOSED.store(true, Ordering::SeqCst);
         sys::STOP.store(true, Ordering::SeqCst);
     });
 }
+
+/// Set when `--coordinated` saw its stdin close (the stop came from the coordinator).
+static STDIN_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Adds the `segment` object to a segment's record (which slice, the shared start instant, the
 /// measured start offset) and marks the record INVALID when the segment started more than
@@ -99,6 +103,18 @@ pub fn annotate_segment(report: &mut Report, plan: &Plan, started: Option<(Syste
         "start_offset_ms": offset_ms,
         "ready_at_start": started.map(|s| s.1),
     });
+    if STDIN_CLOSED.load(Ordering::SeqCst) {
+        // Say who stopped it: the engine only knows it was asked to stop.
+        if let Some(r) = report.record["invalid_reasons"].as_array_mut() {
+            for v in
+                r.iter_mut().filter(|v| v.as_str().is_some_and(|s| s.starts_with("interrupted")))
+            {
+                *v = json!(
+                    "interrupted: stopped by the coordinator (stdin closed) before the planned end"
+                );
+            }
+        }
+    }
     let mut reasons = Vec::new();
     if let Some(ms) = offset_ms.filter(|ms| *ms > MAX_START_OFFSET_MS) {
         reasons.push(format!(
