@@ -368,7 +368,7 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
         if Instant::now() > t_start + READY_GRACE {
             for h in hosts.iter_mut().filter(|h| h.ready.is_none()) {
                 h.failure = Some(format!(
-                    "was not ready by the start instant {} (no READY line; is the host reachable and 'ioscale' on its PATH?)",
+                    "was not ready by the start instant {} (no READY line: is the host reachable without a password prompt, and 'ioscale' on its PATH?)",
                     humantime::format_rfc3339_millis(start_at)
                 ));
             }
