@@ -7,10 +7,15 @@
 #   benches/serve-vs-nginx.sh                 # both parts (about 4 minutes)
 #   ROUNDS=3 DURATION=2 benches/serve-vs-nginx.sh base
 #   IDLE=15000 benches/serve-vs-nginx.sh idle  # epoll vs poll (and nginx) with idle connections
+#   DISPATCH=epoll,uring-completion benches/serve-vs-nginx.sh   # the completion engine beside epoll
 #
 # Environment: ROUNDS (default 5; the idle part uses max(ROUNDS-2,2)), DURATION seconds per run
 # (default 3), IDLE connections for the idle part (default 15000), IOSCALE (the binary; default:
-# built with cargo --release), PORT_BASE (default 18500).
+# built with cargo --release), PORT_BASE (default 18500), DISPATCH (the `--dispatch` names to
+# measure, comma-separated; the first is the reference of the ratios; default: epoll for the base
+# part, epoll,poll for the idle part). For every ioscale line the server's own stats endpoint
+# gives wait calls per request (`io_uring_enter` calls for uring-completion, `epoll_wait` calls
+# for epoll), read before and after the timed run.
 # Needs: gcc, wrk, taskset, python3; nginx (Debian's) for its lines (skipped with a note if absent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +40,7 @@ LAST_WRK_CPU = 0.0
 IOSCALE = os.environ["IOSCALE"]; WORK = os.environ["WORK"]; PART = os.environ["PART"]
 ROUNDS = int(os.environ.get("ROUNDS", "5")); DUR = float(os.environ.get("DURATION", "3"))
 IDLE = int(os.environ.get("IDLE", "15000")); PORT = int(os.environ.get("PORT_BASE", "18500"))
+DISPATCH = [d for d in os.environ.get("DISPATCH", "").split(",") if d]
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 root = os.path.join(WORK, "www"); os.makedirs(root); open(os.path.join(root, "1b.txt"), "w").write("x")
 HOLDER = r'''
@@ -127,6 +133,15 @@ def wrk(port, dur):
     bad = re.search(r"Non-2xx|Socket errors", out)
     return n, secs, (bad.group(0) if bad else None)
 
+def stats(port):
+    import json, urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/.ioscale/stats", timeout=10) as r:
+            v = json.load(r)
+        return v["requests"], v["dispatch"]["wait_calls"]
+    except Exception:
+        return None
+
 def measure(kind, idle, port):
     s = Srv(kind, port); holder = None
     try:
@@ -144,17 +159,22 @@ def measure(kind, idle, port):
             if nfds(s.pids) < idle:
                 raise SystemExit(f"{kind} did not accept {idle} connections in 300 s")
         wrk(port, 1)  # warm-up (and the cache)
+        own = kind.startswith("ioscale-")
+        s0 = stats(port) if own else None
         c0 = cpu_ns(s.pids); n, secs, bad = wrk(port, DUR); c1 = cpu_ns(s.pids)
+        s1 = stats(port) if own else None
     finally:
         if holder:
             holder.kill(); holder.wait()
         s.stop()
     r = dict(kind=kind, idle=idle, rps=n / secs, us=(c1 - c0) / 1e3 / max(n, 1),
-             util=(c1 - c0) / 1e9 / secs, err=bad, wrk=LAST_WRK_CPU / secs)
+             util=(c1 - c0) / 1e9 / secs, err=bad, wrk=LAST_WRK_CPU / secs,
+             waits=((s1[1] - s0[1]) / max(s1[0] - s0[0], 1)) if s0 and s1 else None)
     # Neither side near a full core: something else had the CPUs (a shared machine).
     note = "  (contended: neither server nor wrk near 100%)" if r["util"] < 0.8 and r["wrk"] < 0.8 else ""
     print(f"  {kind:<16} idle {idle:>5}  {r['rps']:>9.0f} req/s  {r['us']:6.2f} µs CPU/req  "
-          f"server CPU {100*r['util']:5.1f}%  wrk CPU {100*r['wrk']:5.1f}%{note}"
+          f"server CPU {100*r['util']:5.1f}%  wrk CPU {100*r['wrk']:5.1f}%"
+          + (f"  waits/req {r['waits']:.3f}" if r['waits'] is not None else "") + f"{note}"
           + (f"  CLIENT ERRORS: {bad}" if bad else ""), flush=True)
     return r
 
@@ -165,7 +185,9 @@ port = PORT
 print(f"# {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, {os.uname().release}, "
       f"{os.cpu_count()} CPUs; server on CPU 0, wrk -t1 -c50 on CPU 1, {DUR:g} s per run")
 if PART in ("all", "base"):
-    kinds = ["ioscale-epoll"] + (["nginx"] if NGINX else []) + ["floor"]
+    mine = ["ioscale-" + d for d in (DISPATCH or ["epoll"])]
+    ref = mine[0]
+    kinds = mine + (["nginx"] if NGINX else []) + ["floor"]
     if not NGINX:
         print("  (nginx is not installed: its lines are skipped)")
     rounds = []
@@ -179,17 +201,23 @@ if PART in ("all", "base"):
     def ratio(a, b, f):
         return med([r[a][f] / r[b][f] for r in rounds if a in r and b in r])
     for k in kinds:
+        w = [r[k]['waits'] for r in rounds if r[k]['waits'] is not None]
         print(f"  {k:<16} {med([r[k]['rps'] for r in rounds]):>9.0f} req/s  "
-              f"{med([r[k]['us'] for r in rounds]):6.2f} µs CPU/req")
-    if NGINX:
-        print(f"  ioscale-epoll / nginx CPU per request: {ratio('ioscale-epoll','nginx','us'):.2f}x  "
-              f"(req/s {ratio('ioscale-epoll','nginx','rps'):.2f}x)")
-    print(f"  ioscale-epoll / floor CPU per request: {ratio('ioscale-epoll','floor','us'):.2f}x  "
-          f"(req/s {ratio('ioscale-epoll','floor','rps'):.2f}x)")
+              f"{med([r[k]['us'] for r in rounds]):6.2f} µs CPU/req"
+              + (f"  {med(w):.3f} waits/req" if w else ""))
+    for k in mine[1:]:
+        print(f"  {k} / {ref} CPU per request: {ratio(k, ref, 'us'):.2f}x  "
+              f"(req/s {ratio(k, ref, 'rps'):.2f}x)")
+    for k in mine:
+        if NGINX:
+            print(f"  {k} / nginx CPU per request: {ratio(k,'nginx','us'):.2f}x  "
+                  f"(req/s {ratio(k,'nginx','rps'):.2f}x)")
+        print(f"  {k} / floor CPU per request: {ratio(k,'floor','us'):.2f}x  "
+              f"(req/s {ratio(k,'floor','rps'):.2f}x)")
     if NGINX:
         print(f"  nginx / floor CPU per request:         {ratio('nginx','floor','us'):.2f}x")
 if PART in ("all", "idle"):
-    kinds = ["ioscale-epoll", "ioscale-poll"] + (["nginx"] if NGINX else [])
+    kinds = ["ioscale-" + d for d in (DISPATCH or ["epoll", "poll"])] + (["nginx"] if NGINX else [])
     rounds = []
     n = max(ROUNDS - 2, 2)
     for i in range(n):

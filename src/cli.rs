@@ -33,6 +33,9 @@ enum Command {
     Serve(ioscale_server::cli::ServeArgs),
     /// Load an HTTP server: open-loop sessions or requests, idle and inactive populations, a self-check.
     Load(ioscale_load::cli::LoadArgs),
+    /// Soak: the server under open-loop load plus thousands of idle connections for a long
+    /// run, sampling its memory, descriptors and latency (docs/reliability.md).
+    Soak(crate::soak::SoakArgs),
     /// Print a shell completion script: `ioscale completions bash > /etc/bash_completion.d/ioscale`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -82,6 +85,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Herd(a) => herd_cmd(a),
         Command::Serve(a) => Ok(ioscale_server::cli::run(&a)),
         Command::Load(a) => Ok(ioscale_load::cli::run(&a)),
+        Command::Soak(a) => crate::soak::run(a),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "ioscale", &mut std::io::stdout());
@@ -223,7 +227,7 @@ fn herd_cmd(a: HerdArgs) -> Result<ExitCode> {
 /// The exit codes every subcommand shares, for the man page.
 const EXIT_CODES: &str = "0 success (serve: stopped by a signal after draining; load: the run kept its plan); \
 1 a runtime failure, named in one line; 2 a usage error: a bad flag or value, with one sentence naming it and what is accepted; \
-3 serve: cannot listen; load: the run is INVALID (the generator could not keep its schedule or hold its connections); \
+3 serve: cannot listen; load: the run is INVALID (the generator could not keep its schedule or hold its connections); soak: the generator's record INVALID, or interrupted; \
 4 serve: the root is missing; 5 serve: the mechanism does not work here; 130 lab or herd: interrupted (the points measured are kept).";
 
 fn man_page() -> Result<ExitCode> {

@@ -3,6 +3,7 @@
 
 mod cli;
 mod lab_cmd;
+mod soak;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -358,6 +358,9 @@ pub struct Proactor {
     flags: Vec<&'static str>,
     checks: Vec<FeatureCheck>,
     counters: CompletionCounters,
+    /// Completion entries copied out of the ring before decoding (reused: no allocation per
+    /// reap).
+    scratch: Vec<cqueue::Entry>,
 }
 
 impl Drop for Proactor {
@@ -688,6 +691,7 @@ impl Proactor {
             flags,
             checks,
             counters: CompletionCounters::default(),
+            scratch: Vec::with_capacity(config.cq_entries as usize),
         })
     }
 
@@ -1003,10 +1007,12 @@ impl Proactor {
     /// Moves every completion in the ring to `out`, flushing the kernel's overflow list.
     fn reap(&mut self, out: &mut Vec<Completion>) -> io::Result<()> {
         for _ in 0..8 {
-            let batch: Vec<cqueue::Entry> = self.ring.completion().collect();
-            for c in batch {
+            let mut batch = std::mem::take(&mut self.scratch);
+            batch.extend(self.ring.completion());
+            for c in batch.drain(..) {
                 self.decode(c.user_data(), c.result(), c.flags(), out);
             }
+            self.scratch = batch;
             let dropped = self.ring.completion().overflow();
             if dropped != self.dropped_seen {
                 // Lost for good (the kernel could not even queue them): counted, not recoverable.

@@ -282,6 +282,14 @@ impl Waker {
         Ok(Waker { fd, tx, token })
     }
 
+    /// A waker registered nowhere, over a socket pair rather than a pipe: the owner watches
+    /// [`Waker::as_raw_fd`] itself (the completion engine keeps a multishot receive on it in
+    /// its ring; io_uring receives need a socket).
+    pub fn detached(token: Token) -> io::Result<Waker> {
+        let (fd, tx) = sys::socketpair()?;
+        Ok(Waker { fd, tx, token })
+    }
+
     /// Makes the waker readable; safe to call from any thread, any number of times.
     pub fn wake(&self) -> io::Result<()> {
         match sys::write(self.tx.as_raw_fd(), &[1u8]) {

@@ -286,6 +286,24 @@ pub fn finding(fig: &Figure, recs: &[&Record]) -> String {
         ));
     }
     let mut s = parts.join("; ");
+    if let Some(reference) = &fig.reference {
+        let growth = |line: &Line| {
+            let (a, b) = (line[0].1, line[line.len() - 1].1);
+            (line.len() > 1 && a.abs() > 1e-12).then(|| b / a)
+        };
+        if let Some(g_ref) = data.get(reference).and_then(growth) {
+            let rel: Vec<String> = data
+                .iter()
+                .filter(|(n, _)| *n != reference)
+                .filter_map(|(n, l)| growth(l).map(|g| format!("{n} {:.2}x", g / g_ref)))
+                .collect();
+            let _ = write!(
+                s,
+                ". Growth divided by {reference}'s own ({g_ref:.2}x, the cost every server pays per connection): {}",
+                rel.join(", ")
+            );
+        }
+    }
     if !excluded.is_empty() {
         let _ = write!(s, ". {} point(s) not drawn (invalid or not measured)", excluded.len());
     }

@@ -113,6 +113,9 @@ pub struct Figure {
     pub log_y: bool,
     /// What the paper found.
     pub paper_finding: String,
+    /// A line (e.g. `nginx`) whose own growth the finding divides every other line's by: the
+    /// part of a growth every server shows (cold caches) is then told from the mechanism's.
+    pub reference: Option<String>,
     /// Metric holding a timestamp list of mode switches, drawn as vertical marks (hybrid).
     pub marks: Option<String>,
 }
@@ -164,6 +167,8 @@ pub struct Load {
     /// Extra `ioscale load` arguments.
     #[serde(default)]
     pub args: Vec<String>,
+    /// Pooled persistent connections carrying the rate in `requests` mode (default 50).
+    pub connections: Option<u32>,
     /// Run the points of each mechanism as one ramp against one server process (hybrid).
     #[serde(default)]
     pub ramp: bool,
@@ -183,6 +188,10 @@ pub enum LoadMode {
     Sessions,
     /// The persistent connections carry the rate.
     Periodic,
+    /// Requests at the rate over a pool of `connections` persistent connections (`ioscale load
+    /// --request-rate`): no connection set-up per request, so the generator can offer more than
+    /// one server core can answer and overload is reachable on a two-core machine.
+    Requests,
 }
 
 /// One experiment file.

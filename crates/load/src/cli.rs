@@ -173,7 +173,7 @@ pub fn run(a: &LoadArgs) -> ExitCode {
     }
     let mut series_file = match &a.series {
         Some(p) => match std::fs::File::create(p) {
-            Ok(f) => Some(std::io::BufWriter::new(f)),
+            Ok(f) => Some(SeriesWriter::start(f)),
             Err(e) => {
                 eprintln!("ioscale load: cannot write the series file {}: {e}", p.display());
                 return ExitCode::from(2);
@@ -204,8 +204,8 @@ pub fn run(a: &LoadArgs) -> ExitCode {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    if let Some(mut f) = series_file {
-        let _ = f.flush();
+    if let Some(f) = series_file {
+        f.finish();
     }
     let report = match result {
         Ok(r) => r,
@@ -235,5 +235,52 @@ pub fn run(a: &LoadArgs) -> ExitCode {
             eprintln!("ioscale load: INVALID: {}", report.record["invalid_reasons"]);
         }
         ExitCode::from(3)
+    }
+}
+
+/// The series file, written by a thread of its own: the event loop only hands it bytes, so a
+/// disk that stalls (writeback throttling on a busy machine can block a `write(2)` for seconds)
+/// never stalls the schedule. Each flush from the loop is one line, written and flushed there.
+struct SeriesWriter {
+    buf: Vec<u8>,
+    tx: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SeriesWriter {
+    fn start(f: std::fs::File) -> SeriesWriter {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::spawn(move || {
+            let mut w = std::io::BufWriter::new(f);
+            for chunk in rx {
+                let _ = w.write_all(&chunk).and_then(|_| w.flush());
+            }
+        });
+        SeriesWriter { buf: Vec::new(), tx: Some(tx), thread: Some(thread) }
+    }
+
+    /// Hands over what is left and waits until the thread has written everything.
+    fn finish(mut self) {
+        let _ = self.flush();
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Write for SeriesWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            if let Some(tx) = &self.tx {
+                let _ = tx.send(std::mem::take(&mut self.buf));
+            }
+        }
+        Ok(())
     }
 }

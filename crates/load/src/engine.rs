@@ -97,6 +97,8 @@ struct Engine<'p> {
     idle: PopStats,
     inactive: PopStats,
     lag: Histogram<u64>,
+    /// Active latencies recorded since the last series line (the series' per-second figures).
+    tick_latency: Histogram<u64>,
     timers: BinaryHeap<Reverse<(u64, usize, u32)>>,
     retry: VecDeque<(u64, Pop)>,
     queue: VecDeque<u64>,
@@ -384,6 +386,9 @@ impl<'p> Engine<'p> {
             s.bytes += body_bytes;
             record_us(&mut s.latency, (now - intended) / 1000);
             record_us(&mut s.latency_actual, (now - sent) / 1000);
+            if pop == Pop::Active {
+                record_us(&mut self.tick_latency, (now - intended) / 1000);
+            }
         }
         match (pop, self.plan.mode) {
             (Pop::Idle, _) => {
@@ -598,8 +603,12 @@ impl<'p> Engine<'p> {
         self.slab
             .iter()
             .flatten()
-            .filter(|c| {
-                c.pop == Pop::Active && matches!(c.st, St::Connecting | St::Writing | St::Reading)
+            .filter(|c| match c.pop {
+                Pop::Active => matches!(c.st, St::Connecting | St::Writing | St::Reading),
+                // An idle connection's request sent before the end is waited for too: it was
+                // counted, so its reply (or its timeout) must be.
+                Pop::Idle => matches!(c.st, St::Writing | St::Reading),
+                Pop::Inactive => false,
             })
             .count()
     }
@@ -666,6 +675,7 @@ pub fn run(
         idle: PopStats::default(),
         inactive: PopStats::default(),
         lag: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
+        tick_latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
         timers: BinaryHeap::new(),
         retry: VecDeque::new(),
         queue: VecDeque::new(),
@@ -822,10 +832,15 @@ pub fn run(
                             "errors_total": e.active.error_total() + e.idle.error_total() + e.inactive.error_total(),
                             "open_connections": e.open,
                             "reconnects": e.inactive.reconnects + e.idle.reconnects,
+                            "latency_ms": stats::percentiles_ms(&e.tick_latency),
+                            "latency_us_histogram": stats::encode(&e.tick_latency),
                         })
                     );
+                    e.tick_latency.reset();
                     last_series_second += 1;
                 }
+                // Line by line, so a soak or a plot can follow the run as it goes.
+                let _ = w.flush();
             }
         }
         // Sleep until the next thing due.
@@ -863,6 +878,20 @@ pub fn run(
     let cpu = sys::cpu_time() - cpu0;
     let window_end = e.end.min(ns(wall));
     let window_s = window_end.saturating_sub(e.warm_end) as f64 / 1e9;
+    // Requests still unanswered when the drain time ran out are timeouts: every request
+    // counted ends as a reply or an error (they used to vanish between two timeout sweeps).
+    for slot in 0..e.slab.len() {
+        let Some(c) = e.slab[slot].as_ref() else { continue };
+        let kind = match (c.pop, c.st) {
+            (Pop::Active | Pop::Idle, St::Writing | St::Reading) => ErrorKind::ResponseTimeout,
+            (Pop::Active, St::Connecting) => ErrorKind::ConnectTimeout,
+            _ => continue,
+        };
+        if e.in_window(c.intended) {
+            let pop = c.pop;
+            e.stats(pop).error(kind);
+        }
+    }
     // Close everything (idle and inactive connections included) before reporting.
     for slot in 0..e.slab.len() {
         e.close(slot);

@@ -9,8 +9,7 @@
 //! | 4 | the root is missing, not a directory or not readable |
 //! | 5 | the mechanism does not work on this kernel (or cannot do what was asked, e.g. `--exclusive`) |
 
-use crate::{Config, ListenerMode, Server, StartErrorKind};
-use ioscale_dispatch::Mechanism;
+use crate::{Config, Engine, ListenerMode, Server, StartErrorKind};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,9 +27,10 @@ pub struct ServeArgs {
     /// Directory to serve (nothing outside it is ever served).
     #[arg(long, default_value = ".")]
     pub root: PathBuf,
-    /// Event-dispatch mechanism (see `ioscale mechanisms`).
-    #[arg(long, default_value = "epoll", value_parser = parse_mechanism)]
-    pub dispatch: Mechanism,
+    /// Event-dispatch mechanism, or `uring-completion` for the io_uring completion engine (see
+    /// `ioscale mechanisms`).
+    #[arg(long, default_value = "epoll", value_parser = parse_engine)]
+    pub dispatch: Engine,
     /// Accept until the listen queue is empty on each notice (Chandra & Mosberger §4).
     #[arg(long)]
     pub multi_accept: bool,
@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// Register the shared listener with EPOLLEXCLUSIVE (epoll mechanisms only).
     #[arg(long)]
     pub exclusive: bool,
+    /// Like --exclusive, and re-register the listener after each wakeup that accepted, so the
+    /// next connection wakes another worker (EPOLLEXCLUSIVE alone favours the first registrant).
+    #[arg(long)]
+    pub exclusive_rotate: bool,
     /// Close persistent connections idle this long between requests, e.g. 60s, 500ms.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
@@ -73,10 +77,21 @@ pub struct ServeArgs {
     /// Longest wait for in-flight requests after SIGTERM or SIGINT.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Provided receive buffers per io_uring ring (uring-completion; a power of two). For tests
+    /// that exhaust the buffer ring.
+    #[arg(long, hide = true, default_value_t = 512, value_parser = parse_buffers)]
+    pub uring_buffers: u16,
 }
 
-fn parse_mechanism(s: &str) -> Result<Mechanism, String> {
-    s.parse::<Mechanism>().map_err(|e| e.to_string())
+fn parse_buffers(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(n) if n > 0 && n <= 32768 && n.is_power_of_two() => Ok(n),
+        _ => Err(format!("--uring-buffers {s}: expected a power of two from 1 to 32768")),
+    }
+}
+
+fn parse_engine(s: &str) -> Result<Engine, String> {
+    s.parse::<Engine>()
 }
 
 fn parse_listener(s: &str) -> Result<ListenerMode, String> {
@@ -111,7 +126,8 @@ impl ServeArgs {
         c.multi_accept = self.multi_accept;
         c.workers = self.workers as usize;
         c.listener = self.listener;
-        c.exclusive = self.exclusive;
+        c.exclusive = self.exclusive || self.exclusive_rotate;
+        c.exclusive_rotate = self.exclusive_rotate;
         c.idle_timeout = self.idle_timeout;
         c.header_timeout = self.header_timeout;
         c.max_conns = self.max_conns.map_or(0, |n| n as usize);
@@ -122,6 +138,7 @@ impl ServeArgs {
         c.cache.max_file = self.cache_max_file;
         c.stats_public = self.stats_public;
         c.drain_timeout = self.drain_timeout;
+        c.uring_buffers = self.uring_buffers;
         c
     }
 }
@@ -146,7 +163,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         "ioscale serve: http://{}/ root {} dispatch {} workers {} listener {}{}{}",
         server.local_addr(),
         c.root.display(),
-        c.mechanism,
+        c.engine,
         c.workers,
         if c.listener == ListenerMode::Shared { "shared" } else { "reuseport" },
         if c.multi_accept { " multi-accept" } else { "" },

@@ -16,6 +16,11 @@
 //! | timeouts | header (slowloris), idle (keep-alive) and send timeouts on a coarse timer wheel: no per-wait scan of all connections | `worker.rs` |
 //! | stats | `GET /.ioscale/stats`, loopback only by default: connections, requests, bytes, the dispatch counters, errors by kind, CPU | [`stats`] |
 //!
+//! A second engine, `--dispatch uring-completion` ([`Engine::UringCompletion`],
+//! `completion_engine.rs`), runs the same HTTP state machine and response logic (`respond.rs`)
+//! over io_uring *completions*: the kernel accepts, receives and sends; the worker collects the
+//! results, many per `io_uring_enter`.
+//!
 //! The hot path — a keep-alive GET of a cached file on a level-triggered mechanism — is one
 //! wait (shared by every ready connection), one `read` and one `sendmsg`, with no heap
 //! allocation: the worker's read and write buffers are reused, the response head is the entity's
@@ -24,7 +29,9 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+mod completion_engine;
 pub mod files;
+mod respond;
 pub mod stats;
 mod sys;
 mod wheel;
@@ -64,6 +71,89 @@ impl std::str::FromStr for ListenerMode {
     }
 }
 
+/// Which engine carries the bytes: the readiness event loop over a dispatch [`Mechanism`], or
+/// the completion engine over io_uring (the proactor of [`ioscale_dispatch::completion`]). Both
+/// run the same HTTP state machine and the same response logic; `--dispatch` names either.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Engine {
+    /// The readiness event loop (`worker.rs`) over this mechanism.
+    Readiness(Mechanism),
+    /// The completion engine (`completion_engine.rs`): multishot accept and receive into a
+    /// provided-buffer ring, sends through the ring, one `io_uring_enter` per batch.
+    UringCompletion,
+}
+
+impl Engine {
+    /// The command-line name of the completion engine.
+    pub const URING_COMPLETION: &'static str = "uring-completion";
+
+    /// Every engine: each readiness mechanism, then the completion engine.
+    pub fn all() -> Vec<Engine> {
+        Mechanism::ALL
+            .iter()
+            .map(|&m| Engine::Readiness(m))
+            .chain(std::iter::once(Engine::UringCompletion))
+            .collect()
+    }
+
+    /// The command-line name (`--dispatch`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Engine::Readiness(m) => m.name(),
+            Engine::UringCompletion => Self::URING_COMPLETION,
+        }
+    }
+
+    /// The readiness mechanism, if this is the readiness engine.
+    pub const fn mechanism(self) -> Option<Mechanism> {
+        match self {
+            Engine::Readiness(m) => Some(m),
+            Engine::UringCompletion => None,
+        }
+    }
+
+    /// Whether the kernel does the I/O (completion model) rather than announcing readiness.
+    pub const fn is_completion(self) -> bool {
+        matches!(self, Engine::UringCompletion)
+    }
+
+    /// Checks that this kernel can run the engine now (opening its dispatcher or ring once).
+    pub fn probe(self) -> io::Result<()> {
+        match self {
+            Engine::Readiness(m) => m.probe(),
+            Engine::UringCompletion => completion_engine::probe(),
+        }
+    }
+}
+
+impl From<Mechanism> for Engine {
+    fn from(m: Mechanism) -> Engine {
+        Engine::Readiness(m)
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Engine, String> {
+        if s == Self::URING_COMPLETION {
+            return Ok(Engine::UringCompletion);
+        }
+        s.parse::<Mechanism>().map(Engine::Readiness).map_err(|_| {
+            format!(
+                "unknown mechanism '{s}': expected one of {}, {}",
+                Mechanism::names(),
+                Self::URING_COMPLETION
+            )
+        })
+    }
+}
+
 /// Everything `ioscale serve` is told.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -73,8 +163,8 @@ pub struct Config {
     pub port: u16,
     /// Document root.
     pub root: PathBuf,
-    /// Dispatch mechanism.
-    pub mechanism: Mechanism,
+    /// The engine: a readiness dispatch mechanism, or the io_uring completion engine.
+    pub engine: Engine,
     /// Accept until `EAGAIN` on each listener notice.
     pub multi_accept: bool,
     /// Event loops (threads).
@@ -83,6 +173,9 @@ pub struct Config {
     pub listener: ListenerMode,
     /// Register a shared listener with `EPOLLEXCLUSIVE` (epoll mechanisms only).
     pub exclusive: bool,
+    /// With `exclusive`: re-register the listener after each wakeup that accepted (the wait
+    /// queue then rotates among workers; see docs/herd.md on EPOLLEXCLUSIVE's fairness).
+    pub exclusive_rotate: bool,
     /// Close a persistent connection idle this long between requests (also the send timeout).
     pub idle_timeout: Duration,
     /// Close a connection whose request head has not fully arrived this long after its first
@@ -102,20 +195,24 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Listen backlog.
     pub backlog: i32,
+    /// Provided receive buffers per completion-engine ring (a power of two; a tiny ring is how
+    /// the tests exhaust it). Ignored by the readiness engine.
+    pub uring_buffers: u16,
 }
 
 impl Config {
-    /// Defaults for serving `root` on `port` with `mechanism`.
-    pub fn new(root: impl Into<PathBuf>, port: u16, mechanism: Mechanism) -> Config {
+    /// Defaults for serving `root` on `port` with `engine` (a [`Mechanism`] or an [`Engine`]).
+    pub fn new(root: impl Into<PathBuf>, port: u16, engine: impl Into<Engine>) -> Config {
         Config {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port,
             root: root.into(),
-            mechanism,
+            engine: engine.into(),
             multi_accept: false,
             workers: 1,
             listener: ListenerMode::Shared,
             exclusive: false,
+            exclusive_rotate: false,
             idle_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
             max_conns: 0,
@@ -125,6 +222,7 @@ impl Config {
             stats_public: false,
             drain_timeout: Duration::from_secs(10),
             backlog: 4096,
+            uring_buffers: 512,
         }
     }
 }
@@ -217,6 +315,14 @@ impl Handle {
     }
 }
 
+/// Runs worker `id` on the configured engine.
+fn run_worker(id: usize, config: &Config, shared: &Shared, listener: i32) -> io::Result<()> {
+    match config.engine {
+        Engine::Readiness(m) => worker::run(id, m, config, shared, listener),
+        Engine::UringCompletion => completion_engine::run(id, config, shared, listener),
+    }
+}
+
 impl Server {
     /// Checks the configuration, opens the root, probes the mechanism and binds the port.
     pub fn bind(mut config: Config) -> Result<Server, StartError> {
@@ -236,21 +342,35 @@ impl Server {
             )
         })?;
         config.root = config.root.canonicalize().unwrap_or(config.root);
-        if config.mechanism.is_completion_based() {
-            return Err(start_err(
-                StartErrorKind::Mechanism,
-                format!(
-                    "mechanism '{}' is a completion interface: this server's engine drives readiness mechanisms only",
-                    config.mechanism
-                ),
-            ));
+        match config.engine {
+            Engine::Readiness(m) => {
+                m.open(&config.dispatch_options()).map(drop).map_err(|e| {
+                    start_err(
+                        StartErrorKind::Mechanism,
+                        format!("mechanism '{m}' does not work on this kernel: {e}"),
+                    )
+                })?;
+            }
+            Engine::UringCompletion => {
+                completion_engine::check(&config).map_err(|e| {
+                    let kind = if e.kind() == io::ErrorKind::InvalidInput {
+                        StartErrorKind::Config
+                    } else {
+                        StartErrorKind::Mechanism
+                    };
+                    start_err(kind, format!("mechanism '{}': {e}", config.engine))
+                })?;
+                if config.exclusive {
+                    return Err(start_err(
+                        StartErrorKind::Mechanism,
+                        format!(
+                            "--exclusive (EPOLLEXCLUSIVE) is an epoll flag; '{}' accepts with a multishot accept in each worker's ring",
+                            config.engine
+                        ),
+                    ));
+                }
+            }
         }
-        config.mechanism.open(&config.dispatch_options()).map(drop).map_err(|e| {
-            start_err(
-                StartErrorKind::Mechanism,
-                format!("mechanism '{}' does not work on this kernel: {e}", config.mechanism),
-            )
-        })?;
         if config.exclusive && config.listener == ListenerMode::Reuseport {
             return Err(start_err(
                 StartErrorKind::Config,
@@ -285,13 +405,10 @@ impl Server {
                 .map_err(|e| start_err(StartErrorKind::Bind, e.to_string()))?;
             listeners.push(fd);
         }
-        if config.exclusive {
+        if let (true, Engine::Readiness(m)) = (config.exclusive, config.engine) {
             // Ask the mechanism now, so that a refusal is a start error and not a worker's.
-            let mut d = config.mechanism.open(&config.dispatch_options()).map_err(|e| {
-                start_err(
-                    StartErrorKind::Mechanism,
-                    format!("mechanism '{}': {e}", config.mechanism),
-                )
+            let mut d = m.open(&config.dispatch_options()).map_err(|e| {
+                start_err(StartErrorKind::Mechanism, format!("mechanism '{m}': {e}"))
             })?;
             let fd = listeners[0].as_raw_fd();
             d.register_exclusive(
@@ -308,7 +425,7 @@ impl Server {
             open: AtomicUsize::new(0),
             stats: stats::Shared {
                 workers: (0..config.workers).map(|_| stats::WorkerStats::default()).collect(),
-                mechanism: config.mechanism,
+                mechanism: config.engine,
                 started: Instant::now(),
             },
         });
@@ -342,10 +459,10 @@ impl Server {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("ioscale-worker-{id}"))
-                    .spawn(move || worker::run(id, &config, &shared, lfd))?,
+                    .spawn(move || run_worker(id, &config, &shared, lfd))?,
             );
         }
-        let mut result = worker::run(0, &config, &shared, fds[0]);
+        let mut result = run_worker(0, &config, &shared, fds[0]);
         if result.is_err() {
             Handle { shared: shared.clone() }.shutdown();
         }

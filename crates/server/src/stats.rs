@@ -3,7 +3,7 @@
 //! Each worker writes only its own block (single writer: a relaxed load and store, no locked
 //! instruction on the request path); any worker reads all blocks to answer `/.ioscale/stats`.
 
-use ioscale_dispatch::{Counters, Mechanism, ModeSwitch};
+use ioscale_dispatch::{Counters, ModeSwitch};
 use ioscale_http::ErrorKind;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -46,6 +46,13 @@ pub struct WorkerStats {
     pub accepted: AtomicU64,
     /// Connections closed.
     pub closed: AtomicU64,
+    /// Wakeups that reported the listener ready (calls into accept).
+    pub listener_notices: AtomicU64,
+    /// Listener notices whose first `accept` found nothing (`EAGAIN`): another worker took the
+    /// connection — the thundering herd's wasted work, seen from user space.
+    pub accept_eagain: AtomicU64,
+    /// The worker thread's kernel thread id (for its context-switch counts in /proc).
+    pub tid: AtomicU64,
     /// Requests parsed.
     pub requests: AtomicU64,
     /// Responses by class: 2xx, 3xx, 4xx, 5xx.
@@ -62,7 +69,14 @@ pub struct WorkerStats {
     pub dispatch: [AtomicU64; 9],
     /// The dispatcher's mode switches (hybrid), copied when their count changes.
     pub switches: Mutex<Vec<ModeSwitch>>,
+    /// The completion engine's ring counters ([`COMPLETION_NAMES`]), copied after each wait,
+    /// and its count of short sends (sends finished by sending the rest again).
+    pub completion: [AtomicU64; 6],
 }
+
+/// The completion engine's counters in the stats document (`"completion"`).
+pub const COMPLETION_NAMES: [&str; 6] =
+    ["submitted", "completions", "enter_calls", "enobufs", "cq_overflows", "short_sends"];
 
 /// Adds `n` to a counter only this thread writes.
 #[inline]
@@ -87,6 +101,19 @@ impl WorkerStats {
         for (a, v) in self.dispatch.iter().zip(v) {
             a.store(v, Relaxed);
         }
+    }
+
+    /// Copies the completion engine's ring counters; the readiness names get their nearest
+    /// equivalents (`wait_calls`: `io_uring_enter` calls, `events`: completions, `overflows`:
+    /// CQ overflows) so tools that read only those compare the two models.
+    pub fn publish_completion(&self, c: &ioscale_dispatch::completion::CompletionCounters) {
+        let v = [c.submitted, c.completions, c.enter_calls, c.enobufs, c.cq_overflows];
+        for (a, v) in self.completion.iter().zip(v) {
+            a.store(v, Relaxed);
+        }
+        self.dispatch[0].store(c.enter_calls, Relaxed);
+        self.dispatch[1].store(c.completions, Relaxed);
+        self.dispatch[5].store(c.cq_overflows, Relaxed);
     }
 
     /// Counts a server error.
@@ -124,8 +151,8 @@ const DISPATCH_NAMES: [&str; 9] = [
 pub struct Shared {
     /// One block per worker.
     pub workers: Vec<WorkerStats>,
-    /// The mechanism in use.
-    pub mechanism: Mechanism,
+    /// The engine (mechanism) in use.
+    pub mechanism: crate::Engine,
     /// When the server started.
     pub started: Instant,
 }
@@ -143,6 +170,13 @@ impl Shared {
         for (i, name) in DISPATCH_NAMES.iter().enumerate() {
             dispatch.insert((*name).into(), sum(&|w| &w.dispatch[i]).into());
         }
+        if self.mechanism.is_completion() {
+            let mut completion = Map::new();
+            for (i, name) in COMPLETION_NAMES.iter().enumerate() {
+                completion.insert((*name).into(), sum(&|w| &w.completion[i]).into());
+            }
+            dispatch.insert("completion".into(), Value::Object(completion));
+        }
         let mut errors = Map::new();
         for k in ErrorKind::ALL {
             errors.insert(k.name().into(), sum(&|w| &w.http_errors[k.index()]).into());
@@ -150,17 +184,33 @@ impl Shared {
         for (i, name) in SERVER_ERRORS.iter().enumerate() {
             errors.insert((*name).into(), sum(&|w| &w.server_errors[i]).into());
         }
+        let mut wakeups = 0u64;
         let per_worker: Vec<Value> = self
             .workers
             .iter()
             .map(|w| {
+                let tid = w.tid.load(Relaxed);
+                let (voluntary, involuntary) = crate::sys::thread_switches(tid).unwrap_or((0, 0));
+                wakeups += voluntary;
                 json!({
+                    "tid": tid,
                     "accepted": w.accepted.load(Relaxed),
                     "requests": w.requests.load(Relaxed),
                     "waits": w.dispatch[0].load(Relaxed),
+                    "listener_notices": w.listener_notices.load(Relaxed),
+                    "accept_eagain": w.accept_eagain.load(Relaxed),
+                    "voluntary_switches": voluntary,
+                    "involuntary_switches": involuntary,
                 })
             })
             .collect();
+        let busiest = self.workers.iter().map(|w| w.accepted.load(Relaxed)).max().unwrap_or(0);
+        let herd = json!({
+            "listener_notices": sum(&|w| &w.listener_notices),
+            "accept_eagain": sum(&|w| &w.accept_eagain),
+            "voluntary_switches": wakeups,
+            "busiest_worker_share": if accepted == 0 { 0.0 } else { busiest as f64 / accepted as f64 },
+        });
         let switches: Vec<Value> = self
             .workers
             .iter()
@@ -191,6 +241,7 @@ impl Shared {
                 "system_s": system.as_secs_f64(),
             },
             "per_worker": per_worker,
+            "herd": herd,
         })
     }
 }

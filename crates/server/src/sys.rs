@@ -140,6 +140,23 @@ pub fn accept(fd: RawFd) -> io::Result<(OwnedFd, bool)> {
     Ok((owned(c), loopback))
 }
 
+/// Whether the peer of a connected socket is on a loopback address (`getpeername`).
+pub fn peer_is_loopback(fd: RawFd) -> bool {
+    // SAFETY: plain old data; all-zero is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    if syscall!(getpeername(fd, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len)).is_err()
+    {
+        return false;
+    }
+    from_sockaddr(&ss).is_some_and(|a| match a.ip() {
+        IpAddr::V4(ip) => ip.is_loopback(),
+        IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    })
+}
+
 /// `read(2)`.
 pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len())).map(|n| n as usize)
@@ -170,6 +187,12 @@ pub fn sendfile(sock: RawFd, file: RawFd, offset: u64, count: usize) -> io::Resu
 /// `shutdown(fd, SHUT_WR)`: our side is done (lingering close).
 pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     syscall!(shutdown(fd, libc::SHUT_WR)).map(drop)
+}
+
+/// `shutdown(fd, SHUT_RD)` on a listening socket: Linux stops listening — connections still in
+/// the accept queue are reset, new ones refused (ECONNREFUSED) — while the descriptor stays open.
+pub fn shutdown_read(fd: RawFd) -> io::Result<()> {
+    syscall!(shutdown(fd, libc::SHUT_RD)).map(drop)
 }
 
 /// Opens `path` (relative) for reading strictly beneath the directory `root` with
@@ -287,4 +310,22 @@ pub fn process_cpu() -> (Duration, Duration) {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
     (tv(ru.ru_utime), tv(ru.ru_stime))
+}
+
+/// The calling thread's kernel id.
+pub fn gettid() -> u64 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    let t = unsafe { libc::gettid() };
+    t as u64
+}
+
+/// A thread's voluntary and involuntary context switches, from `/proc/self/task/TID/status`.
+/// Each voluntary switch of an event-loop thread is one sleep in its wait: counted across the
+/// workers they show how many were woken, as the herd waiters count theirs with `getrusage`.
+pub fn thread_switches(tid: u64) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
+    let field = |name: &str| {
+        s.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some((field("voluntary_ctxt_switches:")?, field("nonvoluntary_ctxt_switches:")?))
 }

@@ -6,15 +6,13 @@
 //! goes on until `EAGAIN`). On a level-triggered mechanism it reads once per notice unless the
 //! buffer filled: the next wait reports what is left, and the `EAGAIN` read is saved.
 
-use crate::files::{Content, Files, Found, LookupError};
+use crate::respond::{Body, Peer, Responder};
 use crate::stats::{bump, ServerError, WorkerStats};
 use crate::wheel::Wheel;
 use crate::{sys, Config, Shared};
 use ioscale_dispatch::{Dispatcher, Events, Interest, Token, Trigger, Waker};
-use ioscale_http::response::{
-    write_entity_head, write_error, write_error_for, write_redirect, write_simple,
-};
-use ioscale_http::{resolve, Connection, DateCache, ErrorKind, Request, Status, Step, Timer};
+use ioscale_http::response::write_error;
+use ioscale_http::{Connection, Step, Timer};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -26,21 +24,11 @@ const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 /// Responses are batched into the write buffer up to this size (pipelining).
 const WBUF_HIGH: usize = 64 * 1024;
-/// Cached bodies up to this size are copied next to their head: one send for both.
-const COPY_MAX: usize = 16 * 1024;
 /// How long a refused connection is drained before it is closed (nginx's lingering close: a
 /// close with unread input would reset the connection and could destroy the error response).
 const LINGER: Duration = Duration::from_secs(2);
 /// How long the listener rests when no descriptor can be had even for shedding.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
-const STATS_PATH: &[u8] = b"/.ioscale/stats";
-
-#[derive(Debug)]
-enum Body {
-    None,
-    Memory(Arc<[u8]>, usize),
-    File(Arc<File>, u64, u64),
-}
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Phase {
@@ -99,9 +87,7 @@ struct Worker<'a> {
     wheel: Wheel,
     expired: Vec<u64>,
     wbuf: Vec<u8>,
-    path: Vec<u8>,
-    files: Files,
-    date: DateCache,
+    resp: Responder<'a>,
     hints: bool,
     oneshot: bool,
     reserve: Option<File>,
@@ -117,19 +103,27 @@ fn token_of(idx: usize, gen: u32) -> Token {
 }
 
 /// Runs worker `id` until the server stops.
-pub(crate) fn run(id: usize, cfg: &Config, shared: &Shared, listener: RawFd) -> io::Result<()> {
+pub(crate) fn run(
+    id: usize,
+    mechanism: ioscale_dispatch::Mechanism,
+    cfg: &Config,
+    shared: &Shared,
+    listener: RawFd,
+) -> io::Result<()> {
     // Opened here, in the worker's own thread: the RT-signal mechanisms direct their signals to
     // the thread that opened them.
-    let mut d = cfg.mechanism.open(&cfg.dispatch_options())?;
+    let mut d = mechanism.open(&cfg.dispatch_options())?;
     let waker = Arc::new(Waker::new(&mut *d, WAKER)?);
     shared.wakers.lock().map_err(|_| io::Error::other("poisoned"))?.push(waker.clone());
     let now = Instant::now();
-    let files = Files::open(&cfg.root, cfg.cache)?;
+    let st = &shared.stats.workers[id];
+    st.tid.store(sys::gettid(), Ordering::Relaxed);
+    let resp = Responder::new(cfg, shared, st)?;
     let mut w = Worker {
         id,
         cfg,
         shared,
-        st: &shared.stats.workers[id],
+        st,
         hints: d.events_are_hints(),
         oneshot: d.trigger() == Trigger::Oneshot,
         d,
@@ -143,9 +137,7 @@ pub(crate) fn run(id: usize, cfg: &Config, shared: &Shared, listener: RawFd) -> 
         wheel: Wheel::new(now),
         expired: Vec::new(),
         wbuf: Vec::with_capacity(WBUF_HIGH * 2),
-        path: Vec::with_capacity(cfg.limits.max_target + 16),
-        files,
-        date: DateCache::new(),
+        resp,
         reserve: File::open("/dev/null").ok(),
         shedding: 0,
         now,
@@ -185,7 +177,7 @@ impl Worker<'_> {
     fn main_loop(&mut self, events: &mut Events, rbuf: &mut [u8]) -> io::Result<()> {
         loop {
             if self.stopping.is_none() && self.shared.stop.load(Ordering::Relaxed) {
-                self.begin_stop();
+                self.begin_stop(rbuf);
             }
             if let Some(until) = self.stopping {
                 if self.open == 0 || self.now >= until {
@@ -209,7 +201,7 @@ impl Worker<'_> {
                 Err(e) => return Err(e),
             }
             self.now = Instant::now();
-            self.date.update(SystemTime::now());
+            self.resp.date.update(SystemTime::now());
             let counters = self.d.counters();
             self.st.publish(&counters);
             if counters.mode_switches != self.switches_seen {
@@ -254,9 +246,20 @@ impl Worker<'_> {
         }
         // Hints (edge, signals) must be drained: no further notice comes for what is queued.
         let multi = self.cfg.multi_accept || self.hints;
+        bump(&self.st.listener_notices, 1);
+        let mut first = true;
+        let mut took = false;
         loop {
-            match sys::accept(self.listener) {
+            let r = sys::accept(self.listener);
+            if first {
+                first = false;
+                if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                    bump(&self.st.accept_eagain, 1);
+                }
+            }
+            match r {
                 Ok((fd, loopback)) => {
+                    took = true;
                     if self.shedding > 0 {
                         eprintln!(
                             "ioscale serve: worker {}: descriptors available again after shedding {} connection(s)",
@@ -296,7 +299,18 @@ impl Worker<'_> {
                 }
             }
         }
-        if self.oneshot && self.listening {
+        if took && self.cfg.exclusive_rotate && self.listening {
+            // Back of the kernel's wait queue: the next connection wakes another worker.
+            let _ = self.d.deregister(self.listener);
+            if let Err(e) = self.d.register_exclusive(self.listener, LISTENER, Interest::READABLE) {
+                eprintln!(
+                    "ioscale serve: worker {}: cannot re-register the listener: {e}",
+                    self.id
+                );
+                self.listening = false;
+                self.pause_listener();
+            }
+        } else if self.oneshot && self.listening {
             if let Err(e) = self.d.reregister(self.listener, LISTENER, Interest::READABLE) {
                 eprintln!("ioscale serve: worker {}: cannot re-arm the listener: {e}", self.id);
                 self.pause_listener();
@@ -364,7 +378,7 @@ impl Worker<'_> {
             {
                 eprintln!(
                     "ioscale serve: worker {}: connection refused by {}: {e}",
-                    self.id, self.cfg.mechanism
+                    self.id, self.cfg.engine
                 );
             }
             return;
@@ -525,12 +539,11 @@ impl Worker<'_> {
                 Step::NeedMore | Step::Close => return (pos, false),
                 Step::Request(req) => {
                     bump(&self.st.requests, 1);
-                    self.respond(c, &req);
+                    let peer = Peer { keep_alive: c.http.keep_alive(), loopback: c.loopback };
+                    c.body = self.resp.respond(&req, peer, self.now, &mut self.wbuf);
                 }
                 Step::Reject(e) => {
-                    self.st.http_error(e.kind());
-                    self.st.response(e.status().code());
-                    write_error(&mut self.wbuf, e.status(), &self.date, false, false);
+                    self.resp.reject(&e, &mut self.wbuf);
                     c.rejected = true;
                     return (input.len(), false);
                 }
@@ -538,96 +551,19 @@ impl Worker<'_> {
         }
     }
 
-    fn respond(&mut self, c: &mut Conn, req: &Request<'_>) {
-        let ka = c.http.keep_alive();
-        let head = req.method.is_head();
-        if req.path() == STATS_PATH && (c.loopback || self.cfg.stats_public) {
-            let doc = self.shared.stats.json(self.shared.open.load(Ordering::Relaxed) as u64);
-            let body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
-            write_simple(
-                &mut self.wbuf,
-                Status::OK,
-                "application/json",
-                &body,
-                &self.date,
-                req.method,
-                req.version,
-                ka,
-            );
-            self.st.response(200);
-            return;
-        }
-        let resolved = match resolve(req.target, &mut self.path) {
-            Ok(r) => r,
-            Err(e) => return self.error(e.kind(), req, ka),
-        };
-        match self.files.lookup(&self.path, resolved.trailing_slash, self.now) {
-            Ok(Found::File(entry)) => {
-                let status = entry.entity.evaluate(req);
-                write_entity_head(
-                    &mut self.wbuf,
-                    status,
-                    &entry.entity,
-                    &self.date,
-                    req.version,
-                    ka,
-                );
-                self.st.response(status.code());
-                if status == Status::OK && !head {
-                    match &entry.content {
-                        Content::Memory(m) if m.len() <= COPY_MAX => self.wbuf.extend_from_slice(m),
-                        Content::Memory(m) => c.body = Body::Memory(m.clone(), 0),
-                        Content::Open(f) => c.body = Body::File(f.clone(), 0, entry.entity.len()),
-                    }
-                }
-            }
-            Ok(Found::Directory) => {
-                let mut loc = Vec::with_capacity(self.path.len() + 8);
-                loc.push(b'/');
-                for &b in &self.path {
-                    if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
-                        loc.push(b);
-                    } else {
-                        loc.extend_from_slice(format!("%{b:02X}").as_bytes());
-                    }
-                }
-                loc.push(b'/');
-                if let Some(q) = req.query() {
-                    if q.iter().all(|b| b.is_ascii_graphic()) {
-                        loc.push(b'?');
-                        loc.extend_from_slice(q);
-                    }
-                }
-                write_redirect(&mut self.wbuf, &loc, &self.date, req.method, req.version, ka);
-                self.st.response(301);
-            }
-            Err(LookupError::Http(e)) => self.error(e.kind(), req, ka),
-            Err(LookupError::Unavailable) => {
-                self.st.error(ServerError::Unavailable);
-                self.st.response(503);
-                write_error_for(
-                    &mut self.wbuf,
-                    Status::SERVICE_UNAVAILABLE,
-                    &self.date,
-                    head,
-                    req.version,
-                    ka,
-                );
-            }
-        }
-    }
-
-    fn error(&mut self, kind: ErrorKind, req: &Request<'_>, ka: bool) {
-        let head = req.method.is_head();
-        self.st.http_error(kind);
-        self.st.response(kind.status().code());
-        write_error_for(&mut self.wbuf, kind.status(), &self.date, head, req.version, ka);
-    }
-
     /// Puts a connection back with the interest and timer its state needs, or closes it.
     fn settle(&mut self, mut c: Conn, idx: usize, r: Result<(), Close>) {
         if let Err(why) = r {
             return self.close(c, idx, why);
+        }
+        // Draining: a connection whose last response is out and that holds no partial request
+        // is done (its response said keep-alive if it began before the stop).
+        if self.stopping.is_some()
+            && c.phase != Phase::Linger
+            && !c.has_output()
+            && c.http.drain(c.pending_in.len())
+        {
+            return self.close(c, idx, Close::Done);
         }
         let interest = if c.has_output() { Interest::WRITABLE } else { Interest::READABLE };
         if interest != c.interest || self.oneshot {
@@ -701,7 +637,7 @@ impl Worker<'_> {
                         self.st.http_error(e.kind());
                         self.st.response(408);
                         let mut out = Vec::new();
-                        write_error(&mut out, e.status(), &self.date, false, false);
+                        write_error(&mut out, e.status(), &self.resp.date, false, false);
                         let _ = sys::send2(c.fd.as_raw_fd(), &out, &[], false);
                     }
                 }
@@ -717,19 +653,34 @@ impl Worker<'_> {
     }
 
     /// SIGTERM/SIGINT: stop accepting, close idle connections, let the rest finish.
-    fn begin_stop(&mut self) {
+    ///
+    /// Connections the kernel has already completed are taken in first (their clients have sent,
+    /// or are sending, a request), then the listener is shut down: a queued connection would
+    /// otherwise wait unanswered until the process exits, and a new one is refused at once
+    /// instead of timing out. An idle connection is read once before it is closed, so a request
+    /// already in its socket is answered (with `Connection: close`) rather than dropped.
+    fn begin_stop(&mut self, rbuf: &mut [u8]) {
+        for _ in 0..4096 {
+            match sys::accept(self.listener) {
+                Ok((fd, loopback)) => self.add_conn(fd, loopback),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
         self.stopping = Some(self.now + self.cfg.drain_timeout);
         if self.listening {
             let _ = self.d.deregister(self.listener);
             self.listening = false;
         }
+        let _ = sys::shutdown_read(self.listener);
         self.paused_until = None;
         for idx in 0..self.conns.len() {
             let Some(mut c) = self.conns[idx].take() else { continue };
             let idle =
                 !c.has_output() && c.http.drain(c.pending_in.len()) && c.phase != Phase::Linger;
             if idle {
-                self.close(c, idx, Close::Done);
+                let r = self.drive(&mut c, true, rbuf);
+                self.settle(c, idx, r);
             } else {
                 self.conns[idx] = Some(c);
             }

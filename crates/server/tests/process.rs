@@ -84,6 +84,21 @@ fn start_errors_are_one_line_with_their_exit_code() {
             5,
             "EPOLLEXCLUSIVE",
         ),
+        (vec!["--port", "0", "--root", r, "--dispatch", "kqueue"], 2, "uring-completion"),
+        (
+            vec![
+                "--port",
+                "0",
+                "--root",
+                r,
+                "--dispatch",
+                "uring-completion",
+                "--uring-buffers",
+                "3",
+            ],
+            2,
+            "--uring-buffers 3",
+        ),
     ] {
         let out = Command::new(&exe).args(&args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -96,31 +111,53 @@ fn start_errors_are_one_line_with_their_exit_code() {
 #[test]
 fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let root = root("term");
-    let (mut child, port, _err) = spawn("", &format!("--root '{}'", root.display()));
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut idle = Client::connect(addr);
-    assert_eq!(idle.get("GET", "/1b.txt").status, 200);
-    let mut busy = TcpStream::connect(addr).unwrap();
-    busy.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    busy.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n").unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    term(&child);
-    std::thread::sleep(Duration::from_millis(200));
-    // The idle keep-alive connection is closed; the half-sent request is still answered.
-    assert!(idle.closed(), "idle connection closed on SIGTERM");
-    busy.write_all(b"\r\n").unwrap();
-    let mut all = Vec::new();
-    busy.read_to_end(&mut all).unwrap();
-    let text = String::from_utf8_lossy(&all[..400]);
-    assert!(text.starts_with("HTTP/1.1 200 OK") && text.contains("Connection: close"), "{text}");
-    assert!(all.ends_with(&util::big()));
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+    for mech in engines(&["epoll", "uring-completion"]) {
+        let (mut child, port, _err) =
+            spawn("", &format!("--root '{}' --dispatch {mech}", root.display()));
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut idle = Client::connect(addr);
+        assert_eq!(idle.get("GET", "/1b.txt").status, 200);
+        let mut busy = TcpStream::connect(addr).unwrap();
+        busy.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        busy.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        term(&child);
+        std::thread::sleep(Duration::from_millis(200));
+        // The idle keep-alive connection is closed; the half-sent request is still answered.
+        assert!(idle.closed(), "{mech}: idle connection closed on SIGTERM");
+        busy.write_all(b"\r\n").unwrap();
+        let mut all = Vec::new();
+        busy.read_to_end(&mut all).unwrap();
+        let text = String::from_utf8_lossy(&all[..400]);
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK") && text.contains("Connection: close"),
+            "{text}"
+        );
+        assert!(all.ends_with(&util::big()), "{mech}");
+        assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0), "{mech}");
+    }
+}
+
+/// The named engines this kernel runs (a printed reason for each one skipped).
+fn engines<'a>(names: &[&'a str]) -> Vec<&'a str> {
+    names
+        .iter()
+        .copied()
+        .filter(|n| match n.parse::<ioscale_server::Engine>().map(|e| e.probe()) {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                eprintln!("SKIPPED: {n}: not supported here: {e}");
+                false
+            }
+            Err(e) => panic!("{e}"),
+        })
+        .collect()
 }
 
 #[test]
 fn at_the_descriptor_limit_it_sheds_new_connections_without_spinning() {
     let root = root("emfile");
-    for mech in ["epoll", "poll"] {
+    for mech in engines(&["epoll", "poll", "uring-completion"]) {
         let (mut child, port, mut err) = spawn(
             "ulimit -n 48;",
             &format!("--root '{}' --dispatch {mech} --max-conns 10000", root.display()),

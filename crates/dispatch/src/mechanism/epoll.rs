@@ -14,6 +14,8 @@ pub struct Epoll {
     buf: Vec<libc::epoll_event>,
     registered: usize,
     counters: Counters,
+    /// `epoll_pwait2` is there (nanosecond timeouts); otherwise millisecond `epoll_wait`.
+    precise: bool,
 }
 
 /// Translates kernel readiness bits into [`Event`] flags.
@@ -55,6 +57,7 @@ impl Epoll {
             buf: Vec::new(),
             registered: 0,
             counters: Counters::default(),
+            precise: true,
         })
     }
 
@@ -139,11 +142,17 @@ impl Dispatcher for Epoll {
             self.buf.resize(cap, libc::epoll_event { events: 0, u64: 0 });
         }
         self.counters.wait_calls += 1;
-        let n = match sys::epoll_wait(
-            self.ep.as_raw_fd(),
-            &mut self.buf[..cap],
-            sys::timeout_ms(timeout),
-        ) {
+        let ep = self.ep.as_raw_fd();
+        let mut r = if self.precise && timeout.is_some() {
+            sys::epoll_pwait2(ep, &mut self.buf[..cap], timeout)
+        } else {
+            sys::epoll_wait(ep, &mut self.buf[..cap], sys::timeout_ms(timeout))
+        };
+        if matches!(&r, Err(e) if e.raw_os_error() == Some(libc::ENOSYS)) {
+            self.precise = false;
+            r = sys::epoll_wait(ep, &mut self.buf[..cap], sys::timeout_ms(timeout));
+        }
+        let n = match r {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                 self.counters.interrupted += 1;

@@ -112,7 +112,12 @@ fn start_ioscale(ctx: &mut Ctx<'_>, plan: &Plan, p: &Point, root: &Path) -> Resu
         cmd.arg(format!("--{opt}"));
     }
     if let Some(q) = plan.exp.server.sigqueue_max {
-        if base.starts_with("rtsig") || base == "hybrid" {
+        if base == "rtsig-perfd" {
+            // Signal-per-fd queues at most one signal per descriptor: its queue is as long as
+            // the descriptor table, which is what makes it overflow-free (Chandra & Mosberger §4).
+            let q = q.max(ctx.machine.nofile);
+            cmd.args(["--sigqueue-max", &q.to_string()]);
+        } else if base.starts_with("rtsig") || base == "hybrid" {
             cmd.args(["--sigqueue-max", &q.to_string()]);
         }
     }
@@ -177,7 +182,7 @@ fn run_load(
     rate: f64,
     duration: f64,
     warmup: f64,
-    cpu_at_warmup: &mut Option<u64>,
+    cpu: &mut CpuWindow,
 ) -> Result<serde_json::Value, Error> {
     let size = params.get("file_size").and_then(Value::as_f64).unwrap_or(1.0) as u64;
     let url = format!("http://{}:{}/{}", server.ip, server.port, file_name(size));
@@ -189,6 +194,13 @@ fn run_load(
         // Chandra & Mosberger: the persistent connections themselves carry the rate.
         cmd.args(["--idle", &idle.to_string()]);
         cmd.args(["--idle-period", &format!("{}s", idle as f64 / rate.max(1e-9))]);
+    } else if plan.exp.load.mode == LoadMode::Requests {
+        cmd.args(["--request-rate", &format!("{rate:.1}")]);
+        cmd.args(["--connections", &plan.exp.load.connections.unwrap_or(50).to_string()]);
+        if idle > 0 {
+            cmd.args(["--idle", &idle.to_string()]);
+            cmd.args(["--idle-period", &format!("{}s", plan.exp.load.idle_period.unwrap_or(1.0))]);
+        }
     } else {
         cmd.args(["--rate", &format!("{rate:.1}")]);
         cmd.args(["--calls", &plan.exp.load.calls.unwrap_or(1).to_string()]);
@@ -231,8 +243,12 @@ fn run_load(
     // Sample the server's CPU when the warm-up ends.
     let mut status = None;
     while status.is_none() {
-        if cpu_at_warmup.is_none() && t.elapsed().as_secs_f64() >= lead + warmup {
-            *cpu_at_warmup = Some(server.cpu_ns());
+        let el = t.elapsed().as_secs_f64();
+        if cpu.start.is_none() && el >= lead + warmup {
+            cpu.start = Some(server.cpu_ns());
+        }
+        if cpu.end.is_none() && el >= lead + warmup + duration {
+            cpu.end = Some(server.cpu_ns());
         }
         if sys::interrupted() || t.elapsed() > deadline {
             let _ = sys::kill(pid, sys::SIGINT);
@@ -347,22 +363,30 @@ fn counter_metrics(
 /// session rate the epoll server sustains (≥ 97% of the target replied, generator valid),
 /// searched geometrically and then refined once.
 fn calibrate(ctx: &mut Ctx<'_>, plan: &Plan, root: &Path) -> Result<(f64, String), Error> {
-    let key = format!("{}:{:?}", plan.exp.load.calls.unwrap_or(1), plan.exp.load.args);
+    let key = format!(
+        "{:?}:{}:{:?}:{:?}",
+        plan.exp.load.mode,
+        plan.exp.load.calls.unwrap_or(1),
+        plan.exp.load.connections,
+        plan.exp.load.args
+    );
     if let Some(c) = CAPACITY.with(|m| m.borrow().get(&key).copied()) {
         return Ok((c, "cached".into()));
     }
     let probe = Point { mechanism: "epoll".into(), params: BTreeMap::new() };
     let mut good = 0.0f64;
     let mut bad = f64::INFINITY;
-    let mut rate = 2000.0f64;
+    let requests = plan.exp.load.mode == LoadMode::Requests;
+    let mut rate = if requests { 8000.0f64 } else { 2000.0f64 };
     let mut note = String::new();
     for _ in 0..9 {
         if sys::interrupted() {
             return Err(Error("interrupted".into()));
         }
-        ctx.message(format!("calibrating: {rate:.0} sessions/s"));
+        let unit = if requests { "requests/s" } else { "sessions/s" };
+        ctx.message(format!("calibrating: {rate:.0} {unit}"));
         let server = start_ioscale(ctx, plan, &probe, root)?;
-        let mut cpu = None;
+        let mut cpu = CpuWindow::default();
         let res = run_load(ctx, &server, plan, &BTreeMap::new(), rate, 2.0, 0.5, &mut cpu);
         ctx.children.stop(server.pid, Duration::from_secs(3));
         let ok = match res {
@@ -398,7 +422,7 @@ fn calibrate(ctx: &mut Ctx<'_>, plan: &Plan, root: &Path) -> Result<(f64, String
     }
     if good <= 0.0 {
         return Err(Error(
-            "calibration failed: the epoll server could not sustain even 2000 sessions/s".into(),
+            "calibration failed: the epoll server could not sustain the lowest rate tried".into(),
         ));
     }
     CAPACITY.with(|m| m.borrow_mut().insert(key, good));
@@ -478,35 +502,50 @@ fn measure(ctx: &mut Ctx<'_>, plan: &Plan, p: &Point, root: &Path, rate: f64, re
             return;
         }
     };
-    let before = get_json(server.ip, server.port, "/.ioscale/stats");
-    let mut cpu_w = None;
-    let res = run_load(
-        ctx,
-        &server,
-        plan,
-        &p.params,
-        rate,
-        plan.duration,
-        plan.warmup.max(0.5),
-        &mut cpu_w,
-    );
-    let cpu_end = server.cpu_ns();
-    let after = get_json(server.ip, server.port, "/.ioscale/stats");
+    load_point(ctx, &server, plan, &p.params, rate, plan.warmup.max(0.5), rec);
     ctx.children.stop(server.pid, Duration::from_secs(3));
+}
+
+/// The server's CPU time (ns) when the generator's warm-up ended and when its measuring window
+/// ended: overload points drain for long after the window, and that tail is not the point's.
+#[derive(Default)]
+struct CpuWindow {
+    start: Option<u64>,
+    end: Option<u64>,
+}
+
+/// Runs the generator for one point against a running server and fills `rec`: the generator's
+/// metrics, the server's counter differences and its CPU over the window. Returns the server's
+/// stats document after the run.
+fn load_point(
+    ctx: &mut Ctx<'_>,
+    server: &Server,
+    plan: &Plan,
+    params: &BTreeMap<String, Value>,
+    rate: f64,
+    warmup: f64,
+    rec: &mut Record,
+) -> Option<serde_json::Value> {
+    let before = get_json(server.ip, server.port, "/.ioscale/stats");
+    let mut cpu = CpuWindow::default();
+    let res = run_load(ctx, server, plan, params, rate, plan.duration, warmup, &mut cpu);
+    let now = server.cpu_ns();
+    let after = get_json(server.ip, server.port, "/.ioscale/stats");
     match res {
         Ok(v) => {
             load_metrics(&v, rec);
             counter_metrics(&before, &after, rec);
-            let cpu = cpu_end.saturating_sub(cpu_w.unwrap_or(0)) as f64;
-            rec.metrics.insert("server_cpu_ns".into(), cpu);
-            rec.metrics.insert("cpu_util".into(), 100.0 * cpu / (plan.duration * 1e9));
+            let ns = cpu.end.unwrap_or(now).saturating_sub(cpu.start.unwrap_or(0)) as f64;
+            rec.metrics.insert("server_cpu_ns".into(), ns);
+            rec.metrics.insert("cpu_util".into(), 100.0 * ns / (plan.duration * 1e9));
             if let Some(replies) = rec.metric("replies").filter(|r| *r > 0.0) {
-                rec.metrics.insert("cpu_us_per_req".into(), cpu / 1e3 / replies);
+                rec.metrics.insert("cpu_us_per_req".into(), ns / 1e3 / replies);
             }
             rec.raw = v;
         }
         Err(e) => rec.error = Some(e.0),
     }
+    after
 }
 
 /// The hybrid ramp: per mechanism, one server, the rate steps in order (up and down), each step
@@ -572,37 +611,12 @@ fn run_ramp(
             let rate = frac * capacity;
             rec.params.insert("rate".into(), Value::Num(rate.round()));
             ctx.message(format!("{m} step {i}: {:.0}/s", rate));
-            let before = get_json(server.ip, server.port, "/.ioscale/stats");
             let start = t0.elapsed().as_secs_f64();
-            let mut cpu_w = None;
-            let res = run_load(
-                ctx,
-                &server,
-                plan,
-                &p.params,
-                rate,
-                plan.duration,
-                plan.warmup.max(0.3),
-                &mut cpu_w,
-            );
-            let cpu_end = server.cpu_ns();
-            let after = get_json(server.ip, server.port, "/.ioscale/stats");
+            let after =
+                load_point(ctx, &server, plan, &p.params, rate, plan.warmup.max(0.3), &mut rec);
             rec.metrics.insert("t".into(), (start + t0.elapsed().as_secs_f64()) / 2.0);
-            match res {
-                Ok(v) => {
-                    load_metrics(&v, &mut rec);
-                    counter_metrics(&before, &after, &mut rec);
-                    let cpu = cpu_end.saturating_sub(cpu_w.unwrap_or(0)) as f64;
-                    rec.metrics.insert("cpu_util".into(), 100.0 * cpu / (plan.duration * 1e9));
-                    if let Some(replies) = rec.metric("replies").filter(|r| *r > 0.0) {
-                        rec.metrics.insert("cpu_us_per_req".into(), cpu / 1e3 / replies);
-                    }
-                    if let Some(a) = &after {
-                        rec.lists.insert("switch_times".into(), switch_times(a));
-                    }
-                    rec.raw = v;
-                }
-                Err(e) => rec.error = Some(e.0),
+            if let (Some(a), None) = (&after, &rec.error) {
+                rec.lists.insert("switch_times".into(), switch_times(a));
             }
             ctx.emit(rec)?;
         }

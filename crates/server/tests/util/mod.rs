@@ -3,8 +3,7 @@
 
 #![allow(dead_code)]
 
-use ioscale_dispatch::Mechanism;
-use ioscale_server::{Config, Handle, Server};
+use ioscale_server::{Config, Engine, Handle, Server};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -45,12 +44,17 @@ pub fn big() -> Vec<u8> {
     (0..300_000u32).map(|i| (i % 253) as u8).collect()
 }
 
-/// Runs `f` once per mechanism this kernel supports; prints a reason for each one skipped.
-pub fn each_mechanism(mut f: impl FnMut(Mechanism)) {
-    for &m in Mechanism::ALL {
-        if m.is_completion_based() {
-            eprintln!("SKIPPED: {m}: a completion interface, not a readiness mechanism");
-            continue;
+/// Runs `f` once per engine this kernel supports — every readiness mechanism, then the io_uring
+/// completion engine (`uring-completion`); prints a reason for each one skipped.
+/// `IOSCALE_TEST_ENGINES=uring-completion,epoll` narrows the run (for debugging one engine).
+pub fn each_mechanism(mut f: impl FnMut(Engine)) {
+    let only = std::env::var("IOSCALE_TEST_ENGINES").ok();
+    for m in Engine::all() {
+        if let Some(only) = &only {
+            if !only.split(',').any(|n| n == m.name()) {
+                eprintln!("SKIPPED: {m}: not in IOSCALE_TEST_ENGINES");
+                continue;
+            }
         }
         if let Err(e) = m.probe() {
             eprintln!("SKIPPED: {m}: not supported here: {e}");
@@ -58,6 +62,17 @@ pub fn each_mechanism(mut f: impl FnMut(Mechanism)) {
         }
         eprintln!("-- {m}");
         f(m);
+    }
+}
+
+/// The completion engine, or `None` (with a printed reason) where this kernel cannot run it.
+pub fn completion_engine() -> Option<Engine> {
+    match Engine::UringCompletion.probe() {
+        Ok(()) => Some(Engine::UringCompletion),
+        Err(e) => {
+            eprintln!("SKIPPED: uring-completion: not supported here: {e}");
+            None
+        }
     }
 }
 
@@ -69,7 +84,8 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub fn start(m: Mechanism, root: &Path, tune: impl FnOnce(&mut Config)) -> TestServer {
+    pub fn start(m: impl Into<Engine>, root: &Path, tune: impl FnOnce(&mut Config)) -> TestServer {
+        let m = m.into();
         let mut c = Config::new(root, 0, m);
         c.drain_timeout = Duration::from_secs(2);
         tune(&mut c);
@@ -237,4 +253,118 @@ pub fn have(prog: &str) -> bool {
         .stdout(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// The stand-alone server as a child process, started through `sh -c` (so a test can prefix
+/// `ulimit -n N;`), with its stderr kept; killed and reaped when dropped.
+pub struct ServerProc {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub err: std::io::BufReader<std::process::ChildStderr>,
+}
+
+impl ServerProc {
+    /// Starts `ioscale-serve --port 0 ARGS` and reads its port from the first stderr line;
+    /// `None` (with the line) if it exited instead.
+    pub fn spawn(shell_prefix: &str, args: &str) -> Result<ServerProc, String> {
+        use std::io::BufRead;
+        let cmd = format!("{shell_prefix} exec '{}' --port 0 {args}", serve_exe().display());
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        let port = line
+            .split("http://127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|p| p.parse().ok());
+        match port {
+            Some(port) => Ok(ServerProc { child, port, err }),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(line)
+            }
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: a signal to our own child by its PID has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits up to `limit` for the exit code (killed and `None` after that).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < limit {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+
+    /// The stats document over a fresh connection.
+    pub fn stats(&self) -> serde_json::Value {
+        let r = Client::connect(self.addr()).get("GET", "/.ioscale/stats");
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    /// Open descriptors of the server process.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// User + system CPU time of process `pid` from `/proc/PID/stat` (every thread), in seconds.
+pub fn proc_cpu_s(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3 (state).
+    let rest = s.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime is field 14, stime 15: indices 11 and 12 counting from field 3.
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) as f64 / hz
+}
+
+/// Sets SO_LINGER to 0: the next close sends a reset.
+pub fn linger_zero(s: &TcpStream) {
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(s);
+    // SAFETY: `fd` is open for the call; `l` is a valid linger struct of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER");
 }

@@ -1,0 +1,167 @@
+//! From a parsed request to its response: the part of the server that does not depend on how
+//! bytes move.
+//!
+//! Both engines call it — the readiness worker (`worker.rs`, any [`ioscale_dispatch::Mechanism`])
+//! and the completion engine — so a request gets the same answer whichever model carries it. The
+//! [`Responder`] writes the response head (and bodies small enough to copy beside it) into the
+//! engine's write buffer and returns the [`Body`] still to send: a cached body by reference or a
+//! file range for `sendfile`. It makes no system call on the cached path and allocates nothing.
+
+use crate::files::{Content, Files, Found, LookupError};
+use crate::stats::{ServerError, WorkerStats};
+use crate::{Config, Shared};
+use ioscale_http::response::{
+    write_entity_head, write_error, write_error_for, write_redirect, write_simple,
+};
+use ioscale_http::{resolve, DateCache, Error as HttpError, ErrorKind, Request, Status};
+use std::fs::File;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Cached bodies up to this size are copied next to their head: one send for both.
+pub(crate) const COPY_MAX: usize = 16 * 1024;
+const STATS_PATH: &[u8] = b"/.ioscale/stats";
+
+/// What must follow the head already written: nothing, a cached body from `pos`, or the bytes
+/// `off..end` of an open file.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// The response is complete in the write buffer.
+    None,
+    /// A cached body, sent from the given position.
+    Memory(Arc<[u8]>, usize),
+    /// A file range `(file, off, end)`, sent with `sendfile` (or read and sent).
+    File(Arc<File>, u64, u64),
+}
+
+/// What the engine knows about the connection a request came on.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Peer {
+    /// The connection may stay open after this response.
+    pub keep_alive: bool,
+    /// The client is on a loopback address (the stats endpoint's default audience).
+    pub loopback: bool,
+}
+
+/// One engine's responder: its file cache, its scratch path buffer and its `Date` line.
+pub(crate) struct Responder<'a> {
+    cfg: &'a Config,
+    shared: &'a Shared,
+    st: &'a WorkerStats,
+    files: Files,
+    path: Vec<u8>,
+    /// The per-second `Date` header, refreshed by the engine after each wait.
+    pub date: DateCache,
+}
+
+impl<'a> Responder<'a> {
+    /// A responder for worker statistics `st`, with its own file cache.
+    pub fn new(cfg: &'a Config, shared: &'a Shared, st: &'a WorkerStats) -> std::io::Result<Self> {
+        Ok(Responder {
+            cfg,
+            shared,
+            st,
+            files: Files::open(&cfg.root, cfg.cache)?,
+            path: Vec::with_capacity(cfg.limits.max_target + 16),
+            date: DateCache::new(),
+        })
+    }
+
+    /// Writes the response to `req` into `out` and returns the body still to send.
+    pub fn respond(
+        &mut self,
+        req: &Request<'_>,
+        peer: Peer,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Body {
+        let ka = peer.keep_alive;
+        let head = req.method.is_head();
+        if req.path() == STATS_PATH && (peer.loopback || self.cfg.stats_public) {
+            let doc = self.shared.stats.json(self.shared.open.load(Ordering::Relaxed) as u64);
+            let body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+            write_simple(
+                out,
+                Status::OK,
+                "application/json",
+                &body,
+                &self.date,
+                req.method,
+                req.version,
+                ka,
+            );
+            self.st.response(200);
+            return Body::None;
+        }
+        let resolved = match resolve(req.target, &mut self.path) {
+            Ok(r) => r,
+            Err(e) => {
+                self.error(e.kind(), req, ka, out);
+                return Body::None;
+            }
+        };
+        match self.files.lookup(&self.path, resolved.trailing_slash, now) {
+            Ok(Found::File(entry)) => {
+                let status = entry.entity.evaluate(req);
+                write_entity_head(out, status, &entry.entity, &self.date, req.version, ka);
+                self.st.response(status.code());
+                if status == Status::OK && !head {
+                    match &entry.content {
+                        Content::Memory(m) if m.len() <= COPY_MAX => out.extend_from_slice(m),
+                        Content::Memory(m) => return Body::Memory(m.clone(), 0),
+                        Content::Open(f) => return Body::File(f.clone(), 0, entry.entity.len()),
+                    }
+                }
+            }
+            Ok(Found::Directory) => {
+                let mut loc = Vec::with_capacity(self.path.len() + 8);
+                loc.push(b'/');
+                for &b in &self.path {
+                    if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
+                        loc.push(b);
+                    } else {
+                        loc.extend_from_slice(format!("%{b:02X}").as_bytes());
+                    }
+                }
+                loc.push(b'/');
+                if let Some(q) = req.query() {
+                    if q.iter().all(|b| b.is_ascii_graphic()) {
+                        loc.push(b'?');
+                        loc.extend_from_slice(q);
+                    }
+                }
+                write_redirect(out, &loc, &self.date, req.method, req.version, ka);
+                self.st.response(301);
+            }
+            Err(LookupError::Http(e)) => self.error(e.kind(), req, ka, out),
+            Err(LookupError::Unavailable) => {
+                self.st.error(ServerError::Unavailable);
+                self.st.response(503);
+                write_error_for(
+                    out,
+                    Status::SERVICE_UNAVAILABLE,
+                    &self.date,
+                    head,
+                    req.version,
+                    ka,
+                );
+            }
+        }
+        Body::None
+    }
+
+    /// Writes the error response for a request the connection refused (it closes after it).
+    pub fn reject(&mut self, e: &HttpError, out: &mut Vec<u8>) {
+        self.st.http_error(e.kind());
+        self.st.response(e.status().code());
+        write_error(out, e.status(), &self.date, false, false);
+    }
+
+    fn error(&mut self, kind: ErrorKind, req: &Request<'_>, ka: bool, out: &mut Vec<u8>) {
+        let head = req.method.is_head();
+        self.st.http_error(kind);
+        self.st.response(kind.status().code());
+        write_error_for(out, kind.status(), &self.date, head, req.version, ka);
+    }
+}

@@ -1,0 +1,376 @@
+//! Fault injection against the server as a real process (`ioscale-serve`, the same code as
+//! `ioscale serve`): a connection storm at the descriptor limit, a client that resets in the
+//! middle of a large `sendfile` response, one that never reads, one that half-closes. Each test
+//! checks that the other clients are served throughout, that the server does not spin (its CPU
+//! from `/proc/PID/stat`), and that it gives back every descriptor afterwards.
+//!
+//! Next to these, `process.rs` holds the descriptor-limit test with a *held* storm and SIGTERM
+//! draining of one client, and `mechanisms.rs` the in-process versions of reset / half-close /
+//! never-reads on every mechanism; the generator-side faults (SIGSTOP, SIGKILL, SIGTERM under
+//! load, signal-queue storms) are in the root package's `tests/faults.rs`.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use util::{linger_zero, proc_cpu_s, root, Client, ServerProc};
+
+/// One test at a time: the CPU figures need the machine's attention.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const HUGE: usize = 8 << 20;
+
+fn huge() -> Vec<u8> {
+    (0..HUGE as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect()
+}
+
+/// A root with the usual files plus an 8 MiB file (beyond the cache: sent with sendfile).
+fn huge_root(tag: &str) -> std::path::PathBuf {
+    let r = root(tag);
+    std::fs::write(r.join("huge.bin"), huge()).unwrap();
+    r
+}
+
+/// Mechanisms to run a fault under: level-triggered with a kernel set, level-triggered with a
+/// user-space set, RT signals (hints: every read and write goes to `EAGAIN`), and the io_uring
+/// completion engine (the kernel does the reads and writes).
+fn mechanisms() -> Vec<&'static str> {
+    let mut v = vec!["epoll", "poll"];
+    match "rtsig".parse::<ioscale_dispatch::Mechanism>().map(|m| m.probe()) {
+        Ok(Ok(())) => v.push("rtsig"),
+        other => eprintln!("SKIPPED: rtsig: not supported here: {other:?}"),
+    }
+    match ioscale_server::Engine::UringCompletion.probe() {
+        Ok(()) => v.push("uring-completion"),
+        Err(e) => eprintln!("SKIPPED: uring-completion: not supported here: {e}"),
+    }
+    v
+}
+
+/// Starts the server and warms it: the large file's descriptor is open in the cache and its
+/// worker's own descriptors exist, so `fds()` is the baseline to come back to.
+fn start(mech: &str, root: &std::path::Path, extra: &str) -> ServerProc {
+    let s =
+        ServerProc::spawn("", &format!("--root '{}' --dispatch {mech} {extra}", root.display()))
+            .unwrap_or_else(|e| panic!("{mech}: server did not start: {e}"));
+    let mut c = Client::connect(s.addr());
+    assert_eq!(c.get("HEAD", "/huge.bin").status, 200, "{mech}");
+    drop(c);
+    std::thread::sleep(Duration::from_millis(100));
+    s
+}
+
+/// Waits until the server's descriptor count is back to `want` (closed connections given back).
+fn fds_back_to(s: &ServerProc, want: usize, what: &str) {
+    let t = Instant::now();
+    while s.fds() > want {
+        if t.elapsed() > Duration::from_secs(10) {
+            let list: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+                .unwrap()
+                .flatten()
+                .map(|e| format!("{:?}", std::fs::read_link(e.path()).unwrap_or_default()))
+                .collect();
+            panic!("{what}: {} descriptors open, {want} before: {list:?}", s.fds());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// CPU use of `pid` (fraction of one core) while `f` runs.
+fn cpu_during(pid: u32, f: impl FnOnce()) -> f64 {
+    let (c0, t0) = (proc_cpu_s(pid), Instant::now());
+    f();
+    (proc_cpu_s(pid) - c0) / t0.elapsed().as_secs_f64()
+}
+
+#[test]
+fn at_its_file_limit_under_a_connection_storm_it_serves_keepalive_clients_and_does_not_spin() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = root("storm");
+    for mech in mechanisms() {
+        // 64 descriptors: a handful of its own, then the keep-alive clients, then nothing.
+        let s = ServerProc::spawn(
+            "ulimit -n 64;",
+            &format!("--root '{}' --dispatch {mech} --max-conns 10000", root.display()),
+        )
+        .unwrap_or_else(|e| panic!("{mech}: {e}"));
+        let addr = s.addr();
+        let mut keep: Vec<Client> = (0..8).map(|_| Client::connect(addr)).collect();
+        for c in &mut keep {
+            assert_eq!(c.get("GET", "/1b.txt").status, 200, "{mech}");
+        }
+        // Cached now; served later without a descriptor (an uncached file would get 503).
+        assert_eq!(keep[0].get("GET", "/6k.bin").status, 200, "{mech}");
+        // The storm: a thread opening 4 connections per 2 ms pause (about 1,600/s here) for 3 s,
+        // holding up to 400 at a time (bounded in time and count).
+        let stop = Arc::new(AtomicBool::new(false));
+        let made = Arc::new(AtomicU64::new(0));
+        let storm = {
+            let (stop, made) = (stop.clone(), made.clone());
+            std::thread::spawn(move || {
+                let mut held = std::collections::VecDeque::new();
+                let t = Instant::now();
+                while !stop.load(Ordering::Relaxed) && t.elapsed() < Duration::from_secs(10) {
+                    for _ in 0..4 {
+                        if let Ok(c) = TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                        {
+                            held.push_back(c);
+                            made.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if held.len() > 400 {
+                            held.pop_front();
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                held
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        // While it rages, every keep-alive client is answered, over and over.
+        let mut answered = 0;
+        let busy = cpu_during(s.pid(), || {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(3) {
+                for c in &mut keep {
+                    assert_eq!(c.get("GET", "/1b.txt").status, 200, "{mech}: during the storm");
+                    answered += 1;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        stop.store(true, Ordering::Relaxed);
+        let held = storm.join().unwrap();
+        // The storm's last connections stay open (queued or shed): the spin would be here.
+        let quiet = cpu_during(s.pid(), || std::thread::sleep(Duration::from_millis(1500)));
+        for c in &mut keep {
+            assert_eq!(c.get("GET", "/6k.bin").status, 200, "{mech}: after the storm");
+        }
+        let v = keep[0].get("GET", "/.ioscale/stats");
+        let v: serde_json::Value = serde_json::from_slice(&v.body).unwrap();
+        let shed = v["errors"]["shed_emfile"].as_u64().unwrap();
+        eprintln!(
+            "{mech}: storm of {} connections at the 64-descriptor limit: {answered} keep-alive requests answered, {shed} shed; server CPU {:.1}% during the storm, {:.1}% while {} storm connections were held",
+            made.load(Ordering::Relaxed),
+            busy * 100.0,
+            quiet * 100.0,
+            held.len()
+        );
+        assert!(shed >= 1, "{mech}: nothing shed: {v}");
+        assert!(busy < 0.5, "{mech}: {:.0}% of a core while shedding", busy * 100.0);
+        assert!(quiet < 0.5, "{mech}: {:.0}% of a core with the storm held", quiet * 100.0);
+        drop(held);
+        // Descriptors free again: a new client is served.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut late = Client::connect(addr);
+        assert_eq!(late.get("GET", "/1b.txt").status, 200, "{mech}: after the storm");
+    }
+}
+
+#[test]
+fn a_client_that_resets_mid_sendfile_costs_nothing_and_leaks_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = huge_root("rst");
+    let want = huge();
+    for mech in mechanisms() {
+        let mut s = start(mech, &root, "");
+        let addr = s.addr();
+        let mut other = Client::connect(addr);
+        assert_eq!(other.get("GET", "/1b.txt").status, 200);
+        let base = s.fds();
+        for i in 0..20 {
+            let mut t = TcpStream::connect(addr).unwrap();
+            t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            t.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            // Take part of the 8 MiB (the rest is being sent), then reset.
+            let mut got = 0;
+            let mut b = [0u8; 65536];
+            while got < 100_000 + i * 20_000 {
+                got += t.read(&mut b).unwrap();
+            }
+            linger_zero(&t);
+            drop(t);
+            if i % 5 == 0 {
+                assert_eq!(other.get("GET", "/6k.bin").status, 200, "{mech}");
+            }
+        }
+        // Every reset connection is closed; no descriptor (socket or file) stays behind.
+        fds_back_to(&s, base, mech);
+        let idle = cpu_during(s.pid(), || std::thread::sleep(Duration::from_millis(1000)));
+        assert!(idle < 0.2, "{mech}: {:.0}% of a core after the resets", idle * 100.0);
+        // The whole file is still served right.
+        let mut c = Client::connect(addr);
+        let r = c.get("GET", "/huge.bin");
+        assert!(r.status == 200 && r.body == want, "{mech}: {} bytes", r.body.len());
+        let v = s.stats();
+        assert!(v["errors"]["reset"].as_u64().unwrap() >= 1, "{mech}: {}", v["errors"]);
+        eprintln!(
+            "{mech}: 20 resets mid-sendfile: {} counted as reset, descriptors back to {base}, CPU {:.1}% afterwards",
+            v["errors"]["reset"],
+            idle * 100.0
+        );
+        s.signal(libc::SIGTERM);
+        assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{mech}");
+    }
+}
+
+#[test]
+fn a_client_that_never_reads_is_timed_out_while_others_are_served() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = huge_root("noread");
+    for mech in mechanisms() {
+        let mut s = start(mech, &root, "--idle-timeout 1s");
+        let addr = s.addr();
+        let base = s.fds();
+        // Asks for 8 MiB three times and never reads: both socket buffers fill.
+        let mut stuck = TcpStream::connect(addr).unwrap();
+        stuck.write_all(&b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n".repeat(3)).unwrap();
+        let t0 = Instant::now();
+        // Meanwhile, other clients are served, concurrently.
+        let served: Vec<_> = (0..3)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(addr);
+                    (0..50).all(|_| c.get("GET", "/6k.bin").status == 200)
+                })
+            })
+            .collect();
+        for h in served {
+            assert!(h.join().unwrap(), "{mech}: another client failed while one was stuck");
+        }
+        // Blocked on a full send buffer, the server is quiet (no busy loop on writability).
+        let blocked = cpu_during(s.pid(), || std::thread::sleep(Duration::from_millis(500)));
+        // Within the send-progress timeout (1 s) plus a wheel tick, it gives up on the client.
+        let t = Instant::now();
+        while s.stats()["errors"]["timeout_send"].as_u64().unwrap() == 0 {
+            assert!(t.elapsed() < Duration::from_secs(10), "{mech}: never timed out");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let after = t0.elapsed();
+        fds_back_to(&s, base, mech);
+        // What the client gets: part of the first response, then the close.
+        stuck.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        let _ = stuck.read_to_end(&mut got);
+        assert!(got.len() < 3 * HUGE, "{mech}: {} bytes", got.len());
+        eprintln!(
+            "{mech}: never-reading client closed {:.1} s after it stopped reading ({} of {} bytes delivered); CPU while blocked {:.1}%",
+            after.as_secs_f64(),
+            got.len(),
+            3 * HUGE,
+            blocked * 100.0
+        );
+        assert!(blocked < 0.2, "{mech}: {:.0}% of a core while blocked", blocked * 100.0);
+        s.signal(libc::SIGTERM);
+        assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{mech}");
+    }
+}
+
+#[test]
+fn a_client_that_half_closes_gets_the_whole_response() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = huge_root("half");
+    let want = huge();
+    for mech in mechanisms() {
+        let mut s = start(mech, &root, "");
+        let addr: SocketAddr = s.addr();
+        let base = s.fds();
+        for pipelined in [false, true] {
+            let mut t = TcpStream::connect(addr).unwrap();
+            t.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut req = b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n".to_vec();
+            if pipelined {
+                req.extend_from_slice(b"GET /1b.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+            }
+            t.write_all(&req).unwrap();
+            t.shutdown(std::net::Shutdown::Write).unwrap();
+            // Read slowly at first, so the half-close is seen long before the end is sent.
+            let mut all = Vec::new();
+            let mut b = vec![0u8; 16384];
+            for _ in 0..20 {
+                let n = t.read(&mut b).unwrap();
+                all.extend_from_slice(&b[..n]);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            t.read_to_end(&mut all).unwrap();
+            let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            assert!(all.starts_with(b"HTTP/1.1 200 OK"), "{mech}");
+            assert_eq!(&all[head_end..head_end + HUGE], &want[..], "{mech}: body");
+            let rest = &all[head_end + HUGE..];
+            if pipelined {
+                assert!(
+                    rest.starts_with(b"HTTP/1.1 200 OK") && rest.ends_with(b"\r\n\r\nx"),
+                    "{mech}"
+                );
+            } else {
+                assert!(rest.is_empty(), "{mech}: {} bytes after the body", rest.len());
+            }
+        }
+        fds_back_to(&s, base, mech);
+        s.signal(libc::SIGTERM);
+        assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{mech}");
+    }
+}
+
+/// SIGTERM drains and exits as soon as the in-flight work is done: a response that began
+/// before the stop is finished and its connection closed (it used to stay open as an idle
+/// keep-alive connection until the drain limit), a request waiting in an idle connection's
+/// socket or in the accept queue is answered, and new connections are refused at once.
+#[test]
+fn sigterm_answers_what_has_arrived_refuses_the_rest_and_exits_when_done() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = huge_root("drain");
+    let want = huge();
+    for mech in mechanisms() {
+        let mut s = start(mech, &root, "--drain-timeout 60s");
+        let addr = s.addr();
+        // A: a large response in flight.
+        let mut a = TcpStream::connect(addr).unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        a.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut got = vec![0u8; 100_000];
+        a.read_exact(&mut got).unwrap();
+        // B: an idle keep-alive connection.
+        let mut b = Client::connect(addr);
+        assert_eq!(b.get("GET", "/1b.txt").status, 200);
+        std::thread::sleep(Duration::from_millis(100));
+        // While the server is stopped: B sends a request, C connects (into the accept queue)
+        // and sends one, and SIGTERM is queued; all of it is seen at once on SIGCONT.
+        s.signal(libc::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(100));
+        b.send(b"GET /6k.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+        let mut c = Client::connect(addr);
+        c.send(b"GET /1b.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+        std::thread::sleep(Duration::from_millis(100));
+        s.signal(libc::SIGTERM);
+        s.signal(libc::SIGCONT);
+        let t = Instant::now();
+        assert_eq!(b.response(false).unwrap().status, 200, "{mech}: B's request answered");
+        assert!(b.closed(), "{mech}: B closed after its answer");
+        assert_eq!(c.response(false).unwrap().status, 200, "{mech}: C's request answered");
+        assert!(c.closed(), "{mech}: C closed after its answer");
+        // New connections are refused once the listener is shut.
+        let mut refused = false;
+        for _ in 0..50 {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    refused = true;
+                    break;
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        assert!(refused, "{mech}: new connections refused while draining");
+        // A's response completes, then A is closed, and the server exits long before 60 s.
+        let mut rest = Vec::new();
+        a.read_to_end(&mut rest).unwrap();
+        got.extend_from_slice(&rest);
+        let at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(got[at..] == want[..], "{mech}: A's body, {} bytes", got.len() - at);
+        assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0), "{mech}: exit after the drain");
+        eprintln!("{mech}: drained and exited {:.2} s after SIGCONT", t.elapsed().as_secs_f64());
+    }
+}
