@@ -406,6 +406,25 @@ fn a_host_that_fails_mid_run_or_is_never_ready_is_named_in_the_record_and_exit_s
     assert!(m.is_null(), "nothing was measured, so no record");
     assert!(err.contains("host mute was not ready by the start instant"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(10), "the mute host was killed, not waited for");
+
+    // Bad multi-host arguments: exit 2 and one sentence naming the value.
+    for (args, says) in [
+        (vec!["--segment", "4/3"], "invalid --segment '4/3': expected I/N"),
+        (vec!["--start-at", "noon"], "invalid --start-at 'noon'"),
+        (vec!["--start-at", "2020-01-01T00:00:00Z"], "in the past"),
+        (vec!["--hosts", "a,b", "--remote-cmd", "ssh x ioscale"], "has no {host} placeholder"),
+        (vec!["--hosts", "a,b", "--remote-cmd", "ssh '{host}"], "invalid --remote-cmd"),
+    ] {
+        let mut a = vec![url.as_str(), "--rate", "10", "--duration", "1s"];
+        a.extend(args);
+        let (code, _, err) = load(&a);
+        assert_eq!(code, Some(2), "{a:?}: {err}");
+        assert!(err.contains(says), "{a:?}: {err}");
+    }
+    let (code, _, err) =
+        load(&[&url, "--peak", "--connections", "1", "--duration", "1s", "--hosts", "a,b"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--connections 1 cannot be split over 2 hosts"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
