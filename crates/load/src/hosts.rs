@@ -538,7 +538,15 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
         return ExitCode::from(if interrupted { 3 } else { 1 });
     }
     let merged = match merged_record(plan, &hosts) {
-        Ok(m) => m,
+        Ok(mut m) => {
+            if interrupted {
+                if let Some(r) = m["invalid_reasons"].as_array_mut() {
+                    r.insert(0, json!("interrupted (SIGINT/SIGTERM at the coordinator): every segment was stopped"));
+                }
+                m["valid"] = json!(false);
+            }
+            m
+        }
         Err(e) => {
             for h in hosts.iter().filter(|h| h.failure.is_some()) {
                 eprintln!(
