@@ -263,7 +263,7 @@ fn take_notes(rx: &mpsc::Receiver<Note>, hosts: &mut [Host], start_unix: f64) {
             Note::Pong(i, sent, host_time, recv) => {
                 let h = &mut hosts[i];
                 let rtt = recv - sent;
-                if rtt >= 0.0 && h.clock.map_or(true, |(best, _)| rtt < best) {
+                if rtt >= 0.0 && !h.clock.is_some_and(|(best, _)| rtt >= best) {
                     h.clock = Some((rtt, host_time - (sent + recv) / 2.0));
                 }
                 if h.pings < PINGS {
