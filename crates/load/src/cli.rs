@@ -156,6 +156,15 @@ pub fn run(a: &LoadArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(late) = a.start_at.and_then(|t| t.elapsed().ok()) {
+        if late > Duration::from_secs(1) {
+            eprintln!(
+                "ioscale load: --start-at is {:.1} s in the past: give a future instant",
+                late.as_secs_f64()
+            );
+            return ExitCode::from(2);
+        }
+    }
     if !a.hosts.is_empty() {
         return crate::hosts::coordinate(a, &plan);
     }

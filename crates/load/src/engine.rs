@@ -723,16 +723,6 @@ pub fn run(
             e.warm_end = e.warm_end.min(now);
             e.end = e.end.min(now);
         }
-        if seg_start.is_none() && now >= e.start {
-            // The arrival clock starts: note how far from the shared instant, and start the
-            // closed loop's parked connections.
-            seg_start = Some((std::time::SystemTime::now(), held_at_window.is_some()));
-            if let Mode::Peak { .. } = plan.mode {
-                for slot in std::mem::take(&mut e.pool_free) {
-                    e.send(slot, now);
-                }
-            }
-        }
         if e.scheduling && (now >= e.end || plan.sessions.is_some_and(|s| sched.index() >= s)) {
             e.scheduling = false;
             if e.end == u64::MAX {
@@ -744,11 +734,21 @@ pub fn run(
         if held_at_window.is_none()
             && e.idle.established >= plan.idle as u64
             && e.inactive.established >= plan.inactive as u64
-            && (plan.segment.start_at.is_none() || e.pool_connecting() == 0)
+            && (plan.segment.start_at.is_none() || now >= e.start || e.pool_connecting() == 0)
         {
             held_at_window = Some((now, 0));
             if plan.segment.start_at.is_some() && now < e.start {
                 crate::hosts::ready(plan);
+            }
+        }
+        if seg_start.is_none() && now >= e.start {
+            // The arrival clock starts: note how far from the shared instant, and start the
+            // closed loop's parked connections.
+            seg_start = Some((std::time::SystemTime::now(), held_at_window.is_some()));
+            if let Mode::Peak { .. } = plan.mode {
+                for slot in std::mem::take(&mut e.pool_free) {
+                    e.send(slot, now);
+                }
             }
         }
         if !e.scheduling && (e.in_flight() == 0 || now > drain_deadline) {

@@ -35,6 +35,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// The first word of a segment's readiness line on stderr.
 pub const READY: &str = "ioscale-load READY";
 
+/// The first word of a segment's answer, on stderr, to a `ping T` line on its stdin.
+pub const PONG: &str = "ioscale-load PONG";
+
+/// Clock pings per host (the one with the shortest round trip is kept, as NTP does).
+const PINGS: u32 = 5;
+
 /// A segment's start offset beyond which its record is INVALID, ms.
 pub const MAX_START_OFFSET_MS: f64 = 10.0;
 
@@ -63,22 +69,37 @@ pub fn ready(plan: &Plan) {
 }
 
 /// `--coordinated`: stop the run (as SIGINT would) when stdin reaches end of file, i.e. when the
-/// coordinator closed it, or died, or the ssh connection carrying it ended.
+/// coordinator closed it, or died, or the ssh connection carrying it ended; and answer each
+/// `ping T` line with `ioscale-load PONG t=T host_time=NOW` on stderr (the coordinator's clock
+/// check).
 pub fn follow_stdin() {
     std::thread::spawn(|| {
-        let mut sink = [0u8; 256];
+        let mut line = Vec::new();
         let mut stdin = std::io::stdin().lock();
         loop {
-            match stdin.read(&mut sink) {
+            line.clear();
+            match stdin.read_until(b'\n', &mut line) {
                 Ok(0) => break,
-                Ok(_) => {}
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&line);
+                    if let Some(t) = text.trim().strip_prefix("ping ") {
+                        let mut err = std::io::stderr().lock();
+                        let now = unix(SystemTime::now());
+                        let _ = writeln!(err, "{PONG} t={t} host_time={now:.6}");
+                        let _ = err.flush();
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }
         }
+        STDIN_CLOSED.store(true, Ordering::SeqCst);
         sys::STOP.store(true, Ordering::SeqCst);
     });
 }
+
+/// Set when `--coordinated` saw its stdin close (the stop came from the coordinator).
+static STDIN_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Adds the `segment` object to a segment's record (which slice, the shared start instant, the
 /// measured start offset) and marks the record INVALID when the segment started more than
@@ -99,6 +120,18 @@ pub fn annotate_segment(report: &mut Report, plan: &Plan, started: Option<(Syste
         "start_offset_ms": offset_ms,
         "ready_at_start": started.map(|s| s.1),
     });
+    if STDIN_CLOSED.load(Ordering::SeqCst) {
+        // Say who stopped it: the engine only knows it was asked to stop.
+        if let Some(r) = report.record["invalid_reasons"].as_array_mut() {
+            for v in
+                r.iter_mut().filter(|v| v.as_str().is_some_and(|s| s.starts_with("interrupted")))
+            {
+                *v = json!(
+                    "interrupted: stopped by the coordinator (stdin closed) before the planned end"
+                );
+            }
+        }
+    }
     let mut reasons = Vec::new();
     if let Some(ms) = offset_ms.filter(|ms| *ms > MAX_START_OFFSET_MS) {
         reasons.push(format!(
@@ -186,13 +219,59 @@ struct Host {
     stdout: Option<mpsc::Receiver<Vec<u8>>>,
     stderr: Arc<Mutex<Vec<String>>>,
     ready: Option<(f64, f64)>,
+    pings: u32,
+    /// The best clock sample: (round trip, host clock − coordinator clock), s.
+    clock: Option<(f64, f64)>,
     exit: Option<std::process::ExitStatus>,
     record: Option<Value>,
     failure: Option<String>,
 }
 
 enum Note {
+    /// Host, its clock at READY, ours on receipt.
     Ready(usize, f64, f64),
+    /// Host, our clock when we pinged, its clock on answering, ours on receipt.
+    Pong(usize, f64, f64, f64),
+}
+
+/// Sends a clock ping (`ping T`, T our wall clock) on the host's stdin.
+fn ping(h: &mut Host) {
+    if let Some(s) = h.stdin.as_mut() {
+        let _ = writeln!(s, "ping {:.6}", unix(SystemTime::now()));
+        let _ = s.flush();
+        h.pings += 1;
+    }
+}
+
+/// Takes in what the hosts' stderr readers noticed: READY lines (judged against the start
+/// instant, then the clock pings begin) and clock answers (the shortest round trip kept; the
+/// skew is the host's clock minus the midpoint of our send and receipt, within ± half the round
+/// trip).
+fn take_notes(rx: &mpsc::Receiver<Note>, hosts: &mut [Host], start_unix: f64) {
+    while let Ok(note) = rx.try_recv() {
+        match note {
+            Note::Ready(i, host_time, recv) => {
+                hosts[i].ready = Some((host_time, recv));
+                if host_time > start_unix {
+                    hosts[i].failure = Some(format!(
+                        "was not ready by the start instant: its READY line is {:.0} ms after it by its own clock",
+                        (host_time - start_unix) * 1000.0
+                    ));
+                }
+                ping(&mut hosts[i]);
+            }
+            Note::Pong(i, sent, host_time, recv) => {
+                let h = &mut hosts[i];
+                let rtt = recv - sent;
+                if rtt >= 0.0 && !h.clock.is_some_and(|(best, _)| rtt >= best) {
+                    h.clock = Some((rtt, host_time - (sent + recv) / 2.0));
+                }
+                if h.pings < PINGS {
+                    ping(h);
+                }
+            }
+        }
+    }
 }
 
 impl Host {
@@ -274,6 +353,8 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
             stdout: None,
             stderr: Arc::new(Mutex::new(Vec::new())),
             ready: None,
+            pings: 0,
+            clock: None,
             exit: None,
             record: None,
             failure: None,
@@ -305,6 +386,18 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
                             let _ = tx.send(Note::Ready(i, host_time, unix(SystemTime::now())));
                             continue;
                         }
+                        if let Some(rest) = line.strip_prefix(PONG) {
+                            let recv = unix(SystemTime::now());
+                            let field = |k: &str| {
+                                rest.split_whitespace()
+                                    .find_map(|w| w.strip_prefix(k))
+                                    .and_then(|v| v.parse::<f64>().ok())
+                            };
+                            if let (Some(t), Some(h)) = (field("t="), field("host_time=")) {
+                                let _ = tx.send(Note::Pong(i, t, h, recv));
+                            }
+                            continue;
+                        }
                         eprintln!("[{label}] {line}");
                         if let Ok(mut t) = tail.lock() {
                             t.push(line);
@@ -326,15 +419,7 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
     let mut interrupted = false;
     let mut stopping: Option<Instant> = None;
     loop {
-        while let Ok(Note::Ready(i, host_time, recv)) = rx.try_recv() {
-            hosts[i].ready = Some((host_time, recv));
-            if host_time > start_unix {
-                hosts[i].failure = Some(format!(
-                    "was not ready by the start instant: its READY line is {:.0} ms after it by its own clock",
-                    (host_time - start_unix) * 1000.0
-                ));
-            }
-        }
+        take_notes(&rx, &mut hosts, start_unix);
         for h in hosts.iter_mut().filter(|h| h.ready.is_none() && h.failure.is_none()) {
             if let Some(st) = h.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 h.exit = Some(st);
@@ -352,7 +437,7 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
         if Instant::now() > t_start + READY_GRACE {
             for h in hosts.iter_mut().filter(|h| h.ready.is_none()) {
                 h.failure = Some(format!(
-                    "was not ready by the start instant {} (no READY line; is the host reachable and 'ioscale' on its PATH?)",
+                    "was not ready by the start instant {} (no READY line: is the host reachable without a password prompt, and 'ioscale' on its PATH?)",
                     humantime::format_rfc3339_millis(start_at)
                 ));
             }
@@ -376,6 +461,7 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
         });
     let deadline = t_start + run_for + a.timeout + Duration::from_secs(30);
     loop {
+        take_notes(&rx, &mut hosts, start_unix);
         let mut running = 0;
         for h in hosts.iter_mut() {
             let Some(c) = h.child.as_mut() else { continue };
@@ -452,7 +538,15 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
         return ExitCode::from(if interrupted { 3 } else { 1 });
     }
     let merged = match merged_record(plan, &hosts) {
-        Ok(m) => m,
+        Ok(mut m) => {
+            if interrupted {
+                if let Some(r) = m["invalid_reasons"].as_array_mut() {
+                    r.insert(0, json!("interrupted (SIGINT/SIGTERM at the coordinator): every segment was stopped"));
+                }
+                m["valid"] = json!(false);
+            }
+            m
+        }
         Err(e) => {
             for h in hosts.iter().filter(|h| h.failure.is_some()) {
                 eprintln!(
@@ -534,7 +628,9 @@ fn merged_record(plan: &Plan, hosts: &[Host]) -> Result<Value, String> {
             "invalid_reasons": why,
             "exit_code": h.exit.and_then(|s| s.code()),
             "start_offset_ms": r.map(|r| r["segment"]["start_offset_ms"].clone()).unwrap_or(Value::Null),
-            "clock_skew_ms": h.ready.map(|(host, recv)| (host - recv) * 1000.0),
+            "clock_skew_ms": h.clock.map(|(_, skew)| skew * 1000.0)
+                .or(h.ready.map(|(host, recv)| (host - recv) * 1000.0)),
+            "clock_rtt_ms": h.clock.map(|(rtt, _)| rtt * 1000.0),
             "target_rate": r.map(|r| r["target_rate"].clone()).unwrap_or(Value::Null),
             "achieved_rate": r.map(|r| r["achieved_rate"].clone()).unwrap_or(Value::Null),
             "replies": r.map(|r| r["active"]["replies"].clone()).unwrap_or(Value::Null),
@@ -562,7 +658,7 @@ fn hosts_summary(m: &Value) -> String {
     let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:+.3} ms"));
     for h in m["hosts"].as_array().into_iter().flatten() {
         s.push_str(&format!(
-            "host {} segment {}: {}  target {:.1}/s achieved {:.1}/s replies {}  start offset {}  clock skew {}\n",
+            "host {} segment {}: {}  target {:.1}/s achieved {:.1}/s replies {}  start offset {}  clock skew {} (round trip {})\n",
             h["name"].as_str().unwrap_or(""),
             h["segment"].as_str().unwrap_or(""),
             h["status"].as_str().unwrap_or(""),
@@ -571,6 +667,7 @@ fn hosts_summary(m: &Value) -> String {
             h["replies"],
             f(&h["start_offset_ms"]),
             f(&h["clock_skew_ms"]),
+            h["clock_rtt_ms"].as_f64().map_or("-".to_string(), |x| format!("{x:.3} ms")),
         ));
     }
     s
