@@ -33,6 +33,12 @@ pub struct Config {
     pub only: Vec<String>,
     /// Show progress bars (on a terminal).
     pub progress: bool,
+    /// Drive the http experiments from these load hosts (`ioscale load --hosts`), not locally.
+    pub load_hosts: Vec<String>,
+    /// The command template that reaches a load host (`ioscale load --remote-cmd`).
+    pub load_remote_cmd: Option<String>,
+    /// The address the server under test listens on (one the load hosts reach).
+    pub server_addr: std::net::Ipv4Addr,
 }
 
 /// A runner failure: one sentence.
