@@ -392,6 +392,9 @@ impl Engine<'_> {
         if !c.more {
             self.accept = None;
         }
+        // The herd counter's nearest equivalent: each accept completion is a listener notice
+        // that carried its connection (a multishot accept never wakes a worker for nothing).
+        bump(&self.st.listener_notices, 1);
         match c.result {
             Ok(Value::Accepted(fd)) => {
                 // Also while stopping: a connection the kernel completed before the listener
