@@ -57,6 +57,11 @@ pub struct SoakArgs {
     /// Document root to serve (default: one generated in OUT/www with a 6 KB file).
     #[arg(long)]
     root: Option<PathBuf>,
+    /// Source addresses for the generator's connections (127.0.0.1..N): 15,000 held
+    /// connections plus the sessions' TIME_WAIT would nearly exhaust one address's ephemeral
+    /// ports, and a connect() that has to search an exhausted range costs a millisecond.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=64))]
+    sources: u8,
     /// The path requested.
     #[arg(long, default_value = "/6k.html")]
     path: String,
@@ -225,6 +230,7 @@ pub fn run(a: SoakArgs) -> Result<ExitCode> {
             None => load.args(["--rate", &a.rate.to_string(), "--calls", &a.calls.to_string()]),
         };
     }
+    load.args(["--source-addrs", &a.sources.to_string()]);
     load.args(["--idle", &a.idle.to_string(), "--idle-period"])
         .arg(format!("{}ms", a.idle_period.as_millis()))
         .arg("--duration")

@@ -101,6 +101,9 @@ struct Engine<'p> {
     tick_latency: Histogram<u64>,
     timers: BinaryHeap<Reverse<(u64, usize, u32)>>,
     retry: VecDeque<(u64, Pop)>,
+    /// While re-opening held connections fails, one attempt per 100 ms: not before this time
+    /// (0: not failing).
+    retry_gate: u64,
     queue: VecDeque<u64>,
     pool_free: Vec<usize>,
     /// When the arrival clock starts (ns after t0): 0, or the --start-at instant.
@@ -159,7 +162,7 @@ impl<'p> Engine<'p> {
                 if count {
                     self.stats(pop).error(ErrorKind::of(&e));
                 }
-                if pop != Pop::Active && self.scheduling {
+                if self.held(pop) && self.scheduling {
                     self.retry.push_back((now + 100_000_000, pop));
                 }
                 return None;
@@ -231,7 +234,22 @@ impl<'p> Engine<'p> {
         if count {
             self.stats(c.pop).error(kind);
         }
+        if c.st == St::Connecting && self.held(c.pop) {
+            // It never connected: re-opened through the retry queue and its gate, not at once
+            // (at once, a dead server or an exhausted port range makes a connect() loop).
+            if self.scheduling {
+                self.retry.push_back((now + 100_000_000, c.pop));
+                self.retry_gate = self.retry_gate.max(now + 100_000_000);
+            }
+            return;
+        }
         self.replace(c, now);
+    }
+
+    /// Whether connections of `pop` are held (re-opened when they end): idle, inactive, and the
+    /// active pool of the request-rate and peak modes.
+    fn held(&self, pop: Pop) -> bool {
+        pop != Pop::Active || matches!(self.plan.mode, Mode::Peak { .. } | Mode::RequestRate { .. })
     }
 
     /// Re-opens a held connection (idle, inactive, pool) that ended, while the run goes on.
@@ -311,6 +329,9 @@ impl<'p> Engine<'p> {
         let Some(c) = self.slab[slot].as_mut() else { return };
         let (pop, started, intended) = (c.pop, c.started, c.intended);
         c.deadline = 0;
+        if self.held(pop) {
+            self.retry_gate = 0;
+        }
         let window = match pop {
             Pop::Active => self.in_window(intended),
             _ => true,
@@ -678,6 +699,7 @@ pub fn run(
         tick_latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
         timers: BinaryHeap::new(),
         retry: VecDeque::new(),
+        retry_gate: 0,
         queue: VecDeque::new(),
         pool_free: Vec::new(),
         start,
@@ -797,9 +819,19 @@ pub fn run(
                 e.send(slot, at);
             }
         }
-        while e.scheduling && e.retry.front().is_some_and(|r| r.0 <= now) {
+        // Held connections whose re-opening failed are retried, but while connecting fails (no
+        // port, no descriptor, nothing listening) one attempt per 100 ms for all of them: each
+        // retrying on its own would spin on connect() (a connect that scans an exhausted port
+        // range costs a millisecond of kernel time) and starve the schedule.
+        while e.scheduling && now >= e.retry_gate && e.retry.front().is_some_and(|r| r.0 <= now) {
             let (_, pop) = e.retry.pop_front().expect("checked");
-            e.open(pop, 0, now);
+            let failing = e.retry_gate != 0;
+            if e.open(pop, 0, now).is_none() || failing {
+                // Failing: this was the one probe of the period; a connection that comes up
+                // clears the gate (`connected`) and the rest follow at once.
+                e.retry_gate = now + 100_000_000;
+                break;
+            }
         }
         if now >= next_sweep {
             e.sweep_timeouts();
@@ -852,7 +884,7 @@ pub fn run(
             due = due.min(*at);
         }
         if let Some(r) = e.retry.front() {
-            due = due.min(r.0);
+            due = due.min(r.0.max(e.retry_gate));
         }
         if e.scheduling {
             due = due.min(e.end);
