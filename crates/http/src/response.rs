@@ -598,6 +598,53 @@ mod tests {
     }
 
     #[test]
+    fn if_range_and_partial_heads() {
+        let e = Entity::new(b"f.bin", 1000, UNIX_EPOCH + Duration::from_secs(784111777));
+        let tag = e.etag().to_string();
+        let ask = |extra: &str| {
+            let r = format!("GET / HTTP/1.1\r\nHost: h\r\nRange: bytes=10-19\r\n{extra}\r\n");
+            e.ranges(&req(r.as_bytes()))
+        };
+        let part = Ranges::One { start: 10, end: 20 };
+        assert_eq!(ask(""), part);
+        assert_eq!(ask(&format!("If-Range: {tag}\r\n")), part);
+        assert_eq!(ask("If-Range: Sun, 06 Nov 1994 08:49:37 GMT\r\n"), part);
+        assert_eq!(ask("If-Range: Sun, 06 Nov 1994 08:49:38 GMT\r\n"), Ranges::Whole);
+        assert_eq!(ask(&format!("If-Range: W/{tag}\r\n")), Ranges::Whole);
+        assert_eq!(ask("If-Range: \"other\"\r\n"), Ranges::Whole);
+        assert_eq!(ask("If-Range: junk\r\n"), Ranges::Whole);
+        assert_eq!(e.ranges(&req(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")), Ranges::Whole);
+        let d = DateCache::new();
+        let mut out = Vec::new();
+        write_partial_head(&mut out, &e, 10, 20, &d, Version::Http11, true);
+        let t = head_text(&out);
+        assert!(t.starts_with("HTTP/1.1 206 Partial Content\r\n"), "{t}");
+        assert!(t.contains("Content-Range: bytes 10-19/1000\r\nContent-Length: 10\r\n"), "{t}");
+        assert!(t.contains("Accept-Ranges: bytes\r\n"));
+        let mut out = Vec::new();
+        write_unsatisfiable(&mut out, &e, &d, false, Version::Http11, true);
+        let t = head_text(&out);
+        assert!(t.starts_with("HTTP/1.1 416 Range Not Satisfiable\r\n"), "{t}");
+        assert!(t.contains("Content-Range: bytes */1000\r\n"), "{t}");
+        assert!(t.ends_with("\r\n\r\n416 Range Not Satisfiable\n"), "{t}");
+    }
+
+    #[test]
+    fn entity_options_add_their_lines() {
+        let t = UNIX_EPOCH + Duration::from_secs(784111777);
+        let opts = EntityOptions { cache_control: Some("max-age=60"), gzip: true, vary: true };
+        let e = Entity::with_options(b"a.css", 5, t, opts);
+        let lines = String::from_utf8(e.header_lines().to_vec()).unwrap();
+        assert_eq!(
+            lines,
+            "Content-Type: text/css; charset=utf-8\r\nContent-Encoding: gzip\r\n\
+             Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nETag: \"2ebc98a1-5-gz\"\r\n\
+             Accept-Ranges: bytes\r\nVary: Accept-Encoding\r\nCache-Control: max-age=60\r\n"
+        );
+        assert_ne!(e.etag(), Entity::new(b"a.css", 5, t).etag());
+    }
+
+    #[test]
     fn errors_have_a_body_unless_head_and_405_has_allow() {
         let d = DateCache::new();
         let mut out = Vec::new();

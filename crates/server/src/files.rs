@@ -280,7 +280,8 @@ impl Files {
         let file = File::from(self.open_rel(&name).ok()?);
         let m = file.metadata().ok()?;
         let ident = (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec());
-        let fresh = (ident.3, ident.4) >= (of.3, of.4);
+        // Whole seconds, HTTP's granularity: copies that keep only seconds still count.
+        let fresh = ident.3 >= of.3;
         (m.is_file() && fresh).then(|| (file, ident, m.modified().unwrap_or(std::time::UNIX_EPOCH)))
     }
 
@@ -394,6 +395,33 @@ mod tests {
         assert!(
             matches!(f.lookup(b"", false, now), Err(LookupError::Http(e)) if e.kind() == ErrorKind::NotFound)
         );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn precompressed_variants_come_and_go_with_the_gz() {
+        let d = tmp("gz");
+        std::fs::write(d.join("a.txt"), "plain").unwrap();
+        let mut f = Files::open(&d, CacheLimits::default()).unwrap();
+        f.set_options(Some("no-cache".into()), true);
+        let t0 = Instant::now();
+        let Ok(Found::File(e)) = f.lookup(b"a.txt", false, t0) else { panic!() };
+        assert!(e.gz.is_none());
+        let lines = String::from_utf8_lossy(e.entity.header_lines()).into_owned();
+        assert!(!lines.contains("Vary") && lines.contains("Cache-Control: no-cache\r\n"));
+        std::fs::write(d.join("a.txt.gz"), "zipped").unwrap();
+        let Ok(Found::File(e)) = f.lookup(b"a.txt", false, t0 + REVALIDATE * 2) else { panic!() };
+        let v = e.gz.as_ref().expect("the .gz is seen at the next check");
+        assert!(matches!(&v.content, Content::Memory(m) if &m[..] == b"zipped"));
+        assert!(String::from_utf8_lossy(e.entity.header_lines()).contains("Vary: Accept-Encoding"));
+        assert_eq!(e.variant(Some(b"gzip")).0, &v.entity);
+        assert_eq!(e.variant(Some(b"br")).0, &e.entity);
+        assert_eq!(e.variant(None).0, &e.entity);
+        assert_eq!(f.held(), 5 + 6);
+        std::fs::remove_file(d.join("a.txt.gz")).unwrap();
+        let Ok(Found::File(e)) = f.lookup(b"a.txt", false, t0 + REVALIDATE * 4) else { panic!() };
+        assert!(e.gz.is_none());
+        assert_eq!(f.held(), 5);
         let _ = std::fs::remove_dir_all(&d);
     }
 
