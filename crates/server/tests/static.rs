@@ -262,3 +262,23 @@ const TYPES: &[(&str, &str)] = &[
     ("noext", "application/octet-stream"),
     ("a.unknownext", "application/octet-stream"),
 ];
+
+#[test]
+fn the_binary_takes_the_new_options_and_refuses_bad_values() {
+    let root = root("cli");
+    std::fs::write(root.join("a.txt"), "hello").unwrap();
+    let out = Command::new(util::serve_exe())
+        .args(["--port", "0", "--cache-control", "no-cache\u{1}x", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("invalid Cache-Control value") && err.contains("visible ASCII"), "{err}");
+    let args =
+        format!("--root '{}' --precompressed --cache-control 'public, max-age=5'", root.display());
+    let s =
+        util::ServerProc::spawn("", &args).unwrap_or_else(|line| panic!("did not start: {line}"));
+    let r = Client::connect(s.addr()).get("GET", "/a.txt");
+    assert_eq!((r.status, r.header("cache-control")), (200, Some("public, max-age=5")));
+}
