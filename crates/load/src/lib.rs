@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod hosts;
 pub mod http;
 pub mod plan;
 pub mod stats;
