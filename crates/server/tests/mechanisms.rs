@@ -342,19 +342,15 @@ fn ranges_directories_and_head_parity() {
             assert_eq!(r.header("accept-ranges"), Some("bytes"), "{m} {path}");
             let etag = r.header("etag").unwrap().to_string();
             let lm = r.header("last-modified").unwrap().to_string();
+            let mid = len / 2;
             for (spec, a, b) in [
-                ("0-99", 0, 100),
-                ("10-", 10, len),
-                ("-100", len - 100, len),
-                ("1-99999999", 1, len),
-                ("50000-50001", 50000.min(len - 2), 50002.min(len)),
-                ("0-1, 99999999-", 0, 2),
+                ("0-99".to_string(), 0, 100),
+                ("10-".into(), 10, len),
+                ("-100".into(), len - 100, len),
+                ("1-99999999".into(), 1, len),
+                (format!("{mid}-{}", mid + 1), mid, mid + 2),
+                ("0-1, 99999999-".into(), 0, 2),
             ] {
-                let spec = if spec.starts_with("50000") && len < 50002 {
-                    format!("{a}-{}", b - 1)
-                } else {
-                    spec.to_string()
-                };
                 let r = ask(&mut c, "GET", path, &format!("Range: bytes={spec}\r\n"));
                 assert_eq!(r.status, 206, "{m} {path} {spec}");
                 assert_eq!(
