@@ -13,6 +13,7 @@
 //! | listener | one shared socket (optionally `EPOLLEXCLUSIVE`) or one `SO_REUSEPORT` socket per worker | [`ListenerMode`] |
 //! | accept | one per readiness notice, or until `EAGAIN` with `--multi-accept` (Chandra & Mosberger §4); at `EMFILE` the reserve descriptor sheds new connections, the listener pauses, nothing spins | `worker.rs` |
 //! | files | phhttpd's static cache: small files in memory, large ones `sendfile`d, opened with `openat2(RESOLVE_BENEATH)` so nothing outside the root is ever served | [`files`] |
+//! | static serving | byte ranges (206/416; several ranges get the whole 200), HEAD with the GET's head, `/dir` → `/dir/`, types, `--cache-control`, `--precompressed` (`NAME.gz`, nginx's `gzip_static`); see docs/static.md | `respond.rs`, [`files`] |
 //! | timeouts | header (slowloris), idle (keep-alive) and send timeouts on a coarse timer wheel: no per-wait scan of all connections | `worker.rs` |
 //! | stats | `GET /.ioscale/stats`, loopback only by default: connections, requests, bytes, the dispatch counters, errors by kind, CPU | [`stats`] |
 //!
