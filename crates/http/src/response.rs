@@ -5,6 +5,7 @@
 //! renders its fixed header lines once (when a file is cached), the date is formatted once per
 //! second, and numbers are written with `itoa`.
 
+use crate::range::{self, Ranges};
 use crate::request::{Method, Request, Version};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,6 +16,8 @@ pub struct Status(u16);
 impl Status {
     /// 200 OK.
     pub const OK: Status = Status(200);
+    /// 206 Partial Content.
+    pub const PARTIAL_CONTENT: Status = Status(206);
     /// 301 Moved Permanently.
     pub const MOVED_PERMANENTLY: Status = Status(301);
     /// 304 Not Modified.
@@ -33,6 +36,8 @@ impl Status {
     pub const PAYLOAD_TOO_LARGE: Status = Status(413);
     /// 414 URI Too Long.
     pub const URI_TOO_LONG: Status = Status(414);
+    /// 416 Range Not Satisfiable.
+    pub const RANGE_NOT_SATISFIABLE: Status = Status(416);
     /// 431 Request Header Fields Too Large.
     pub const HEADERS_TOO_LARGE: Status = Status(431);
     /// 500 Internal Server Error.
@@ -53,6 +58,7 @@ impl Status {
     pub const fn reason(self) -> &'static str {
         match self.0 {
             200 => "OK",
+            206 => "Partial Content",
             301 => "Moved Permanently",
             304 => "Not Modified",
             400 => "Bad Request",
@@ -62,6 +68,7 @@ impl Status {
             408 => "Request Timeout",
             413 => "Content Too Large",
             414 => "URI Too Long",
+            416 => "Range Not Satisfiable",
             431 => "Request Header Fields Too Large",
             500 => "Internal Server Error",
             501 => "Not Implemented",
@@ -131,24 +138,64 @@ pub struct Entity {
     lines: Vec<u8>,
 }
 
+/// Header lines an [`Entity`] carries besides its type and validators, chosen by the server's
+/// options and by what exists on disk.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct EntityOptions<'a> {
+    /// A `Cache-Control` value (already checked to be visible ASCII and spaces).
+    pub cache_control: Option<&'a str>,
+    /// This is the gzip-encoded variant of the named file (a precompressed `.gz` beside it):
+    /// `Content-Encoding: gzip` and an entity tag ending in `-gz`.
+    pub gzip: bool,
+    /// The response depends on `Accept-Encoding` (a gzip variant exists): `Vary: Accept-Encoding`.
+    pub vary: bool,
+}
+
 impl Entity {
     /// Describes a file of `len` bytes modified at `modified`, named `name` (its extension picks
     /// the type: `mime_guess`'s table, `charset=utf-8` for text, `application/octet-stream` when
     /// unknown).
     pub fn new(name: &[u8], len: u64, modified: SystemTime) -> Entity {
+        Entity::with_options(name, len, modified, EntityOptions::default())
+    }
+
+    /// [`Entity::new`] with the extra header lines `opts` asks for. The lines are, in order:
+    /// `Content-Type`, `Content-Encoding` (gzip variant), `Last-Modified`, `ETag`,
+    /// `Accept-Ranges: bytes`, `Vary`, `Cache-Control`.
+    pub fn with_options(
+        name: &[u8],
+        len: u64,
+        modified: SystemTime,
+        opts: EntityOptions<'_>,
+    ) -> Entity {
         let mtime = modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         // nginx's form: hex seconds and hex length; strong, since both come from the file itself.
-        let etag = format!("\"{mtime:x}-{len:x}\"");
-        let mut lines = Vec::with_capacity(160);
+        let etag = if opts.gzip {
+            format!("\"{mtime:x}-{len:x}-gz\"")
+        } else {
+            format!("\"{mtime:x}-{len:x}\"")
+        };
+        let mut lines = Vec::with_capacity(200);
         lines.extend_from_slice(b"Content-Type: ");
         lines.extend_from_slice(content_type(name).as_bytes());
+        if opts.gzip {
+            lines.extend_from_slice(b"\r\nContent-Encoding: gzip");
+        }
         lines.extend_from_slice(b"\r\nLast-Modified: ");
         lines.extend_from_slice(
             httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(mtime)).as_bytes(),
         );
         lines.extend_from_slice(b"\r\nETag: ");
         lines.extend_from_slice(etag.as_bytes());
-        lines.extend_from_slice(b"\r\n");
+        lines.extend_from_slice(b"\r\nAccept-Ranges: bytes\r\n");
+        if opts.vary {
+            lines.extend_from_slice(b"Vary: Accept-Encoding\r\n");
+        }
+        if let Some(cc) = opts.cache_control {
+            lines.extend_from_slice(b"Cache-Control: ");
+            lines.extend_from_slice(cc.as_bytes());
+            lines.extend_from_slice(b"\r\n");
+        }
         Entity { len, mtime, etag, lines }
     }
 
@@ -198,6 +245,32 @@ impl Entity {
             }
         }
         Status::OK
+    }
+
+    /// What the `Range` of a GET or HEAD asks of this entity (call it when [`Entity::evaluate`]
+    /// said 200): [`Ranges::Whole`] without `Range`, or when `If-Range` names another
+    /// representation — an entity tag compared strongly (a weak tag never matches), or a date
+    /// that must equal `Last-Modified` exactly (RFC 9110 §13.1.5).
+    pub fn ranges(&self, req: &Request<'_>) -> Ranges {
+        let Some(value) = req.range else { return Ranges::Whole };
+        if let Some(cond) = req.if_range {
+            let cond = cond.trim_ascii();
+            let holds = if cond.starts_with(b"\"") {
+                cond == self.etag.as_bytes()
+            } else if cond.starts_with(b"W/") {
+                false
+            } else {
+                std::str::from_utf8(cond)
+                    .ok()
+                    .and_then(|s| httpdate::parse_http_date(s).ok())
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .is_some_and(|d| d.as_secs() == self.mtime)
+            };
+            if !holds {
+                return Ranges::Whole;
+            }
+        }
+        range::evaluate(value, self.len)
     }
 }
 
@@ -264,6 +337,59 @@ pub fn write_entity_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends the head of a 206 for the bytes `start..end` of `entity` (from [`Entity::ranges`]):
+/// the entity's lines, `Content-Range: bytes FIRST-LAST/LEN` and the range's `Content-Length`.
+pub fn write_partial_head(
+    out: &mut Vec<u8>,
+    entity: &Entity,
+    start: u64,
+    end: u64,
+    date: &DateCache,
+    version: Version,
+    keep_alive: bool,
+) {
+    write_common(out, Status::PARTIAL_CONTENT, date);
+    out.extend_from_slice(entity.header_lines());
+    let mut n = itoa::Buffer::new();
+    out.extend_from_slice(b"Content-Range: bytes ");
+    out.extend_from_slice(n.format(start).as_bytes());
+    out.push(b'-');
+    out.extend_from_slice(n.format(end.saturating_sub(1)).as_bytes());
+    out.push(b'/');
+    out.extend_from_slice(n.format(entity.len).as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    out.extend_from_slice(n.format(end.saturating_sub(start)).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    write_connection(out, version, keep_alive);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a 416 for `entity` to `out`: `Content-Range: bytes */LEN` and a one-line text body
+/// (dropped when `head_only`).
+pub fn write_unsatisfiable(
+    out: &mut Vec<u8>,
+    entity: &Entity,
+    date: &DateCache,
+    head_only: bool,
+    version: Version,
+    keep_alive: bool,
+) {
+    // A cold path: a small allocation is fine here.
+    let mut extra = Vec::with_capacity(48);
+    extra.extend_from_slice(b"Content-Range: bytes */");
+    extra.extend_from_slice(itoa::Buffer::new().format(entity.len).as_bytes());
+    extra.extend_from_slice(b"\r\n");
+    write_error_with(
+        out,
+        Status::RANGE_NOT_SATISFIABLE,
+        &extra,
+        date,
+        head_only,
+        version,
+        keep_alive,
+    );
+}
+
 /// Appends a whole response with a caller-made body (e.g. JSON) to `out`; for HEAD only the head.
 #[allow(clippy::too_many_arguments)]
 pub fn write_simple(
@@ -312,7 +438,21 @@ pub fn write_error_for(
     version: Version,
     keep_alive: bool,
 ) {
+    write_error_with(out, status, b"", date, head_only, version, keep_alive);
+}
+
+/// [`write_error_for`] with `extra` header lines (each ending in CRLF) after the date.
+fn write_error_with(
+    out: &mut Vec<u8>,
+    status: Status,
+    extra: &[u8],
+    date: &DateCache,
+    head_only: bool,
+    version: Version,
+    keep_alive: bool,
+) {
     write_common(out, status, date);
+    out.extend_from_slice(extra);
     if status == Status::METHOD_NOT_ALLOWED {
         out.extend_from_slice(b"Allow: GET, HEAD\r\n");
     }
@@ -455,6 +595,53 @@ mod tests {
         );
         let t = head_text(&out);
         assert!(t.starts_with("HTTP/1.1 304 Not Modified\r\n") && !t.contains("Content-Length"));
+    }
+
+    #[test]
+    fn if_range_and_partial_heads() {
+        let e = Entity::new(b"f.bin", 1000, UNIX_EPOCH + Duration::from_secs(784111777));
+        let tag = e.etag().to_string();
+        let ask = |extra: &str| {
+            let r = format!("GET / HTTP/1.1\r\nHost: h\r\nRange: bytes=10-19\r\n{extra}\r\n");
+            e.ranges(&req(r.as_bytes()))
+        };
+        let part = Ranges::One { start: 10, end: 20 };
+        assert_eq!(ask(""), part);
+        assert_eq!(ask(&format!("If-Range: {tag}\r\n")), part);
+        assert_eq!(ask("If-Range: Sun, 06 Nov 1994 08:49:37 GMT\r\n"), part);
+        assert_eq!(ask("If-Range: Sun, 06 Nov 1994 08:49:38 GMT\r\n"), Ranges::Whole);
+        assert_eq!(ask(&format!("If-Range: W/{tag}\r\n")), Ranges::Whole);
+        assert_eq!(ask("If-Range: \"other\"\r\n"), Ranges::Whole);
+        assert_eq!(ask("If-Range: junk\r\n"), Ranges::Whole);
+        assert_eq!(e.ranges(&req(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")), Ranges::Whole);
+        let d = DateCache::new();
+        let mut out = Vec::new();
+        write_partial_head(&mut out, &e, 10, 20, &d, Version::Http11, true);
+        let t = head_text(&out);
+        assert!(t.starts_with("HTTP/1.1 206 Partial Content\r\n"), "{t}");
+        assert!(t.contains("Content-Range: bytes 10-19/1000\r\nContent-Length: 10\r\n"), "{t}");
+        assert!(t.contains("Accept-Ranges: bytes\r\n"));
+        let mut out = Vec::new();
+        write_unsatisfiable(&mut out, &e, &d, false, Version::Http11, true);
+        let t = head_text(&out);
+        assert!(t.starts_with("HTTP/1.1 416 Range Not Satisfiable\r\n"), "{t}");
+        assert!(t.contains("Content-Range: bytes */1000\r\n"), "{t}");
+        assert!(t.ends_with("\r\n\r\n416 Range Not Satisfiable\n"), "{t}");
+    }
+
+    #[test]
+    fn entity_options_add_their_lines() {
+        let t = UNIX_EPOCH + Duration::from_secs(784111777);
+        let opts = EntityOptions { cache_control: Some("max-age=60"), gzip: true, vary: true };
+        let e = Entity::with_options(b"a.css", 5, t, opts);
+        let lines = String::from_utf8(e.header_lines().to_vec()).unwrap();
+        assert_eq!(
+            lines,
+            "Content-Type: text/css; charset=utf-8\r\nContent-Encoding: gzip\r\n\
+             Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nETag: \"2ebc98a1-5-gz\"\r\n\
+             Accept-Ranges: bytes\r\nVary: Accept-Encoding\r\nCache-Control: max-age=60\r\n"
+        );
+        assert_ne!(e.etag(), Entity::new(b"a.css", 5, t).etag());
     }
 
     #[test]

@@ -71,6 +71,13 @@ pub struct ServeArgs {
     /// Files up to this many bytes are held in memory; larger ones are sent with sendfile.
     #[arg(long, default_value_t = 262_144)]
     pub cache_max_file: u64,
+    /// Add `Cache-Control: VALUE` to file responses (200, 206, 304), e.g. 'public, max-age=3600'.
+    #[arg(long, value_name = "VALUE", value_parser = parse_cache_control)]
+    pub cache_control: Option<String>,
+    /// Serve NAME.gz for NAME (when it exists and is not older) to clients that accept gzip,
+    /// with Content-Encoding: gzip and Vary: Accept-Encoding (nginx's gzip_static).
+    #[arg(long)]
+    pub precompressed: bool,
     /// Answer /.ioscale/stats to every client, not only loopback ones.
     #[arg(long)]
     pub stats_public: bool,
@@ -88,6 +95,10 @@ fn parse_buffers(s: &str) -> Result<u16, String> {
         Ok(n) if n > 0 && n <= 32768 && n.is_power_of_two() => Ok(n),
         _ => Err(format!("--uring-buffers {s}: expected a power of two from 1 to 32768")),
     }
+}
+
+fn parse_cache_control(s: &str) -> Result<String, String> {
+    crate::check_cache_control(s).map(|()| s.to_string())
 }
 
 fn parse_engine(s: &str) -> Result<Engine, String> {
@@ -139,6 +150,8 @@ impl ServeArgs {
         c.stats_public = self.stats_public;
         c.drain_timeout = self.drain_timeout;
         c.uring_buffers = self.uring_buffers;
+        c.cache_control = self.cache_control.clone();
+        c.precompressed = self.precompressed;
         c
     }
 }

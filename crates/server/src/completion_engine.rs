@@ -704,8 +704,8 @@ impl Engine<'_> {
         }
         match &mut conn.body {
             Body::None => Ok(()),
-            Body::Memory(m, pos) => {
-                let b = SendBuf::shared(m.clone(), *pos..m.len());
+            Body::Memory(m, pos, end) => {
+                let b = SendBuf::shared(m.clone(), *pos..*end);
                 conn.body = Body::None;
                 self.send(conn, tok, b)
             }

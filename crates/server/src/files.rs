@@ -8,7 +8,8 @@
 //! check interval: the path is opened again beneath the root and compared.
 
 use crate::sys;
-use ioscale_http::{Entity, Error, ErrorKind};
+use ioscale_http::encoding::accepts_gzip;
+use ioscale_http::{Entity, EntityOptions, Error, ErrorKind};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
@@ -30,6 +31,8 @@ pub enum Content {
     Open(Arc<File>),
 }
 
+type Ident = (u64, u64, u64, i64, i64);
+
 /// A cached file.
 #[derive(Debug)]
 pub struct Entry {
@@ -37,8 +40,37 @@ pub struct Entry {
     pub entity: Entity,
     /// Its bytes or its descriptor.
     pub content: Content,
+    /// With `--precompressed`: the gzip variant (`NAME.gz`, not older than the file).
+    pub gz: Option<Variant>,
     checked: Instant,
-    ident: (u64, u64, u64, i64, i64),
+    ident: Ident,
+    gz_ident: Option<Ident>,
+}
+
+/// A precompressed variant of a file.
+#[derive(Debug)]
+pub struct Variant {
+    /// Its representation: the original's type, `Content-Encoding: gzip`, its own entity tag.
+    pub entity: Entity,
+    /// Its bytes or its descriptor.
+    pub content: Content,
+}
+
+impl Entry {
+    /// The representation to send for `accept_encoding`: the gzip variant when there is one and
+    /// the client takes gzip, else the file itself. (`Accept-Encoding` is parsed only when a
+    /// variant exists.)
+    pub fn variant(&self, accept_encoding: Option<&[u8]>) -> (&Entity, &Content) {
+        match &self.gz {
+            Some(v) if accepts_gzip(accept_encoding) => (&v.entity, &v.content),
+            _ => (&self.entity, &self.content),
+        }
+    }
+
+    fn held(&self) -> u64 {
+        let mem = |c: &Content| if let Content::Memory(m) = c { m.len() as u64 } else { 0 };
+        mem(&self.content) + self.gz.as_ref().map_or(0, |v| mem(&v.content))
+    }
 }
 
 /// What a path names.
@@ -86,6 +118,8 @@ pub struct Files {
     limits: CacheLimits,
     held: u64,
     key: Vec<u8>,
+    cache_control: Option<String>,
+    precompressed: bool,
 }
 
 impl Files {
@@ -109,7 +143,17 @@ impl Files {
             limits,
             held: 0,
             key: Vec::with_capacity(256),
+            cache_control: None,
+            precompressed: false,
         })
+    }
+
+    /// Adds `Cache-Control: VALUE` to every file's header lines (`None`: no such line), and
+    /// with `precompressed` looks for a `NAME.gz` beside each file (nginx's `gzip_static`).
+    /// Applies to files loaded from now on: call it before the first lookup.
+    pub fn set_options(&mut self, cache_control: Option<String>, precompressed: bool) {
+        self.cache_control = cache_control;
+        self.precompressed = precompressed;
     }
 
     /// Looks up the resolved relative `path` (from [`ioscale_http::resolve`]); `dir_slash` when
@@ -177,53 +221,88 @@ impl Files {
             return Err(LookupError::Http(Error::new(ErrorKind::Forbidden, "not a regular file")));
         }
         let ident = (meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec());
+        let gz = if self.precompressed { self.open_gz(key, &ident) } else { None };
+        let gz_ident = gz.as_ref().map(|(_, i, _)| *i);
         if let Some(e) = self.map.get_mut(key) {
-            if e.ident == ident {
+            if e.ident == ident && e.gz_ident == gz_ident {
                 e.checked = now;
                 return Ok(None);
             }
         }
         self.evict(key);
+        let gz = match gz {
+            Some((gz_file, gz_ident, modified)) => {
+                let opts = EntityOptions {
+                    cache_control: self.cache_control.as_deref(),
+                    gzip: true,
+                    vary: true,
+                };
+                // Typed as the original file: the name without `.gz` picks the type.
+                let entity = Entity::with_options(key, gz_ident.2, modified, opts);
+                let content = self.content(gz_file, gz_ident.2)?;
+                Some(Variant { entity, content })
+            }
+            None => None,
+        };
         let len = meta.len();
         let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-        let entity = Entity::new(key, len, modified);
-        let content = if len <= self.limits.max_file && self.held + len <= self.limits.max_total {
-            let mut data = Vec::with_capacity(len as usize);
-            (&file).take(len).read_to_end(&mut data).map_err(|e| map_open_error(&e))?;
-            if data.len() as u64 != len {
-                // Changed while being read: serve from the descriptor this time.
-                return self.insert(key, entity, Content::Open(Arc::new(file)), now, ident);
-            }
-            self.held += len;
-            Content::Memory(data.into())
-        } else {
-            Content::Open(Arc::new(file))
+        let opts = EntityOptions {
+            cache_control: self.cache_control.as_deref(),
+            gzip: false,
+            vary: gz.is_some(),
         };
-        self.insert(key, entity, content, now, ident)
-    }
-
-    fn insert(
-        &mut self,
-        key: &[u8],
-        entity: Entity,
-        content: Content,
-        now: Instant,
-        ident: (u64, u64, u64, i64, i64),
-    ) -> Result<Option<Found<'static>>, LookupError> {
+        let entity = Entity::with_options(key, len, modified, opts);
+        let content = match self.content(file, len) {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(Variant { content: Content::Memory(m), .. }) = &gz {
+                    self.held -= m.len() as u64;
+                }
+                return Err(e);
+            }
+        };
+        let entry = Entry { entity, content, gz, checked: now, ident, gz_ident };
         if self.map.len() >= self.limits.max_entries {
             // Crude but bounded: start over (the hot set comes back at once).
             self.map.clear();
-            self.held = 0;
+            self.held = entry.held();
         }
-        self.map.insert(key.into(), Entry { entity, content, checked: now, ident });
+        self.map.insert(key.into(), entry);
         Ok(None)
+    }
+
+    /// `KEY.gz` when it is a regular file not older than the file (whose identity is `of`):
+    /// its descriptor, identity and modification time.
+    fn open_gz(&self, key: &[u8], of: &Ident) -> Option<(File, Ident, std::time::SystemTime)> {
+        let mut name = Vec::with_capacity(key.len() + 3);
+        name.extend_from_slice(key);
+        name.extend_from_slice(b".gz");
+        let file = File::from(self.open_rel(&name).ok()?);
+        let m = file.metadata().ok()?;
+        let ident = (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec());
+        // Whole seconds, HTTP's granularity: copies that keep only seconds still count.
+        let fresh = ident.3 >= of.3;
+        (m.is_file() && fresh).then(|| (file, ident, m.modified().unwrap_or(std::time::UNIX_EPOCH)))
+    }
+
+    /// The body of a file of `len` bytes: read into memory when it fits the cache's limits
+    /// (counted in `held`), else its descriptor kept open.
+    fn content(&mut self, file: File, len: u64) -> Result<Content, LookupError> {
+        if len <= self.limits.max_file && self.held + len <= self.limits.max_total {
+            let mut data = Vec::with_capacity(len as usize);
+            (&file).take(len).read_to_end(&mut data).map_err(|e| map_open_error(&e))?;
+            if data.len() as u64 == len {
+                self.held += len;
+                return Ok(Content::Memory(data.into()));
+            }
+            // Changed while being read: serve from the descriptor this time.
+        }
+        Ok(Content::Open(Arc::new(file)))
     }
 
     fn evict(&mut self, key: &[u8]) {
         if let Some(e) = self.map.remove(key) {
-            if let Content::Memory(m) = &e.content {
-                self.held -= m.len() as u64;
-            }
+            self.held -= e.held();
         }
     }
 
@@ -316,6 +395,33 @@ mod tests {
         assert!(
             matches!(f.lookup(b"", false, now), Err(LookupError::Http(e)) if e.kind() == ErrorKind::NotFound)
         );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn precompressed_variants_come_and_go_with_the_gz() {
+        let d = tmp("gz");
+        std::fs::write(d.join("a.txt"), "plain").unwrap();
+        let mut f = Files::open(&d, CacheLimits::default()).unwrap();
+        f.set_options(Some("no-cache".into()), true);
+        let t0 = Instant::now();
+        let Ok(Found::File(e)) = f.lookup(b"a.txt", false, t0) else { panic!() };
+        assert!(e.gz.is_none());
+        let lines = String::from_utf8_lossy(e.entity.header_lines()).into_owned();
+        assert!(!lines.contains("Vary") && lines.contains("Cache-Control: no-cache\r\n"));
+        std::fs::write(d.join("a.txt.gz"), "zipped").unwrap();
+        let Ok(Found::File(e)) = f.lookup(b"a.txt", false, t0 + REVALIDATE * 2) else { panic!() };
+        let v = e.gz.as_ref().expect("the .gz is seen at the next check");
+        assert!(matches!(&v.content, Content::Memory(m) if &m[..] == b"zipped"));
+        assert!(String::from_utf8_lossy(e.entity.header_lines()).contains("Vary: Accept-Encoding"));
+        assert_eq!(e.variant(Some(b"gzip")).0, &v.entity);
+        assert_eq!(e.variant(Some(b"br")).0, &e.entity);
+        assert_eq!(e.variant(None).0, &e.entity);
+        assert_eq!(f.held(), 5 + 6);
+        std::fs::remove_file(d.join("a.txt.gz")).unwrap();
+        let Ok(Found::File(e)) = f.lookup(b"a.txt", false, t0 + REVALIDATE * 4) else { panic!() };
+        assert!(e.gz.is_none());
+        assert_eq!(f.held(), 5);
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -13,6 +13,7 @@
 //! | listener | one shared socket (optionally `EPOLLEXCLUSIVE`) or one `SO_REUSEPORT` socket per worker | [`ListenerMode`] |
 //! | accept | one per readiness notice, or until `EAGAIN` with `--multi-accept` (Chandra & Mosberger §4); at `EMFILE` the reserve descriptor sheds new connections, the listener pauses, nothing spins | `worker.rs` |
 //! | files | phhttpd's static cache: small files in memory, large ones `sendfile`d, opened with `openat2(RESOLVE_BENEATH)` so nothing outside the root is ever served | [`files`] |
+//! | static serving | byte ranges (206/416; several ranges get the whole 200), HEAD with the GET's head, `/dir` → `/dir/`, types, `--cache-control`, `--precompressed` (`NAME.gz`, nginx's `gzip_static`); see docs/static.md | `respond.rs`, [`files`] |
 //! | timeouts | header (slowloris), idle (keep-alive) and send timeouts on a coarse timer wheel: no per-wait scan of all connections | `worker.rs` |
 //! | stats | `GET /.ioscale/stats`, loopback only by default: connections, requests, bytes, the dispatch counters, errors by kind, CPU | [`stats`] |
 //!
@@ -198,6 +199,28 @@ pub struct Config {
     /// Provided receive buffers per completion-engine ring (a power of two; a tiny ring is how
     /// the tests exhaust it). Ignored by the readiness engine.
     pub uring_buffers: u16,
+    /// A `Cache-Control` value added to every file response (200, 206, 304); checked by
+    /// [`check_cache_control`].
+    pub cache_control: Option<String>,
+    /// Serve `NAME.gz` for `NAME` to clients that accept gzip, when it exists and is not older
+    /// (nginx's `gzip_static`).
+    pub precompressed: bool,
+}
+
+/// Checks a `Cache-Control` value: non-empty, visible ASCII and spaces only (no control
+/// character, so no header injection), at most 1024 bytes; `Err` is one sentence.
+pub fn check_cache_control(v: &str) -> Result<(), String> {
+    let ok = !v.trim().is_empty()
+        && v.len() <= 1024
+        && v.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid Cache-Control value {v:?}: expected 1 to 1024 visible ASCII characters or \
+             spaces, e.g. 'public, max-age=3600'"
+        ))
+    }
 }
 
 impl Config {
@@ -223,6 +246,8 @@ impl Config {
             drain_timeout: Duration::from_secs(10),
             backlog: 4096,
             uring_buffers: 512,
+            cache_control: None,
+            precompressed: false,
         }
     }
 }
@@ -334,6 +359,10 @@ impl Server {
         }
         if config.idle_timeout.is_zero() || config.header_timeout.is_zero() {
             return Err(start_err(StartErrorKind::Config, "timeouts must be above zero".into()));
+        }
+        if let Some(cc) = &config.cache_control {
+            check_cache_control(cc)
+                .map_err(|e| start_err(StartErrorKind::Config, format!("--cache-control: {e}")))?;
         }
         files::Files::open(&config.root, config.cache).map_err(|e| {
             start_err(

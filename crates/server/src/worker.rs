@@ -721,12 +721,12 @@ fn write_out(
                 sent += n;
                 bump(&st.bytes_out, n as u64);
             }),
-            Body::Memory(m, pos) => {
-                if rest.is_empty() && *pos == m.len() {
+            Body::Memory(m, pos, end) => {
+                if rest.is_empty() && *pos >= *end {
                     *body = Body::None;
                     return Ok((sent, true));
                 }
-                sys::send2(fd, rest, &m[*pos..], false).map(|n| {
+                sys::send2(fd, rest, &m[*pos..*end], false).map(|n| {
                     let h = n.min(rest.len());
                     sent += h;
                     *pos += n - h;

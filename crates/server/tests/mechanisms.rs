@@ -311,3 +311,116 @@ fn a_client_that_never_reads_is_dropped_after_the_send_timeout() {
         s.stop().unwrap();
     });
 }
+
+/// Sends `method path` with extra header lines and reads the answer.
+fn ask(c: &mut Client, method: &str, path: &str, headers: &str) -> util::Resp {
+    c.send(format!("{method} {path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n").as_bytes());
+    c.response(method == "HEAD").unwrap()
+}
+
+/// The header lines of a response but `Date` (which may tick between two requests).
+fn heads(r: &util::Resp) -> Vec<(String, String)> {
+    r.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("date")).cloned().collect()
+}
+
+#[test]
+fn ranges_directories_and_head_parity() {
+    let root = root("ranges");
+    // Cached and copied beside the head (6k), cached and sent by reference (100k), sendfile'd
+    // (big.bin, above the default cache limit).
+    let hundred_k: Vec<u8> = (0..100_000u32).map(|i| (i % 239) as u8).collect();
+    std::fs::write(root.join("100k.bin"), &hundred_k).unwrap();
+    std::fs::create_dir(root.join("evil.com")).unwrap();
+    each_mechanism(|m| {
+        let s = TestServer::start(m, &root, |_| {});
+        let mut c = s.client();
+        for (path, data) in
+            [("/6k.bin", six_k()), ("/100k.bin", hundred_k.clone()), ("/big.bin", util::big())]
+        {
+            let len = data.len();
+            let r = ask(&mut c, "GET", path, "");
+            assert_eq!(r.header("accept-ranges"), Some("bytes"), "{m} {path}");
+            let etag = r.header("etag").unwrap().to_string();
+            let lm = r.header("last-modified").unwrap().to_string();
+            let mid = len / 2;
+            for (spec, a, b) in [
+                ("0-99".to_string(), 0, 100),
+                ("10-".into(), 10, len),
+                ("-100".into(), len - 100, len),
+                ("1-99999999".into(), 1, len),
+                (format!("{mid}-{}", mid + 1), mid, mid + 2),
+                ("0-1, 99999999-".into(), 0, 2),
+            ] {
+                let r = ask(&mut c, "GET", path, &format!("Range: bytes={spec}\r\n"));
+                assert_eq!(r.status, 206, "{m} {path} {spec}");
+                assert_eq!(
+                    r.header("content-range"),
+                    Some(format!("bytes {a}-{}/{len}", b - 1).as_str()),
+                    "{m} {path} {spec}"
+                );
+                assert_eq!(r.body, &data[a..b], "{m} {path} {spec}");
+            }
+            let r = ask(&mut c, "GET", path, "Range: bytes=99999999-\r\n");
+            assert_eq!(r.status, 416, "{m} {path}");
+            assert_eq!(r.header("content-range"), Some(format!("bytes */{len}").as_str()));
+            // Several ranges: the whole body with 200 (documented choice).
+            let r = ask(&mut c, "GET", path, "Range: bytes=0-1,5-6\r\n");
+            assert_eq!((r.status, r.body.len()), (200, len), "{m} {path}");
+            // Malformed or other units: ignored.
+            let r = ask(&mut c, "GET", path, "Range: lines=1-2\r\n");
+            assert_eq!((r.status, r.body.len()), (200, len), "{m} {path}");
+            // If-Range: the current ETag or date lets the range through; anything else, 200.
+            for (cond, want) in [
+                (etag.clone(), 206),
+                (lm.clone(), 206),
+                ("\"other\"".into(), 200),
+                (format!("W/{etag}"), 200),
+                ("Sun, 06 Nov 1994 08:49:37 GMT".into(), 200),
+            ] {
+                let r =
+                    ask(&mut c, "GET", path, &format!("Range: bytes=5-9\r\nIf-Range: {cond}\r\n"));
+                assert_eq!(r.status, want, "{m} {path} If-Range {cond}");
+                assert_eq!(r.body, if want == 206 { &data[5..10] } else { &data[..] });
+            }
+            // A validator that matches still wins: 304 before any range.
+            let r =
+                ask(&mut c, "GET", path, &format!("Range: bytes=0-1\r\nIf-None-Match: {etag}\r\n"));
+            assert_eq!(r.status, 304, "{m} {path}");
+        }
+        // HEAD gets exactly the GET's head, for every status.
+        for (path, hdr, want) in [
+            ("/6k.bin", "", 200),
+            ("/big.bin", "Range: bytes=0-99\r\n", 206),
+            ("/100k.bin", "Range: bytes=-7\r\n", 206),
+            ("/6k.bin", "If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT\r\n", 304),
+            ("/nope", "", 404),
+            ("/big.bin", "Range: bytes=999999-\r\n", 416),
+            ("/sub?x=1", "", 301),
+            ("/a%2fb", "", 400),
+            ("/out.txt", "", 403),
+        ] {
+            let g = ask(&mut c, "GET", path, hdr);
+            let h = ask(&mut c, "HEAD", path, hdr);
+            assert_eq!((g.status, h.status), (want, want), "{m} {path} {hdr}");
+            assert_eq!(heads(&g), heads(&h), "{m}: HEAD {path} {hdr}");
+            assert!(h.body.is_empty());
+        }
+        // Directories: a redirect to the slash form (query kept, path only), index or 404.
+        for (path, loc) in [
+            ("/sub", "/sub/"),
+            ("/sub?a=1&b", "/sub/?a=1&b"),
+            ("//evil.com", "/evil.com/"),
+            ("//evil.com?x", "/evil.com/?x"),
+            ("http://other.example//evil.com", "/evil.com/"),
+            ("/./sub", "/sub/"),
+        ] {
+            let r = ask(&mut c, "GET", path, "");
+            assert_eq!((r.status, r.header("location")), (301, Some(loc)), "{m} {path}");
+        }
+        assert_eq!(ask(&mut c, "GET", "/sub/", "").body, b"<p>index</p>\n", "{m}");
+        assert_eq!(ask(&mut c, "GET", "/evil.com/", "").status, 404, "{m}: no listing");
+        assert_eq!(ask(&mut c, "GET", "/empty/", "").status, 404, "{m}");
+        assert_eq!(ask(&mut c, "GET", "/1b.txt", "").status, 200, "{m}: still alive");
+        s.stop().unwrap();
+    });
+}
