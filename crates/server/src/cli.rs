@@ -71,7 +71,7 @@ pub struct ServeArgs {
     /// Files up to this many bytes are held in memory; larger ones are sent with sendfile.
     #[arg(long, default_value_t = 262_144)]
     pub cache_max_file: u64,
-    /// Answer /.ioscale/stats to every client, not only loopback ones.
+    /// Answer /.ioscale/stats and /.ioscale/metrics to every client, not only loopback ones.
     #[arg(long)]
     pub stats_public: bool,
     /// Longest wait for in-flight requests after SIGTERM or SIGINT.
@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// that exhaust the buffer ring.
     #[arg(long, hide = true, default_value_t = 512, value_parser = parse_buffers)]
     pub uring_buffers: u16,
+    /// Write one Combined Log Format line per request to this file (`-`: standard output);
+    /// buffered per worker (32 KiB or 1 s); SIGUSR1 reopens it (for logrotate). Off by default.
+    #[arg(long, value_name = "PATH|-")]
+    pub access_log: Option<PathBuf>,
 }
 
 fn parse_buffers(s: &str) -> Result<u16, String> {
@@ -139,6 +143,7 @@ impl ServeArgs {
         c.stats_public = self.stats_public;
         c.drain_timeout = self.drain_timeout;
         c.uring_buffers = self.uring_buffers;
+        c.access_log = self.access_log.clone();
         c
     }
 }

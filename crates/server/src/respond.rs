@@ -7,6 +7,7 @@
 //! engine's write buffer and returns the [`Body`] still to send: a cached body by reference or a
 //! file range for `sendfile`. It makes no system call on the cached path and allocates nothing.
 
+use crate::access_log::AccessLog;
 use crate::files::{Content, Files, Found, LookupError};
 use crate::stats::{ServerError, WorkerStats};
 use crate::{Config, Shared};
@@ -15,6 +16,7 @@ use ioscale_http::response::{
 };
 use ioscale_http::{resolve, DateCache, Error as HttpError, ErrorKind, Request, Status};
 use std::fs::File;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +24,7 @@ use std::time::Instant;
 /// Cached bodies up to this size are copied next to their head: one send for both.
 pub(crate) const COPY_MAX: usize = 16 * 1024;
 const STATS_PATH: &[u8] = b"/.ioscale/stats";
+const METRICS_PATH: &[u8] = b"/.ioscale/metrics";
 
 /// What must follow the head already written: nothing, a cached body from `pos`, or the bytes
 /// `off..end` of an open file.
@@ -42,6 +45,10 @@ pub(crate) struct Peer {
     pub keep_alive: bool,
     /// The client is on a loopback address (the stats endpoint's default audience).
     pub loopback: bool,
+    /// The client's address, when the engine knows it (for the access log).
+    pub addr: Option<IpAddr>,
+    /// The loop pass in which the request's head began to arrive (the duration histogram).
+    pub started: Instant,
 }
 
 /// One engine's responder: its file cache, its scratch path buffer and its `Date` line.
@@ -51,6 +58,7 @@ pub(crate) struct Responder<'a> {
     st: &'a WorkerStats,
     files: Files,
     path: Vec<u8>,
+    log: Option<AccessLog>,
     /// The per-second `Date` header, refreshed by the engine after each wait.
     pub date: DateCache,
 }
@@ -65,7 +73,61 @@ impl<'a> Responder<'a> {
             files: Files::open(&cfg.root, cfg.cache)?,
             path: Vec::with_capacity(cfg.limits.max_target + 16),
             date: DateCache::new(),
+            log: shared.access_log.clone().map(AccessLog::new),
         })
+    }
+
+    /// Whether requests are logged (then the engine tells [`Peer::addr`]).
+    pub fn logging(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// When the request whose head is complete now began to arrive: at a pass before this one
+    /// if the connection was waiting for the rest of a head (its header deadline is then
+    /// `header_timeout` after the first byte), else in this pass.
+    #[inline]
+    pub fn head_started(&self, waiting_for_head: bool, deadline: Instant, now: Instant) -> Instant {
+        if waiting_for_head {
+            deadline.checked_sub(self.cfg.header_timeout).unwrap_or(now)
+        } else {
+            now
+        }
+    }
+
+    /// Once per loop pass: writes the access log's buffer if its oldest line is a second old.
+    #[inline]
+    pub fn tick(&mut self, now: Instant) {
+        if let Some(log) = &mut self.log {
+            log.tick(self.st, now);
+        }
+    }
+
+    /// Answers `req` ([`Self::respond`], and the metrics endpoint) and does the per-request
+    /// accounting both engines share: the duration histogram and the access-log line.
+    pub fn serve(
+        &mut self,
+        req: &Request<'_>,
+        peer: Peer,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Body {
+        let start = out.len();
+        let body = if req.path() == METRICS_PATH && (peer.loopback || self.cfg.stats_public) {
+            let open = self.shared.open.load(Ordering::Relaxed) as u64;
+            let text = crate::metrics::Snapshot::take(&self.shared.stats, open).encode();
+            self.st.response(200);
+            let ct = crate::metrics::CONTENT_TYPE;
+            let (m, v) = (req.method, req.version);
+            write_simple(out, Status::OK, ct, text.as_bytes(), &self.date, m, v, peer.keep_alive);
+            Body::None
+        } else {
+            self.respond(req, peer, now, out)
+        };
+        self.st.observe(now.saturating_duration_since(peer.started));
+        if let Some(log) = &mut self.log {
+            log.line(self.st, req, peer.addr, &out[start..], &self.date, now);
+        }
+        body
     }
 
     /// Writes the response to `req` into `out` and returns the body still to send.
@@ -163,5 +225,13 @@ impl<'a> Responder<'a> {
         self.st.http_error(kind);
         self.st.response(kind.status().code());
         write_error_for(out, kind.status(), &self.date, head, req.version, ka);
+    }
+}
+
+impl Drop for Responder<'_> {
+    fn drop(&mut self) {
+        if let Some(log) = &mut self.log {
+            log.flush(self.st);
+        }
     }
 }
