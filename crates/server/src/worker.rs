@@ -294,6 +294,8 @@ impl Worker<'_> {
                     self.shed(&e);
                     break;
                 }
+                // Stopping: another worker shut the shared listener down (EINVAL).
+                Err(_) if self.shared.stop.load(Ordering::Relaxed) => break,
                 Err(e) => {
                     self.st.error(ServerError::AcceptFailed);
                     eprintln!("ioscale serve: worker {}: accept failed: {e}", self.id);
