@@ -79,10 +79,6 @@ pub struct Request<'b> {
     pub if_range: Option<&'b [u8]>,
     /// `Accept-Encoding` (kept for precompressed files).
     pub accept_encoding: Option<&'b [u8]>,
-    /// `Referer` (for the access log).
-    pub referer: Option<&'b [u8]>,
-    /// `User-Agent` (for the access log).
-    pub user_agent: Option<&'b [u8]>,
     /// Length of the head in bytes (where the body, or the next pipelined request, starts).
     pub head_len: usize,
     /// `Content-Length` of the body that follows (0 when absent).
@@ -177,8 +173,6 @@ pub fn parse<'b>(buf: &'b [u8], limits: &Limits) -> Result<Parsed<'b>, Error> {
         range: None,
         if_range: None,
         accept_encoding: None,
-        referer: None,
-        user_agent: None,
         head_len,
         body_len: 0,
     };
@@ -219,10 +213,6 @@ pub fn parse<'b>(buf: &'b [u8], limits: &Limits) -> Result<Parsed<'b>, Error> {
             out.if_range = Some(v);
         } else if name.eq_ignore_ascii_case("accept-encoding") {
             out.accept_encoding = Some(v);
-        } else if name.eq_ignore_ascii_case("user-agent") {
-            out.user_agent = Some(v);
-        } else if name.eq_ignore_ascii_case("referer") {
-            out.referer = Some(v);
         }
     }
     if version == Version::Http11 && hosts != 1 {

@@ -19,11 +19,11 @@
 //! full size. Requests refused before they parse (400, 408, 431, ...) have no request line and
 //! are not logged; they are counted in the stats and metrics.
 
+use crate::respond::Peer;
 use crate::stats::{bump, WorkerStats};
 use ioscale_http::{DateCache, Request};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -115,13 +115,13 @@ impl AccessLog {
         &mut self,
         st: &WorkerStats,
         req: &Request<'_>,
-        addr: Option<IpAddr>,
+        peer: &Peer<'_>,
         head: &[u8],
         date: &DateCache,
         now: Instant,
     ) {
         let b = &mut self.buf;
-        match addr {
+        match peer.addr {
             Some(a) => {
                 let _ = write!(b, "{a}");
             }
@@ -150,9 +150,9 @@ impl AccessLog {
         let len = if req.method.is_head() { None } else { content_length(head) };
         b.extend_from_slice(len.unwrap_or(b"0"));
         b.extend_from_slice(b" \"");
-        quoted(b, req.referer);
+        quoted(b, request_header(peer.head, b"referer"));
         b.extend_from_slice(b"\" \"");
-        quoted(b, req.user_agent);
+        quoted(b, request_header(peer.head, b"user-agent"));
         b.extend_from_slice(b"\"\n");
         self.lines += 1;
         self.oldest.get_or_insert(now);
@@ -200,6 +200,24 @@ fn content_length(head: &[u8]) -> Option<&[u8]> {
     (n > 0).then(|| &rest[..n])
 }
 
+/// The value of the request header `name` (lower case) in the raw request `head`.
+fn request_header<'h>(head: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
+    let mut lines = head.split(|&b| b == b'\n');
+    // Skip empty lines before the request line (RFC 9112 §2.2), then the request line.
+    lines.find(|l| !l.trim_ascii().is_empty())?;
+    for line in lines {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return None; // the end of the head
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        if line[..colon].eq_ignore_ascii_case(name) {
+            return Some(line[colon + 1..].trim_ascii());
+        }
+    }
+    None
+}
+
 /// A quoted field's value, or `-` when absent.
 fn quoted(b: &mut Vec<u8>, v: Option<&[u8]>) {
     match v {
@@ -236,5 +254,8 @@ mod tests {
         let head = b"HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 1234\r\n\r\nContent-Length: 9";
         assert_eq!(content_length(head), Some(&b"1234"[..]));
         assert_eq!(content_length(b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n"), None);
+        let req = b"\r\nGET / HTTP/1.1\r\nHost: a\r\nuser-AGENT:  x y \r\n\r\nReferer: no";
+        assert_eq!(request_header(req, b"user-agent"), Some(&b"x y"[..]));
+        assert_eq!(request_header(req, b"referer"), None);
     }
 }

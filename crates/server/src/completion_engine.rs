@@ -895,11 +895,13 @@ fn process(
     // The server's own endpoints (stats and its kin) are the only answers that depend on it.
     const OWN_PREFIX: &[u8] = b"/.ioscale/";
     let mut pos = 0;
-    let mut started = resp.head_started(c.phase == Phase::Header, c.deadline, now);
+    // The first request completed here began in an earlier pass if a head was pending.
+    let mut waited = c.phase == Phase::Header;
     loop {
         if wbuf.len() >= WBUF_HIGH || !matches!(c.body, Body::None) {
             return (pos, pos < input.len());
         }
+        let at = pos;
         let (used, step) = c.http.step(&input[pos..]);
         pos += used;
         match step {
@@ -918,8 +920,11 @@ fn process(
                     c.addr = sys::peer_ip(c.raw());
                 }
                 let ka = c.http.keep_alive();
-                let peer = Peer { keep_alive: ka, loopback, addr: c.addr, started };
-                started = now;
+                let peer = Peer { keep_alive: ka, loopback, addr: c.addr, head: &input[at..pos] };
+                if waited {
+                    waited = false;
+                    resp.head_waited(c.deadline, now);
+                }
                 c.body = resp.serve(&req, peer, now, wbuf);
             }
             Step::Reject(e) => {

@@ -78,6 +78,11 @@ impl Snapshot {
             .map(|(i, b)| (*b as f64 / 1e9, sum(&|w| &w.durations[i])))
             .collect();
         durations.push((f64::INFINITY, sum(&|w| &w.durations[DURATION_BOUNDS.len()])));
+        // The first bucket: every request (counted when parsed, so the scrape's own request is
+        // in it, answered at once) less those in the others.
+        let requests = sum(&|w| &w.requests);
+        let slower: u64 = durations.iter().map(|d| d.1).sum();
+        durations[0].1 = requests.saturating_sub(slower);
         let (user, system) = crate::sys::process_cpu();
         Snapshot {
             mechanism: s.mechanism.name(),

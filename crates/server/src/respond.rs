@@ -40,15 +40,16 @@ pub(crate) enum Body {
 
 /// What the engine knows about the connection a request came on.
 #[derive(Copy, Clone, Debug)]
-pub(crate) struct Peer {
+pub(crate) struct Peer<'a> {
     /// The connection may stay open after this response.
     pub keep_alive: bool,
     /// The client is on a loopback address (the stats endpoint's default audience).
     pub loopback: bool,
     /// The client's address, when the engine knows it (for the access log).
     pub addr: Option<IpAddr>,
-    /// The loop pass in which the request's head began to arrive (the duration histogram).
-    pub started: Instant,
+    /// The bytes the request was parsed from, head first (the access log reads `User-Agent`
+    /// and `Referer` there, so the parser keeps no field for them).
+    pub head: &'a [u8],
 }
 
 /// One engine's responder: its file cache, its scratch path buffer and its `Date` line.
@@ -82,16 +83,13 @@ impl<'a> Responder<'a> {
         self.log.is_some()
     }
 
-    /// When the request whose head is complete now began to arrive: at a pass before this one
-    /// if the connection was waiting for the rest of a head (its header deadline is then
-    /// `header_timeout` after the first byte), else in this pass.
-    #[inline]
-    pub fn head_started(&self, waiting_for_head: bool, deadline: Instant, now: Instant) -> Instant {
-        if waiting_for_head {
-            deadline.checked_sub(self.cfg.header_timeout).unwrap_or(now)
-        } else {
-            now
-        }
+    /// Counts the duration of a request whose head took more than one loop pass to arrive:
+    /// its first byte came `header_timeout` before the connection's header `deadline`. A
+    /// request whose head came whole is answered in the pass that read it (duration 0) and
+    /// costs nothing here: the histogram's first bucket is the requests less the others.
+    pub fn head_waited(&self, deadline: Instant, now: Instant) {
+        let started = deadline.checked_sub(self.cfg.header_timeout).unwrap_or(now);
+        self.st.observe(now.saturating_duration_since(started));
     }
 
     /// Once per loop pass: writes the access log's buffer if its oldest line is a second old.
@@ -102,17 +100,20 @@ impl<'a> Responder<'a> {
         }
     }
 
-    /// Answers `req` ([`Self::respond`], and the metrics endpoint) and does the per-request
-    /// accounting both engines share: the duration histogram and the access-log line.
+    /// Answers `req` ([`Self::respond`], and the metrics endpoint) and writes its access-log
+    /// line.
     pub fn serve(
         &mut self,
         req: &Request<'_>,
-        peer: Peer,
+        peer: Peer<'_>,
         now: Instant,
         out: &mut Vec<u8>,
     ) -> Body {
         let start = out.len();
-        let body = if req.path() == METRICS_PATH && (peer.loopback || self.cfg.stats_public) {
+        // `req.target[1]` first: an ordinary request pays one byte comparison, not a path scan.
+        let own = req.target.get(1) == Some(&b'.');
+        let body = if own && req.path() == METRICS_PATH && (peer.loopback || self.cfg.stats_public)
+        {
             let open = self.shared.open.load(Ordering::Relaxed) as u64;
             let text = crate::metrics::Snapshot::take(&self.shared.stats, open).encode();
             self.st.response(200);
@@ -123,9 +124,8 @@ impl<'a> Responder<'a> {
         } else {
             self.respond(req, peer, now, out)
         };
-        self.st.observe(now.saturating_duration_since(peer.started));
         if let Some(log) = &mut self.log {
-            log.line(self.st, req, peer.addr, &out[start..], &self.date, now);
+            log.line(self.st, req, &peer, &out[start..], &self.date, now);
         }
         body
     }
@@ -134,7 +134,7 @@ impl<'a> Responder<'a> {
     pub fn respond(
         &mut self,
         req: &Request<'_>,
-        peer: Peer,
+        peer: Peer<'_>,
         now: Instant,
         out: &mut Vec<u8>,
     ) -> Body {

@@ -73,6 +73,8 @@ pub struct WorkerStats {
     /// and its count of short sends (sends finished by sending the rest again).
     pub completion: [AtomicU64; 6],
     /// Requests by duration ([`DURATION_BOUNDS`]; the last slot is above the last bound).
+    /// Slot 0 stays 0: the first bucket is the requests less the other buckets (see
+    /// [`WorkerStats::observe`]), so the common request adds nothing here.
     pub durations: [AtomicU64; DURATION_BOUNDS.len() + 1],
     /// Sum of the request durations in nanoseconds.
     pub duration_sum_ns: AtomicU64,
@@ -151,13 +153,15 @@ impl WorkerStats {
         bump(&self.http_errors[k.index()], 1);
     }
 
-    /// Counts one request's duration (from the pass in which its head began to arrive to the
-    /// pass in which its response was written).
-    #[inline]
+    /// Counts the duration of a request whose head arrived over several loop passes (from the
+    /// pass of its first byte to the pass that answered it). Every other request has duration
+    /// 0 and is counted only in [`WorkerStats::requests`]: the first bucket is derived.
     pub fn observe(&self, d: std::time::Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let i = DURATION_BOUNDS.iter().position(|&b| ns <= b).unwrap_or(DURATION_BOUNDS.len());
-        bump(&self.durations[i], 1);
+        if i > 0 {
+            bump(&self.durations[i], 1);
+        }
         bump(&self.duration_sum_ns, ns);
     }
 

@@ -535,11 +535,13 @@ impl Worker<'_> {
     /// and whether it stopped early (output to send first) with input left.
     fn process(&mut self, c: &mut Conn, input: &[u8]) -> (usize, bool) {
         let mut pos = 0;
-        let mut started = self.resp.head_started(c.phase == Phase::Header, c.deadline, self.now);
+        // The first request completed here began in an earlier pass if a head was pending.
+        let mut waited = c.phase == Phase::Header;
         loop {
             if self.wbuf.len() >= WBUF_HIGH || !matches!(c.body, Body::None) {
                 return (pos, pos < input.len());
             }
+            let at = pos;
             let (used, step) = c.http.step(&input[pos..]);
             pos += used;
             match step {
@@ -547,8 +549,16 @@ impl Worker<'_> {
                 Step::Request(req) => {
                     bump(&self.st.requests, 1);
                     let ka = c.http.keep_alive();
-                    let peer = Peer { keep_alive: ka, loopback: c.loopback, addr: c.addr, started };
-                    started = self.now;
+                    let peer = Peer {
+                        keep_alive: ka,
+                        loopback: c.loopback,
+                        addr: c.addr,
+                        head: &input[at..pos],
+                    };
+                    if waited {
+                        waited = false;
+                        self.resp.head_waited(c.deadline, self.now);
+                    }
                     c.body = self.resp.serve(&req, peer, self.now, &mut self.wbuf);
                 }
                 Step::Reject(e) => {

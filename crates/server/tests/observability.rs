@@ -56,6 +56,13 @@ fn metrics_parse_with_prometheus_client_and_agree_with_stats() {
         }
         assert_eq!(c.get("HEAD", "/6k.bin").status, 200);
         assert_eq!(c.get("GET", "/missing").status, 404);
+        // A head in two parts a second apart: its duration is at least the pause (from the pass
+        // that read its first byte to the pass that answered it).
+        let mut slow = srv.client();
+        slow.send(b"GET /1b.txt HTTP/1.1\r\n");
+        std::thread::sleep(Duration::from_secs(1));
+        slow.send(b"Host: t\r\n\r\n");
+        assert_eq!(slow.response(false).unwrap().status, 200);
         let m = c.get("GET", "/.ioscale/metrics");
         assert_eq!(m.status, 200);
         assert!(m.header("content-type").unwrap().starts_with("application/openmetrics-text"));
@@ -86,7 +93,7 @@ fn metrics_parse_with_prometheus_client_and_agree_with_stats() {
         // The stats request came after the scrape, on the same connection: one more request
         // and one more 2xx; everything else is as it was.
         assert_eq!(v("ioscale_requests_total{}"), n("/requests") - 1.0, "{engine}");
-        assert_eq!(v("ioscale_requests_total{}"), 8.0, "{engine}");
+        assert_eq!(v("ioscale_requests_total{}"), 9.0, "{engine}");
         assert_eq!(v("ioscale_responses_total{class=2xx}"), n("/responses/2xx") - 1.0);
         assert_eq!(v("ioscale_responses_total{class=4xx}"), n("/responses/4xx"));
         assert_eq!(v("ioscale_responses_total{class=4xx}"), 1.0);
@@ -97,11 +104,14 @@ fn metrics_parse_with_prometheus_client_and_agree_with_stats() {
         assert!(v("ioscale_transfer_bytes_total{direction=in}") < n("/bytes/in"));
         assert!(v("ioscale_transfer_bytes_total{direction=out}") > 0.0);
         assert!(v("ioscale_dispatch_total{counter=wait_calls}") > 0.0);
-        // The histogram holds every request answered before the scrape (not the scrape).
-        assert_eq!(v("ioscale_request_duration_seconds_count{}"), 7.0, "{engine}");
-        assert_eq!(v("ioscale_request_duration_seconds_bucket{le=+Inf}"), 7.0);
-        assert!(v("ioscale_request_duration_seconds_bucket{le=0.001}") <= 7.0);
-        drop(c);
+        // The histogram holds every request, the scrape's own too (answered at once); all heads
+        // came whole but the slow one, which took a second.
+        assert_eq!(v("ioscale_request_duration_seconds_count{}"), 9.0, "{engine}");
+        assert_eq!(v("ioscale_request_duration_seconds_bucket{le=+Inf}"), 9.0);
+        assert_eq!(v("ioscale_request_duration_seconds_bucket{le=0.001}"), 8.0, "{engine}");
+        assert_eq!(v("ioscale_request_duration_seconds_bucket{le=0.5}"), 8.0, "{engine}");
+        assert!(v("ioscale_request_duration_seconds_sum{}") >= 0.9, "{engine}");
+        drop((c, slow));
         srv.stop().unwrap();
     }
 }
