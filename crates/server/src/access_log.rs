@@ -24,6 +24,7 @@ use crate::stats::{bump, WorkerStats};
 use ioscale_http::{DateCache, Request};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -110,18 +111,29 @@ impl AccessLog {
         }
     }
 
-    /// Appends the line for `req`, answered by the response head `head` (and body) just written.
+    /// Appends the line for `req`, answered by the response just written into the buffer
+    /// (`head`: its head and any body copied beside it) and `body_after` body bytes still to
+    /// send (a cached body by reference or a file range).
     pub fn line(
         &mut self,
         st: &WorkerStats,
         req: &Request<'_>,
         peer: &Peer<'_>,
         head: &[u8],
+        body_after: u64,
         date: &DateCache,
         now: Instant,
     ) {
         let b = &mut self.buf;
         match peer.addr {
+            Some(IpAddr::V4(a)) => {
+                for (i, o) in a.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        b.push(b'.');
+                    }
+                    b.extend_from_slice(itoa::Buffer::new().format(o).as_bytes());
+                }
+            }
             Some(a) => {
                 let _ = write!(b, "{a}");
             }
@@ -147,12 +159,13 @@ impl AccessLog {
         let status = head.get(9..12).unwrap_or(b"000");
         b.extend_from_slice(status);
         b.push(b' ');
-        let len = if req.method.is_head() { None } else { content_length(head) };
-        b.extend_from_slice(len.unwrap_or(b"0"));
+        let len = (head.len() - head_end(head)) as u64 + body_after;
+        b.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
         b.extend_from_slice(b" \"");
-        quoted(b, request_header(peer.head, b"referer"));
+        let (referer, agent) = referer_and_agent(peer.head);
+        quoted(b, referer);
         b.extend_from_slice(b"\" \"");
-        quoted(b, request_header(peer.head, b"user-agent"));
+        quoted(b, agent);
         b.extend_from_slice(b"\"\n");
         self.lines += 1;
         self.oldest.get_or_insert(now);
@@ -189,33 +202,52 @@ impl AccessLog {
     }
 }
 
-/// The body length in a response head (`Content-Length: N`), if any.
-fn content_length(head: &[u8]) -> Option<&[u8]> {
-    const NAME: &[u8] = b"\r\nContent-Length: ";
-    let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(head.len());
-    let head = &head[..end];
-    let at = head.windows(NAME.len()).position(|w| w == NAME)? + NAME.len();
-    let rest = &head[at..];
-    let n = rest.iter().position(|b| !b.is_ascii_digit()).unwrap_or(rest.len());
-    (n > 0).then(|| &rest[..n])
+/// The lines of a head after its first line, up to the empty line that ends it (without
+/// their CR LF).
+fn header_lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+    // Skip empty lines before a request line (RFC 9112 §2.2), then that line.
+    let start = head.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(head.len());
+    let mut lines = head[start..].split(|&b| b == b'\n');
+    lines.next();
+    lines.map(|l| l.strip_suffix(b"\r").unwrap_or(l)).take_while(|l| !l.is_empty())
 }
 
-/// The value of the request header `name` (lower case) in the raw request `head`.
-fn request_header<'h>(head: &'h [u8], name: &[u8]) -> Option<&'h [u8]> {
-    let mut lines = head.split(|&b| b == b'\n');
-    // Skip empty lines before the request line (RFC 9112 §2.2), then the request line.
-    lines.find(|l| !l.trim_ascii().is_empty())?;
-    for line in lines {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            return None; // the end of the head
-        }
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
-        if line[..colon].eq_ignore_ascii_case(name) {
-            return Some(line[colon + 1..].trim_ascii());
+/// Where a response head ends (after its CR LF CR LF), or the length if it does not. Steps
+/// over bytes that cannot be part of the terminator four at a time.
+fn head_end(h: &[u8]) -> usize {
+    let mut i = 3;
+    while i < h.len() {
+        match h[i] {
+            b'\n' if &h[i - 3..=i] == b"\r\n\r\n" => return i + 1,
+            b'\n' => i += 2,
+            b'\r' => i += 1,
+            _ => i += 4,
         }
     }
-    None
+    h.len()
+}
+
+/// The `Referer` and `User-Agent` values in the raw request `head` (one pass over it).
+fn referer_and_agent(head: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
+    const REFERER: &[u8] = b"referer:";
+    const AGENT: &[u8] = b"user-agent:";
+    let (mut referer, mut agent) = (None, None);
+    for line in header_lines(head) {
+        let name = match line.first() {
+            Some(b'r' | b'R') => REFERER,
+            Some(b'u' | b'U') => AGENT,
+            _ => continue,
+        };
+        if line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name) {
+            let v = Some(line[name.len()..].trim_ascii());
+            if name == REFERER {
+                referer = v;
+            } else {
+                agent = v;
+            }
+        }
+    }
+    (referer, agent)
 }
 
 /// A quoted field's value, or `-` when absent.
@@ -251,11 +283,20 @@ mod tests {
         let mut b = Vec::new();
         escape(&mut b, b"a\"b\\c\x01\xff");
         assert_eq!(b, b"a\\x22b\\x5Cc\\x01\\xFF");
-        let head = b"HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 1234\r\n\r\nContent-Length: 9";
-        assert_eq!(content_length(head), Some(&b"1234"[..]));
-        assert_eq!(content_length(b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n"), None);
+        let head = b"HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 9\r\n\r\n\r\n\r\nabcde";
+        assert_eq!(head_end(head), head.len() - 9);
+        assert_eq!(head_end(b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n"), 38);
+        for n in 0..40 {
+            // Every alignment of the terminator after a run of letters.
+            let mut h = vec![b'a'; n];
+            h.extend_from_slice(b"\r\n\r\nbody");
+            assert_eq!(head_end(&h), n + 4, "{n}");
+            h.truncate(n + 3);
+            assert_eq!(head_end(&h), n + 3, "{n}");
+        }
         let req = b"\r\nGET / HTTP/1.1\r\nHost: a\r\nuser-AGENT:  x y \r\n\r\nReferer: no";
-        assert_eq!(request_header(req, b"user-agent"), Some(&b"x y"[..]));
-        assert_eq!(request_header(req, b"referer"), None);
+        assert_eq!(referer_and_agent(req), (None, Some(&b"x y"[..])));
+        let req = b"GET / HTTP/1.1\r\nReferer:http://a/\r\nrefererx: no\r\n\r\n";
+        assert_eq!(referer_and_agent(req), (Some(&b"http://a/"[..]), None));
     }
 }

@@ -125,7 +125,12 @@ impl<'a> Responder<'a> {
             self.respond(req, peer, now, out)
         };
         if let Some(log) = &mut self.log {
-            log.line(self.st, req, &peer, &out[start..], &self.date, now);
+            let after = match &body {
+                Body::None => 0,
+                Body::Memory(m, pos) => m.len().saturating_sub(*pos) as u64,
+                Body::File(_, off, end) => end.saturating_sub(*off),
+            };
+            log.line(self.st, req, &peer, &out[start..], after, &self.date, now);
         }
         body
     }
