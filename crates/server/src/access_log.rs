@@ -114,6 +114,7 @@ impl AccessLog {
     /// Appends the line for `req`, answered by the response just written into the buffer
     /// (`head`: its head and any body copied beside it) and `body_after` body bytes still to
     /// send (a cached body by reference or a file range).
+    #[allow(clippy::too_many_arguments)]
     pub fn line(
         &mut self,
         st: &WorkerStats,
