@@ -4,14 +4,15 @@
 //! | --- | --- |
 //! | 0 | stopped by SIGTERM or SIGINT after draining |
 //! | 1 | a failure while running |
-//! | 2 | a bad argument (clap's usage errors too, e.g. an unknown mechanism) |
+//! | 2 | a bad argument (clap's usage errors too, e.g. an unknown mechanism), or a bad `--config` file |
 //! | 3 | cannot listen (address in use, not an address of this machine, permission) |
 //! | 4 | the root is missing, not a directory or not readable |
 //! | 5 | the mechanism does not work on this kernel (or cannot do what was asked, e.g. `--exclusive`) |
 
 use crate::{Config, Engine, ListenerMode, Server, StartErrorKind};
+use std::ffi::OsString;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -78,7 +79,7 @@ pub struct ServeArgs {
     /// with Content-Encoding: gzip and Vary: Accept-Encoding (nginx's gzip_static).
     #[arg(long)]
     pub precompressed: bool,
-    /// Answer /.ioscale/stats to every client, not only loopback ones.
+    /// Answer /.ioscale/stats and /.ioscale/metrics to every client, not only loopback ones.
     #[arg(long)]
     pub stats_public: bool,
     /// Longest wait for in-flight requests after SIGTERM or SIGINT.
@@ -88,6 +89,15 @@ pub struct ServeArgs {
     /// that exhaust the buffer ring.
     #[arg(long, hide = true, default_value_t = 512, value_parser = parse_buffers)]
     pub uring_buffers: u16,
+    /// Write one Combined Log Format line per request to this file (`-`: standard output);
+    /// buffered per worker (32 KiB or 1 s); SIGUSR1 reopens it (for logrotate). Off by default.
+    #[arg(long, value_name = "PATH|-")]
+    pub access_log: Option<PathBuf>,
+    /// Read options from this TOML file: its keys are the long option names without `--`
+    /// (`workers = 2`, `idle-timeout = "30s"`, `multi-accept = true`); options on the command
+    /// line override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 fn parse_buffers(s: &str) -> Result<u16, String> {
@@ -152,12 +162,123 @@ impl ServeArgs {
         c.uring_buffers = self.uring_buffers;
         c.cache_control = self.cache_control.clone();
         c.precompressed = self.precompressed;
+        c.access_log = self.access_log.clone();
         c
     }
 }
 
+/// The arguments of `ioscale serve` on this process's command line (after `serve` for the
+/// `ioscale` program, after the program name for `ioscale-serve`).
+fn command_line_tail() -> Vec<OsString> {
+    let all: Vec<OsString> = std::env::args_os().collect();
+    let skip = if all.get(1).is_some_and(|a| a == "serve") { 2 } else { 1 };
+    all.into_iter().skip(skip).collect()
+}
+
+/// `ServeArgs`' own clap command, with repeated options allowed (the last one wins: the
+/// command line, placed after the file's options, overrides them).
+fn serve_command() -> clap::Command {
+    use clap::Args;
+    ServeArgs::augment_args(clap::Command::new("ioscale serve").args_override_self(true))
+}
+
+/// The first line of a clap error, without its `error: ` prefix.
+fn clap_sentence(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let line = text.lines().next().unwrap_or("").trim();
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
+}
+
+/// Reads `--config FILE` and parses its options followed by `user` (the command line's), so
+/// the command line wins; every key is checked on its own first, so a bad one is named.
+pub fn with_config_file(path: &Path, user: &[OsString]) -> Result<ServeArgs, String> {
+    use clap::FromArgMatches;
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--config '{shown}': cannot read it: {e}"))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].lines().count().max(1));
+        let why = e.message().trim().replace('\n', "; ");
+        format!("--config '{shown}' is not valid TOML (line {line}): {why}")
+    })?;
+    let cmd = serve_command();
+    let mut file_args: Vec<OsString> = Vec::new();
+    for (key, value) in &table {
+        if key == "config" {
+            return Err(format!(
+                "key 'config' in --config '{shown}': a config file cannot name another one"
+            ));
+        }
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()))
+            .ok_or_else(|| {
+                format!(
+                    "unknown key '{key}' in --config '{shown}': expected a long option name of ioscale serve without '--', e.g. workers, idle-timeout, multi-accept"
+                )
+            })?;
+        let takes_value = arg.get_action().takes_values();
+        let mut args: Vec<OsString> = Vec::new();
+        match value {
+            toml::Value::Boolean(b) if !takes_value => {
+                if *b {
+                    args.push(format!("--{key}").into());
+                }
+            }
+            toml::Value::String(_) | toml::Value::Integer(_) | toml::Value::Float(_)
+                if takes_value =>
+            {
+                let v = match value {
+                    toml::Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                };
+                args.push(format!("--{key}").into());
+                args.push(v.into());
+            }
+            _ => {
+                let want = if takes_value {
+                    "a string or a number"
+                } else {
+                    "true or false (it is a switch)"
+                };
+                return Err(format!(
+                    "key '{key}' in --config '{shown}' is {value}: expected {want}"
+                ));
+            }
+        }
+        // Each key alone first: clap's own parser and message, named by the key.
+        let one = std::iter::once(OsString::from("ioscale serve")).chain(args.iter().cloned());
+        if let Err(e) = serve_command().try_get_matches_from(one) {
+            return Err(format!(
+                "key '{key}' = {value} in --config '{shown}': {}",
+                clap_sentence(&e)
+            ));
+        }
+        file_args.extend(args);
+    }
+    let argv = std::iter::once(OsString::from("ioscale serve"))
+        .chain(file_args)
+        .chain(user.iter().cloned());
+    let m = serve_command().try_get_matches_from(argv).map_err(|e| clap_sentence(&e))?;
+    ServeArgs::from_arg_matches(&m).map_err(|e| clap_sentence(&e))
+}
+
 /// Runs `ioscale serve`; returns the exit code (see the module docs).
 pub fn run(args: &ServeArgs) -> ExitCode {
+    let merged;
+    let args = match &args.config {
+        None => args,
+        Some(path) => match with_config_file(path, &command_line_tail()) {
+            Ok(a) => {
+                merged = a;
+                &merged
+            }
+            Err(e) => {
+                eprintln!("ioscale serve: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let server = match Server::bind(args.config()) {
         Ok(s) => s,
         Err(e) => {

@@ -37,6 +37,7 @@ use ioscale_http::response::write_error;
 use ioscale_http::{Connection, Step, Timer};
 use std::fs::File;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -121,6 +122,8 @@ struct Conn {
     timer_seq: u32,
     /// Learnt on the first request that needs it (the stats endpoint).
     loopback: Option<bool>,
+    /// Learnt on the first request when the access log is on (a getpeername).
+    addr: Option<IpAddr>,
     read_closed: bool,
     rejected: bool,
     closing: bool,
@@ -264,6 +267,7 @@ impl Engine<'_> {
             }
             self.now = Instant::now();
             self.resp.date.update(SystemTime::now());
+            self.resp.tick(self.now);
             for c in out.drain(..) {
                 self.on_completion(c)?;
             }
@@ -528,6 +532,7 @@ impl Engine<'_> {
             filed: Some(deadline),
             timer_seq: 0,
             loopback: None,
+            addr: None,
             read_closed: false,
             rejected: false,
             closing: false,
@@ -927,10 +932,13 @@ fn process(
     // The server's own endpoints (stats and its kin) are the only answers that depend on it.
     const OWN_PREFIX: &[u8] = b"/.ioscale/";
     let mut pos = 0;
+    // The first request completed here began in an earlier pass if a head was pending.
+    let mut waited = c.phase == Phase::Header;
     loop {
         if wbuf.len() >= WBUF_HIGH || !matches!(c.body, Body::None) {
             return (pos, pos < input.len());
         }
+        let at = pos;
         let (used, step) = c.http.step(&input[pos..]);
         pos += used;
         match step {
@@ -945,8 +953,16 @@ fn process(
                 } else {
                     c.loopback.unwrap_or(false)
                 };
-                let peer = Peer { keep_alive: c.http.keep_alive(), loopback };
-                c.body = resp.respond(&req, peer, now, wbuf);
+                if c.addr.is_none() && resp.logging() {
+                    c.addr = sys::peer_ip(c.raw());
+                }
+                let ka = c.http.keep_alive();
+                let peer = Peer { keep_alive: ka, loopback, addr: c.addr, head: &input[at..pos] };
+                if waited {
+                    waited = false;
+                    resp.head_waited(c.deadline, now);
+                }
+                c.body = resp.serve(&req, peer, now, wbuf);
             }
             Step::Reject(e) => {
                 resp.reject(&e, wbuf);

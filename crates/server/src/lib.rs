@@ -29,9 +29,11 @@
 
 #![deny(missing_docs)]
 
+mod access_log;
 pub mod cli;
 mod completion_engine;
 pub mod files;
+pub mod metrics;
 mod respond;
 pub mod stats;
 mod sys;
@@ -199,6 +201,9 @@ pub struct Config {
     /// Provided receive buffers per completion-engine ring (a power of two; a tiny ring is how
     /// the tests exhaust it). Ignored by the readiness engine.
     pub uring_buffers: u16,
+    /// Write a Combined Log Format line per request here (`-`: standard output); reopened on
+    /// SIGUSR1.
+    pub access_log: Option<PathBuf>,
     /// A `Cache-Control` value added to every file response (200, 206, 304); checked by
     /// [`check_cache_control`].
     pub cache_control: Option<String>,
@@ -246,6 +251,7 @@ impl Config {
             drain_timeout: Duration::from_secs(10),
             backlog: 4096,
             uring_buffers: 512,
+            access_log: None,
             cache_control: None,
             precompressed: false,
         }
@@ -306,6 +312,7 @@ pub(crate) struct Shared {
     pub(crate) wakers: Mutex<Vec<Arc<ioscale_dispatch::Waker>>>,
     pub(crate) open: AtomicUsize,
     pub(crate) stats: stats::Shared,
+    pub(crate) access_log: Option<Arc<access_log::Sink>>,
 }
 
 /// A bound server, not yet running.
@@ -448,6 +455,15 @@ impl Server {
             .map_err(|e| start_err(StartErrorKind::Mechanism, format!("--exclusive: {e}")))?;
             let _ = d.deregister(fd);
         }
+        let access_log = match &config.access_log {
+            None => None,
+            Some(p) => Some(Arc::new(access_log::Sink::open(p).map_err(|e| {
+                start_err(
+                    StartErrorKind::Config,
+                    format!("--access-log '{}': cannot open it for appending: {e}", p.display()),
+                )
+            })?)),
+        };
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
@@ -457,6 +473,7 @@ impl Server {
                 mechanism: config.engine,
                 started: Instant::now(),
             },
+            access_log,
         });
         Ok(Server { config, listeners, addr, shared })
     }
@@ -505,13 +522,21 @@ impl Server {
         result
     }
 
-    /// Runs until SIGINT or SIGTERM, then drains and returns (the CLI exits 0).
+    /// Runs until SIGINT or SIGTERM, then drains and returns (the CLI exits 0). SIGUSR1
+    /// reopens the access log (logrotate's convention).
     pub fn run_until_signal(self) -> io::Result<()> {
         sys::block_termination()?;
         let handle = self.handle();
-        std::thread::Builder::new().name("ioscale-signals".into()).spawn(move || {
-            if sys::wait_termination().is_ok() {
-                handle.shutdown();
+        let log = self.shared.access_log.clone();
+        std::thread::Builder::new().name("ioscale-signals".into()).spawn(move || loop {
+            match sys::wait_termination() {
+                Ok(libc::SIGUSR1) => {
+                    if let Some(Err(e)) = log.as_ref().map(|l| l.reopen()) {
+                        eprintln!("ioscale serve: SIGUSR1: cannot reopen the access log: {e}");
+                    }
+                }
+                Ok(_) => return handle.shutdown(),
+                Err(_) => return,
             }
         })?;
         self.run()

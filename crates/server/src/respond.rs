@@ -7,6 +7,7 @@
 //! engine's write buffer and returns the [`Body`] still to send: a cached body by reference or a
 //! file range for `sendfile`. It makes no system call on the cached path and allocates nothing.
 
+use crate::access_log::AccessLog;
 use crate::files::{Content, Files, Found, LookupError};
 use crate::stats::{ServerError, WorkerStats};
 use crate::{Config, Shared};
@@ -16,6 +17,7 @@ use ioscale_http::response::{
 };
 use ioscale_http::{resolve, DateCache, Error as HttpError, ErrorKind, Ranges, Request, Status};
 use std::fs::File;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +25,7 @@ use std::time::Instant;
 /// Cached bodies up to this size are copied next to their head: one send for both.
 pub(crate) const COPY_MAX: usize = 16 * 1024;
 const STATS_PATH: &[u8] = b"/.ioscale/stats";
+const METRICS_PATH: &[u8] = b"/.ioscale/metrics";
 
 /// What must follow the head already written: nothing, a cached body from `pos`, or the bytes
 /// `off..end` of an open file.
@@ -38,11 +41,16 @@ pub(crate) enum Body {
 
 /// What the engine knows about the connection a request came on.
 #[derive(Copy, Clone, Debug)]
-pub(crate) struct Peer {
+pub(crate) struct Peer<'a> {
     /// The connection may stay open after this response.
     pub keep_alive: bool,
     /// The client is on a loopback address (the stats endpoint's default audience).
     pub loopback: bool,
+    /// The client's address, when the engine knows it (for the access log).
+    pub addr: Option<IpAddr>,
+    /// The bytes the request was parsed from, head first (the access log reads `User-Agent`
+    /// and `Referer` there, so the parser keeps no field for them).
+    pub head: &'a [u8],
 }
 
 /// One engine's responder: its file cache, its scratch path buffer and its `Date` line.
@@ -52,6 +60,7 @@ pub(crate) struct Responder<'a> {
     st: &'a WorkerStats,
     files: Files,
     path: Vec<u8>,
+    log: Option<AccessLog>,
     /// The per-second `Date` header, refreshed by the engine after each wait.
     pub date: DateCache,
 }
@@ -70,14 +79,72 @@ impl<'a> Responder<'a> {
             },
             path: Vec::with_capacity(cfg.limits.max_target + 16),
             date: DateCache::new(),
+            log: shared.access_log.clone().map(AccessLog::new),
         })
+    }
+
+    /// Whether requests are logged (then the engine tells [`Peer::addr`]).
+    pub fn logging(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// Counts the duration of a request whose head took more than one loop pass to arrive:
+    /// its first byte came `header_timeout` before the connection's header `deadline`. A
+    /// request whose head came whole is answered in the pass that read it (duration 0) and
+    /// costs nothing here: the histogram's first bucket is the requests less the others.
+    pub fn head_waited(&self, deadline: Instant, now: Instant) {
+        let started = deadline.checked_sub(self.cfg.header_timeout).unwrap_or(now);
+        self.st.observe(now.saturating_duration_since(started));
+    }
+
+    /// Once per loop pass: writes the access log's buffer if its oldest line is a second old.
+    #[inline]
+    pub fn tick(&mut self, now: Instant) {
+        if let Some(log) = &mut self.log {
+            log.tick(self.st, now);
+        }
+    }
+
+    /// Answers `req` ([`Self::respond`], and the metrics endpoint) and writes its access-log
+    /// line.
+    pub fn serve(
+        &mut self,
+        req: &Request<'_>,
+        peer: Peer<'_>,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Body {
+        let start = out.len();
+        // `req.target[1]` first: an ordinary request pays one byte comparison, not a path scan.
+        let own = req.target.get(1) == Some(&b'.');
+        let body = if own && req.path() == METRICS_PATH && (peer.loopback || self.cfg.stats_public)
+        {
+            let open = self.shared.open.load(Ordering::Relaxed) as u64;
+            let text = crate::metrics::Snapshot::take(&self.shared.stats, open).encode();
+            self.st.response(200);
+            let ct = crate::metrics::CONTENT_TYPE;
+            let (m, v) = (req.method, req.version);
+            write_simple(out, Status::OK, ct, text.as_bytes(), &self.date, m, v, peer.keep_alive);
+            Body::None
+        } else {
+            self.respond(req, peer, now, out)
+        };
+        if let Some(log) = &mut self.log {
+            let after = match &body {
+                Body::None => 0,
+                Body::Memory(_, pos, end) => end.saturating_sub(*pos) as u64,
+                Body::File(_, off, end) => end.saturating_sub(*off),
+            };
+            log.line(self.st, req, &peer, &out[start..], after, &self.date, now);
+        }
+        body
     }
 
     /// Writes the response to `req` into `out` and returns the body still to send.
     pub fn respond(
         &mut self,
         req: &Request<'_>,
-        peer: Peer,
+        peer: Peer<'_>,
         now: Instant,
         out: &mut Vec<u8>,
     ) -> Body {
@@ -209,5 +276,13 @@ fn body(content: &Content, start: u64, end: u64, out: &mut Vec<u8>) -> Body {
             }
         }
         Content::Open(f) => Body::File(f.clone(), start, end),
+    }
+}
+
+impl Drop for Responder<'_> {
+    fn drop(&mut self) {
+        if let Some(log) = &mut self.log {
+            log.flush(self.st);
+        }
     }
 }

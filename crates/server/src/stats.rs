@@ -72,7 +72,34 @@ pub struct WorkerStats {
     /// The completion engine's ring counters ([`COMPLETION_NAMES`]), copied after each wait,
     /// and its count of short sends (sends finished by sending the rest again).
     pub completion: [AtomicU64; 6],
+    /// Requests by duration ([`DURATION_BOUNDS`]; the last slot is above the last bound).
+    /// Slot 0 stays 0: the first bucket is the requests less the other buckets (see
+    /// [`WorkerStats::observe`]), so the common request adds nothing here.
+    pub durations: [AtomicU64; DURATION_BOUNDS.len() + 1],
+    /// Sum of the request durations in nanoseconds.
+    pub duration_sum_ns: AtomicU64,
+    /// Access-log lines written (handed to the kernel).
+    pub log_lines: AtomicU64,
+    /// Access-log lines lost because a write failed.
+    pub log_dropped: AtomicU64,
 }
+
+/// Upper bounds of the request-duration histogram, in nanoseconds (1 ms to 10 s). The duration
+/// is read from the worker's clock cached once per wait (no clock read per request), so it has
+/// the resolution of a loop pass, like nginx's `$request_time`: a request whose head arrived
+/// whole is answered in the pass that read it and counts as 0.
+pub const DURATION_BOUNDS: [u64; 10] = [
+    1_000_000,
+    5_000_000,
+    10_000_000,
+    50_000_000,
+    100_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
 
 /// The completion engine's counters in the stats document (`"completion"`).
 pub const COMPLETION_NAMES: [&str; 6] =
@@ -126,6 +153,18 @@ impl WorkerStats {
         bump(&self.http_errors[k.index()], 1);
     }
 
+    /// Counts the duration of a request whose head arrived over several loop passes (from the
+    /// pass of its first byte to the pass that answered it). Every other request has duration
+    /// 0 and is counted only in [`WorkerStats::requests`]: the first bucket is derived.
+    pub fn observe(&self, d: std::time::Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = DURATION_BOUNDS.iter().position(|&b| ns <= b).unwrap_or(DURATION_BOUNDS.len());
+        if i > 0 {
+            bump(&self.durations[i], 1);
+        }
+        bump(&self.duration_sum_ns, ns);
+    }
+
     /// Counts a response by status.
     #[inline]
     pub fn response(&self, code: u16) {
@@ -134,7 +173,8 @@ impl WorkerStats {
     }
 }
 
-const DISPATCH_NAMES: [&str; 9] = [
+/// The names of the dispatcher's counters, in [`WorkerStats::dispatch`] order.
+pub const DISPATCH_NAMES: [&str; 9] = [
     "wait_calls",
     "events",
     "interest_syscalls",
@@ -158,6 +198,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The sum over the workers of one counter.
+    pub fn sum(&self, f: impl Fn(&WorkerStats) -> &AtomicU64) -> u64 {
+        self.workers.iter().map(|w| f(w).load(Relaxed)).sum()
+    }
+
     /// The stats document.
     pub fn json(&self, open: u64) -> serde_json::Value {
         use serde_json::{json, Map, Value};
@@ -232,6 +277,7 @@ impl Shared {
                 "5xx": sum(&|w| &w.responses[3]),
             },
             "bytes": {"in": sum(&|w| &w.bytes_in), "out": sum(&|w| &w.bytes_out)},
+            "access_log": {"lines": sum(&|w| &w.log_lines), "dropped": sum(&|w| &w.log_dropped)},
             "dispatch": dispatch,
             "switches": switches,
             "errors": errors,

@@ -122,6 +122,11 @@ pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
 
 /// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`: the connection and whether the peer is loopback.
 pub fn accept(fd: RawFd) -> io::Result<(OwnedFd, bool)> {
+    accept_from(fd).map(|(c, ip)| (c, ip.is_some_and(|ip| ip.is_loopback())))
+}
+
+/// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`: the connection and its peer's address.
+pub fn accept_from(fd: RawFd) -> io::Result<(OwnedFd, Option<IpAddr>)> {
     // SAFETY: plain old data; all-zero is valid.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -131,13 +136,24 @@ pub fn accept(fd: RawFd) -> io::Result<(OwnedFd, bool)> {
         &mut len,
         libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
     ))?;
-    let loopback = from_sockaddr(&ss).is_some_and(|a| match a.ip() {
-        IpAddr::V4(ip) => ip.is_loopback(),
-        IpAddr::V6(ip) => {
-            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-    });
-    Ok((owned(c), loopback))
+    Ok((owned(c), from_sockaddr(&ss).map(|a| canonical(a.ip()))))
+}
+
+/// The address of a connected socket's peer (`getpeername`).
+pub fn peer_ip(fd: RawFd) -> Option<IpAddr> {
+    // SAFETY: plain old data; all-zero is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    syscall!(getpeername(fd, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len)).ok()?;
+    from_sockaddr(&ss).map(|a| canonical(a.ip()))
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 /// Whether the peer of a connected socket is on a loopback address (`getpeername`).
@@ -270,10 +286,10 @@ fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
     set
 }
 
-/// Blocks SIGINT and SIGTERM in the calling thread (threads spawned later inherit the mask), so
-/// that only the thread in [`wait_termination`] receives them.
+/// Blocks SIGINT, SIGTERM and SIGUSR1 in the calling thread (threads spawned later inherit the
+/// mask), so that only the thread in [`wait_termination`] receives them.
 pub fn block_termination() -> io::Result<()> {
-    let set = sigset(&[libc::SIGINT, libc::SIGTERM]);
+    let set = sigset(&[libc::SIGINT, libc::SIGTERM, libc::SIGUSR1]);
     // SAFETY: `set` is valid; the old mask is not wanted.
     let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     if r != 0 {
@@ -282,7 +298,8 @@ pub fn block_termination() -> io::Result<()> {
     Ok(())
 }
 
-/// Blocks every signal in this thread, then waits for SIGINT or SIGTERM; returns its number.
+/// Blocks every signal in this thread, then waits for SIGINT, SIGTERM or SIGUSR1 (reopen the
+/// access log); returns its number.
 pub fn wait_termination() -> io::Result<libc::c_int> {
     let mut all = MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: sigfillset initialises the set.
@@ -292,7 +309,7 @@ pub fn wait_termination() -> io::Result<libc::c_int> {
     // SAFETY: `all` is valid; this thread takes no signal asynchronously (RT signals meant for
     // the workers are never delivered here).
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut()) };
-    let set = sigset(&[libc::SIGINT, libc::SIGTERM]);
+    let set = sigset(&[libc::SIGINT, libc::SIGTERM, libc::SIGUSR1]);
     let mut sig: libc::c_int = 0;
     // SAFETY: both pointers are valid for the call.
     let r = unsafe { libc::sigwait(&set, &mut sig) };

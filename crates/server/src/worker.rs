@@ -15,6 +15,7 @@ use ioscale_http::response::write_error;
 use ioscale_http::{Connection, Step, Timer};
 use std::fs::File;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -53,6 +54,7 @@ struct Conn {
     filed: Option<Instant>,
     timer_seq: u32,
     loopback: bool,
+    addr: Option<IpAddr>,
     read_closed: bool,
     rejected: bool,
 }
@@ -202,6 +204,7 @@ impl Worker<'_> {
             }
             self.now = Instant::now();
             self.resp.date.update(SystemTime::now());
+            self.resp.tick(self.now);
             let counters = self.d.counters();
             self.st.publish(&counters);
             if counters.mode_switches != self.switches_seen {
@@ -250,7 +253,7 @@ impl Worker<'_> {
         let mut first = true;
         let mut took = false;
         loop {
-            let r = sys::accept(self.listener);
+            let r = sys::accept_from(self.listener);
             if first {
                 first = false;
                 if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
@@ -258,7 +261,7 @@ impl Worker<'_> {
                 }
             }
             match r {
-                Ok((fd, loopback)) => {
+                Ok((fd, addr)) => {
                     took = true;
                     if self.shedding > 0 {
                         eprintln!(
@@ -267,7 +270,7 @@ impl Worker<'_> {
                         );
                         self.shedding = 0;
                     }
-                    self.add_conn(fd, loopback);
+                    self.add_conn(fd, addr);
                     if !multi {
                         break;
                     }
@@ -291,6 +294,8 @@ impl Worker<'_> {
                     self.shed(&e);
                     break;
                 }
+                // Stopping: another worker shut the shared listener down (EINVAL).
+                Err(_) if self.shared.stop.load(Ordering::Relaxed) => break,
                 Err(e) => {
                     self.st.error(ServerError::AcceptFailed);
                     eprintln!("ioscale serve: worker {}: accept failed: {e}", self.id);
@@ -357,7 +362,7 @@ impl Worker<'_> {
         self.paused_until = Some(self.now + ACCEPT_PAUSE);
     }
 
-    fn add_conn(&mut self, fd: OwnedFd, loopback: bool) {
+    fn add_conn(&mut self, fd: OwnedFd, addr: Option<IpAddr>) {
         if self.shared.open.fetch_add(1, Ordering::Relaxed) >= self.cfg.max_conns {
             self.shared.open.fetch_sub(1, Ordering::Relaxed);
             self.st.error(ServerError::ShedMaxConns);
@@ -399,7 +404,8 @@ impl Worker<'_> {
             deadline,
             filed: Some(deadline),
             timer_seq: 0,
-            loopback,
+            loopback: addr.is_some_and(|a| a.is_loopback()),
+            addr,
             read_closed: false,
             rejected: false,
         };
@@ -529,18 +535,31 @@ impl Worker<'_> {
     /// and whether it stopped early (output to send first) with input left.
     fn process(&mut self, c: &mut Conn, input: &[u8]) -> (usize, bool) {
         let mut pos = 0;
+        // The first request completed here began in an earlier pass if a head was pending.
+        let mut waited = c.phase == Phase::Header;
         loop {
             if self.wbuf.len() >= WBUF_HIGH || !matches!(c.body, Body::None) {
                 return (pos, pos < input.len());
             }
+            let at = pos;
             let (used, step) = c.http.step(&input[pos..]);
             pos += used;
             match step {
                 Step::NeedMore | Step::Close => return (pos, false),
                 Step::Request(req) => {
                     bump(&self.st.requests, 1);
-                    let peer = Peer { keep_alive: c.http.keep_alive(), loopback: c.loopback };
-                    c.body = self.resp.respond(&req, peer, self.now, &mut self.wbuf);
+                    let ka = c.http.keep_alive();
+                    let peer = Peer {
+                        keep_alive: ka,
+                        loopback: c.loopback,
+                        addr: c.addr,
+                        head: &input[at..pos],
+                    };
+                    if waited {
+                        waited = false;
+                        self.resp.head_waited(c.deadline, self.now);
+                    }
+                    c.body = self.resp.serve(&req, peer, self.now, &mut self.wbuf);
                 }
                 Step::Reject(e) => {
                     self.resp.reject(&e, &mut self.wbuf);
@@ -661,8 +680,8 @@ impl Worker<'_> {
     /// already in its socket is answered (with `Connection: close`) rather than dropped.
     fn begin_stop(&mut self, rbuf: &mut [u8]) {
         for _ in 0..4096 {
-            match sys::accept(self.listener) {
-                Ok((fd, loopback)) => self.add_conn(fd, loopback),
+            match sys::accept_from(self.listener) {
+                Ok((fd, addr)) => self.add_conn(fd, addr),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }

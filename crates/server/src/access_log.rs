@@ -1,0 +1,303 @@
+//! The access log (`--access-log PATH|-`): one Combined Log Format line per request, the format
+//! goaccess, awstats and fail2ban read.
+//!
+//! ```text
+//! 127.0.0.1 - - [23/Nov/2026:08:10:00 +0000] "GET /a.html HTTP/1.1" 200 1234 "-" "curl/8.5.0"
+//! ```
+//!
+//! Off the per-request path: each worker formats its lines into its own bounded buffer (no lock,
+//! no system call per request) and writes the buffer whole when it passes [`FLUSH_SIZE`], at
+//! most [`FLUSH_EVERY`] after its oldest line (checked once per loop pass), and when the worker
+//! stops — nginx's `access_log ... buffer=32k flush=1s`. The file is opened with `O_APPEND`, and
+//! a buffer holds whole lines only, so the workers' writes never interleave inside a line (for
+//! `-`, standard output, writes are cut at line ends into pieces of at most `PIPE_BUF` bytes,
+//! which a pipe keeps whole). SIGUSR1 reopens the path (logrotate's convention): the signal
+//! thread opens the new file and swaps it in; each worker's next write goes there.
+//!
+//! The status is the one sent; the size is the body's (`Content-Length`, 0 for HEAD and 304),
+//! as announced when the response was written: a client that leaves mid-body is logged with the
+//! full size. Requests refused before they parse (400, 408, 431, ...) have no request line and
+//! are not logged; they are counted in the stats and metrics.
+
+use crate::respond::Peer;
+use crate::stats::{bump, WorkerStats};
+use ioscale_http::{DateCache, Request};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A worker writes its buffer when it holds this many bytes.
+pub const FLUSH_SIZE: usize = 32 * 1024;
+/// ... or when its oldest line is this old.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Longest piece written to standard output at once (a pipe's atomic write).
+const PIPE_BUF: usize = 4096;
+/// Longest logged header value or request target (longer ones are cut, marked with `...`).
+const FIELD_MAX: usize = 2048;
+
+/// Where the lines go: a file reopened on SIGUSR1, or standard output.
+#[derive(Debug)]
+pub struct Sink {
+    path: Option<PathBuf>,
+    file: Mutex<Arc<File>>,
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().append(true).create(true).open(path)
+}
+
+impl Sink {
+    /// Opens `path` for appending (created if missing), or standard output for `-`.
+    pub fn open(path: &Path) -> io::Result<Sink> {
+        if path == Path::new("-") {
+            let fd = io::stdout().as_fd().try_clone_to_owned()?;
+            return Ok(Sink { path: None, file: Mutex::new(Arc::new(File::from(fd))) });
+        }
+        Ok(Sink { path: Some(path.to_path_buf()), file: Mutex::new(Arc::new(open_append(path)?)) })
+    }
+
+    /// Opens the path again (after logrotate renamed it); standard output stays as it is.
+    pub fn reopen(&self) -> io::Result<()> {
+        let Some(path) = &self.path else { return Ok(()) };
+        let f = Arc::new(open_append(path)?);
+        *self.file.lock().map_err(|_| io::Error::other("poisoned"))? = f;
+        Ok(())
+    }
+
+    fn current(&self) -> Option<Arc<File>> {
+        self.file.lock().ok().map(|f| f.clone())
+    }
+
+    fn write(&self, buf: &[u8]) -> io::Result<()> {
+        let f = self.current().ok_or_else(|| io::Error::other("poisoned"))?;
+        let mut f = &*f;
+        if self.path.is_some() {
+            return f.write_all(buf);
+        }
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let mut cut = rest.len().min(PIPE_BUF);
+            if cut < rest.len() {
+                // A line is shorter than PIPE_BUF (fields are bounded), so one ends in the window.
+                cut = rest[..cut].iter().rposition(|&b| b == b'\n').map_or(cut, |p| p + 1);
+            }
+            f.write_all(&rest[..cut])?;
+            rest = &rest[cut..];
+        }
+        Ok(())
+    }
+}
+
+/// One worker's buffer of lines.
+#[derive(Debug)]
+pub(crate) struct AccessLog {
+    sink: Arc<Sink>,
+    buf: Vec<u8>,
+    lines: u64,
+    oldest: Option<Instant>,
+}
+
+impl AccessLog {
+    pub fn new(sink: Arc<Sink>) -> AccessLog {
+        AccessLog {
+            sink,
+            buf: Vec::with_capacity(FLUSH_SIZE + 2 * FIELD_MAX + 512),
+            lines: 0,
+            oldest: None,
+        }
+    }
+
+    /// Appends the line for `req`, answered by the response just written into the buffer
+    /// (`head`: its head and any body copied beside it) and `body_after` body bytes still to
+    /// send (a cached body by reference or a file range).
+    #[allow(clippy::too_many_arguments)]
+    pub fn line(
+        &mut self,
+        st: &WorkerStats,
+        req: &Request<'_>,
+        peer: &Peer<'_>,
+        head: &[u8],
+        body_after: u64,
+        date: &DateCache,
+        now: Instant,
+    ) {
+        let b = &mut self.buf;
+        match peer.addr {
+            Some(IpAddr::V4(a)) => {
+                for (i, o) in a.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        b.push(b'.');
+                    }
+                    b.extend_from_slice(itoa::Buffer::new().format(o).as_bytes());
+                }
+            }
+            Some(a) => {
+                let _ = write!(b, "{a}");
+            }
+            None => b.push(b'-'),
+        }
+        b.extend_from_slice(b" - - [");
+        // IMF-fixdate "Sun, 06 Nov 1994 08:49:37 GMT" -> "06/Nov/1994:08:49:37 +0000".
+        let d = date.text();
+        b.extend_from_slice(&d[5..7]);
+        b.push(b'/');
+        b.extend_from_slice(&d[8..11]);
+        b.push(b'/');
+        b.extend_from_slice(&d[12..16]);
+        b.push(b':');
+        b.extend_from_slice(&d[17..25]);
+        b.extend_from_slice(b" +0000] \"");
+        b.extend_from_slice(if req.method.is_head() { b"HEAD " } else { b"GET " });
+        escape(b, req.target);
+        b.extend_from_slice(match req.version {
+            ioscale_http::Version::Http10 => b" HTTP/1.0\" ",
+            ioscale_http::Version::Http11 => b" HTTP/1.1\" ",
+        });
+        let status = head.get(9..12).unwrap_or(b"000");
+        b.extend_from_slice(status);
+        b.push(b' ');
+        let len = (head.len() - head_end(head)) as u64 + body_after;
+        b.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+        b.extend_from_slice(b" \"");
+        let (referer, agent) = referer_and_agent(peer.head);
+        quoted(b, referer);
+        b.extend_from_slice(b"\" \"");
+        quoted(b, agent);
+        b.extend_from_slice(b"\"\n");
+        self.lines += 1;
+        self.oldest.get_or_insert(now);
+        if self.buf.len() >= FLUSH_SIZE {
+            self.flush(st);
+        }
+    }
+
+    /// Writes the buffer if its oldest line has waited [`FLUSH_EVERY`].
+    #[inline]
+    pub fn tick(&mut self, st: &WorkerStats, now: Instant) {
+        if self.oldest.is_some_and(|t| now.saturating_duration_since(t) >= FLUSH_EVERY) {
+            self.flush(st);
+        }
+    }
+
+    /// Writes the buffer now.
+    pub fn flush(&mut self, st: &WorkerStats) {
+        if self.buf.is_empty() {
+            return;
+        }
+        match self.sink.write(&self.buf) {
+            Ok(()) => bump(&st.log_lines, self.lines),
+            Err(e) => {
+                if st.log_dropped.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                    eprintln!("ioscale serve: cannot write the access log: {e}; lines are dropped");
+                }
+                bump(&st.log_dropped, self.lines);
+            }
+        }
+        self.buf.clear();
+        self.lines = 0;
+        self.oldest = None;
+    }
+}
+
+/// The lines of a head after its first line, up to the empty line that ends it (without
+/// their CR LF).
+fn header_lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+    // Skip empty lines before a request line (RFC 9112 §2.2), then that line.
+    let start = head.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(head.len());
+    let mut lines = head[start..].split(|&b| b == b'\n');
+    lines.next();
+    lines.map(|l| l.strip_suffix(b"\r").unwrap_or(l)).take_while(|l| !l.is_empty())
+}
+
+/// Where a response head ends (after its CR LF CR LF), or the length if it does not. Steps
+/// over bytes that cannot be part of the terminator four at a time.
+fn head_end(h: &[u8]) -> usize {
+    let mut i = 3;
+    while i < h.len() {
+        match h[i] {
+            b'\n' if &h[i - 3..=i] == b"\r\n\r\n" => return i + 1,
+            b'\n' => i += 2,
+            b'\r' => i += 1,
+            _ => i += 4,
+        }
+    }
+    h.len()
+}
+
+/// The `Referer` and `User-Agent` values in the raw request `head` (one pass over it).
+fn referer_and_agent(head: &[u8]) -> (Option<&[u8]>, Option<&[u8]>) {
+    const REFERER: &[u8] = b"referer:";
+    const AGENT: &[u8] = b"user-agent:";
+    let (mut referer, mut agent) = (None, None);
+    for line in header_lines(head) {
+        let name = match line.first() {
+            Some(b'r' | b'R') => REFERER,
+            Some(b'u' | b'U') => AGENT,
+            _ => continue,
+        };
+        if line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name) {
+            let v = Some(line[name.len()..].trim_ascii());
+            if name == REFERER {
+                referer = v;
+            } else {
+                agent = v;
+            }
+        }
+    }
+    (referer, agent)
+}
+
+/// A quoted field's value, or `-` when absent.
+fn quoted(b: &mut Vec<u8>, v: Option<&[u8]>) {
+    match v {
+        Some(v) if !v.is_empty() => escape(b, v),
+        _ => b.push(b'-'),
+    }
+}
+
+/// Copies `v` with `"`, `\`, controls and non-ASCII bytes as `\xHH` (nginx's escaping), cut at
+/// [`FIELD_MAX`] bytes.
+fn escape(b: &mut Vec<u8>, v: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &c in &v[..v.len().min(FIELD_MAX)] {
+        if (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\' {
+            b.push(c);
+        } else {
+            b.extend_from_slice(&[b'\\', b'x', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
+        }
+    }
+    if v.len() > FIELD_MAX {
+        b.extend_from_slice(b"...");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_and_lengths() {
+        let mut b = Vec::new();
+        escape(&mut b, b"a\"b\\c\x01\xff");
+        assert_eq!(b, b"a\\x22b\\x5Cc\\x01\\xFF");
+        let head = b"HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 9\r\n\r\n\r\n\r\nabcde";
+        assert_eq!(head_end(head), head.len() - 9);
+        assert_eq!(head_end(b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n"), 38);
+        for n in 0..40 {
+            // Every alignment of the terminator after a run of letters.
+            let mut h = vec![b'a'; n];
+            h.extend_from_slice(b"\r\n\r\nbody");
+            assert_eq!(head_end(&h), n + 4, "{n}");
+            h.truncate(n + 3);
+            assert_eq!(head_end(&h), n + 3, "{n}");
+        }
+        let req = b"\r\nGET / HTTP/1.1\r\nHost: a\r\nuser-AGENT:  x y \r\n\r\nReferer: no";
+        assert_eq!(referer_and_agent(req), (None, Some(&b"x y"[..])));
+        let req = b"GET / HTTP/1.1\r\nReferer:http://a/\r\nrefererx: no\r\n\r\n";
+        assert_eq!(referer_and_agent(req), (Some(&b"http://a/"[..]), None));
+    }
+}

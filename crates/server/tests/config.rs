@@ -1,0 +1,94 @@
+//! `--config FILE` on the real program: the file's keys are the long option names, the command
+//! line overrides them, and a bad file is one sentence naming the key, the value and what is
+//! accepted (exit 2).
+
+mod util;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use util::{root, serve_exe, Client, ServerProc};
+
+#[test]
+fn the_file_sets_options_and_the_command_line_overrides_them() {
+    let root = root("config");
+    let dir = root.parent().unwrap();
+    let log = dir.join("from-config.log");
+    let file = dir.join("serve.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "# a comment\nworkers = 2\nidle-timeout = \"30s\"\nmulti-accept = true\nport = 1\n\
+             dispatch = \"poll\"\nexclusive = false\naccess-log = '{}'\nroot = '/nonexistent'\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    // ServerProc puts `--port 0` first: the command line's port and root and dispatch win.
+    let args =
+        format!("--config '{}' --root '{}' --dispatch epoll", file.display(), root.display());
+    let mut srv = ServerProc::spawn("", &args).unwrap_or_else(|l| panic!("did not start: {l}"));
+    let stats = srv.stats();
+    assert_eq!(stats["workers"], 2, "{stats}");
+    assert_eq!(stats["mechanism"], "epoll", "{stats}");
+    assert_eq!(Client::connect(srv.addr()).get("GET", "/1b.txt").status, 200);
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("\"GET /1b.txt HTTP/1.1\" 200 1 "), "{text}");
+}
+
+/// Runs the program expecting it to refuse at once; returns its exit code and stderr.
+fn refused(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(serve_exe())
+        .args(["--port", "0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (code, err)
+}
+
+#[test]
+fn a_bad_file_is_one_sentence_naming_key_value_and_what_is_accepted() {
+    let root = root("config-bad");
+    let file = root.parent().unwrap().join("bad.toml");
+    let f = file.to_str().unwrap();
+    for (content, words) in [
+        ("worker = 2", &["unknown key 'worker'", "long option name"][..]),
+        ("idle-timeout = \"soon\"", &["'idle-timeout'", "soon", "expected a number with ms"]),
+        ("workers = 0", &["'workers'", "'0'", "1..=1024"]),
+        ("workers = true", &["'workers'", "true", "expected a string or a number"]),
+        ("multi-accept = \"yes\"", &["'multi-accept'", "yes", "true or false"]),
+        ("dispatch = \"kqueue\"", &["'dispatch'", "kqueue", "expected one of select"]),
+        ("workers = [1, 2]", &["'workers'", "[1, 2]", "expected a string or a number"]),
+        ("workers = 2\nport = ", &["not valid TOML", "line 2"]),
+        ("config = \"other.toml\"", &["'config'", "cannot name another"]),
+    ] {
+        std::fs::write(&file, content).unwrap();
+        let (code, err) = refused(&["--config", f, "--root", root.to_str().unwrap()]);
+        assert_eq!(code, Some(2), "{content}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{content}: {err}");
+        for w in words {
+            assert!(err.contains(w), "{content}: {err:?} lacks {w:?}");
+        }
+        assert!(err.contains(f), "{content}: {err}");
+    }
+    let (code, err) = refused(&["--config", "/nonexistent/serve.toml"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("'/nonexistent/serve.toml': cannot read it"), "{err}");
+}

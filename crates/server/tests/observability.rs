@@ -1,0 +1,238 @@
+//! What a server engineer's tools read: `/.ioscale/metrics` parsed by the Prometheus project's
+//! own Python parser (`prometheus_client`, installed by `.ci/run`) and checked against
+//! `/.ioscale/stats`; the access log parsed with a Combined Log Format regex, on every engine,
+//! with curl as the client; SIGUSR1 reopening the log after a rename (logrotate's way), on the
+//! real process.
+
+mod util;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use util::{completion_engine, each_mechanism, have, root, Client, ServerProc, TestServer};
+
+/// Parses metrics text with prometheus_client; `None` (reason printed) if it is not installed.
+fn parse_metrics(text: &str) -> Option<serde_json::Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/parse_metrics.py");
+    let mut child = match Command::new("python3")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("SKIPPED: python3 cannot run: {e}");
+            return None;
+        }
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.code() == Some(3) {
+        eprintln!("SKIPPED: {}", String::from_utf8_lossy(&out.stderr).trim());
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the exposition: {}\n---\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+#[test]
+fn metrics_parse_with_prometheus_client_and_agree_with_stats() {
+    let mut engines = vec![ioscale_dispatch::Mechanism::Epoll.into()];
+    engines.extend(completion_engine());
+    for engine in engines {
+        let root = root("metrics");
+        let srv = TestServer::start(engine, &root, |_| {});
+        let mut c = srv.client();
+        for _ in 0..5 {
+            assert_eq!(c.get("GET", "/1b.txt").status, 200);
+        }
+        assert_eq!(c.get("HEAD", "/6k.bin").status, 200);
+        assert_eq!(c.get("GET", "/missing").status, 404);
+        // A head in two parts a second apart: its duration is at least the pause (from the pass
+        // that read its first byte to the pass that answered it).
+        let mut slow = srv.client();
+        slow.send(b"GET /1b.txt HTTP/1.1\r\n");
+        std::thread::sleep(Duration::from_secs(1));
+        slow.send(b"Host: t\r\n\r\n");
+        assert_eq!(slow.response(false).unwrap().status, 200);
+        let m = c.get("GET", "/.ioscale/metrics");
+        assert_eq!(m.status, 200);
+        assert!(m.header("content-type").unwrap().starts_with("application/openmetrics-text"));
+        let stats: serde_json::Value =
+            serde_json::from_slice(&c.get("GET", "/.ioscale/stats").body).unwrap();
+        let text = String::from_utf8(m.body).unwrap();
+        let Some(parsed) = parse_metrics(&text) else { return };
+        assert!(parsed["classic_samples"].as_u64().unwrap() > 20, "classic parser: {parsed}");
+        let fam = &parsed["families"];
+        for (name, kind) in [
+            ("ioscale_connections_open", "gauge"),
+            ("ioscale_connections_accepted", "counter"),
+            ("ioscale_connections_closed", "counter"),
+            ("ioscale_requests", "counter"),
+            ("ioscale_responses", "counter"),
+            ("ioscale_transfer_bytes", "counter"),
+            ("ioscale_dispatch", "counter"),
+            ("ioscale_errors", "counter"),
+            ("ioscale_request_duration_seconds", "histogram"),
+            ("ioscale_server", "info"),
+        ] {
+            assert_eq!(fam[name], kind, "{engine}: family {name} in {fam}");
+        }
+        let s: HashMap<String, f64> =
+            serde_json::from_value::<HashMap<String, f64>>(parsed["samples"].clone()).unwrap();
+        let v = |k: &str| *s.get(k).unwrap_or_else(|| panic!("{engine}: no sample {k}: {s:?}"));
+        let n = |p: &str| stats.pointer(p).and_then(|v| v.as_u64()).unwrap() as f64;
+        // The stats request came after the scrape, on the same connection: one more request
+        // and one more 2xx; everything else is as it was.
+        assert_eq!(v("ioscale_requests_total{}"), n("/requests") - 1.0, "{engine}");
+        assert_eq!(v("ioscale_requests_total{}"), 9.0, "{engine}");
+        assert_eq!(v("ioscale_responses_total{class=2xx}"), n("/responses/2xx") - 1.0);
+        assert_eq!(v("ioscale_responses_total{class=4xx}"), n("/responses/4xx"));
+        assert_eq!(v("ioscale_responses_total{class=4xx}"), 1.0);
+        assert_eq!(v("ioscale_connections_accepted_total{}"), n("/connections/accepted"));
+        assert_eq!(v("ioscale_connections_open{}"), n("/connections/open"));
+        assert_eq!(v("ioscale_errors_total{kind=not_found}"), n("/errors/not_found"));
+        assert_eq!(v("ioscale_errors_total{kind=not_found}"), 1.0);
+        assert!(v("ioscale_transfer_bytes_total{direction=in}") < n("/bytes/in"));
+        assert!(v("ioscale_transfer_bytes_total{direction=out}") > 0.0);
+        assert!(v("ioscale_dispatch_total{counter=wait_calls}") > 0.0);
+        // The histogram holds every request, the scrape's own too (answered at once); all heads
+        // came whole but the slow one, which took a second.
+        assert_eq!(v("ioscale_request_duration_seconds_count{}"), 9.0, "{engine}");
+        assert_eq!(v("ioscale_request_duration_seconds_bucket{le=+Inf}"), 9.0);
+        assert_eq!(v("ioscale_request_duration_seconds_bucket{le=0.001}"), 8.0, "{engine}");
+        assert_eq!(v("ioscale_request_duration_seconds_bucket{le=0.5}"), 8.0, "{engine}");
+        assert!(v("ioscale_request_duration_seconds_sum{}") >= 0.9, "{engine}");
+        drop((c, slow));
+        srv.stop().unwrap();
+    }
+}
+
+/// Combined Log Format: host ident user [time] "request" status bytes "referer" "user-agent".
+const CLF: &str = r#"^(\S+) (\S+) (\S+) \[(\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] "([A-Z]+) (\S+) (HTTP/1\.[01])" (\d{3}) (\d+|-) "((?:[^"\\]|\\.)*)" "((?:[^"\\]|\\.)*)"$"#;
+
+fn curl(addr: std::net::SocketAddr, args: &[&str], path: &str) {
+    let url = format!("http://{addr}{path}");
+    let st = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "10"])
+        .args(args)
+        .arg(&url)
+        .status()
+        .unwrap();
+    assert!(st.success(), "curl {args:?} {url}: {st}");
+}
+
+#[test]
+fn access_log_lines_match_combined_log_format_on_every_engine() {
+    if !have("curl") {
+        eprintln!("SKIPPED: curl is not installed");
+        return;
+    }
+    let re = regex::Regex::new(CLF).unwrap();
+    each_mechanism(|engine| {
+        let root = root("alog");
+        let log = root.parent().unwrap().join("access.log");
+        let srv = TestServer::start(engine, &root, |c| c.access_log = Some(log.clone()));
+        let addr = srv.addr;
+        curl(addr, &["-A", "curl-test/1.0", "-e", "http://ref.example/p?q=1"], "/1b.txt");
+        curl(addr, &["-I", "-A", "with \"quotes\" \\ here"], "/6k.bin");
+        curl(addr, &["-A", ""], "/missing?x=%20y");
+        curl(addr, &["--http1.0"], "/big.bin");
+        let mut c = srv.client();
+        assert_eq!(c.get("GET", "/sub").status, 301);
+        drop(c);
+        srv.stop().unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{engine}: {text}");
+        let caps: Vec<regex::Captures> = lines
+            .iter()
+            .map(|l| re.captures(l).unwrap_or_else(|| panic!("{engine}: not CLF: {l}")))
+            .collect();
+        for c in &caps {
+            assert_eq!(&c[1], "127.0.0.1", "{engine}");
+            assert!(c[6].starts_with('/'), "{engine}");
+        }
+        let f = |i: usize, g: usize| caps[i][g].to_string();
+        assert_eq!(
+            (f(0, 5), f(0, 6), f(0, 7), f(0, 8), f(0, 9)),
+            ("GET".into(), "/1b.txt".into(), "HTTP/1.1".into(), "200".into(), "1".into())
+        );
+        assert_eq!(
+            (f(0, 10), f(0, 11)),
+            ("http://ref.example/p?q=1".into(), "curl-test/1.0".into())
+        );
+        // HEAD: the status and no body bytes; quotes and backslashes escaped.
+        assert_eq!((f(1, 5), f(1, 8), f(1, 9)), ("HEAD".into(), "200".into(), "0".into()));
+        assert_eq!(f(1, 11), r"with \x22quotes\x22 \x5C here");
+        assert_eq!(
+            (f(2, 6), f(2, 8), f(2, 10), f(2, 11)),
+            ("/missing?x=%20y".into(), "404".into(), "-".into(), "-".into())
+        );
+        assert_eq!((f(3, 7), f(3, 8), f(3, 9)), ("HTTP/1.0".into(), "200".into(), "300000".into()));
+        assert_eq!((f(4, 6), f(4, 8)), ("/sub".into(), "301".into()));
+    });
+}
+
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn count_lines(p: &Path) -> usize {
+    std::fs::read_to_string(p).map_or(0, |t| t.lines().count())
+}
+
+#[test]
+fn sigusr1_reopens_the_access_log_after_a_rename() {
+    let root = root("rotate");
+    let log = root.parent().unwrap().join("access.log");
+    let rotated = root.parent().unwrap().join("access.log.1");
+    let args = format!("--root '{}' --access-log '{}' --workers 2", root.display(), log.display());
+    let srv = ServerProc::spawn("", &args).unwrap();
+    let mut c = Client::connect(srv.addr());
+    for _ in 0..3 {
+        assert_eq!(c.get("GET", "/1b.txt").status, 200);
+    }
+    // Flushed within about a second without any further request.
+    assert!(wait_for(Duration::from_secs(10), || count_lines(&log) == 3), "lines not flushed");
+    std::fs::rename(&log, &rotated).unwrap();
+    srv.signal(libc::SIGUSR1);
+    assert!(wait_for(Duration::from_secs(10), || log.exists()), "the log was not reopened");
+    for _ in 0..2 {
+        assert_eq!(c.get("GET", "/6k.bin").status, 200);
+    }
+    assert!(wait_for(Duration::from_secs(10), || count_lines(&log) == 2), "new lines not flushed");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    let new = std::fs::read_to_string(&log).unwrap();
+    assert!(old.lines().all(|l| l.contains("/1b.txt")) && old.lines().count() == 3, "{old}");
+    assert!(new.lines().all(|l| l.contains("/6k.bin")), "{new}");
+    // Still serving and still a single process after the signal.
+    assert_eq!(srv.stats()["access_log"]["lines"], 5);
+    srv.signal(libc::SIGTERM);
+    let mut srv = srv;
+    assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn an_access_log_that_cannot_be_opened_is_one_sentence() {
+    let root = root("alog-bad");
+    let args = format!("--root '{}' --access-log /nonexistent-dir/a.log", root.display());
+    let Err(line) = ServerProc::spawn("", &args) else { panic!("started with a bad log path") };
+    assert!(line.contains("--access-log '/nonexistent-dir/a.log'"), "{line}");
+    assert_eq!(line.trim().lines().count(), 1, "{line}");
+}
