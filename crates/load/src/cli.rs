@@ -8,6 +8,7 @@
 //! | 3 | the run finished but is INVALID: the generator could not keep its schedule or hold its connections |
 
 use crate::plan::{self, Arrival, Mode, Plan};
+use crate::request::{self, RequestSpec};
 use ioscale_dispatch::Mechanism;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -74,9 +75,46 @@ pub struct LoadArgs {
     /// Random seed (Poisson arrivals, idle phases).
     #[arg(long, default_value_t = 0x9e37_79b9_7f4a_7c15)]
     pub seed: u64,
+    // --- The request (crate::request) and the HdrHistogram log (crate::hdrlog). ---
+    /// Extra request header 'Name: value' (repeatable; a Host or User-Agent replaces the default).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = |s: &str| request::parse_header(s).map_err(|e| e.0))]
+    pub headers: Vec<(String, String)>,
+    /// Request method (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE).
+    #[arg(short = 'm', long, default_value = "GET", value_parser = |s: &str| request::parse_method(s).map_err(|e| e.0))]
+    pub method: String,
+    /// Request body (sent with Content-Length).
+    #[arg(long, conflicts_with = "body_file")]
+    pub body: Option<String>,
+    /// Request body read from this file (sent with Content-Length).
+    #[arg(long, value_name = "FILE")]
+    pub body_file: Option<PathBuf>,
+    /// Send HTTP/1.0 requests (the server then closes after each reply unless you add -H 'Connection: keep-alive').
+    #[arg(long = "http1.0")]
+    pub http10: bool,
+    /// Requests in flight per connection (HTTP pipelining, like wrk's pipeline.lua); 1 = none.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=request::MAX_PIPELINE as i64))]
+    pub pipeline: u32,
 }
 
 impl LoadArgs {
+    /// The request these arguments describe (the body file is read here, once).
+    pub fn request(&self) -> Result<RequestSpec, plan::PlanError> {
+        let body = match (&self.body, &self.body_file) {
+            (Some(b), _) => Some(b.as_bytes().to_vec()),
+            (None, Some(f)) => Some(std::fs::read(f).map_err(|e| {
+                plan::PlanError(format!("cannot read the body file {}: {e}", f.display()))
+            })?),
+            (None, None) => None,
+        };
+        Ok(RequestSpec {
+            method: self.method.clone(),
+            headers: self.headers.clone(),
+            body,
+            http10: self.http10,
+            pipeline: self.pipeline,
+        })
+    }
+
     /// The plan these arguments describe.
     pub fn plan(&self) -> Result<Plan, plan::PlanError> {
         let mode = if self.peak {
@@ -108,6 +146,7 @@ impl LoadArgs {
             sources: self.source_addrs.clone().unwrap_or_default(),
             dispatch: self.dispatch,
             seed: self.seed,
+            request: self.request()?,
         };
         p.validate()?;
         Ok(p)

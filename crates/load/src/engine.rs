@@ -7,7 +7,7 @@
 //! started each arrival is the schedule lag: when it grows, the generator was the bottleneck and
 //! the run says INVALID instead of reporting the server's figures.
 
-use crate::http::{encode_get, encode_incomplete, Feed, ResponseParser};
+use crate::http::{encode_incomplete, Feed, ResponseParser};
 use crate::plan::{Arrival, Mode, Plan};
 use crate::stats::{self, record_us, ErrorKind, PopStats};
 use crate::sys;
@@ -53,6 +53,16 @@ struct Conn {
     rbuf: Vec<u8>,
     /// Idle connections: when the next request is due.
     next_send: u64,
+    /// Requests sent (or queued to send) and not yet answered; `intended`/`sent` are the
+    /// oldest one's, `later` holds the others' (empty unless pipelining).
+    inflight: u32,
+    later: VecDeque<(u64, u64)>,
+    /// Bytes of queued requests not yet written (a suffix of the target's batch buffer).
+    wleft: usize,
+    /// Sessions: calls not yet sent.
+    unsent: u32,
+    /// Request-rate pool: whether the slot is in `pool_free`.
+    pooled: bool,
 }
 
 /// What a run produced.
@@ -83,7 +93,14 @@ struct Engine<'p> {
     slab: Vec<Option<Conn>>,
     free: Vec<usize>,
     gens: Vec<u32>,
+    /// Per target: `pipeline` copies of the encoded request back to back (crate::request).
     requests: Vec<Vec<u8>>,
+    /// Per target: the length of one request.
+    req_len: Vec<usize>,
+    /// Requests in flight per connection (--pipeline).
+    pipeline: u32,
+    /// Whether the method is HEAD (responses have no body).
+    head: bool,
     incomplete: Vec<Vec<u8>>,
     wheel: Vec<usize>,
     wheel_pos: usize,
@@ -188,9 +205,14 @@ impl<'p> Engine<'p> {
             deadline: now + self.timeout,
             wpos: 0,
             interest: Interest::WRITABLE,
-            parser: ResponseParser::new(false),
+            parser: ResponseParser::new(self.head),
             rbuf: Vec::new(),
             next_send: 0,
+            inflight: 0,
+            later: VecDeque::new(),
+            wleft: 0,
+            unsent: calls,
+            pooled: false,
         });
         self.open += 1;
         if pop == Pop::Active && self.in_window(intended) {
@@ -227,7 +249,9 @@ impl<'p> Engine<'p> {
             _ => self.in_window(now),
         };
         if count {
-            self.stats(c.pop).error(kind);
+            for _ in 0..c.inflight.max(1) {
+                self.stats(c.pop).error(kind);
+            }
         }
         self.replace(c, now);
     }
@@ -253,15 +277,26 @@ impl<'p> Engine<'p> {
     }
 
     fn send(&mut self, slot: usize, intended: u64) {
+        self.queue_request(slot, intended);
+        self.write_some(slot);
+    }
+
+    /// Queues one request (written by the next `write_some`), intended at `intended`.
+    fn queue_request(&mut self, slot: usize, intended: u64) {
         let now = self.now();
         let timeout = self.timeout;
         let Some(c) = self.slab[slot].as_mut() else { return };
-        c.intended = intended;
-        c.sent = now;
-        c.deadline = now + timeout;
-        c.wpos = 0;
+        if c.inflight == 0 {
+            c.intended = intended;
+            c.sent = now;
+            c.deadline = now + timeout;
+            c.parser.reset();
+        } else {
+            c.later.push_back((intended, now));
+        }
+        c.inflight += 1;
+        c.wleft += self.req_len[c.target];
         c.st = St::Writing;
-        c.parser.reset();
         let pop = c.pop;
         if pop == Pop::Active
             && !matches!(self.plan.mode, Mode::Sessions { .. })
@@ -272,22 +307,83 @@ impl<'p> Engine<'p> {
         if self.in_window(intended) {
             self.stats(pop).requests += 1;
         }
+    }
+
+    /// Queues requests intended at `intended` until the connection has `pipeline` in flight
+    /// (or, for a session, until its calls are all sent), then writes them at once.
+    fn send_batch(&mut self, slot: usize, intended: u64, session: bool) {
+        loop {
+            let Some(c) = self.slab[slot].as_mut() else { return };
+            if c.inflight >= self.pipeline || (session && c.unsent == 0) {
+                break;
+            }
+            if session {
+                c.unsent -= 1;
+            }
+            self.queue_request(slot, intended);
+        }
         self.write_some(slot);
+    }
+
+    /// Request-rate pool: queues waiting arrivals up to the pipelining depth; offers the slot
+    /// to new arrivals while it has room.
+    fn fill_from_queue(&mut self, slot: usize) {
+        while self.slab[slot].as_ref().is_some_and(|c| c.inflight < self.pipeline) {
+            let Some(t) = self.queue.pop_front() else { break };
+            self.queue_request(slot, t);
+        }
+        let Some(c) = self.slab[slot].as_mut() else { return };
+        if c.inflight == 0 {
+            self.park(slot);
+        } else if c.inflight < self.pipeline && !c.pooled {
+            c.pooled = true;
+            self.pool_free.push(slot);
+        }
+    }
+
+    /// A held connection closed with requests still unanswered: each is lost.
+    fn lost(&mut self, pop: Pop, intended: u64, n: u32) {
+        if n > 0 && self.in_window(intended) {
+            for _ in 0..n {
+                self.stats(pop).error(ErrorKind::ClosedEarly);
+            }
+        }
     }
 
     fn write_some(&mut self, slot: usize) {
         let Some(c) = self.slab[slot].as_mut() else { return };
-        let req = if c.st == St::Holding || (c.pop == Pop::Inactive) {
-            &self.incomplete[c.target]
-        } else {
-            &self.requests[c.target]
-        };
         let fd = c.fd.as_raw_fd();
-        while c.wpos < req.len() {
-            match sys::write(fd, &req[c.wpos..]) {
-                Ok(n) => c.wpos += n,
+        if c.st == St::Holding || c.pop == Pop::Inactive {
+            let req = &self.incomplete[c.target];
+            while c.wpos < req.len() {
+                match sys::write(fd, &req[c.wpos..]) {
+                    Ok(n) => c.wpos += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.set_interest(slot, Interest::WRITABLE);
+                        return;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.fail(slot, ErrorKind::of(&e));
+                        return;
+                    }
+                }
+            }
+            c.st = St::Holding;
+            c.deadline = 0;
+            self.set_interest(slot, Interest::READABLE);
+            return;
+        }
+        // What is left of up to `pipeline` requests is a suffix of the batch buffer.
+        let batch = &self.requests[c.target];
+        while c.wleft > 0 {
+            match sys::write(fd, &batch[batch.len() - c.wleft..]) {
+                Ok(n) => c.wleft -= n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.set_interest(slot, Interest::WRITABLE);
+                    // Pipelining: keep reading replies while the rest waits for room, or
+                    // both sides could block on full buffers.
+                    let want = if c.inflight > 1 { Interest::BOTH } else { Interest::WRITABLE };
+                    self.set_interest(slot, want);
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -297,9 +393,8 @@ impl<'p> Engine<'p> {
                 }
             }
         }
-        c.st = if c.pop == Pop::Inactive { St::Holding } else { St::Reading };
-        if c.pop == Pop::Inactive {
-            c.deadline = 0;
+        if c.st == St::Writing {
+            c.st = St::Reading;
         }
         self.set_interest(slot, Interest::READABLE);
     }
@@ -336,14 +431,11 @@ impl<'p> Engine<'p> {
                 self.wait_idle(slot, next);
             }
             Pop::Active => match self.plan.mode {
-                Mode::Sessions { .. } => self.send(slot, intended),
-                Mode::Peak { .. } => self.send(slot, now),
+                Mode::Sessions { .. } => self.send_batch(slot, intended, true),
+                Mode::Peak { .. } => self.send_batch(slot, now, false),
                 Mode::RequestRate { .. } => {
-                    if let Some(t) = self.queue.pop_front() {
-                        self.send(slot, t);
-                    } else {
-                        self.park(slot);
-                    }
+                    self.fill_from_queue(slot);
+                    self.write_some(slot);
                 }
                 Mode::None => {}
             },
@@ -354,6 +446,11 @@ impl<'p> Engine<'p> {
         if let Some(c) = self.slab[slot].as_mut() {
             c.st = St::Waiting;
             c.deadline = 0;
+            if c.pooled {
+                self.set_interest(slot, Interest::READABLE);
+                return;
+            }
+            c.pooled = true;
         }
         self.pool_free.push(slot);
         self.set_interest(slot, Interest::READABLE);
@@ -371,10 +468,19 @@ impl<'p> Engine<'p> {
 
     fn replied(&mut self, slot: usize, status: u16, keep_alive: bool, body_bytes: u64) {
         let now = self.now();
+        let timeout = self.timeout;
         let Some(c) = self.slab[slot].as_mut() else { return };
         let (pop, intended, sent) = (c.pop, c.intended, c.sent);
         c.calls_left = c.calls_left.saturating_sub(1);
         let calls_left = c.calls_left;
+        c.inflight = c.inflight.saturating_sub(1);
+        if let Some((i, s)) = c.later.pop_front() {
+            // The next pipelined request's reply is due: its own times, a fresh timeout.
+            c.intended = i;
+            c.sent = s;
+            c.deadline = now + timeout;
+        }
+        let (inflight, unsent) = (c.inflight, c.unsent);
         if self.in_window(intended) {
             let second = (now < self.end)
                 .then(|| (now.saturating_sub(self.warm_end) / 1_000_000_000) as usize);
@@ -402,12 +508,20 @@ impl<'p> Engine<'p> {
             }
             (Pop::Active, Mode::Sessions { .. }) => {
                 if calls_left > 0 && keep_alive {
-                    self.send(slot, now);
+                    if unsent > 0 {
+                        if let Some(c) = self.slab[slot].as_mut() {
+                            c.unsent -= 1;
+                        }
+                        self.queue_request(slot, now);
+                    }
                 } else {
                     if calls_left == 0 && self.in_window(intended) {
                         self.active.sessions_ok += 1;
                     } else if calls_left > 0 && self.in_window(intended) {
-                        self.active.error(ErrorKind::ClosedEarly);
+                        // The session ended early; pipelined requests still owed are lost.
+                        for _ in 0..inflight.max(1) {
+                            self.active.error(ErrorKind::ClosedEarly);
+                        }
                     }
                     self.close(slot);
                 }
@@ -415,23 +529,23 @@ impl<'p> Engine<'p> {
             (Pop::Active, Mode::Peak { .. }) => {
                 if !keep_alive {
                     if let Some(c) = self.close(slot) {
+                        self.lost(pop, c.intended, inflight);
                         self.replace(c, now);
                     }
                 } else if self.scheduling {
-                    self.send(slot, now);
-                } else {
+                    self.queue_request(slot, now);
+                } else if inflight == 0 {
                     self.close(slot);
                 }
             }
             (Pop::Active, Mode::RequestRate { .. }) => {
                 if !keep_alive {
                     if let Some(c) = self.close(slot) {
+                        self.lost(pop, c.intended, inflight);
                         self.replace(c, now);
                     }
-                } else if let Some(t) = self.queue.pop_front() {
-                    self.send(slot, t);
                 } else {
-                    self.park(slot);
+                    self.fill_from_queue(slot);
                 }
             }
             _ => {}
@@ -458,7 +572,7 @@ impl<'p> Engine<'p> {
                                 self.replace(c, now);
                             }
                         }
-                        St::Reading if c.parser.until_close() => {
+                        St::Reading | St::Writing if c.parser.until_close() => {
                             let _ = c.parser.eof();
                             let mut taken = std::mem::take(&mut c.rbuf);
                             let bytes = taken.len() as u64;
@@ -514,13 +628,13 @@ impl<'p> Engine<'p> {
         loop {
             let Some(c) = self.slab[slot].as_mut() else { return false };
             let rest = &buf[pos..];
-            if c.st != St::Reading {
+            if c.inflight == 0 {
                 if !rest.is_empty() {
                     // Bytes nobody asked for.
                     self.fail(slot, ErrorKind::BadResponse);
                     return false;
                 }
-                return true;
+                break;
             }
             let (used, f) = c.parser.feed(rest);
             match f {
@@ -529,7 +643,7 @@ impl<'p> Engine<'p> {
                     if !left.is_empty() {
                         c.rbuf.extend_from_slice(left);
                     }
-                    return true;
+                    break;
                 }
                 Feed::Bad(_) => {
                     self.fail(slot, ErrorKind::BadResponse);
@@ -539,10 +653,19 @@ impl<'p> Engine<'p> {
                     pos += consumed;
                     self.replied(slot, status, keep_alive, consumed as u64);
                     if pos >= buf.len() {
-                        return self.slab[slot].is_some();
+                        break;
                     }
                 }
             }
+        }
+        // The requests the replies made room for go out in one write.
+        match self.slab[slot].as_ref() {
+            Some(c) if c.wleft > 0 => {
+                self.write_some(slot);
+                self.slab[slot].is_some()
+            }
+            Some(_) => true,
+            None => false,
         }
     }
 
@@ -559,7 +682,15 @@ impl<'p> Engine<'p> {
                     Ok(Some(e)) | Err(e) => self.fail(slot, ErrorKind::of(&e)),
                 }
             }
-            St::Writing => self.write_some(slot),
+            St::Writing => {
+                // Pipelining: replies may be read while the rest of the batch waits for room.
+                if self.pipeline > 1 && ev.is_readable() {
+                    self.readable(slot, scratch);
+                }
+                if self.slab[slot].as_ref().is_some_and(|c| c.st == St::Writing) {
+                    self.write_some(slot);
+                }
+            }
             St::Reading | St::Holding | St::Waiting => {
                 self.readable(slot, scratch);
                 if self.oneshot {
@@ -634,6 +765,9 @@ pub fn run(
     for (i, t) in plan.targets.iter().enumerate() {
         wheel.extend(std::iter::repeat_n(i, t.weight as usize));
     }
+    // Each distinct request encoded once, here; sends only copy these bytes.
+    let batches: Vec<(Vec<u8>, usize)> =
+        plan.targets.iter().map(|t| plan.request.encode_batch(&t.host, &t.path)).collect();
     let warm = ns(plan.warmup);
     let end = plan.duration.map_or(u64::MAX, |d| warm + ns(d));
     let mut e = Engine {
@@ -642,7 +776,10 @@ pub fn run(
         slab: Vec::new(),
         free: Vec::new(),
         gens: Vec::new(),
-        requests: plan.targets.iter().map(|t| encode_get(&t.host, &t.path)).collect(),
+        requests: batches.iter().map(|b| b.0.clone()).collect(),
+        req_len: batches.iter().map(|b| b.1).collect(),
+        pipeline: plan.request.pipeline.max(1),
+        head: plan.request.is_head(),
         incomplete: plan.targets.iter().map(|t| encode_incomplete(&t.host, &t.path)).collect(),
         wheel,
         wheel_pos: 0,
@@ -741,7 +878,17 @@ pub fn run(
                     }
                     Mode::RequestRate { .. } => {
                         if let Some(slot) = e.pool_free.pop() {
+                            if let Some(c) = e.slab[slot].as_mut() {
+                                c.pooled = false;
+                            }
                             e.send(slot, t);
+                            // Pipelining: the slot takes more arrivals while it has room.
+                            if let Some(c) = e.slab[slot].as_mut() {
+                                if c.inflight < e.pipeline && c.st != St::Waiting {
+                                    c.pooled = true;
+                                    e.pool_free.push(slot);
+                                }
+                            }
                         } else {
                             e.queue.push_back(t);
                         }
@@ -855,8 +1002,10 @@ pub fn run(
             _ => continue,
         };
         if e.in_window(c.intended) {
-            let pop = c.pop;
-            e.stats(pop).error(kind);
+            let (pop, n) = (c.pop, c.inflight.max(1));
+            for _ in 0..n {
+                e.stats(pop).error(kind);
+            }
         }
     }
     // Close everything (idle and inactive connections included) before reporting.

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod engine;
 pub mod http;
 pub mod plan;
+pub mod request;
 pub mod stats;
 pub mod sys;
 

@@ -84,6 +84,8 @@ pub struct Plan {
     pub dispatch: ioscale_dispatch::Mechanism,
     /// Seed of the generator's random numbers (Poisson arrivals, idle phases).
     pub seed: u64,
+    /// The request sent (method, headers, body, version, pipelining depth).
+    pub request: crate::request::RequestSpec,
 }
 
 /// A plan error: one sentence naming the value and what is accepted.

@@ -1,0 +1,316 @@
+//! `ioscale load`'s requests as peers receive them: custom method, headers and body recorded
+//! byte for byte by a plain TCP server in the test; `--pipeline` against a recording server
+//! that answers only once four requests are in, against `ioscale serve` and against Debian's
+//! nginx (started on a free loopback port, ended by PID).
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One load run at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_port(port: u16) {
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "server on {port} never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn docroot(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ioscale-loadreq-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("one.txt"), b"x").unwrap();
+    std::fs::write(d.join("six.html"), vec![b'y'; 6144]).unwrap();
+    d
+}
+
+fn serve(root: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_ioscale"))
+        .args(["serve", "--port", &port.to_string(), "--root"])
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    (Proc(child), port)
+}
+
+fn nginx(root: &Path) -> Option<(Proc, u16)> {
+    let Some(bin) =
+        ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists())
+    else {
+        eprintln!("SKIPPED: nginx is not installed");
+        return None;
+    };
+    let dir = root.join("nginx");
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    let port = free_port();
+    let conf = format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\n\
+http {{ access_log off; keepalive_requests 1000000; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+server {{ listen 127.0.0.1:{port}; root {r}; }} }}\n",
+        d = dir.display(),
+        r = root.display()
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-p")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Proc(child);
+    wait_port(port);
+    Some((p, port))
+}
+
+fn load(args: &[&str]) -> (Option<i32>, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ioscale")).arg("load").args(args).output().unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code(), v, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Accepts connections until one carries `want` bytes; records them, answers, and returns
+/// them. (The generator's first connection is its reachability probe and sends nothing.)
+fn record_one(listener: TcpListener, want: usize) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let t = Instant::now();
+        loop {
+            assert!(t.elapsed() < Duration::from_secs(20), "no request arrived");
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while got.len() < want {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            if got.is_empty() {
+                continue;
+            }
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            return got;
+        }
+    })
+}
+
+#[test]
+fn custom_method_headers_and_body_arrive_byte_for_byte() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = docroot("record");
+    let body_file = dir.join("body.json");
+    std::fs::write(&body_file, b"{\"k\": [1, 2, 3]}\n").unwrap();
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec![
+                "-m".into(),
+                "put".into(),
+                "-H".into(),
+                "X-Trace:  abc-1 ".into(),
+                "-H".into(),
+                "Content-Type: application/json".into(),
+                "--body-file".into(),
+                body_file.display().to_string(),
+            ],
+            "PUT /api/v1?x=1 HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\nUser-Agent: ioscale-load\r\nX-Trace: abc-1\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"k\": [1, 2, 3]}\n".into(),
+        ),
+        (
+            vec![
+                "--method".into(),
+                "POST".into(),
+                "--header".into(),
+                "Host: example.test".into(),
+                "--header".into(),
+                "User-Agent: my-agent/2".into(),
+                "--body".into(),
+                "a=1&b=2".into(),
+                "--http1.0".into(),
+            ],
+            "POST /api/v1?x=1 HTTP/1.0\r\nHost: example.test\r\nUser-Agent: my-agent/2\r\nContent-Length: 7\r\n\r\na=1&b=2".into(),
+        ),
+    ];
+    for (args, expected) in cases {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let expected = expected.replace("PORT", &port.to_string());
+        let server = record_one(listener, expected.len());
+        let url = format!("http://127.0.0.1:{port}/api/v1?x=1");
+        let mut all: Vec<&str> = vec![&url, "--rate", "5", "--sessions", "1", "--duration", "5s"];
+        all.extend(args.iter().map(String::as_str));
+        all.push("--json");
+        let (code, r, err) = load(&all);
+        let got = server.join().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            expected,
+            "the request as the server received it (args {args:?})"
+        );
+        assert!(code == Some(0) || code == Some(3), "{err}");
+        assert_eq!(r["active"]["replies"], 1, "{}", r["active"]);
+        assert_eq!(r["active"]["errors"]["total"], 0, "{}", r["active"]["errors"]);
+    }
+}
+
+#[test]
+fn bad_request_arguments_get_one_sentence() {
+    for (args, needle) in [
+        (vec!["-H", "NoColon"], "invalid header 'NoColon'"),
+        (vec!["-H", "Bad Name: v"], "invalid header 'Bad Name: v'"),
+        (vec!["-H", "Content-Length: 5"], "Content-Length is set from --body"),
+        (vec!["-m", "FETCH"], "unknown method 'FETCH'"),
+        (vec!["--body-file", "/nonexistent/ioscale-body"], "cannot read the body file"),
+        (vec!["--pipeline", "0"], "--pipeline"),
+    ] {
+        let mut all = vec!["http://127.0.0.1:9/", "--peak", "--duration", "1s"];
+        all.extend(args.iter());
+        let (code, _, err) = load(&all);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+/// A server that answers only when four whole requests are in: without four in flight the
+/// generator would wait for ever (and time out).
+#[test]
+fn pipeline_4_puts_four_requests_in_flight() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let batches = std::thread::spawn(move || {
+        let mut batches = 0u64;
+        listener.set_nonblocking(true).unwrap();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(15) {
+            let Ok((mut s, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut pending = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                pending.extend_from_slice(&buf[..n]);
+                let heads = pending.windows(4).filter(|w| w == b"\r\n\r\n").count();
+                if heads >= 4 {
+                    assert_eq!(heads, 4, "more than four requests in flight");
+                    pending.clear();
+                    let one = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+                    if s.write_all(&one.repeat(4)).is_err() {
+                        break;
+                    }
+                    batches += 1;
+                }
+            }
+            if batches > 0 {
+                return batches;
+            }
+        }
+        batches
+    });
+    let url = format!("http://127.0.0.1:{port}/");
+    let (code, r, err) = load(&[
+        &url,
+        "--peak",
+        "--connections",
+        "1",
+        "--pipeline",
+        "4",
+        "--duration",
+        "1s",
+        "--timeout",
+        "2s",
+        "--json",
+    ]);
+    let batches = batches.join().unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    let a = &r["active"];
+    assert!(batches >= 2, "the server answered {batches} batches of four");
+    assert_eq!(a["errors"]["total"], 0, "{a}");
+    assert_eq!(a["replies"], a["requests"], "{a}");
+    assert_eq!(a["replies"].as_u64().unwrap() % 4, 0, "replies come in fours: {a}");
+    assert_eq!(a["bytes"].as_u64().unwrap(), a["replies"].as_u64().unwrap() * 43, "{a}");
+}
+
+/// Every pipelined response is read, framed in order (a HEAD reply has a Content-Length but
+/// no body: misframed, the next reply would be eaten as a body), and counted.
+fn pipelined_runs(port: u16) {
+    for (method, path) in [("GET", "/six.html"), ("HEAD", "/six.html"), ("GET", "/one.txt")] {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        for mode in [
+            &["--peak", "--connections", "8"][..],
+            &["--request-rate", "2000", "--connections", "4"],
+        ] {
+            let mut args = vec![url.as_str(), "-m", method, "--pipeline", "4", "--duration", "1s"];
+            args.extend(mode.iter());
+            args.push("--json");
+            let (code, r, err) = load(&args);
+            assert!(r.is_object(), "{args:?}: {err}");
+            if code == Some(3) && mode[0] != "--peak" {
+                eprintln!("note: {args:?} INVALID on a loaded machine: {}", r["invalid_reasons"]);
+            } else {
+                assert_eq!(code, Some(0), "{args:?}: {err}");
+            }
+            let a = &r["active"];
+            let replies = a["replies"].as_u64().unwrap();
+            assert!(replies >= 100, "{args:?}: {a}");
+            assert_eq!(a["errors"]["total"], 0, "{args:?}: {a}");
+            assert_eq!(a["replies"], a["requests"], "{args:?}: every request answered: {a}");
+            assert_eq!(a["status"]["2xx"], a["replies"], "{args:?}: {a}");
+            let bytes = a["bytes"].as_u64().unwrap();
+            if method == "GET" && path == "/six.html" {
+                assert!(bytes > replies * 6144, "{args:?}: every body read: {a}");
+            } else if method == "HEAD" {
+                assert!(bytes < replies * 1024, "{args:?}: no body read after HEAD: {a}");
+            }
+        }
+    }
+}
+
+#[test]
+fn pipeline_4_against_ioscale_serve() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = docroot("serve");
+    let (_s, port) = serve(&root);
+    pipelined_runs(port);
+}
+
+#[test]
+fn pipeline_4_against_nginx() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = docroot("nginx");
+    let Some((_n, port)) = nginx(&root) else { return };
+    pipelined_runs(port);
+}
