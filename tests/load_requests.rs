@@ -1,7 +1,8 @@
 //! `ioscale load`'s requests as peers receive them: custom method, headers and body recorded
 //! byte for byte by a plain TCP server in the test; `--pipeline` against a recording server
 //! that answers only once four requests are in, against `ioscale serve` and against Debian's
-//! nginx (started on a free loopback port, ended by PID).
+//! nginx (started on a free loopback port, ended by PID); an `--hdr-log` file read back by the
+//! `hdrh` Python package (HdrHistogram's Python port).
 
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -313,4 +314,99 @@ fn pipeline_4_against_nginx() {
     let root = docroot("nginx");
     let Some((_n, port)) = nginx(&root) else { return };
     pipelined_runs(port);
+}
+
+/// Reads an `--hdr-log` file with the `hdrh` Python package (HdrHistogram's Python port) and
+/// decodes the `--json` record's histograms with it too.
+const HDRH_READER: &str = r#"
+import json, sys
+from hdrh.histogram import HdrHistogram
+from hdrh.log import HistogramLogReader
+log, record = sys.argv[1], json.load(open(sys.argv[2]))
+reader = HistogramLogReader(log, HdrHistogram(1, 3600000000, 3))
+sums, intervals = {}, 0
+while True:
+    h = reader.get_next_interval_histogram()
+    if h is None:
+        break
+    tag = h.get_tag() or "active"
+    intervals += tag == "active"
+    sums.setdefault(tag, HdrHistogram(1, 3600000000, 3)).add(h)
+from_json = HdrHistogram.decode(record["active"]["histograms"]["latency_us"])
+out = {t: {"count": h.get_total_count(), "p99": h.get_value_at_percentile(99.0)} for t, h in sums.items()}
+out["intervals"] = intervals
+out["start_time"] = reader.get_start_time_sec()
+out["json_decoded"] = {"count": from_json.get_total_count(), "p99": from_json.get_value_at_percentile(99.0)}
+print(json.dumps(out))
+"#;
+
+#[test]
+fn hdr_log_is_read_back_by_the_python_hdrhistogram_reader() {
+    let probe = Command::new("python3").args(["-c", "import hdrh.log"]).output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: python3 with the hdrhistogram package (module hdrh) is not installed; .ci/run installs it");
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = docroot("hdrlog");
+    let (_s, port) = serve(&root);
+    let log = root.join("run.hlog");
+    let url = format!("http://127.0.0.1:{port}/one.txt");
+    let (code, r, err) = load(&[
+        &url,
+        "--request-rate",
+        "400",
+        "--connections",
+        "4",
+        "--idle",
+        "5",
+        "--idle-period",
+        "200ms",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--hdr-log",
+        log.to_str().unwrap(),
+        "--hdr-interval",
+        "500ms",
+        "--json",
+    ]);
+    assert!(code == Some(0) || code == Some(3), "{err}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("#[StartTime: ") && text.contains("#[BaseTime: "), "{text}");
+    let record = root.join("run.json");
+    std::fs::write(&record, r.to_string()).unwrap();
+    let script = root.join("read_hlog.py");
+    std::fs::write(&script, HDRH_READER).unwrap();
+    let out = Command::new("python3").arg(&script).arg(&log).arg(&record).output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Python reader failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let py: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hist = |pop: &str, k: &str| {
+        ioscale_load::stats::decode(r[pop]["histograms"][k].as_str().unwrap()).unwrap()
+    };
+    let active = hist("active", "latency_us");
+    assert!(active.len() >= 500, "{}", r["active"]);
+    assert!(py["intervals"].as_u64().unwrap() >= 4, "2 s in 500 ms intervals: {py}");
+    for (tag, h) in [
+        ("active", &active),
+        ("actual", &hist("active", "latency_actual_us")),
+        ("idle", &hist("idle", "latency_us")),
+    ] {
+        assert_eq!(py[tag]["count"].as_u64(), Some(h.len()), "{tag}: {py}");
+        let p99 = py[tag]["p99"].as_u64().unwrap();
+        let ours = h.value_at_quantile(0.99);
+        assert!(h.equivalent(p99, ours), "{tag}: p99 {p99} µs (Python) vs {ours} µs (record)");
+    }
+    assert_eq!(py["json_decoded"]["count"].as_u64(), Some(active.len()), "{py}");
+    let json_p99_ms = r["active"]["latency_ms"]["p99"].as_f64().unwrap();
+    let py_p99 = py["active"]["p99"].as_u64().unwrap();
+    assert!(
+        active.equivalent(py_p99, (json_p99_ms * 1000.0).round() as u64),
+        "p99 {py_p99} µs (Python, log) vs {json_p99_ms} ms (record)"
+    );
 }

@@ -94,6 +94,12 @@ pub struct LoadArgs {
     /// Requests in flight per connection (HTTP pipelining, like wrk's pipeline.lua); 1 = none.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=request::MAX_PIPELINE as i64))]
     pub pipeline: u32,
+    /// Write per-interval latency histograms (µs) to FILE in the HdrHistogram interval log format.
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
+    /// Interval of --hdr-log (at least 1ms).
+    #[arg(long, default_value = "1s", value_parser = plan::parse_duration)]
+    pub hdr_interval: Duration,
 }
 
 impl LoadArgs {
@@ -172,6 +178,26 @@ pub fn run(a: &LoadArgs) -> ExitCode {
         },
         None => None,
     };
+    if a.hdr_log.is_some() && a.hdr_interval < Duration::from_millis(1) {
+        eprintln!(
+            "ioscale load: invalid --hdr-interval '{:?}': expected at least 1ms",
+            a.hdr_interval
+        );
+        return ExitCode::from(2);
+    }
+    let mut hdr_log = match &a.hdr_log {
+        Some(p) => match std::fs::File::create(p) {
+            Ok(f) => Some(crate::hdrlog::HdrLog::new(
+                Box::new(std::io::BufWriter::new(f)),
+                a.hdr_interval,
+            )),
+            Err(e) => {
+                eprintln!("ioscale load: cannot write the HdrHistogram log {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let bar = std::io::stderr().is_terminal().then(|| {
         let total = plan.warmup + plan.duration.unwrap_or(Duration::ZERO);
         let b = indicatif::ProgressBar::new(total.as_secs().max(1));
@@ -182,7 +208,7 @@ pub fn run(a: &LoadArgs) -> ExitCode {
         b
     });
     let series: Option<&mut dyn Write> = series_file.as_mut().map(|f| f as &mut dyn Write);
-    let result = crate::engine::run(
+    let result = crate::engine::run_with_log(
         &plan,
         |secs, line| {
             if let Some(b) = &bar {
@@ -191,6 +217,7 @@ pub fn run(a: &LoadArgs) -> ExitCode {
             }
         },
         series,
+        hdr_log.as_mut(),
     );
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -198,6 +225,7 @@ pub fn run(a: &LoadArgs) -> ExitCode {
     if let Some(mut f) = series_file {
         let _ = f.flush();
     }
+    let log_error = hdr_log.as_mut().and_then(|h| h.finish().err());
     let report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -218,6 +246,10 @@ pub fn run(a: &LoadArgs) -> ExitCode {
             eprintln!("ioscale load: {e}");
             return ExitCode::from(1);
         }
+    }
+    if let (Some(e), Some(p)) = (log_error, &a.hdr_log) {
+        eprintln!("ioscale load: the HdrHistogram log {} is incomplete: {e}", p.display());
+        return ExitCode::from(1);
     }
     if report.valid {
         ExitCode::SUCCESS

@@ -7,6 +7,7 @@
 //! started each arrival is the schedule lag: when it grows, the generator was the bottleneck and
 //! the run says INVALID instead of reporting the server's figures.
 
+use crate::hdrlog::{HdrLog, IntervalHists};
 use crate::http::{encode_incomplete, Feed, ResponseParser};
 use crate::plan::{Arrival, Mode, Plan};
 use crate::stats::{self, record_us, ErrorKind, PopStats};
@@ -116,6 +117,8 @@ struct Engine<'p> {
     lag: Histogram<u64>,
     /// Active latencies recorded since the last series line (the series' per-second figures).
     tick_latency: Histogram<u64>,
+    /// `--hdr-log`: the interval's histograms (None without a log: nothing recorded).
+    hdr: Option<Box<IntervalHists>>,
     timers: BinaryHeap<Reverse<(u64, usize, u32)>>,
     retry: VecDeque<(u64, Pop)>,
     queue: VecDeque<u64>,
@@ -492,6 +495,14 @@ impl<'p> Engine<'p> {
             if pop == Pop::Active {
                 record_us(&mut self.tick_latency, (now - intended) / 1000);
             }
+            if let Some(h) = self.hdr.as_deref_mut() {
+                if pop == Pop::Active {
+                    record_us(&mut h.active, (now - intended) / 1000);
+                    record_us(&mut h.actual, (now - sent) / 1000);
+                } else {
+                    record_us(&mut h.idle, (now - intended) / 1000);
+                }
+            }
         }
         match (pop, self.plan.mode) {
             (Pop::Idle, _) => {
@@ -737,8 +748,18 @@ impl<'p> Engine<'p> {
 /// of text; `series` gets one JSON line per second of the measured window.
 pub fn run(
     plan: &Plan,
+    progress: impl FnMut(f64, &str),
+    series: Option<&mut dyn Write>,
+) -> io::Result<Report> {
+    run_with_log(plan, progress, series, None)
+}
+
+/// [`run`], also writing per-interval latency histograms to an HdrHistogram interval log.
+pub fn run_with_log(
+    plan: &Plan,
     mut progress: impl FnMut(f64, &str),
     mut series: Option<&mut dyn Write>,
+    mut hdr: Option<&mut HdrLog>,
 ) -> io::Result<Report> {
     plan.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.0))?;
     sys::install_signals();
@@ -794,6 +815,7 @@ pub fn run(
         inactive: PopStats::default(),
         lag: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
         tick_latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
+        hdr: hdr.is_some().then(Box::default),
         timers: BinaryHeap::new(),
         retry: VecDeque::new(),
         queue: VecDeque::new(),
@@ -805,6 +827,13 @@ pub fn run(
         oneshot: trigger == Trigger::Oneshot,
     };
     let cpu0 = sys::cpu_time();
+    let hdr_interval = hdr.as_ref().map_or(0, |h| ns(h.interval).max(1_000_000));
+    // Intervals start when measuring does; timestamps count from the run's start (BaseTime).
+    let mut hdr_from = warm;
+    if let Some(h) = hdr.as_deref_mut() {
+        let start = std::time::SystemTime::now() - e.t0.elapsed();
+        h.begin(start, &format!("ioscale load {}: response times in microseconds; untagged: active from the intended send time, Tag=actual: from the actual send time, Tag=idle: idle population", env!("CARGO_PKG_VERSION")));
+    }
     for _ in 0..plan.inactive {
         e.open(Pop::Inactive, 0, 0);
     }
@@ -918,6 +947,14 @@ pub fn run(
             let (_, pop) = e.retry.pop_front().expect("checked");
             e.open(pop, 0, now);
         }
+        if let (Some(h), Some(hist)) = (hdr.as_deref_mut(), e.hdr.as_deref_mut()) {
+            while now >= hdr_from + hdr_interval {
+                let (from, len) =
+                    (Duration::from_nanos(hdr_from), Duration::from_nanos(hdr_interval));
+                h.write(hist, from, len, plan.idle > 0);
+                hdr_from += hdr_interval;
+            }
+        }
         if now >= next_sweep {
             e.sweep_timeouts();
             next_sweep = now + 250_000_000;
@@ -968,6 +1005,9 @@ pub fn run(
         if let Some(Reverse((at, _, _))) = e.timers.peek() {
             due = due.min(*at);
         }
+        if hdr.is_some() {
+            due = due.min(hdr_from + hdr_interval);
+        }
         if let Some(r) = e.retry.front() {
             due = due.min(r.0);
         }
@@ -990,6 +1030,16 @@ pub fn run(
     }
     let wall = e.t0.elapsed();
     let cpu = sys::cpu_time() - cpu0;
+    // The last (partial) interval: replies drained after the window belong to the record too.
+    if let (Some(h), Some(hist)) = (hdr, e.hdr.as_deref_mut()) {
+        let end = ns(wall).max(hdr_from);
+        h.write(
+            hist,
+            Duration::from_nanos(hdr_from),
+            Duration::from_nanos(end - hdr_from),
+            plan.idle > 0,
+        );
+    }
     let window_end = e.end.min(ns(wall));
     let window_s = window_end.saturating_sub(e.warm_end) as f64 / 1e9;
     // Requests still unanswered when the drain time ran out are timeouts: every request

@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod hdrlog;
 pub mod http;
 pub mod plan;
 pub mod request;
