@@ -2,7 +2,8 @@
 //! byte for byte by a plain TCP server in the test; `--pipeline` against a recording server
 //! that answers only once four requests are in, against `ioscale serve` and against Debian's
 //! nginx (started on a free loopback port, ended by PID); an `--hdr-log` file read back by the
-//! `hdrh` Python package (HdrHistogram's Python port).
+//! `hdrh` Python package (HdrHistogram's Python port); `https://` against nginx with a CA and a
+//! certificate the test makes with `openssl`.
 
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -409,4 +410,169 @@ fn hdr_log_is_read_back_by_the_python_hdrhistogram_reader() {
         active.equivalent(py_p99, (json_p99_ms * 1000.0).round() as u64),
         "p99 {py_p99} µs (Python, log) vs {json_p99_ms} ms (record)"
     );
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A CA and a server certificate for 127.0.0.1 / localhost signed by it, made with openssl.
+fn make_certificates(dir: &Path) -> bool {
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ioscale test CA",
+        ],
+    ) && openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ) && openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    )
+}
+
+#[test]
+fn https_against_nginx_with_a_test_ca() {
+    let Some(bin) =
+        ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists())
+    else {
+        eprintln!("SKIPPED: nginx is not installed");
+        return;
+    };
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = docroot("tls");
+    let dir = root.join("nginx-tls");
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    if !make_certificates(&dir) {
+        eprintln!("SKIPPED: openssl could not make the test certificates (is it installed?)");
+        return;
+    }
+    // Two servers: one closes a connection every 20 requests (reconnects resume the TLS
+    // session), one keeps connections for pipelining.
+    let (short, long) = (free_port(), free_port());
+    let tls = format!(
+        "ssl_certificate {d}/srv.pem; ssl_certificate_key {d}/srv.key; root {r};",
+        d = dir.display(),
+        r = root.display()
+    );
+    let conf = format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\n\
+http {{ access_log off; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+server {{ listen 127.0.0.1:{short} ssl; keepalive_requests 20; {tls} }}\n\
+server {{ listen 127.0.0.1:{long} ssl; keepalive_requests 1000000; {tls} }} }}\n",
+        d = dir.display(),
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-p")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _n = Proc(child);
+    wait_port(short);
+    wait_port(long);
+    let ca = dir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+
+    // Without the CA: one sentence naming the host and the reason, exit 1, no run.
+    let url = format!("https://127.0.0.1:{short}/six.html");
+    let (code, _, err) = load(&[&url, "--peak", "--duration", "1s"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("TLS handshake with 127.0.0.1") && err.contains("UnknownIssuer"),
+        "a clear certificate error: {err}"
+    );
+    assert!(err.contains("--cacert"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // With it: every request answered; reconnects resume the session; handshakes timed apart.
+    let (code, r, err) =
+        load(&[&url, "--peak", "--connections", "4", "--duration", "1s", "--cacert", ca, "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let a = &r["active"];
+    assert_eq!(a["errors"]["total"], 0, "{a}");
+    assert_eq!(a["replies"], a["requests"], "{a}");
+    assert!(a["bytes"].as_u64().unwrap() > a["replies"].as_u64().unwrap() * 6144, "{a}");
+    let hs = a["tls"]["handshakes"].as_u64().unwrap();
+    assert!(hs >= 4, "{a}");
+    assert!(a["reconnects"].as_u64().unwrap() >= 1, "nginx closes every 20 requests: {a}");
+    assert!(a["tls"]["resumed"].as_u64().unwrap() >= 1, "reconnects resume: {}", a["tls"]);
+    let h = ioscale_load::stats::decode(a["histograms"]["handshake_us"].as_str().unwrap()).unwrap();
+    assert_eq!(h.len(), hs, "one handshake time per handshake");
+
+    // --insecure accepts the unknown CA; pipelining goes through TLS too.
+    let url = format!("https://localhost:{long}/one.txt");
+    let (code, r, err) = load(&[
+        &url,
+        "--request-rate",
+        "400",
+        "--connections",
+        "2",
+        "--pipeline",
+        "4",
+        "--duration",
+        "1s",
+        "--insecure",
+        "--json",
+    ]);
+    assert!(code == Some(0) || code == Some(3), "{err}");
+    let a = &r["active"];
+    assert_eq!(a["errors"]["total"], 0, "{a}");
+    assert_eq!(a["replies"], a["requests"], "{a}");
+    assert!(a["replies"].as_u64().unwrap() >= 300, "{a}");
 }

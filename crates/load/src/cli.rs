@@ -100,6 +100,12 @@ pub struct LoadArgs {
     /// Interval of --hdr-log (at least 1ms).
     #[arg(long, default_value = "1s", value_parser = plan::parse_duration)]
     pub hdr_interval: Duration,
+    /// https targets: trust only the PEM CA certificates in FILE (instead of the platform's roots).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub cacert: Option<PathBuf>,
+    /// https targets: accept any certificate (self-signed, wrong name); handshake signatures are still checked.
+    #[arg(long, short = 'k')]
+    pub insecure: bool,
 }
 
 impl LoadArgs {
@@ -153,6 +159,7 @@ impl LoadArgs {
             dispatch: self.dispatch,
             seed: self.seed,
             request: self.request()?,
+            tls: crate::tls::TlsOptions { cacert: self.cacert.clone(), insecure: self.insecure },
         };
         p.validate()?;
         Ok(p)

@@ -12,6 +12,7 @@ use crate::http::{encode_incomplete, Feed, ResponseParser};
 use crate::plan::{Arrival, Mode, Plan};
 use crate::stats::{self, record_us, ErrorKind, PopStats};
 use crate::sys;
+use crate::tls::{Io, Tls};
 use hdrhistogram::Histogram;
 use ioscale_dispatch::{Dispatcher, Events, Interest, Token, Trigger};
 use serde_json::{json, Value};
@@ -32,6 +33,8 @@ enum Pop {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum St {
     Connecting,
+    /// TLS: the TCP connection is up, the handshake is going on.
+    Handshaking,
     Writing,
     Reading,
     Waiting,
@@ -40,6 +43,8 @@ enum St {
 
 struct Conn {
     fd: OwnedFd,
+    /// The socket itself, or TLS over it.
+    io: Io,
     pop: Pop,
     st: St,
     target: usize,
@@ -64,6 +69,8 @@ struct Conn {
     unsent: u32,
     /// Request-rate pool: whether the slot is in `pool_free`.
     pooled: bool,
+    /// TLS: when the handshake began (the TCP connection was up).
+    hs_start: u64,
 }
 
 /// What a run produced.
@@ -102,6 +109,9 @@ struct Engine<'p> {
     pipeline: u32,
     /// Whether the method is HEAD (responses have no body).
     head: bool,
+    /// https targets: the shared client configuration and each target's server name.
+    tls: Option<Tls>,
+    names: Vec<Option<rustls::pki_types::ServerName<'static>>>,
     incomplete: Vec<Vec<u8>>,
     wheel: Vec<usize>,
     wheel_pos: usize,
@@ -198,6 +208,7 @@ impl<'p> Engine<'p> {
         }
         self.slab[slot] = Some(Conn {
             fd,
+            io: Io::Plain,
             pop,
             st: St::Connecting,
             target,
@@ -216,6 +227,7 @@ impl<'p> Engine<'p> {
             wleft: 0,
             unsent: calls,
             pooled: false,
+            hs_start: 0,
         });
         self.open += 1;
         if pop == Pop::Active && self.in_window(intended) {
@@ -359,7 +371,7 @@ impl<'p> Engine<'p> {
         if c.st == St::Holding || c.pop == Pop::Inactive {
             let req = &self.incomplete[c.target];
             while c.wpos < req.len() {
-                match sys::write(fd, &req[c.wpos..]) {
+                match c.io.write(fd, &req[c.wpos..]) {
                     Ok(n) => c.wpos += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.set_interest(slot, Interest::WRITABLE);
@@ -374,13 +386,14 @@ impl<'p> Engine<'p> {
             }
             c.st = St::Holding;
             c.deadline = 0;
-            self.set_interest(slot, Interest::READABLE);
+            let want = if c.io.wants_write() { Interest::BOTH } else { Interest::READABLE };
+            self.set_interest(slot, want);
             return;
         }
         // What is left of up to `pipeline` requests is a suffix of the batch buffer.
         let batch = &self.requests[c.target];
         while c.wleft > 0 {
-            match sys::write(fd, &batch[batch.len() - c.wleft..]) {
+            match c.io.write(fd, &batch[batch.len() - c.wleft..]) {
                 Ok(n) => c.wleft -= n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Pipelining: keep reading replies while the rest waits for room, or
@@ -399,7 +412,9 @@ impl<'p> Engine<'p> {
         if c.st == St::Writing {
             c.st = St::Reading;
         }
-        self.set_interest(slot, Interest::READABLE);
+        // TLS: records the socket did not take yet wait for it to be writable.
+        let want = if c.io.wants_write() { Interest::BOTH } else { Interest::READABLE };
+        self.set_interest(slot, want);
     }
 
     fn connected(&mut self, slot: usize) {
@@ -416,6 +431,64 @@ impl<'p> Engine<'p> {
             s.established += 1;
             record_us(&mut s.connect, (now - started) / 1000);
         }
+        if let Some(tls) = &self.tls {
+            let target = self.slab[slot].as_ref().map_or(0, |c| c.target);
+            if let Some(name) = self.names[target].clone() {
+                let conn = match tls.connect(name) {
+                    Ok(t) => t,
+                    Err(_) => return self.fail(slot, ErrorKind::Tls),
+                };
+                let timeout = self.timeout;
+                if let Some(c) = self.slab[slot].as_mut() {
+                    c.io = Io::Tls(Box::new(conn));
+                    c.st = St::Handshaking;
+                    c.hs_start = now;
+                    c.deadline = now + timeout;
+                }
+                return self.handshake(slot);
+            }
+        }
+        self.ready(slot);
+    }
+
+    /// TLS: advances the handshake; when it is done, records its time and goes on as a plain
+    /// connection would after its connect.
+    fn handshake(&mut self, slot: usize) {
+        let Some(c) = self.slab[slot].as_mut() else { return };
+        let Io::Tls(t) = &mut c.io else { return };
+        match t.handshake(c.fd.as_raw_fd()) {
+            Ok(false) => {
+                let want = if t.wants_write() { Interest::BOTH } else { Interest::READABLE };
+                self.set_interest(slot, want);
+            }
+            Ok(true) => {
+                let resumed = t.resumed();
+                let (pop, intended, hs_start) = (c.pop, c.intended, c.hs_start);
+                c.deadline = 0;
+                let now = self.now();
+                if pop != Pop::Active || self.in_window(intended) {
+                    let s = self.stats(pop);
+                    s.tls_handshakes += 1;
+                    s.tls_resumed += u64::from(resumed);
+                    record_us(&mut s.handshake, (now - hs_start) / 1000);
+                }
+                self.ready(slot);
+            }
+            Err(e) => {
+                let kind = match ErrorKind::of(&e) {
+                    ErrorKind::Other => ErrorKind::Tls,
+                    k => k,
+                };
+                self.fail(slot, kind);
+            }
+        }
+    }
+
+    /// The connection is ready for HTTP (connected, and for TLS, handshaken).
+    fn ready(&mut self, slot: usize) {
+        let now = self.now();
+        let Some(c) = self.slab[slot].as_ref() else { return };
+        let (pop, intended) = (c.pop, c.intended);
         match pop {
             Pop::Inactive => {
                 if let Some(c) = self.slab[slot].as_mut() {
@@ -572,7 +645,9 @@ impl<'p> Engine<'p> {
         loop {
             let Some(c) = self.slab[slot].as_mut() else { return };
             let fd = c.fd.as_raw_fd();
-            match sys::read(fd, scratch) {
+            // A short read drains the socket only without TLS (rustls may hold more plaintext).
+            let level = self.level && matches!(c.io, Io::Plain);
+            match c.io.read(fd, scratch) {
                 Ok(0) => {
                     let c = self.slab[slot].as_mut().expect("checked");
                     match c.st {
@@ -601,7 +676,7 @@ impl<'p> Engine<'p> {
                     if c.st == St::Holding || c.st == St::Waiting {
                         // Data nobody asked for on a held connection (an error page after a
                         // timeout, for instance): drop it; EOF follows.
-                        if n < scratch.len() && self.level {
+                        if n < scratch.len() && level {
                             return;
                         }
                         continue;
@@ -609,7 +684,7 @@ impl<'p> Engine<'p> {
                     if !self.consume(slot, &scratch[..n]) {
                         return;
                     }
-                    if n < scratch.len() && self.level {
+                    if n < scratch.len() && level {
                         return; // level-triggered: the dispatcher reports what is left
                     }
                 }
@@ -681,8 +756,21 @@ impl<'p> Engine<'p> {
     }
 
     fn event(&mut self, slot: usize, ev: &ioscale_dispatch::Event, scratch: &mut [u8]) {
+        let Some(c) = self.slab[slot].as_mut() else { return };
+        let tls = !matches!(c.io, Io::Plain);
+        if let Io::Tls(t) = &mut c.io {
+            // TLS records that waited for room in the socket go first.
+            if ev.is_writable() && c.st != St::Handshaking && t.wants_write() {
+                match t.flush(c.fd.as_raw_fd()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return self.fail(slot, ErrorKind::of(&e)),
+                }
+            }
+        }
         let Some(c) = self.slab[slot].as_ref() else { return };
         match c.st {
+            St::Handshaking => self.handshake(slot),
             St::Connecting => {
                 if !(ev.is_writable() || ev.is_error() || ev.is_hangup()) {
                     return;
@@ -712,6 +800,15 @@ impl<'p> Engine<'p> {
                 }
             }
         }
+        if tls {
+            // Readable always; writable too while TLS records wait for the socket.
+            if let Some(c) = self.slab[slot].as_ref() {
+                if matches!(c.st, St::Reading | St::Holding | St::Waiting) {
+                    let w = c.io.wants_write();
+                    self.set_interest(slot, if w { Interest::BOTH } else { Interest::READABLE });
+                }
+            }
+        }
     }
 
     fn sweep_timeouts(&mut self) {
@@ -719,7 +816,7 @@ impl<'p> Engine<'p> {
         for slot in 0..self.slab.len() {
             let Some(c) = self.slab[slot].as_ref() else { continue };
             if c.deadline != 0 && now > c.deadline {
-                let kind = if c.st == St::Connecting {
+                let kind = if matches!(c.st, St::Connecting | St::Handshaking) {
                     ErrorKind::ConnectTimeout
                 } else {
                     ErrorKind::ResponseTimeout
@@ -734,7 +831,9 @@ impl<'p> Engine<'p> {
             .iter()
             .flatten()
             .filter(|c| match c.pop {
-                Pop::Active => matches!(c.st, St::Connecting | St::Writing | St::Reading),
+                Pop::Active => {
+                    matches!(c.st, St::Connecting | St::Handshaking | St::Writing | St::Reading)
+                }
                 // An idle connection's request sent before the end is waited for too: it was
                 // counted, so its reply (or its timeout) must be.
                 Pop::Idle => matches!(c.st, St::Writing | St::Reading),
@@ -780,6 +879,25 @@ pub fn run_with_log(
             format!("cannot connect to {}: {e}", plan.targets[0].url),
         ));
     }
+    // https targets: one configuration for the run, and one blocking handshake per target so a
+    // certificate problem is one sentence naming the host and the reason.
+    let tls = if plan.targets.iter().any(|t| t.tls) {
+        let tls = Tls::new(&plan.tls).map_err(io::Error::other)?;
+        for t in plan.targets.iter().filter(|t| t.tls) {
+            tls.preflight(&t.url, &t.host, t.addr)?;
+        }
+        Some(tls)
+    } else {
+        None
+    };
+    let mut names = Vec::new();
+    for t in &plan.targets {
+        names.push(if t.tls {
+            Some(Tls::server_name(&t.host).map_err(io::Error::other)?)
+        } else {
+            None
+        });
+    }
     let d = plan.dispatch.open(&ioscale_dispatch::Options::default())?;
     let trigger = d.trigger();
     let mut wheel = Vec::new();
@@ -801,6 +919,8 @@ pub fn run_with_log(
         req_len: batches.iter().map(|b| b.1).collect(),
         pipeline: plan.request.pipeline.max(1),
         head: plan.request.is_head(),
+        tls,
+        names,
         incomplete: plan.targets.iter().map(|t| encode_incomplete(&t.host, &t.path)).collect(),
         wheel,
         wheel_pos: 0,
@@ -1048,7 +1168,7 @@ pub fn run_with_log(
         let Some(c) = e.slab[slot].as_ref() else { continue };
         let kind = match (c.pop, c.st) {
             (Pop::Active | Pop::Idle, St::Writing | St::Reading) => ErrorKind::ResponseTimeout,
-            (Pop::Active, St::Connecting) => ErrorKind::ConnectTimeout,
+            (Pop::Active, St::Connecting | St::Handshaking) => ErrorKind::ConnectTimeout,
             _ => continue,
         };
         if e.in_window(c.intended) {
@@ -1187,13 +1307,27 @@ pub fn summary_text(r: &Value) -> String {
                 "{pop:>8}: sessions {} ok {}  requests {} replies {}  connections {}/{} reconnects {}\n\
                  {:>8}  reply rate [/s]: avg {:.1} min {:.0} max {:.0} stddev {:.1} ({} samples)\n\
                  {:>8}  response ms (from intended): p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}; actual p50 {:.3} p99 {:.3}; connect p50 {:.3}\n\
-                 {:>8}  errors {} (connect timeout {}, response timeout {}, refused {}, reset {}, fd unavailable {}, addr unavailable {}, bad response {}, closed early {}, other {})\n",
+                 {:>8}  errors {} (connect timeout {}, response timeout {}, refused {}, reset {}, fd unavailable {}, addr unavailable {}, bad response {}, closed early {}, other {}, tls {})\n",
                 p["sessions"], p["sessions_ok"], p["requests"], p["replies"], p["connections_established"], p["connections_asked"], p["reconnects"],
                 "", f(&p["reply_rate"]["avg"]), f(&p["reply_rate"]["min"]), f(&p["reply_rate"]["max"]), f(&p["reply_rate"]["stddev"]), p["reply_rate"]["samples"],
                 "", f(&p["latency_ms"]["p50"]), f(&p["latency_ms"]["p90"]), f(&p["latency_ms"]["p99"]), f(&p["latency_ms"]["max"]), f(&p["latency_actual_ms"]["p50"]), f(&p["latency_actual_ms"]["p99"]), f(&p["connect_ms"]["p50"]),
-                "", p["errors"]["total"], p["errors"]["connect_timeout"], p["errors"]["response_timeout"], p["errors"]["refused"], p["errors"]["reset"], p["errors"]["fd_unavailable"], p["errors"]["addr_unavailable"], p["errors"]["bad_response"], p["errors"]["closed_early"], p["errors"]["other"],
+                "", p["errors"]["total"], p["errors"]["connect_timeout"], p["errors"]["response_timeout"], p["errors"]["refused"], p["errors"]["reset"], p["errors"]["fd_unavailable"], p["errors"]["addr_unavailable"], p["errors"]["bad_response"], p["errors"]["closed_early"], p["errors"]["other"], p["errors"]["tls"],
             ),
         );
+        let t = &p["tls"];
+        if t["handshakes"].as_u64().unwrap_or(0) > 0 {
+            let _ = std::fmt::Write::write_fmt(
+                &mut s,
+                format_args!(
+                    "{:>8}  TLS handshakes {} (resumed {}), handshake ms p50 {:.3} p99 {:.3}\n",
+                    "",
+                    t["handshakes"],
+                    t["resumed"],
+                    f(&t["handshake_ms"]["p50"]),
+                    f(&t["handshake_ms"]["p99"])
+                ),
+            );
+        }
     }
     let c = &r["self_check"];
     let _ = std::fmt::Write::write_fmt(

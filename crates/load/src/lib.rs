@@ -23,6 +23,7 @@ pub mod plan;
 pub mod request;
 pub mod stats;
 pub mod sys;
+pub mod tls;
 
 pub use engine::{run, Report};
 pub use plan::Plan;

@@ -18,6 +18,8 @@ pub struct Target {
     pub path: String,
     /// Relative weight for the choice among targets.
     pub weight: u32,
+    /// `https://`: TLS over the connection (crate::tls).
+    pub tls: bool,
 }
 
 /// How the active load is offered.
@@ -86,6 +88,8 @@ pub struct Plan {
     pub seed: u64,
     /// The request sent (method, headers, body, version, pipelining depth).
     pub request: crate::request::RequestSpec,
+    /// What `https://` targets trust (--cacert, --insecure).
+    pub tls: crate::tls::TlsOptions,
 }
 
 /// A plan error: one sentence naming the value and what is accepted.
@@ -114,15 +118,15 @@ pub fn parse_target(s: &str) -> Result<Target, PlanError> {
         }
         _ => (s, 1),
     };
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        if url.starts_with("https://") {
-            PlanError(format!(
-                "'{url}': https targets are not supported yet; use http://HOST:PORT/PATH"
-            ))
-        } else {
-            PlanError(format!("invalid URL '{url}': expected http://HOST:PORT/PATH"))
+    let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(r), _) => (r, false),
+        (None, Some(r)) => (r, true),
+        _ => {
+            return Err(PlanError(format!(
+                "invalid URL '{url}': expected http://HOST:PORT/PATH or https://HOST:PORT/PATH"
+            )))
         }
-    })?;
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -137,7 +141,7 @@ pub fn parse_target(s: &str) -> Result<Target, PlanError> {
             })?;
             (h, port)
         }
-        None => (authority, 80),
+        None => (authority, if tls { 443 } else { 80 }),
     };
     let addr = (host, port)
         .to_socket_addrs()
@@ -158,6 +162,7 @@ pub fn parse_target(s: &str) -> Result<Target, PlanError> {
         host: authority.to_string(),
         path: path.to_string(),
         weight,
+        tls,
     })
 }
 
