@@ -189,6 +189,8 @@ fn bad_request_arguments_get_one_sentence() {
         (vec!["-m", "FETCH"], "unknown method 'FETCH'"),
         (vec!["--body-file", "/nonexistent/ioscale-body"], "cannot read the body file"),
         (vec!["--pipeline", "0"], "--pipeline"),
+        (vec!["--pipeline", "2", "--http1.0"], "needs -H 'Connection: keep-alive'"),
+        (vec!["--cacert", "/nonexistent/ca.pem"], "cannot use --cacert /nonexistent/ca.pem"),
     ] {
         let mut all = vec!["http://127.0.0.1:9/", "--peak", "--duration", "1s"];
         all.extend(args.iter());

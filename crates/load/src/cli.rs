@@ -118,6 +118,26 @@ impl LoadArgs {
             })?),
             (None, None) => None,
         };
+        let size = body.as_ref().map_or(0, Vec::len);
+        if size.saturating_mul(self.pipeline as usize) > request::MAX_BATCH {
+            return Err(plan::PlanError(format!(
+                "a {size}-byte body times --pipeline {} exceeds the {} MiB the generator keeps encoded; use a smaller body or depth",
+                self.pipeline,
+                request::MAX_BATCH >> 20
+            )));
+        }
+        if self.http10
+            && self.pipeline > 1
+            && !self.headers.iter().any(|(n, v)| {
+                n.eq_ignore_ascii_case("connection")
+                    && v.to_ascii_lowercase().contains("keep-alive")
+            })
+        {
+            return Err(plan::PlanError(format!(
+                "--pipeline {} with --http1.0 needs -H 'Connection: keep-alive' (an HTTP/1.0 server closes after the first reply)",
+                self.pipeline
+            )));
+        }
         Ok(RequestSpec {
             method: self.method.clone(),
             headers: self.headers.clone(),
@@ -162,6 +182,10 @@ impl LoadArgs {
             tls: crate::tls::TlsOptions { cacert: self.cacert.clone(), insecure: self.insecure },
         };
         p.validate()?;
+        if p.tls.cacert.is_some() {
+            // A CA file that cannot be used is a bad argument (exit 2), found before any run.
+            crate::tls::Tls::new(&p.tls).map_err(plan::PlanError)?;
+        }
         Ok(p)
     }
 }

@@ -16,6 +16,9 @@ pub const METHODS: [&str; 8] =
 /// Largest `--pipeline` depth.
 pub const MAX_PIPELINE: u32 = 1024;
 
+/// Largest encoded batch (body × `--pipeline`) kept in memory per target.
+pub const MAX_BATCH: usize = 256 << 20;
+
 /// What every request of the active and idle populations looks like.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestSpec {
@@ -162,5 +165,17 @@ mod tests {
         }
         let e = parse_method("FETCH").unwrap_err().0;
         assert!(e.contains("unknown method 'FETCH'"), "{e}");
+    }
+
+    #[test]
+    fn https_urls_default_to_port_443_and_carry_tls() {
+        let t = crate::plan::parse_target("https://127.0.0.1/x").unwrap();
+        assert!(t.tls);
+        assert_eq!(t.addr.port(), 443);
+        let t = crate::plan::parse_target("http://127.0.0.1/x").unwrap();
+        assert!(!t.tls);
+        assert_eq!(t.addr.port(), 80);
+        let e = crate::plan::parse_target("ftp://127.0.0.1/").unwrap_err().0;
+        assert!(e.contains("https://HOST:PORT/PATH"), "{e}");
     }
 }
