@@ -336,7 +336,10 @@ while True:
     intervals += tag == "active"
     sums.setdefault(tag, HdrHistogram(1, 3600000000, 3)).add(h)
 from_json = HdrHistogram.decode(record["active"]["histograms"]["latency_us"])
-out = {t: {"count": h.get_total_count(), "p99": h.get_value_at_percentile(99.0)} for t, h in sums.items()}
+def dist(h):
+    return [[i.value_iterated_to, i.count_at_value_iterated_to] for i in h.get_recorded_iterator()]
+out = {t: {"count": h.get_total_count(), "p99": h.get_value_at_percentile(99.0), "values": dist(h)}
+       for t, h in sums.items()}
 out["intervals"] = intervals
 out["start_time"] = reader.get_start_time_sec()
 out["json_decoded"] = {"count": from_json.get_total_count(), "p99": from_json.get_value_at_percentile(99.0)}
@@ -401,16 +404,32 @@ fn hdr_log_is_read_back_by_the_python_hdrhistogram_reader() {
         ("idle", &hist("idle", "latency_us")),
     ] {
         assert_eq!(py[tag]["count"].as_u64(), Some(h.len()), "{tag}: {py}");
-        let p99 = py[tag]["p99"].as_u64().unwrap();
-        let ours = h.value_at_quantile(0.99);
-        assert!(h.equivalent(p99, ours), "{tag}: p99 {p99} µs (Python) vs {ours} µs (record)");
+        // The whole distribution, bucket by bucket, is the record's.
+        let ours: Vec<Value> = h
+            .iter_recorded()
+            .map(|v| serde_json::json!([v.value_iterated_to(), v.count_at_value()]))
+            .collect();
+        assert_eq!(py[tag]["values"].as_array().unwrap(), &ours, "{tag}: distributions differ");
+        assert_p99_agrees(h, py[tag]["p99"].as_u64().unwrap(), tag);
     }
     assert_eq!(py["json_decoded"]["count"].as_u64(), Some(active.len()), "{py}");
     let json_p99_ms = r["active"]["latency_ms"]["p99"].as_f64().unwrap();
-    let py_p99 = py["active"]["p99"].as_u64().unwrap();
+    let ours = (json_p99_ms * 1000.0).round() as u64;
+    assert_eq!(ours, active.value_at_quantile(0.99), "the record's p99 is its histogram's");
+    assert_p99_agrees(&active, py["active"]["p99"].as_u64().unwrap(), "active vs latency_ms.p99");
+}
+
+/// p99 from another HdrHistogram implementation agrees with ours within the histogram's
+/// precision and one sample rank: implementations round the rank 0.99 × count differently
+/// (Rust takes the ceiling, Python `hdrh` rounds to nearest), and in a sparse tail the next
+/// sample can sit in another bucket.
+fn assert_p99_agrees(h: &hdrhistogram::Histogram<u64>, theirs: u64, what: &str) {
+    let n = h.len() as f64;
+    let lo = h.value_at_quantile(((0.99 * n - 1.0) / n).max(0.0));
+    let hi = h.value_at_quantile(((0.99 * n + 1.0) / n).min(1.0));
     assert!(
-        active.equivalent(py_p99, (json_p99_ms * 1000.0).round() as u64),
-        "p99 {py_p99} µs (Python, log) vs {json_p99_ms} ms (record)"
+        h.lowest_equivalent(lo) <= theirs && theirs <= h.highest_equivalent(hi),
+        "{what}: p99 {theirs} µs (Python) outside [{lo}, {hi}] µs (record, p99 ± one rank)"
     );
 }
 
