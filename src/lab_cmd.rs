@@ -29,6 +29,17 @@ pub struct LabArgs {
     /// `<!-- lab-results:begin -->` and `<!-- lab-results:end -->` markers.
     #[arg(long, value_name = "README")]
     readme: Option<PathBuf>,
+    /// Drive the http experiments from several load hosts: each point's load is split into one
+    /// segment per host and merged (`ioscale load --hosts`, docs/multihost.md).
+    #[arg(long, value_name = "H1,H2,...", value_delimiter = ',')]
+    load_hosts: Vec<String>,
+    /// How to reach a load host ({host} is replaced), as `ioscale load --remote-cmd`; default
+    /// `ssh {host} ioscale`.
+    #[arg(long, value_name = "TEMPLATE", requires = "load_hosts")]
+    load_remote_cmd: Option<String>,
+    /// The address the server under test listens on; with --load-hosts, one they reach.
+    #[arg(long, value_name = "IPV4", default_value = "127.0.0.1")]
+    server_addr: std::net::Ipv4Addr,
 }
 
 fn experiments_dir(given: &PathBuf) -> PathBuf {
@@ -84,6 +95,9 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
         resume: a.resume,
         only: a.what,
         progress: std::io::stderr().is_terminal(),
+        load_hosts: a.load_hosts,
+        load_remote_cmd: a.load_remote_cmd,
+        server_addr: a.server_addr,
     };
     let o = run::run(&cfg)?;
     writeln!(

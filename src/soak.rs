@@ -162,7 +162,7 @@ fn make_root(dir: &Path) -> Result<PathBuf> {
     Ok(root)
 }
 
-const CSV_HEAD: &str = "t_s,phase,server_rss_kb,server_rss_anon_kb,server_fds,server_cpu_pct,server_open,gen_rss_kb,gen_fds,gen_open,replies,idle_replies,errors_total,p50_ms,p99_ms,max_ms";
+const CSV_HEAD: &str = "t_s,phase,server_rss_kb,server_rss_anon_kb,server_fds,server_cpu_pct,server_open,gen_rss_kb,gen_fds,gen_open,replies,idle_replies,errors_total,p50_ms,p99_ms,max_ms,overflows,recoveries,mode_switches";
 
 /// Runs `ioscale soak`; returns the exit code (0 done and VALID, 1 a child failed, 3 INVALID or
 /// interrupted).
@@ -340,6 +340,10 @@ pub fn run(a: SoakArgs) -> Result<ExitCode> {
             "p50_ms": pct(&h, 0.5),
             "p99_ms": pct(&h, 0.99),
             "max_ms": (!h.is_empty()).then(|| h.max() as f64 / 1000.0),
+            // The RT-signal mechanisms' counters (cumulative; 0 on the others).
+            "overflows": stats.as_ref().and_then(|s| s["dispatch"]["overflows"].as_u64()),
+            "recoveries": stats.as_ref().and_then(|s| s["dispatch"]["recoveries"].as_u64()),
+            "mode_switches": stats.as_ref().and_then(|s| s["dispatch"]["mode_switches"].as_u64()),
         });
         let cells: Vec<String> = CSV_HEAD
             .split(',')
@@ -468,7 +472,7 @@ fn summarize(
     let col = |k: &str| -> Vec<u64> { measured.iter().filter_map(|&i| get(i, k)).collect() };
     let first = measured.first().copied();
     let last = measured.last().copied();
-    let quarter = (measured.len() / 4).max(1);
+    let quarter = (measured.len() / 4).max(2).min(measured.len());
     let merged = |idx: &[usize]| {
         let mut h = new_hist();
         for &i in idx {
@@ -503,6 +507,11 @@ fn summarize(
         "server_rss_anon_kb": {"first": anon_first, "last": last.and_then(|i| get(i, "server_rss_anon_kb")), "min": anon.iter().min(), "max": anon.iter().max()},
         "server_fds": {"first": first.and_then(|i| get(i, "server_fds")), "last": last.and_then(|i| get(i, "server_fds")), "min": fds.iter().min(), "max": fds.iter().max()},
         "server_open_max": held,
+        "dispatch_at_end": {
+            "overflows": last.and_then(|i| get(i, "overflows")),
+            "recoveries": last.and_then(|i| get(i, "recoveries")),
+            "mode_switches": last.and_then(|i| get(i, "mode_switches")),
+        },
         "bytes_per_connection_rss_anon": per_conn(anon_first, base.1),
         "p99_ms": {"first_quarter": pct(&head, 0.99), "last_quarter": pct(&tail, 0.99)},
         "p50_ms": {"first_quarter": pct(&head, 0.5), "last_quarter": pct(&tail, 0.5)},
@@ -604,9 +613,12 @@ fn summary_text(s: &Value) -> String {
         }
     }
     t.push_str(&format!(
-        "\nconnections open at most: {}; RssAnon per connection over the baseline: {} B\n",
+        "\nconnections open at most: {}; RssAnon per connection over the baseline: {} B; RT-signal overflows {}, recoveries {}, mode switches {}\n",
         s["server_open_max"],
-        s["bytes_per_connection_rss_anon"].as_f64().map_or("-".into(), |b| format!("{b:.0}"))
+        s["bytes_per_connection_rss_anon"].as_f64().map_or("-".into(), |b| format!("{b:.0}")),
+        s["dispatch_at_end"]["overflows"],
+        s["dispatch_at_end"]["recoveries"],
+        s["dispatch_at_end"]["mode_switches"]
     ));
     t.push_str(&format!(
         "active latency p50 {} → {} ms, p99 {} → {} ms (first vs last quarter of the samples)\n",

@@ -33,6 +33,12 @@ pub struct Config {
     pub only: Vec<String>,
     /// Show progress bars (on a terminal).
     pub progress: bool,
+    /// Drive the http experiments from these load hosts (`ioscale load --hosts`), not locally.
+    pub load_hosts: Vec<String>,
+    /// The command template that reaches a load host (`ioscale load --remote-cmd`).
+    pub load_remote_cmd: Option<String>,
+    /// The address the server under test listens on (one the load hosts reach).
+    pub server_addr: std::net::Ipv4Addr,
 }
 
 /// A runner failure: one sentence.
@@ -437,17 +443,26 @@ fn run_dispatch(ctx: &mut Ctx<'_>, plan: &Plan, points: &[Point]) -> Result<(), 
     }
     let idle: Vec<String> = num_list(plan, "idle").iter().map(|v| format!("{v}")).collect();
     ctx.message(format!("{} mechanisms × {} idle counts", runnable.len(), idle.len()));
+    // The completion model is measured by `--completion`, not named in `--mechanisms` (which
+    // takes readiness mechanisms; with none left, epoll is measured and its points unused).
+    let completion = runnable.iter().any(|m| m == "uring-completion");
+    let mut readiness: Vec<&str> =
+        runnable.iter().map(String::as_str).filter(|m| *m != "uring-completion").collect();
+    if readiness.is_empty() {
+        readiness.push("epoll");
+    }
     let mut cmd = pinned(&ctx.cfg.exe, 0);
     cmd.args([
         "overhead",
         "--json",
         "--mechanisms",
-        &runnable.join(","),
+        &readiness.join(","),
         "--idle",
         &idle.join(","),
     ])
     .args(["--rounds", &plan.rounds.to_string()])
     .args(["--round-ms", &((plan.duration * 1000.0).round().max(1.0) as u64).to_string()])
+    .args(completion.then_some("--completion"))
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     let pid = ctx.children.spawn(cmd)?;

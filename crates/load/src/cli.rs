@@ -94,8 +94,9 @@ pub struct LoadArgs {
     /// Requests in flight per connection (HTTP pipelining, like wrk's pipeline.lua); 1 = none.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=request::MAX_PIPELINE as i64))]
     pub pipeline: u32,
-    /// Write per-interval latency histograms (µs) to FILE in the HdrHistogram interval log format.
-    #[arg(long, value_name = "FILE")]
+    /// Write per-interval latency histograms (µs) to FILE in the HdrHistogram interval log format
+    /// (one process's; with several hosts give it to each --segment run instead).
+    #[arg(long, value_name = "FILE", conflicts_with = "hosts")]
     pub hdr_log: Option<PathBuf>,
     /// Interval of --hdr-log (at least 1ms).
     #[arg(long, default_value = "1s", value_parser = plan::parse_duration)]
@@ -106,6 +107,35 @@ pub struct LoadArgs {
     /// https targets: accept any certificate (self-signed, wrong name); handshake signatures are still checked.
     #[arg(long, short = 'k')]
     pub insecure: bool,
+
+    // Several hosts, one plan (docs/multihost.md).
+    /// Run slice I of N (1-based) of the global arrival plan: arrivals I, I+N, I+2N, ...;
+    /// idle, inactive and pool connections divided among the N (remainders to the first).
+    #[arg(long, value_name = "I/N", help_heading = "Multi-host", value_parser = |s: &str| plan::parse_segment(s).map_err(|e| e.0))]
+    pub segment: Option<(u64, u64)>,
+    /// Start the arrival clock at this wall-clock instant: unix seconds (1763884800.25) or RFC
+    /// 3339 UTC (2025-11-23T08:00:00.25Z); the populations are set up before it.
+    #[arg(long, value_name = "T", help_heading = "Multi-host", value_parser = |s: &str| plan::parse_start_at(s).map_err(|e| e.0))]
+    pub start_at: Option<std::time::SystemTime>,
+    /// Run one segment per host (comma-separated) through --remote-cmd and merge their records.
+    #[arg(long, value_name = "H1,H2,...", help_heading = "Multi-host", value_delimiter = ',', conflicts_with_all = ["segment", "series", "coordinated"])]
+    pub hosts: Vec<String>,
+    /// Command that starts ioscale on a host ({host} is replaced); `load`, these load
+    /// arguments and --segment I/N --start-at T --json --coordinated are appended.
+    #[arg(
+        long,
+        value_name = "TEMPLATE",
+        help_heading = "Multi-host",
+        default_value = "ssh {host} ioscale"
+    )]
+    pub remote_cmd: String,
+    /// With --hosts and no --start-at: start this long after launch (time for every host to
+    /// connect and set up its populations).
+    #[arg(long, value_name = "DURATION", help_heading = "Multi-host", default_value = "5s", value_parser = plan::parse_duration)]
+    pub start_in: Duration,
+    /// Run as a coordinated segment: stop when stdin closes (the coordinator, or its ssh, ended).
+    #[arg(long, help_heading = "Multi-host")]
+    pub coordinated: bool,
 }
 
 impl LoadArgs {
@@ -180,13 +210,17 @@ impl LoadArgs {
             seed: self.seed,
             request: self.request()?,
             tls: crate::tls::TlsOptions { cacert: self.cacert.clone(), insecure: self.insecure },
+            segment: plan::Segment { start_at: self.start_at, ..Default::default() },
         };
         p.validate()?;
         if p.tls.cacert.is_some() {
             // A CA file that cannot be used is a bad argument (exit 2), found before any run.
             crate::tls::Tls::new(&p.tls).map_err(plan::PlanError)?;
         }
-        Ok(p)
+        match self.segment {
+            Some((i, n)) => p.segment(i, n),
+            None => Ok(p),
+        }
     }
 }
 
@@ -199,9 +233,15 @@ pub fn run(a: &LoadArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !a.hosts.is_empty() {
+        return crate::hosts::coordinate(a, &plan);
+    }
+    if a.coordinated {
+        crate::hosts::follow_stdin();
+    }
     let mut series_file = match &a.series {
         Some(p) => match std::fs::File::create(p) {
-            Ok(f) => Some(std::io::BufWriter::new(f)),
+            Ok(f) => Some(SeriesWriter::start(f)),
             Err(e) => {
                 eprintln!("ioscale load: cannot write the series file {}: {e}", p.display());
                 return ExitCode::from(2);
@@ -253,8 +293,8 @@ pub fn run(a: &LoadArgs) -> ExitCode {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    if let Some(mut f) = series_file {
-        let _ = f.flush();
+    if let Some(f) = series_file {
+        f.finish();
     }
     let log_error = hdr_log.as_mut().and_then(|h| h.finish().err());
     let report = match result {
@@ -289,5 +329,52 @@ pub fn run(a: &LoadArgs) -> ExitCode {
             eprintln!("ioscale load: INVALID: {}", report.record["invalid_reasons"]);
         }
         ExitCode::from(3)
+    }
+}
+
+/// The series file, written by a thread of its own: the event loop only hands it bytes, so a
+/// disk that stalls (writeback throttling on a busy machine can block a `write(2)` for seconds)
+/// never stalls the schedule. Each flush from the loop is one line, written and flushed there.
+struct SeriesWriter {
+    buf: Vec<u8>,
+    tx: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SeriesWriter {
+    fn start(f: std::fs::File) -> SeriesWriter {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::spawn(move || {
+            let mut w = std::io::BufWriter::new(f);
+            for chunk in rx {
+                let _ = w.write_all(&chunk).and_then(|_| w.flush());
+            }
+        });
+        SeriesWriter { buf: Vec::new(), tx: Some(tx), thread: Some(thread) }
+    }
+
+    /// Hands over what is left and waits until the thread has written everything.
+    fn finish(mut self) {
+        let _ = self.flush();
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Write for SeriesWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            if let Some(tx) = &self.tx {
+                let _ = tx.send(std::mem::take(&mut self.buf));
+            }
+        }
+        Ok(())
     }
 }

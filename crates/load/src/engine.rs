@@ -133,6 +133,8 @@ struct Engine<'p> {
     retry: VecDeque<(u64, Pop)>,
     queue: VecDeque<u64>,
     pool_free: Vec<usize>,
+    /// When the arrival clock starts (ns after t0): 0, or the --start-at instant.
+    start: u64,
     started_in_window: u64,
     scheduling: bool,
     open: usize,
@@ -507,6 +509,7 @@ impl<'p> Engine<'p> {
             }
             Pop::Active => match self.plan.mode {
                 Mode::Sessions { .. } => self.send_batch(slot, intended, true),
+                Mode::Peak { .. } if now < self.start => self.park(slot),
                 Mode::Peak { .. } => self.send_batch(slot, now, false),
                 Mode::RequestRate { .. } => {
                     self.fill_from_queue(slot);
@@ -825,6 +828,15 @@ impl<'p> Engine<'p> {
         }
     }
 
+    /// Pool connections (request-rate, peak) still connecting.
+    fn pool_connecting(&self) -> usize {
+        self.slab
+            .iter()
+            .flatten()
+            .filter(|c| c.pop == Pop::Active && c.st == St::Connecting)
+            .count()
+    }
+
     fn in_flight(&self) -> usize {
         self.slab
             .iter()
@@ -906,7 +918,14 @@ pub fn run_with_log(
     // Each distinct request encoded once, here; sends only copy these bytes.
     let batches: Vec<(Vec<u8>, usize)> =
         plan.targets.iter().map(|t| plan.request.encode_batch(&t.host, &t.path)).collect();
-    let warm = ns(plan.warmup);
+    // A shared start instant (--start-at): the populations are set up before it, and the
+    // arrival clock, the warm-up and the window start from it.
+    let t0 = Instant::now();
+    let start = plan
+        .segment
+        .start_at
+        .map_or(0, |at| ns(at.duration_since(std::time::SystemTime::now()).unwrap_or_default()));
+    let warm = start + ns(plan.warmup);
     let end = plan.duration.map_or(u64::MAX, |d| warm + ns(d));
     let mut e = Engine {
         plan,
@@ -923,11 +942,11 @@ pub fn run_with_log(
         incomplete: plan.targets.iter().map(|t| encode_incomplete(&t.host, &t.path)).collect(),
         wheel,
         wheel_pos: 0,
-        t0: Instant::now(),
+        t0,
         warm_end: warm,
         end,
         timeout: ns(plan.timeout),
-        rng: Rng(plan.seed | 1),
+        rng: Rng((plan.seed ^ plan.segment.index.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1),
         source_i: 0,
         active: PopStats::default(),
         idle: PopStats::default(),
@@ -939,6 +958,7 @@ pub fn run_with_log(
         retry: VecDeque::new(),
         queue: VecDeque::new(),
         pool_free: Vec::new(),
+        start,
         started_in_window: 0,
         scheduling: true,
         open: 0,
@@ -967,14 +987,12 @@ pub fn run_with_log(
         }
         _ => {}
     }
-    let rate = match plan.mode {
-        Mode::Sessions { rate, .. } | Mode::RequestRate { rate, .. } => rate,
-        _ => 0.0,
-    };
+    // This process's share of the rate; its arrivals are its segment of the global schedule.
+    let rate = plan.segment_rate();
     let calls = if let Mode::Sessions { calls, .. } = plan.mode { calls } else { 0 };
-    let interval = if rate > 0.0 { 1e9 / rate } else { 0.0 };
-    let mut next_arrival = 0f64;
-    let mut arrivals = 0u64;
+    let mut sched = crate::plan::Schedule::new(plan, rate * plan.segment.count as f64);
+    let mut next_arrival = start as f64 + sched.at();
+    let mut seg_start: Option<(std::time::SystemTime, bool)> = None;
     let mut events = Events::with_capacity(1024);
     let mut scratch = vec![0u8; 64 * 1024];
     let mut next_sweep = 250_000_000u64;
@@ -987,9 +1005,23 @@ pub fn run_with_log(
         let now = e.now();
         if sys::STOP.load(Ordering::SeqCst) && e.scheduling {
             interrupted = true;
-            e.end = e.end.min(now.max(e.warm_end));
+            e.warm_end = e.warm_end.min(now);
+            e.end = e.end.min(now);
         }
-        if e.scheduling && (now >= e.end || plan.sessions.is_some_and(|s| arrivals >= s)) {
+        if seg_start.is_none() && now >= e.start {
+            // The arrival clock starts: note how far from the shared instant, and start the
+            // closed loop's parked connections.
+            seg_start = Some((std::time::SystemTime::now(), held_at_window.is_some()));
+            if let Mode::Peak { .. } = plan.mode {
+                for slot in std::mem::take(&mut e.pool_free) {
+                    if let Some(c) = e.slab[slot].as_mut() {
+                        c.pooled = false;
+                    }
+                    e.send_batch(slot, now, false);
+                }
+            }
+        }
+        if e.scheduling && (now >= e.end || plan.sessions.is_some_and(|s| sched.index() >= s)) {
             e.scheduling = false;
             if e.end == u64::MAX {
                 e.end = now;
@@ -1000,8 +1032,12 @@ pub fn run_with_log(
         if held_at_window.is_none()
             && e.idle.established >= plan.idle as u64
             && e.inactive.established >= plan.inactive as u64
+            && (plan.segment.start_at.is_none() || e.pool_connecting() == 0)
         {
             held_at_window = Some((now, 0));
+            if plan.segment.start_at.is_some() && now < e.start {
+                crate::hosts::ready(plan);
+            }
         }
         if !e.scheduling && (e.in_flight() == 0 || now > drain_deadline) {
             break;
@@ -1010,10 +1046,9 @@ pub fn run_with_log(
         if e.scheduling && rate > 0.0 {
             while (next_arrival as u64) <= now && e.scheduling {
                 let t = next_arrival as u64;
-                if t >= e.end || plan.sessions.is_some_and(|s| arrivals >= s) {
+                if t >= e.end || plan.sessions.is_some_and(|s| sched.index() >= s) {
                     break;
                 }
-                arrivals += 1;
                 if e.in_window(t) {
                     record_us(&mut e.lag, (now - t) / 1000 + 1);
                     if e.in_window(now) {
@@ -1043,10 +1078,8 @@ pub fn run_with_log(
                     }
                     _ => {}
                 }
-                next_arrival += match plan.arrival {
-                    Arrival::Fixed => interval,
-                    Arrival::Poisson => -interval * (1.0 - e.rng.next_f64()).ln(),
-                };
+                sched.advance();
+                next_arrival = start as f64 + sched.at();
             }
         }
         // Idle connections due to send.
@@ -1133,6 +1166,9 @@ pub fn run_with_log(
         if e.scheduling {
             due = due.min(e.end);
         }
+        if seg_start.is_none() {
+            due = due.min(e.start);
+        }
         let now = e.now();
         let wait = Duration::from_nanos(due.saturating_sub(now)).min(Duration::from_millis(250));
         let n = match e.d.wait(&mut events, Some(wait)) {
@@ -1181,7 +1217,11 @@ pub fn run_with_log(
     for slot in 0..e.slab.len() {
         e.close(slot);
     }
-    Ok(finish(plan, &e, window_s, wall, cpu, rate, interrupted, held_at_window))
+    let mut report = finish(plan, &e, window_s, wall, cpu, rate, interrupted, held_at_window);
+    if plan.segment.count > 1 || plan.segment.start_at.is_some() {
+        crate::hosts::annotate_segment(&mut report, plan, seg_start);
+    }
+    Ok(report)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod engine;
 pub mod hdrlog;
+pub mod hosts;
 pub mod http;
 pub mod plan;
 pub mod request;

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// One target URL, resolved.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,6 +90,8 @@ pub struct Plan {
     pub request: crate::request::RequestSpec,
     /// What `https://` targets trust (--cacert, --insecure).
     pub tls: crate::tls::TlsOptions,
+    /// This process's share of a run split over several hosts, and its shared start instant.
+    pub segment: Segment,
 }
 
 /// A plan error: one sentence naming the value and what is accepted.
@@ -254,9 +256,255 @@ impl Plan {
     }
 }
 
+/// One process's share of a multi-host run (`--segment I/N`, `--start-at T`): the `index`-th
+/// (0-based here, 1-based on the command line) of `count` interleaved slices of one global
+/// arrival plan, started at a wall-clock instant shared by every host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Which slice, 0-based (`--segment 1/3` is index 0).
+    pub index: u64,
+    /// How many slices the global plan is split into.
+    pub count: u64,
+    /// When the arrival clock starts (wall clock); `None`: as soon as the run is set up.
+    pub start_at: Option<SystemTime>,
+}
+
+impl Default for Segment {
+    fn default() -> Self {
+        Segment { index: 0, count: 1, start_at: None }
+    }
+}
+
+/// Parses `--segment I/N`: 1-based, `1 <= I <= N <= 10000`.
+pub fn parse_segment(s: &str) -> Result<(u64, u64), PlanError> {
+    let bad = || {
+        PlanError(format!(
+            "invalid --segment '{s}': expected I/N with 1 <= I <= N <= 10000 (e.g. 2/3, the second of three hosts)"
+        ))
+    };
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let i: u64 = i.trim().parse().map_err(|_| bad())?;
+    let n: u64 = n.trim().parse().map_err(|_| bad())?;
+    if i == 0 || i > n || n > 10_000 {
+        return Err(bad());
+    }
+    Ok((i - 1, n))
+}
+
+/// Parses `--start-at`: unix seconds with an optional fraction (`1763884800.25`) or an RFC 3339
+/// UTC instant (`2026-11-23T08:00:00.250Z`).
+pub fn parse_start_at(s: &str) -> Result<SystemTime, PlanError> {
+    let bad = || {
+        PlanError(format!(
+            "invalid --start-at '{s}': expected unix seconds (e.g. 1763884800.25) or an RFC 3339 UTC instant (e.g. 2026-11-23T08:00:00.25Z)"
+        ))
+    };
+    if let Ok(secs) = s.trim().parse::<f64>() {
+        if !(secs.is_finite() && secs > 0.0 && secs < 1e11) {
+            return Err(bad());
+        }
+        return Ok(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs));
+    }
+    humantime::parse_rfc3339(s.trim()).map_err(|_| bad())
+}
+
+/// Splits `total` over `count` parts so that they add up exactly: the first `total % count`
+/// parts take one more.
+pub fn share(total: usize, index: u64, count: u64) -> usize {
+    let (q, r) = (total as u64 / count, total as u64 % count);
+    (q + u64::from(index < r)) as usize
+}
+
+impl Plan {
+    /// The plan of slice `index` (0-based) of `count`: arrivals are taken by global index
+    /// (`index`, `index + count`, ...) from the one global schedule (see [`Schedule`]); the
+    /// idle, inactive and pool connections are divided so that the slices add up exactly,
+    /// remainders going to the first slices. A `--sessions` bound stays global.
+    pub fn segment(&self, index: u64, count: u64) -> Result<Plan, PlanError> {
+        if count == 0 || index >= count {
+            return Err(PlanError(format!(
+                "invalid segment {}/{count}: expected 1 <= I <= N",
+                index + 1
+            )));
+        }
+        let mut p = self.clone();
+        p.idle = share(self.idle, index, count);
+        p.inactive = share(self.inactive, index, count);
+        p.mode = match self.mode {
+            Mode::Peak { connections } | Mode::RequestRate { connections, .. }
+                if (connections as u64) < count =>
+            {
+                return Err(PlanError(format!(
+                    "--connections {connections} cannot be split over {count} hosts: each needs at least one"
+                )));
+            }
+            Mode::Peak { connections } => {
+                Mode::Peak { connections: share(connections, index, count) }
+            }
+            Mode::RequestRate { rate, connections } => {
+                Mode::RequestRate { rate, connections: share(connections, index, count) }
+            }
+            m => m,
+        };
+        p.segment = Segment { index, count, start_at: self.segment.start_at };
+        Ok(p)
+    }
+
+    /// This process's share of the planned open-loop rate (the global rate / segment count).
+    pub fn segment_rate(&self) -> f64 {
+        match self.mode {
+            Mode::Sessions { rate, .. } | Mode::RequestRate { rate, .. } => {
+                rate / self.segment.count as f64
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// The global open-loop arrival schedule, of which this process takes its segment's arrivals.
+///
+/// Arrival `k` of the global plan is due `t_k` ns after the start (`t_0 = 0`), spaced evenly or
+/// by exponential gaps drawn from a generator seeded by `--seed` alone, so that every host draws
+/// the same global stream; segment `i` of `n` takes the arrivals with `k % n == i`. The union of
+/// the `n` segments is therefore exactly the one-host plan.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    gap_ns: f64,
+    poisson: bool,
+    rng: u64,
+    at: f64,
+    index: u64,
+    seg: u64,
+    of: u64,
+}
+
+impl Schedule {
+    /// The schedule of `plan` at `rate` arrivals per second (global), positioned on this
+    /// segment's first arrival.
+    pub fn new(plan: &Plan, rate: f64) -> Schedule {
+        let mut s = Schedule {
+            gap_ns: if rate > 0.0 { 1e9 / rate } else { 0.0 },
+            poisson: plan.arrival == Arrival::Poisson,
+            rng: plan.seed | 1,
+            at: 0.0,
+            index: 0,
+            seg: plan.segment.index,
+            of: plan.segment.count.max(1),
+        };
+        while s.index % s.of != s.seg {
+            s.step();
+        }
+        s
+    }
+
+    fn step(&mut self) {
+        self.index += 1;
+        self.at += if self.poisson {
+            // xorshift64: the same sequence on every host for the same seed.
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let u = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+            -self.gap_ns * (1.0 - u).ln()
+        } else {
+            self.gap_ns
+        };
+    }
+
+    /// When this segment's next arrival is due, ns after the start.
+    pub fn at(&self) -> f64 {
+        self.at
+    }
+
+    /// Its index in the global plan (also: how many global arrivals come before it).
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Moves to this segment's next arrival.
+    pub fn advance(&mut self) {
+        self.step();
+        while self.index % self.of != self.seg {
+            self.step();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan(mode: Mode, arrival: Arrival) -> Plan {
+        Plan {
+            targets: vec![parse_target("http://127.0.0.1:80/").unwrap()],
+            mode,
+            arrival,
+            duration: Some(Duration::from_secs(1)),
+            sessions: None,
+            warmup: Duration::ZERO,
+            inactive: 10,
+            idle: 7,
+            idle_period: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            sources: vec![],
+            dispatch: ioscale_dispatch::Mechanism::Epoll,
+            seed: 42,
+            request: Default::default(),
+            tls: Default::default(),
+            segment: Segment::default(),
+        }
+    }
+
+    #[test]
+    fn segments_are_an_exact_interleaved_partition_of_the_plan() {
+        for arrival in [Arrival::Fixed, Arrival::Poisson] {
+            let whole = plan(Mode::RequestRate { rate: 1000.0, connections: 8 }, arrival);
+            let mut global = Schedule::new(&whole, 1000.0);
+            let one: Vec<(u64, f64)> = (0..300)
+                .map(|_| {
+                    let v = (global.index(), global.at());
+                    global.advance();
+                    v
+                })
+                .collect();
+            let mut union = Vec::new();
+            let (mut idle, mut inactive, mut conns) = (0, 0, 0);
+            for i in 0..3 {
+                let p = whole.segment(i, 3).unwrap();
+                idle += p.idle;
+                inactive += p.inactive;
+                if let Mode::RequestRate { connections, .. } = p.mode {
+                    conns += connections;
+                }
+                assert!((p.segment_rate() - 1000.0 / 3.0).abs() < 1e-9);
+                let mut s = Schedule::new(&p, 1000.0);
+                while s.index() < 300 {
+                    assert_eq!(s.index() % 3, i);
+                    union.push((s.index(), s.at()));
+                    s.advance();
+                }
+            }
+            union.sort_by_key(|a| a.0);
+            assert_eq!(union, one, "{arrival:?}");
+            assert_eq!((idle, inactive, conns), (7, 10, 8));
+        }
+        assert_eq!([share(7, 0, 3), share(7, 1, 3), share(7, 2, 3)], [3, 2, 2]);
+        let p = plan(Mode::Peak { connections: 2 }, Arrival::Fixed);
+        assert!(p.segment(0, 3).unwrap_err().0.contains("cannot be split over 3 hosts"));
+    }
+
+    #[test]
+    fn segment_and_start_at_arguments() {
+        assert_eq!(parse_segment("1/3").unwrap(), (0, 3));
+        assert_eq!(parse_segment("3/3").unwrap(), (2, 3));
+        for bad in ["0/3", "4/3", "x", "1/0", "2"] {
+            assert!(parse_segment(bad).unwrap_err().0.contains("expected I/N"), "{bad}");
+        }
+        let t = parse_start_at("1763884800.25").unwrap();
+        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis(), 1763884800250);
+        assert_eq!(parse_start_at("2025-11-23T08:00:00.25Z").unwrap(), t);
+        assert!(parse_start_at("tomorrow").unwrap_err().0.contains("RFC 3339"));
+    }
 
     #[test]
     fn urls() {

@@ -325,6 +325,40 @@ pub fn merge(records: &[Value]) -> Result<Value, String> {
     out["self_check"]["achieved_rate"] = json!(sum("achieved_rate"));
     out["target_rate"] = out["self_check"]["target_rate"].clone();
     out["achieved_rate"] = out["self_check"]["achieved_rate"].clone();
+    // The generators' own figures: schedule lag merged losslessly when every part has it, CPU
+    // summed (and the busiest generator's utilisation, the one the 95% check is about).
+    let lags: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["self_check"]["schedule_lag_us_histogram"].as_str())
+        .collect();
+    if lags.len() == records.len() {
+        let mut lag = hist();
+        for l in lags {
+            lag.add(decode(l)?).map_err(|e| format!("cannot add lag histograms: {e:?}"))?;
+        }
+        out["self_check"]["schedule_lag_ms"] = percentiles_ms(&lag);
+        out["self_check"]["schedule_lag_us_histogram"] = json!(encode(&lag));
+    }
+    if records.iter().all(|r| r["self_check"]["cpu_s"].is_number()) {
+        let cpu = sum("cpu_s");
+        let util = records
+            .iter()
+            .filter_map(|r| r["self_check"]["cpu_util"].as_f64())
+            .fold(0.0f64, f64::max);
+        let replies = ["active", "idle"]
+            .iter()
+            .map(|p| out[*p]["replies"].as_u64().unwrap_or(0))
+            .sum::<u64>();
+        out["self_check"]["cpu_s"] = json!(cpu);
+        out["self_check"]["cpu_util"] = json!(util);
+        out["generator_cpu_util"] = json!(util);
+        out["self_check"]["cpu_us_per_reply"] =
+            json!(if replies > 0 { cpu * 1e6 / replies as f64 } else { 0.0 });
+        let count =
+            |k: &str| records.iter().filter_map(|r| r["self_check"][k].as_u64()).sum::<u64>();
+        out["self_check"]["connections_asked"] = json!(count("connections_asked"));
+        out["self_check"]["connections_established"] = json!(count("connections_established"));
+    }
     Ok(out)
 }
 

@@ -23,7 +23,7 @@
 //! | timeouts | the readiness engine's coarse timer wheel; the wait's own timeout (`IORING_ENTER_EXT_ARG`) is the next tick, so no timeout operation per connection |
 //! | close with operations in flight | cancel-then-close linked in the ring; the connection's slot stays taken until its last operation completes, and every token carries the slot's generation, so no completion is ever acted on for a reused descriptor or slot |
 //! | `EMFILE` | a multishot accept ending with `EMFILE`/`ENFILE`: the reserve descriptor is freed, queued connections are accepted and closed, the accept re-armed (or paused 200 ms if nothing could be shed): no spin |
-//! | shutdown | the accept is cancelled, idle connections closed, the rest drained (up to the drain timeout) |
+//! | shutdown | queued connections are taken in, the accept cancelled and the listener shut; idle connections are closed after one more short wait (a request already in a socket is answered), the rest once their response is out (up to the drain timeout) |
 
 use crate::respond::{Body, Peer, Responder};
 use crate::stats::{bump, ServerError, WorkerStats};
@@ -165,6 +165,8 @@ struct Engine<'a> {
     waker: Arc<Waker>,
     wake_armed: bool,
     stopping: Option<Instant>,
+    /// Set at the stop: after the next batch of completions, idle connections are closed.
+    sweep: bool,
     pending_max: usize,
 }
 
@@ -202,6 +204,7 @@ pub(crate) fn run(id: usize, cfg: &Config, shared: &Shared, listener: RawFd) -> 
         waker,
         wake_armed: false,
         stopping: None,
+        sweep: false,
         pending_max: cfg.limits.max_head + WBUF_HIGH,
     };
     e.arm_wake()?;
@@ -248,6 +251,11 @@ impl Engine<'_> {
                 let d = t.saturating_duration_since(self.now) + Duration::from_millis(1);
                 timeout = Some(timeout.map_or(d, |x| x.min(d)));
             }
+            if self.sweep {
+                // One short wait that runs the kernel's pending work: a request already in an
+                // idle connection's socket arrives now and is answered.
+                timeout = Some(Duration::from_millis(1));
+            }
             out.clear();
             match self.p.complete(out, timeout) {
                 Ok(_) => {}
@@ -258,6 +266,10 @@ impl Engine<'_> {
             self.resp.date.update(SystemTime::now());
             for c in out.drain(..) {
                 self.on_completion(c)?;
+            }
+            if self.sweep {
+                self.sweep = false;
+                self.close_idle();
             }
             self.st.publish_completion(&self.p.counters());
             self.expire();
@@ -382,18 +394,16 @@ impl Engine<'_> {
         }
         match c.result {
             Ok(Value::Accepted(fd)) => {
-                if self.stopping.is_some() {
-                    drop(fd);
-                } else {
-                    if self.shedding > 0 {
-                        eprintln!(
-                            "ioscale serve: worker {}: descriptors available again after shedding {} connection(s)",
-                            self.id, self.shedding
-                        );
-                        self.shedding = 0;
-                    }
-                    self.add_conn(fd);
+                // Also while stopping: a connection the kernel completed before the listener
+                // was shut is answered, not dropped.
+                if self.shedding > 0 {
+                    eprintln!(
+                        "ioscale serve: worker {}: descriptors available again after shedding {} connection(s)",
+                        self.id, self.shedding
+                    );
+                    self.shedding = 0;
                 }
+                self.add_conn(fd);
             }
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {}
@@ -739,6 +749,11 @@ impl Engine<'_> {
         if let Err(why) = r {
             return self.close(c, idx, why);
         }
+        // Draining: a connection whose last response is out and that holds no partial request
+        // is done (its response said keep-alive if it began before the stop).
+        if self.stopping.is_some() && self.idle_for_drain(&mut c) {
+            return self.close(c, idx, Close::Done);
+        }
         // Keep a receive armed unless the peer is done or input piles up behind output.
         if c.recv.is_none() && !c.read_closed && c.pending.len() <= self.pending_max {
             match self.p.recv_multi(c.raw(), token_of(idx, c.gen)) {
@@ -853,7 +868,19 @@ impl Engine<'_> {
     }
 
     /// SIGTERM/SIGINT: stop accepting, close idle connections, let the rest finish.
+    ///
+    /// As the readiness engine does: connections the kernel has already completed are taken in
+    /// first, then the listener is shut (a new connect is refused at once instead of waiting
+    /// unanswered). Idle connections are closed after one more short wait, so a request already
+    /// in their sockets is answered (with `Connection: close`) rather than dropped.
     fn begin_stop(&mut self) {
+        for _ in 0..4096 {
+            match sys::accept(self.listener) {
+                Ok((fd, _)) => self.add_conn(fd),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
         self.stopping = Some(self.now + self.cfg.drain_timeout);
         self.paused_until = None;
         if let Some(op) = self.accept {
@@ -861,14 +888,21 @@ impl Engine<'_> {
                 self.accept_cancelled = true;
             }
         }
+        let _ = sys::shutdown_read(self.listener);
+        self.sweep = true;
+    }
+
+    /// Whether a connection has nothing left to do while the server drains (and tells its
+    /// state machine that the server is draining).
+    fn idle_for_drain(&self, c: &mut Conn) -> bool {
+        c.phase != Phase::Linger && !c.has_output() && c.http.drain(c.pending.len())
+    }
+
+    /// Closes every connection with nothing left to do (the drain's sweep).
+    fn close_idle(&mut self) {
         for idx in 0..self.conns.len() {
             let Some(mut c) = self.conns[idx].take() else { continue };
-            if c.closing {
-                self.conns[idx] = Some(c);
-                continue;
-            }
-            let idle = !c.has_output() && c.http.drain(c.pending.len()) && c.phase != Phase::Linger;
-            if idle {
+            if !c.closing && self.idle_for_drain(&mut c) {
                 self.close(c, idx, Close::Done);
             } else {
                 self.conns[idx] = Some(c);

@@ -35,12 +35,17 @@ fn huge_root(tag: &str) -> std::path::PathBuf {
 }
 
 /// Mechanisms to run a fault under: level-triggered with a kernel set, level-triggered with a
-/// user-space set, and RT signals (hints: every read and write goes to `EAGAIN`).
+/// user-space set, RT signals (hints: every read and write goes to `EAGAIN`), and the io_uring
+/// completion engine (the kernel does the reads and writes).
 fn mechanisms() -> Vec<&'static str> {
     let mut v = vec!["epoll", "poll"];
     match "rtsig".parse::<ioscale_dispatch::Mechanism>().map(|m| m.probe()) {
         Ok(Ok(())) => v.push("rtsig"),
         other => eprintln!("SKIPPED: rtsig: not supported here: {other:?}"),
+    }
+    match ioscale_server::Engine::UringCompletion.probe() {
+        Ok(()) => v.push("uring-completion"),
+        Err(e) => eprintln!("SKIPPED: uring-completion: not supported here: {e}"),
     }
     v
 }

@@ -40,19 +40,16 @@ pub fn docroot(out: &Path) -> Result<PathBuf, Error> {
     Ok(root)
 }
 
-fn free_port() -> Result<u16, Error> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+fn free_port(ip: Ipv4Addr) -> Result<u16, Error> {
+    let l = TcpListener::bind((ip, 0))?;
     Ok(l.local_addr()?.port())
 }
 
-fn wait_listening(port: u16, within: Duration) -> bool {
+fn wait_listening(ip: Ipv4Addr, port: u16, within: Duration) -> bool {
     let t = Instant::now();
     while t.elapsed() < within {
-        if TcpStream::connect_timeout(
-            &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            Duration::from_millis(200),
-        )
-        .is_ok()
+        if TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_millis(200))
+            .is_ok()
         {
             return true;
         }
@@ -62,10 +59,10 @@ fn wait_listening(port: u16, within: Duration) -> bool {
 }
 
 /// GET a small JSON document from the server (the stats endpoint).
-fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
-    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
+fn get_json(ip: Ipv4Addr, port: u16, path: &str) -> Option<serde_json::Value> {
+    let mut s = TcpStream::connect((ip, port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n").ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf);
@@ -76,6 +73,8 @@ fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
 /// A server under test: its PID (whose CPU is charged) and port.
 struct Server {
     pid: u32,
+    /// Where it listens (`--server-addr`, 127.0.0.1 by default).
+    ip: Ipv4Addr,
     port: u16,
     /// Extra PIDs whose CPU counts too (nginx's worker).
     others: Vec<u32>,
@@ -93,12 +92,21 @@ impl Server {
 }
 
 fn start_ioscale(ctx: &mut Ctx<'_>, plan: &Plan, p: &Point, root: &Path) -> Result<Server, Error> {
-    let port = free_port()?;
+    let ip = ctx.cfg.server_addr;
+    let port = free_port(ip)?;
     let mut cmd = pinned(&ctx.cfg.exe, 0);
     // "select+multi-accept": the mechanism, plus server options after '+'.
     let mut parts = p.mechanism.split('+');
     let base = parts.next().unwrap_or_default().to_string();
-    cmd.args(["serve", "--bind", "127.0.0.1", "--port", &port.to_string(), "--dispatch", &base]);
+    cmd.args([
+        "serve",
+        "--bind",
+        &ip.to_string(),
+        "--port",
+        &port.to_string(),
+        "--dispatch",
+        &base,
+    ]);
     cmd.arg("--root").arg(root);
     for opt in parts {
         cmd.arg(format!("--{opt}"));
@@ -115,21 +123,22 @@ fn start_ioscale(ctx: &mut Ctx<'_>, plan: &Plan, p: &Point, root: &Path) -> Resu
     }
     cmd.args(&plan.exp.server.args).stdout(Stdio::null()).stderr(Stdio::null());
     let pid = ctx.children.spawn(cmd)?;
-    if !wait_listening(port, Duration::from_secs(10)) {
+    if !wait_listening(ip, port, Duration::from_secs(10)) {
         let st = ctx.children.stop(pid, Duration::from_millis(500));
         return Err(Error(format!(
             "ioscale serve --dispatch {} did not start listening ({st:?})",
             p.mechanism
         )));
     }
-    Ok(Server { pid, port, others: Vec::new(), _dir: None })
+    Ok(Server { pid, ip, port, others: Vec::new(), _dir: None })
 }
 
 /// nginx (Debian's package), one worker, epoll, access log off: the reference line.
 fn start_nginx(ctx: &mut Ctx<'_>, root: &Path) -> Result<Server, Error> {
     let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists());
     let Some(bin) = bin else { return Err(Error("nginx is not installed".into())) };
-    let port = free_port()?;
+    let ip = ctx.cfg.server_addr;
+    let port = free_port(ip)?;
     let dir = ctx.cfg.out.join(format!("nginx-{port}"));
     std::fs::create_dir_all(dir.join("logs"))?;
     let conf = format!(
@@ -138,7 +147,7 @@ events {{ use epoll; worker_connections 19000; multi_accept off; }}\n\
 worker_rlimit_nofile 20000;\n\
 http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 300s;\n\
 client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n",
+server {{ listen {ip}:{port}; root {root}; }} }}\n",
         d = dir.display(),
         root = root.display()
     );
@@ -152,7 +161,7 @@ server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n",
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let pid = ctx.children.spawn(cmd)?;
-    if !wait_listening(port, Duration::from_secs(10)) {
+    if !wait_listening(ip, port, Duration::from_secs(10)) {
         ctx.children.stop(pid, Duration::from_millis(500));
         return Err(Error("nginx did not start listening".into()));
     }
@@ -160,7 +169,7 @@ server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n",
     let kids =
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     let others = kids.split_whitespace().filter_map(|s| s.parse().ok()).collect();
-    Ok(Server { pid, port, others, _dir: Some(dir) })
+    Ok(Server { pid, ip, port, others, _dir: Some(dir) })
 }
 
 /// Runs the generator once; returns its JSON record and how long it ran.
@@ -176,7 +185,7 @@ fn run_load(
     cpu: &mut CpuWindow,
 ) -> Result<serde_json::Value, Error> {
     let size = params.get("file_size").and_then(Value::as_f64).unwrap_or(1.0) as u64;
-    let url = format!("http://127.0.0.1:{}/{}", server.port, file_name(size));
+    let url = format!("http://{}:{}/{}", server.ip, server.port, file_name(size));
     let mut cmd = pinned(&ctx.cfg.exe, 1);
     cmd.args(["load", &url, "--json"]);
     cmd.args(["--duration", &format!("{duration}s"), "--warmup", &format!("{warmup}s")]);
@@ -205,18 +214,40 @@ fn run_load(
         cmd.args(["--inactive", &inactive.to_string()]);
     }
     cmd.args(&plan.exp.load.args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // With load hosts the segments start together this long after launch (docs/multihost.md).
+    let lead = if ctx.cfg.load_hosts.is_empty() { 0.0 } else { 5.0 };
+    if !ctx.cfg.load_hosts.is_empty() {
+        // One segment of the plan per load host, merged by `ioscale load --hosts`.
+        cmd.args(["--hosts", &ctx.cfg.load_hosts.join(","), "--start-in", "5s"]);
+        if let Some(t) = &ctx.cfg.load_remote_cmd {
+            cmd.args(["--remote-cmd", t]);
+        }
+    }
     let pid = ctx.children.spawn(cmd)?;
     let mut child = ctx.children.take(pid).ok_or_else(|| Error("lost the generator".into()))?;
+    // Read its output while it runs: a record larger than a pipe's buffer (a merged --hosts
+    // record carries every host's) must not block the generator before it exits.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out_reader = drain(child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>));
+    let err_reader = drain(child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>));
     let t = Instant::now();
-    let deadline = Duration::from_secs_f64(warmup + duration + 60.0);
+    let deadline = Duration::from_secs_f64(lead + warmup + duration + 60.0);
     // Sample the server's CPU when the warm-up ends.
     let mut status = None;
     while status.is_none() {
         let el = t.elapsed().as_secs_f64();
-        if cpu.start.is_none() && el >= warmup {
+        if cpu.start.is_none() && el >= lead + warmup {
             cpu.start = Some(server.cpu_ns());
         }
-        if cpu.end.is_none() && el >= warmup + duration {
+        if cpu.end.is_none() && el >= lead + warmup + duration {
             cpu.end = Some(server.cpu_ns());
         }
         if sys::interrupted() || t.elapsed() > deadline {
@@ -229,14 +260,8 @@ fn run_load(
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    if let Some(mut o) = child.stdout.take() {
-        o.read_to_end(&mut stdout)?;
-    }
-    if let Some(mut e) = child.stderr.take() {
-        e.read_to_end(&mut stderr)?;
-    }
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
     match serde_json::from_slice::<serde_json::Value>(&stdout) {
         Ok(v) => Ok(v),
         Err(_) => Err(Error(format!(
@@ -501,11 +526,11 @@ fn load_point(
     warmup: f64,
     rec: &mut Record,
 ) -> Option<serde_json::Value> {
-    let before = get_json(server.port, "/.ioscale/stats");
+    let before = get_json(server.ip, server.port, "/.ioscale/stats");
     let mut cpu = CpuWindow::default();
     let res = run_load(ctx, server, plan, params, rate, plan.duration, warmup, &mut cpu);
     let now = server.cpu_ns();
-    let after = get_json(server.port, "/.ioscale/stats");
+    let after = get_json(server.ip, server.port, "/.ioscale/stats");
     match res {
         Ok(v) => {
             load_metrics(&v, rec);

@@ -1,0 +1,629 @@
+//! Load from several hosts: one global arrival plan split into segments (`--segment I/N`), all
+//! started at one wall-clock instant (`--start-at`), coordinated over the standard
+//! remote-execution tool (`--hosts`, `--remote-cmd`, by default `ssh {host} ioscale`), their
+//! records merged losslessly ([`crate::stats::merge`]) into one record with a `hosts` array.
+//!
+//! The protocol between the coordinator and a segment (docs/multihost.md):
+//! - the coordinator starts, for host number `i` of `n`, the command template with `{host}`
+//!   replaced, followed by `load`, the user's load arguments, and
+//!   `--segment i/n --start-at T --json --coordinated`;
+//! - the segment sets up its populations (idle, inactive, pool connections) and, once they are
+//!   all established and before `T`, prints one line on stderr:
+//!   `ioscale-load READY segment=i/n host_time=UNIX_SECONDS`; a host whose READY line has not
+//!   arrived shortly after `T` fails the run, named;
+//! - at `T` (its own clock) the segment starts its arrival clock and measures how late it did
+//!   (the start offset, in its record's `segment` object);
+//! - `--coordinated` makes the segment stop when its stdin closes: the coordinator keeps every
+//!   child's stdin open and closes it to stop the segment; through ssh the close travels as EOF
+//!   to the remote segment, and if the coordinator or the ssh client dies, the remote side sees
+//!   EOF too — so no remote segment outlives its coordinator, without a pseudo-terminal (which
+//!   would mix stderr into the JSON on stdout);
+//! - the segment prints its JSON record on stdout and exits (0 valid, 3 INVALID).
+
+use crate::cli::LoadArgs;
+use crate::engine::{summary_text, Report};
+use crate::plan::{Mode, Plan};
+use crate::sys;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The first word of a segment's readiness line on stderr.
+pub const READY: &str = "ioscale-load READY";
+
+/// A segment's start offset beyond which its record is INVALID, ms.
+pub const MAX_START_OFFSET_MS: f64 = 10.0;
+
+/// How long after the start instant the coordinator still accepts a READY line sent before it
+/// (the line's own transit), s.
+const READY_GRACE: Duration = Duration::from_millis(500);
+
+fn unix(t: SystemTime) -> f64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// Prints the segment's READY line (its populations are set up, before the start instant).
+pub fn ready(plan: &Plan) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "{READY} segment={}/{} host_time={:.6}",
+        plan.segment.index + 1,
+        plan.segment.count,
+        unix(SystemTime::now())
+    );
+    let _ = err.flush();
+}
+
+/// `--coordinated`: stop the run (as SIGINT would) when stdin reaches end of file, i.e. when the
+/// coordinator closed it, or died, or the ssh connection carrying it ended.
+pub fn follow_stdin() {
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 256];
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            match stdin.read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        sys::STOP.store(true, Ordering::SeqCst);
+    });
+}
+
+/// Adds the `segment` object to a segment's record (which slice, the shared start instant, the
+/// measured start offset) and marks the record INVALID when the segment started more than
+/// [`MAX_START_OFFSET_MS`] late or before its populations were set up.
+/// `started`: the wall-clock time the arrival clock actually started, and whether every
+/// population was set up by then (`None`: the run ended before the start instant).
+pub fn annotate_segment(report: &mut Report, plan: &Plan, started: Option<(SystemTime, bool)>) {
+    let seg = plan.segment;
+    let offset_ms = match (seg.start_at, started) {
+        (Some(at), Some((t, _))) => Some((unix(t) - unix(at)) * 1000.0),
+        _ => None,
+    };
+    report.record["segment"] = json!({
+        "index": seg.index + 1,
+        "count": seg.count,
+        "start_at": seg.start_at.map(|t| humantime::format_rfc3339_micros(t).to_string()),
+        "start_at_unix": seg.start_at.map(unix),
+        "start_offset_ms": offset_ms,
+        "ready_at_start": started.map(|s| s.1),
+    });
+    let mut reasons = Vec::new();
+    if let Some(ms) = offset_ms.filter(|ms| *ms > MAX_START_OFFSET_MS) {
+        reasons.push(format!(
+            "started {ms:.1} ms after --start-at (more than {MAX_START_OFFSET_MS} ms late)"
+        ));
+    }
+    if seg.start_at.is_some() && started.is_some_and(|s| !s.1) {
+        reasons.push("its connections were not all set up by the start instant".to_string());
+    }
+    if !reasons.is_empty() {
+        report.valid = false;
+        report.record["valid"] = json!(false);
+        if let Some(r) = report.record["invalid_reasons"].as_array_mut() {
+            r.extend(reasons.into_iter().map(Value::from));
+        }
+    }
+    report.summary = summary_text(&report.record);
+    if let Some(ms) = offset_ms {
+        report.summary.push_str(&format!(
+            "segment {}/{}: start offset {ms:+.3} ms from --start-at\n",
+            seg.index + 1,
+            seg.count
+        ));
+    }
+}
+
+/// Builds the command that starts segment `i` (0-based) of `n` on `host`.
+fn command_for(
+    template: &[String],
+    host: &str,
+    forwarded: &[String],
+    i: usize,
+    n: usize,
+    start_at: f64,
+) -> Command {
+    let words: Vec<String> = template.iter().map(|w| w.replace("{host}", host)).collect();
+    let mut tail: Vec<String> = vec!["load".into()];
+    tail.extend(forwarded.iter().cloned());
+    tail.extend([
+        "--segment".into(),
+        format!("{}/{n}", i + 1),
+        "--start-at".into(),
+        format!("{start_at:.6}"),
+        "--json".into(),
+        "--coordinated".into(),
+    ]);
+    // ssh joins its arguments with spaces for the remote shell: quote them for it.
+    let via_ssh = std::path::Path::new(&words[0]).file_name().is_some_and(|f| f == "ssh");
+    if via_ssh {
+        tail = tail
+            .into_iter()
+            .map(|a| shlex::try_quote(&a).map(|q| q.into_owned()).unwrap_or(a))
+            .collect();
+    }
+    let mut c = Command::new(&words[0]);
+    c.args(&words[1..]).args(tail);
+    c
+}
+
+/// The user's load arguments as given (after `load`), without the coordinator's own options.
+pub fn forwarded_args(argv: &[String]) -> Vec<String> {
+    const WITH_VALUE: [&str; 6] =
+        ["--hosts", "--remote-cmd", "--start-in", "--start-at", "--series", "--segment"];
+    const FLAGS: [&str; 2] = ["--json", "--coordinated"];
+    let start = argv.iter().position(|a| a == "load").map_or(argv.len(), |p| p + 1);
+    let mut out = Vec::new();
+    let mut it = argv[start..].iter();
+    while let Some(a) = it.next() {
+        let name = a.split_once('=').map_or(a.as_str(), |(n, _)| n);
+        if WITH_VALUE.contains(&name) {
+            if !a.contains('=') {
+                it.next();
+            }
+        } else if !FLAGS.contains(&a.as_str()) {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
+struct Host {
+    name: String,
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    stdout: Option<mpsc::Receiver<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    ready: Option<(f64, f64)>,
+    exit: Option<std::process::ExitStatus>,
+    record: Option<Value>,
+    failure: Option<String>,
+}
+
+enum Note {
+    Ready(usize, f64, f64),
+}
+
+impl Host {
+    /// The last line the host wrote on stderr (without waiting for the pipe to close: a
+    /// grandchild may still hold it).
+    fn tail(&mut self) -> String {
+        self.stderr.lock().map(|l| l.last().cloned().unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// Its stdout, once it has exited (bounded wait: a grandchild may hold the pipe).
+    fn output(&mut self) -> Vec<u8> {
+        self.stdout
+            .take()
+            .and_then(|rx| rx.recv_timeout(Duration::from_secs(2)).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Runs `ioscale load ... --hosts h1,h2,...`: one segment per host, merged. Returns the exit
+/// code: 0 merged record VALID; 3 INVALID (some host INVALID, named); 1 a host failed (could
+/// not start, was not ready by the start instant, or ended without a record) — the merged
+/// record of the others is still printed, marked INVALID, the failed host named; 2 bad
+/// arguments.
+pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
+    let argv: Vec<String> = std::env::args_os().map(|s| s.to_string_lossy().into_owned()).collect();
+    let forwarded = forwarded_args(&argv);
+    let n = a.hosts.len();
+    let bad = |m: String| {
+        eprintln!("ioscale load: {m}");
+        ExitCode::from(2)
+    };
+    if let Some(h) = a.hosts.iter().find(|h| h.trim().is_empty()) {
+        return bad(format!(
+            "invalid --hosts entry '{h}': expected host names separated by commas"
+        ));
+    }
+    for i in 0..n as u64 {
+        if let Err(e) = plan.segment(i, n as u64) {
+            return bad(e.0);
+        }
+    }
+    let template = match shlex::split(&a.remote_cmd) {
+        Some(w) if !w.is_empty() => w,
+        _ => {
+            return bad(format!(
+                "invalid --remote-cmd '{}': expected a command line such as 'ssh {{host}} ioscale' (balanced quotes)",
+                a.remote_cmd
+            ))
+        }
+    };
+    if !template.iter().any(|w| w.contains("{host}")) {
+        return bad(format!(
+            "--remote-cmd '{}' has no {{host}} placeholder: each host needs its own command",
+            a.remote_cmd
+        ));
+    }
+    let start_at = a.start_at.unwrap_or_else(|| SystemTime::now() + a.start_in);
+    let lead = start_at.duration_since(SystemTime::now()).unwrap_or_default();
+    if lead < Duration::from_millis(200) {
+        return bad(format!(
+            "--start-at {} is less than 0.2 s away: give a later instant so that every host can get ready",
+            humantime::format_rfc3339_millis(start_at)
+        ));
+    }
+    sys::install_signals();
+    let t_start = Instant::now() + lead;
+    let start_unix = unix(start_at);
+    let (tx, rx) = mpsc::channel::<Note>();
+    let mut hosts: Vec<Host> = Vec::with_capacity(n);
+    for (i, name) in a.hosts.iter().enumerate() {
+        let mut cmd = command_for(&template, name, &forwarded, i, n, start_unix);
+        // Its own process group: Ctrl-C reaches the coordinator, which stops every segment in
+        // order (and collects their records) instead of killing ssh clients under them.
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        let mut h = Host {
+            name: name.clone(),
+            child: None,
+            stdin: None,
+            stdout: None,
+            stderr: Arc::new(Mutex::new(Vec::new())),
+            ready: None,
+            exit: None,
+            record: None,
+            failure: None,
+        };
+        match cmd.spawn() {
+            Ok(mut child) => {
+                h.stdin = child.stdin.take();
+                let mut out = child.stdout.take().expect("piped");
+                let (otx, orx) = mpsc::channel();
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let _ = out.read_to_end(&mut buf);
+                    let _ = otx.send(buf);
+                });
+                h.stdout = Some(orx);
+                let err = child.stderr.take().expect("piped");
+                let tx = tx.clone();
+                let label = name.clone();
+                let tail = h.stderr.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(err).lines() {
+                        let Ok(line) = line else { break };
+                        if let Some(rest) = line.strip_prefix(READY) {
+                            let host_time = rest
+                                .split_whitespace()
+                                .find_map(|w| w.strip_prefix("host_time="))
+                                .and_then(|v| v.parse::<f64>().ok())
+                                .unwrap_or(f64::NAN);
+                            let _ = tx.send(Note::Ready(i, host_time, unix(SystemTime::now())));
+                            continue;
+                        }
+                        eprintln!("[{label}] {line}");
+                        if let Ok(mut t) = tail.lock() {
+                            t.push(line);
+                            if t.len() > 20 {
+                                t.remove(0);
+                            }
+                        }
+                    }
+                });
+                h.child = Some(child);
+            }
+            Err(e) => h.failure = Some(format!("cannot run '{}': {e}", template[0])),
+        }
+        hosts.push(h);
+    }
+    drop(tx);
+
+    // Phase 1: every host READY before the start instant.
+    let mut interrupted = false;
+    let mut stopping: Option<Instant> = None;
+    loop {
+        while let Ok(Note::Ready(i, host_time, recv)) = rx.try_recv() {
+            hosts[i].ready = Some((host_time, recv));
+            if host_time > start_unix {
+                hosts[i].failure = Some(format!(
+                    "was not ready by the start instant: its READY line is {:.0} ms after it by its own clock",
+                    (host_time - start_unix) * 1000.0
+                ));
+            }
+        }
+        for h in hosts.iter_mut().filter(|h| h.ready.is_none() && h.failure.is_none()) {
+            if let Some(st) = h.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                h.exit = Some(st);
+                let tail = h.tail();
+                h.failure = Some(format!("exited ({st}) before it was ready: {tail}"));
+            }
+        }
+        if sys::STOP.load(Ordering::SeqCst) {
+            interrupted = true;
+            break;
+        }
+        if hosts.iter().any(|h| h.failure.is_some()) || hosts.iter().all(|h| h.ready.is_some()) {
+            break;
+        }
+        if Instant::now() > t_start + READY_GRACE {
+            for h in hosts.iter_mut().filter(|h| h.ready.is_none()) {
+                h.failure = Some(format!(
+                    "was not ready by the start instant {} (no READY line; is the host reachable and 'ioscale' on its PATH?)",
+                    humantime::format_rfc3339_millis(start_at)
+                ));
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let before_start = hosts.iter().any(|h| h.failure.is_some()) || interrupted;
+    if before_start {
+        // Nothing measured yet: the segments need no time to drain.
+        stop_all(&mut hosts, &mut stopping, Duration::ZERO);
+    }
+
+    // Phase 2: collect every record; one failure (or Ctrl-C) stops every segment.
+    let run_for = plan.warmup
+        + plan.duration.unwrap_or_else(|| match plan.mode {
+            Mode::Sessions { rate, .. } | Mode::RequestRate { rate, .. } => {
+                Duration::from_secs_f64(plan.sessions.unwrap_or(0) as f64 / rate)
+            }
+            _ => Duration::from_secs(3600),
+        });
+    let deadline = t_start + run_for + a.timeout + Duration::from_secs(30);
+    loop {
+        let mut running = 0;
+        for h in hosts.iter_mut() {
+            let Some(c) = h.child.as_mut() else { continue };
+            if h.exit.is_some() {
+                continue;
+            }
+            match c.try_wait() {
+                Ok(Some(st)) => {
+                    h.exit = Some(st);
+                    let out = h.output();
+                    let rec: Option<Value> =
+                        serde_json::from_slice(&out).ok().filter(|v: &Value| v.is_object());
+                    let tail = h.tail();
+                    match (st.code(), rec) {
+                        (Some(0 | 3), Some(r)) => h.record = Some(r),
+                        (_, r) => {
+                            h.record = r;
+                            if h.failure.is_none() && !before_start {
+                                let how = if h.record.is_some() { "" } else { " without a record" };
+                                h.failure = Some(format!("ended mid-run ({st}){how}: {tail}"));
+                            }
+                        }
+                    }
+                }
+                Ok(None) => running += 1,
+                Err(_) => running += 1,
+            }
+        }
+        if running == 0 {
+            break;
+        }
+        if sys::STOP.load(Ordering::SeqCst) && stopping.is_none() {
+            interrupted = true;
+        }
+        let failed = hosts.iter().any(|h| h.failure.is_some());
+        if stopping.is_none() && (interrupted || failed) {
+            stop_all(&mut hosts, &mut stopping, a.timeout);
+        }
+        if stopping.is_none() && Instant::now() > deadline {
+            for h in hosts.iter_mut().filter(|h| h.exit.is_none()) {
+                h.failure = Some("did not finish within 30 s after the planned end".into());
+            }
+            stop_all(&mut hosts, &mut stopping, a.timeout);
+        }
+        if stopping.is_some_and(|t| Instant::now() > t) {
+            for h in hosts.iter_mut().filter(|h| h.exit.is_none()) {
+                if let Some(c) = h.child.as_mut() {
+                    // By PID (Child::kill): the local child, or the ssh client whose death ends
+                    // the remote segment through its stdin.
+                    let _ = c.kill();
+                    h.exit = c.wait().ok();
+                }
+                if h.failure.is_none() && !interrupted {
+                    h.failure = Some("did not stop when asked and was killed".into());
+                }
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for h in hosts.iter_mut() {
+        if let Some(c) = h.child.as_mut() {
+            let _ = c.wait();
+        }
+    }
+
+    if before_start {
+        for h in hosts.iter().filter(|h| h.failure.is_some()) {
+            eprintln!("ioscale load: host {} {}", h.name, h.failure.as_deref().unwrap_or_default());
+        }
+        if interrupted {
+            eprintln!("ioscale load: interrupted before the start instant; every segment stopped");
+        }
+        return ExitCode::from(if interrupted { 3 } else { 1 });
+    }
+    let merged = match merged_record(plan, &hosts) {
+        Ok(m) => m,
+        Err(e) => {
+            for h in hosts.iter().filter(|h| h.failure.is_some()) {
+                eprintln!(
+                    "ioscale load: host {} {}",
+                    h.name,
+                    h.failure.as_deref().unwrap_or_default()
+                );
+            }
+            eprintln!("ioscale load: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if a.json {
+        serde_json::to_writer_pretty(&mut out, &merged)
+            .map_err(std::io::Error::other)
+            .and_then(|_| writeln!(out))
+    } else {
+        write!(out, "{}", hosts_summary(&merged))
+    };
+    if let Err(e) = written {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("ioscale load: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let failed = hosts.iter().any(|h| h.failure.is_some());
+    if merged["valid"] != json!(true) {
+        eprintln!("ioscale load: INVALID: {}", merged["invalid_reasons"]);
+    }
+    if failed {
+        ExitCode::from(1)
+    } else if merged["valid"] == json!(true) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
+}
+
+/// Closes every segment's stdin (its lifeline: the segment stops, drains its requests in flight
+/// for at most `drain` and prints its record); whatever still runs 2 s after that is killed by
+/// PID.
+fn stop_all(hosts: &mut [Host], stopping: &mut Option<Instant>, drain: Duration) {
+    for h in hosts.iter_mut() {
+        h.stdin = None;
+    }
+    stopping.get_or_insert(Instant::now() + drain + Duration::from_secs(2));
+}
+
+/// The merged record: every host's record merged losslessly, with the global plan's mode and
+/// target, a `hosts` array, and INVALID (naming the host) when any host was INVALID or failed.
+fn merged_record(plan: &Plan, hosts: &[Host]) -> Result<Value, String> {
+    let records: Vec<Value> = hosts.iter().filter_map(|h| h.record.clone()).collect();
+    if records.is_empty() {
+        return Err("no host returned a record".into());
+    }
+    let mut m = crate::stats::merge(&records)?;
+    let n = hosts.len();
+    let mut reasons: Vec<String> = Vec::new();
+    let mut list = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let r = h.record.as_ref();
+        let valid = h.failure.is_none() && r.is_some_and(|r| r["valid"] == json!(true));
+        let mut why: Vec<String> = r
+            .and_then(|r| r["invalid_reasons"].as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        if let Some(f) = &h.failure {
+            why.insert(0, format!("failed: {f}"));
+        }
+        if !valid {
+            reasons.push(format!("host {} (segment {}/{n}): {}", h.name, i + 1, why.join("; ")));
+        }
+        list.push(json!({
+            "name": h.name,
+            "segment": format!("{}/{n}", i + 1),
+            "status": if h.failure.is_some() { "failed" } else if valid { "valid" } else { "INVALID" },
+            "valid": valid,
+            "invalid_reasons": why,
+            "exit_code": h.exit.and_then(|s| s.code()),
+            "start_offset_ms": r.map(|r| r["segment"]["start_offset_ms"].clone()).unwrap_or(Value::Null),
+            "clock_skew_ms": h.ready.map(|(host, recv)| (host - recv) * 1000.0),
+            "target_rate": r.map(|r| r["target_rate"].clone()).unwrap_or(Value::Null),
+            "achieved_rate": r.map(|r| r["achieved_rate"].clone()).unwrap_or(Value::Null),
+            "replies": r.map(|r| r["active"]["replies"].clone()).unwrap_or(Value::Null),
+            "record": r.cloned().unwrap_or(Value::Null),
+        }));
+    }
+    let obj = m.as_object_mut().ok_or("merged record is not an object")?;
+    obj.remove("segment");
+    m["hosts"] = json!(list);
+    m["valid"] = json!(reasons.is_empty());
+    m["invalid_reasons"] = json!(reasons);
+    // The global plan, not the first segment's share.
+    let whole = Plan { segment: crate::plan::Segment::default(), ..plan.clone() };
+    if let Mode::RequestRate { connections, .. } | Mode::Peak { connections } = whole.mode {
+        m["mode"]["connections"] = json!(connections);
+    }
+    m["target_rate"] = json!(whole.segment_rate());
+    m["self_check"]["target_rate"] = json!(whole.segment_rate());
+    Ok(m)
+}
+
+/// The human summary of a merged record, with one line per host.
+fn hosts_summary(m: &Value) -> String {
+    let mut s = summary_text(m);
+    let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:+.3} ms"));
+    for h in m["hosts"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "host {} segment {}: {}  target {:.1}/s achieved {:.1}/s replies {}  start offset {}  clock skew {}\n",
+            h["name"].as_str().unwrap_or(""),
+            h["segment"].as_str().unwrap_or(""),
+            h["status"].as_str().unwrap_or(""),
+            h["target_rate"].as_f64().unwrap_or(0.0),
+            h["achieved_rate"].as_f64().unwrap_or(0.0),
+            h["replies"],
+            f(&h["start_offset_ms"]),
+            f(&h["clock_skew_ms"]),
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coordinator_options_are_not_forwarded() {
+        let argv: Vec<String> = [
+            "ioscale",
+            "load",
+            "http://10.0.0.1:80/",
+            "--rate",
+            "100",
+            "--hosts",
+            "a,b",
+            "--remote-cmd=ssh {host} x",
+            "--json",
+            "--start-in",
+            "2s",
+            "--duration",
+            "3s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            forwarded_args(&argv),
+            ["http://10.0.0.1:80/", "--rate", "100", "--duration", "3s"]
+        );
+    }
+
+    #[test]
+    fn ssh_arguments_are_quoted_for_the_remote_shell() {
+        let t: Vec<String> = ["ssh", "-p", "22", "{host}", "ioscale"].map(String::from).into();
+        let c = command_for(&t, "h1", &["http://x/?a=1&b=2".into()], 1, 3, 5.5);
+        let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(&args[..4], ["-p", "22", "h1", "ioscale"]);
+        assert_eq!(args[5], "'http://x/?a=1&b=2'");
+        assert!(args.ends_with(&[
+            "--segment".into(),
+            "2/3".into(),
+            "--start-at".into(),
+            "5.500000".into(),
+            "--json".into(),
+            "--coordinated".into()
+        ]));
+        let t: Vec<String> =
+            ["ip", "netns", "exec", "{host}", "/x/ioscale"].map(String::from).into();
+        let c = command_for(&t, "ns1", &["http://x/?a=1&b=2".into()], 0, 1, 5.5);
+        assert_eq!(c.get_args().nth(5).unwrap(), "http://x/?a=1&b=2");
+    }
+}
