@@ -32,7 +32,7 @@ enum Command {
     /// Serve static files over HTTP/1.x with any dispatch mechanism (the papers' micro web server).
     Serve(ioscale_server::cli::ServeArgs),
     /// Load an HTTP server: open-loop sessions or requests, idle and inactive populations, a self-check.
-    Load(ioscale_load::cli::LoadArgs),
+    Load(Box<ioscale_load::cli::LoadArgs>),
     /// Soak: the server under open-loop load plus thousands of idle connections for a long
     /// run, sampling its memory, descriptors and latency (docs/reliability.md).
     Soak(crate::soak::SoakArgs),

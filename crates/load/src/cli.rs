@@ -8,6 +8,7 @@
 //! | 3 | the run finished but is INVALID: the generator could not keep its schedule or hold its connections |
 
 use crate::plan::{self, Arrival, Mode, Plan};
+use crate::request::{self, RequestSpec};
 use ioscale_dispatch::Mechanism;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -74,6 +75,38 @@ pub struct LoadArgs {
     /// Random seed (Poisson arrivals, idle phases).
     #[arg(long, default_value_t = 0x9e37_79b9_7f4a_7c15)]
     pub seed: u64,
+    // --- The request (crate::request) and the HdrHistogram log (crate::hdrlog). ---
+    /// Extra request header 'Name: value' (repeatable; a Host or User-Agent replaces the default).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = |s: &str| request::parse_header(s).map_err(|e| e.0))]
+    pub headers: Vec<(String, String)>,
+    /// Request method (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE).
+    #[arg(short = 'm', long, default_value = "GET", value_parser = |s: &str| request::parse_method(s).map_err(|e| e.0))]
+    pub method: String,
+    /// Request body (sent with Content-Length).
+    #[arg(long, conflicts_with = "body_file")]
+    pub body: Option<String>,
+    /// Request body read from this file (sent with Content-Length).
+    #[arg(long, value_name = "FILE")]
+    pub body_file: Option<PathBuf>,
+    /// Send HTTP/1.0 requests (the server then closes after each reply unless you add -H 'Connection: keep-alive').
+    #[arg(long = "http1.0")]
+    pub http10: bool,
+    /// Requests in flight per connection (HTTP pipelining, like wrk's pipeline.lua); 1 = none.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=request::MAX_PIPELINE as i64))]
+    pub pipeline: u32,
+    /// Write per-interval latency histograms (µs) to FILE in the HdrHistogram interval log format
+    /// (one process's; with several hosts give it to each --segment run instead).
+    #[arg(long, value_name = "FILE", conflicts_with = "hosts")]
+    pub hdr_log: Option<PathBuf>,
+    /// Interval of --hdr-log (at least 1ms).
+    #[arg(long, default_value = "1s", value_parser = plan::parse_duration)]
+    pub hdr_interval: Duration,
+    /// https targets: trust only the PEM CA certificates in FILE (instead of the platform's roots).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub cacert: Option<PathBuf>,
+    /// https targets: accept any certificate (self-signed, wrong name); handshake signatures are still checked.
+    #[arg(long, short = 'k')]
+    pub insecure: bool,
 
     // Several hosts, one plan (docs/multihost.md).
     /// Run slice I of N (1-based) of the global arrival plan: arrivals I, I+N, I+2N, ...;
@@ -106,6 +139,44 @@ pub struct LoadArgs {
 }
 
 impl LoadArgs {
+    /// The request these arguments describe (the body file is read here, once).
+    pub fn request(&self) -> Result<RequestSpec, plan::PlanError> {
+        let body = match (&self.body, &self.body_file) {
+            (Some(b), _) => Some(b.as_bytes().to_vec()),
+            (None, Some(f)) => Some(std::fs::read(f).map_err(|e| {
+                plan::PlanError(format!("cannot read the body file {}: {e}", f.display()))
+            })?),
+            (None, None) => None,
+        };
+        let size = body.as_ref().map_or(0, Vec::len);
+        if size.saturating_mul(self.pipeline as usize) > request::MAX_BATCH {
+            return Err(plan::PlanError(format!(
+                "a {size}-byte body times --pipeline {} exceeds the {} MiB the generator keeps encoded; use a smaller body or depth",
+                self.pipeline,
+                request::MAX_BATCH >> 20
+            )));
+        }
+        if self.http10
+            && self.pipeline > 1
+            && !self.headers.iter().any(|(n, v)| {
+                n.eq_ignore_ascii_case("connection")
+                    && v.to_ascii_lowercase().contains("keep-alive")
+            })
+        {
+            return Err(plan::PlanError(format!(
+                "--pipeline {} with --http1.0 needs -H 'Connection: keep-alive' (an HTTP/1.0 server closes after the first reply)",
+                self.pipeline
+            )));
+        }
+        Ok(RequestSpec {
+            method: self.method.clone(),
+            headers: self.headers.clone(),
+            body,
+            http10: self.http10,
+            pipeline: self.pipeline,
+        })
+    }
+
     /// The plan these arguments describe.
     pub fn plan(&self) -> Result<Plan, plan::PlanError> {
         let mode = if self.peak {
@@ -137,9 +208,15 @@ impl LoadArgs {
             sources: self.source_addrs.clone().unwrap_or_default(),
             dispatch: self.dispatch,
             seed: self.seed,
+            request: self.request()?,
+            tls: crate::tls::TlsOptions { cacert: self.cacert.clone(), insecure: self.insecure },
             segment: plan::Segment { start_at: self.start_at, ..Default::default() },
         };
         p.validate()?;
+        if p.tls.cacert.is_some() {
+            // A CA file that cannot be used is a bad argument (exit 2), found before any run.
+            crate::tls::Tls::new(&p.tls).map_err(plan::PlanError)?;
+        }
         match self.segment {
             Some((i, n)) => p.segment(i, n),
             None => Ok(p),
@@ -181,6 +258,26 @@ pub fn run(a: &LoadArgs) -> ExitCode {
         },
         None => None,
     };
+    if a.hdr_log.is_some() && a.hdr_interval < Duration::from_millis(1) {
+        eprintln!(
+            "ioscale load: invalid --hdr-interval '{:?}': expected at least 1ms",
+            a.hdr_interval
+        );
+        return ExitCode::from(2);
+    }
+    let mut hdr_log = match &a.hdr_log {
+        Some(p) => match std::fs::File::create(p) {
+            Ok(f) => Some(crate::hdrlog::HdrLog::new(
+                Box::new(std::io::BufWriter::new(f)),
+                a.hdr_interval,
+            )),
+            Err(e) => {
+                eprintln!("ioscale load: cannot write the HdrHistogram log {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let bar = std::io::stderr().is_terminal().then(|| {
         let total = plan.warmup + plan.duration.unwrap_or(Duration::ZERO);
         let b = indicatif::ProgressBar::new(total.as_secs().max(1));
@@ -191,7 +288,7 @@ pub fn run(a: &LoadArgs) -> ExitCode {
         b
     });
     let series: Option<&mut dyn Write> = series_file.as_mut().map(|f| f as &mut dyn Write);
-    let result = crate::engine::run(
+    let result = crate::engine::run_with_log(
         &plan,
         |secs, line| {
             if let Some(b) = &bar {
@@ -200,6 +297,7 @@ pub fn run(a: &LoadArgs) -> ExitCode {
             }
         },
         series,
+        hdr_log.as_mut(),
     );
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -207,6 +305,7 @@ pub fn run(a: &LoadArgs) -> ExitCode {
     if let Some(f) = series_file {
         f.finish();
     }
+    let log_error = hdr_log.as_mut().and_then(|h| h.finish().err());
     let report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -227,6 +326,10 @@ pub fn run(a: &LoadArgs) -> ExitCode {
             eprintln!("ioscale load: {e}");
             return ExitCode::from(1);
         }
+    }
+    if let (Some(e), Some(p)) = (log_error, &a.hdr_log) {
+        eprintln!("ioscale load: the HdrHistogram log {} is incomplete: {e}", p.display());
+        return ExitCode::from(1);
     }
     if report.valid {
         ExitCode::SUCCESS

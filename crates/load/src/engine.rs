@@ -7,10 +7,12 @@
 //! started each arrival is the schedule lag: when it grows, the generator was the bottleneck and
 //! the run says INVALID instead of reporting the server's figures.
 
-use crate::http::{encode_get, encode_incomplete, Feed, ResponseParser};
+use crate::hdrlog::{HdrLog, IntervalHists};
+use crate::http::{encode_incomplete, Feed, ResponseParser};
 use crate::plan::{Arrival, Mode, Plan};
 use crate::stats::{self, record_us, ErrorKind, PopStats};
 use crate::sys;
+use crate::tls::{Io, Tls};
 use hdrhistogram::Histogram;
 use ioscale_dispatch::{Dispatcher, Events, Interest, Token, Trigger};
 use serde_json::{json, Value};
@@ -31,6 +33,8 @@ enum Pop {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum St {
     Connecting,
+    /// TLS: the TCP connection is up, the handshake is going on.
+    Handshaking,
     Writing,
     Reading,
     Waiting,
@@ -39,6 +43,8 @@ enum St {
 
 struct Conn {
     fd: OwnedFd,
+    /// The socket itself, or TLS over it.
+    io: Io,
     pop: Pop,
     st: St,
     target: usize,
@@ -53,6 +59,18 @@ struct Conn {
     rbuf: Vec<u8>,
     /// Idle connections: when the next request is due.
     next_send: u64,
+    /// Requests sent (or queued to send) and not yet answered; `intended`/`sent` are the
+    /// oldest one's, `later` holds the others' (allocated only when pipelining; boxed so a
+    /// held connection stays small).
+    inflight: u32,
+    #[allow(clippy::box_collection)] // 8 bytes instead of 32 in every held connection
+    later: Option<Box<VecDeque<(u64, u64)>>>,
+    /// Bytes of queued requests not yet written (a suffix of the target's batch buffer).
+    wleft: usize,
+    /// Sessions: calls not yet sent.
+    unsent: u32,
+    /// Request-rate pool: whether the slot is in `pool_free`.
+    pooled: bool,
 }
 
 /// What a run produced.
@@ -83,7 +101,17 @@ struct Engine<'p> {
     slab: Vec<Option<Conn>>,
     free: Vec<usize>,
     gens: Vec<u32>,
+    /// Per target: `pipeline` copies of the encoded request back to back (crate::request).
     requests: Vec<Vec<u8>>,
+    /// Per target: the length of one request.
+    req_len: Vec<usize>,
+    /// Requests in flight per connection (--pipeline).
+    pipeline: u32,
+    /// Whether the method is HEAD (responses have no body).
+    head: bool,
+    /// https targets: the shared client configuration and each target's server name.
+    tls: Option<Tls>,
+    names: Vec<Option<rustls::pki_types::ServerName<'static>>>,
     incomplete: Vec<Vec<u8>>,
     wheel: Vec<usize>,
     wheel_pos: usize,
@@ -99,6 +127,8 @@ struct Engine<'p> {
     lag: Histogram<u64>,
     /// Active latencies recorded since the last series line (the series' per-second figures).
     tick_latency: Histogram<u64>,
+    /// `--hdr-log`: the interval's histograms (None without a log: nothing recorded).
+    hdr: Option<Box<IntervalHists>>,
     timers: BinaryHeap<Reverse<(u64, usize, u32)>>,
     retry: VecDeque<(u64, Pop)>,
     /// While re-opening held connections fails, one attempt per 100 ms: not before this time
@@ -183,6 +213,7 @@ impl<'p> Engine<'p> {
         }
         self.slab[slot] = Some(Conn {
             fd,
+            io: Io::Plain,
             pop,
             st: St::Connecting,
             target,
@@ -193,9 +224,14 @@ impl<'p> Engine<'p> {
             deadline: now + self.timeout,
             wpos: 0,
             interest: Interest::WRITABLE,
-            parser: ResponseParser::new(false),
+            parser: ResponseParser::new(self.head),
             rbuf: Vec::new(),
             next_send: 0,
+            inflight: 0,
+            later: None,
+            wleft: 0,
+            unsent: calls,
+            pooled: false,
         });
         self.open += 1;
         if pop == Pop::Active && self.in_window(intended) {
@@ -232,7 +268,9 @@ impl<'p> Engine<'p> {
             _ => self.in_window(now),
         };
         if count {
-            self.stats(c.pop).error(kind);
+            for _ in 0..c.inflight.max(1) {
+                self.stats(c.pop).error(kind);
+            }
         }
         if c.st == St::Connecting && self.held(c.pop) {
             // It never connected: re-opened through the retry queue and its gate, not at once
@@ -273,15 +311,26 @@ impl<'p> Engine<'p> {
     }
 
     fn send(&mut self, slot: usize, intended: u64) {
+        self.queue_request(slot, intended);
+        self.write_some(slot);
+    }
+
+    /// Queues one request (written by the next `write_some`), intended at `intended`.
+    fn queue_request(&mut self, slot: usize, intended: u64) {
         let now = self.now();
         let timeout = self.timeout;
         let Some(c) = self.slab[slot].as_mut() else { return };
-        c.intended = intended;
-        c.sent = now;
-        c.deadline = now + timeout;
-        c.wpos = 0;
+        if c.inflight == 0 {
+            c.intended = intended;
+            c.sent = now;
+            c.deadline = now + timeout;
+            c.parser.reset();
+        } else {
+            c.later.get_or_insert_with(Box::default).push_back((intended, now));
+        }
+        c.inflight += 1;
+        c.wleft += self.req_len[c.target];
         c.st = St::Writing;
-        c.parser.reset();
         let pop = c.pop;
         if pop == Pop::Active
             && !matches!(self.plan.mode, Mode::Sessions { .. })
@@ -292,22 +341,84 @@ impl<'p> Engine<'p> {
         if self.in_window(intended) {
             self.stats(pop).requests += 1;
         }
+    }
+
+    /// Queues requests intended at `intended` until the connection has `pipeline` in flight
+    /// (or, for a session, until its calls are all sent), then writes them at once.
+    fn send_batch(&mut self, slot: usize, intended: u64, session: bool) {
+        loop {
+            let Some(c) = self.slab[slot].as_mut() else { return };
+            if c.inflight >= self.pipeline || (session && c.unsent == 0) {
+                break;
+            }
+            if session {
+                c.unsent -= 1;
+            }
+            self.queue_request(slot, intended);
+        }
         self.write_some(slot);
+    }
+
+    /// Request-rate pool: queues waiting arrivals up to the pipelining depth; offers the slot
+    /// to new arrivals while it has room.
+    fn fill_from_queue(&mut self, slot: usize) {
+        while self.slab[slot].as_ref().is_some_and(|c| c.inflight < self.pipeline) {
+            let Some(t) = self.queue.pop_front() else { break };
+            self.queue_request(slot, t);
+        }
+        let Some(c) = self.slab[slot].as_mut() else { return };
+        if c.inflight == 0 {
+            self.park(slot);
+        } else if c.inflight < self.pipeline && !c.pooled {
+            c.pooled = true;
+            self.pool_free.push(slot);
+        }
+    }
+
+    /// A held connection closed with requests still unanswered: each is lost.
+    fn lost(&mut self, pop: Pop, intended: u64, n: u32) {
+        if n > 0 && self.in_window(intended) {
+            for _ in 0..n {
+                self.stats(pop).error(ErrorKind::ClosedEarly);
+            }
+        }
     }
 
     fn write_some(&mut self, slot: usize) {
         let Some(c) = self.slab[slot].as_mut() else { return };
-        let req = if c.st == St::Holding || (c.pop == Pop::Inactive) {
-            &self.incomplete[c.target]
-        } else {
-            &self.requests[c.target]
-        };
         let fd = c.fd.as_raw_fd();
-        while c.wpos < req.len() {
-            match sys::write(fd, &req[c.wpos..]) {
-                Ok(n) => c.wpos += n,
+        if c.st == St::Holding || c.pop == Pop::Inactive {
+            let req = &self.incomplete[c.target];
+            while c.wpos < req.len() {
+                match c.io.write(fd, &req[c.wpos..]) {
+                    Ok(n) => c.wpos += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.set_interest(slot, Interest::WRITABLE);
+                        return;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.fail(slot, ErrorKind::of(&e));
+                        return;
+                    }
+                }
+            }
+            c.st = St::Holding;
+            c.deadline = 0;
+            let want = if c.io.wants_write() { Interest::BOTH } else { Interest::READABLE };
+            self.set_interest(slot, want);
+            return;
+        }
+        // What is left of up to `pipeline` requests is a suffix of the batch buffer.
+        let batch = &self.requests[c.target];
+        while c.wleft > 0 {
+            match c.io.write(fd, &batch[batch.len() - c.wleft..]) {
+                Ok(n) => c.wleft -= n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.set_interest(slot, Interest::WRITABLE);
+                    // Pipelining: keep reading replies while the rest waits for room, or
+                    // both sides could block on full buffers.
+                    let want = if c.inflight > 1 { Interest::BOTH } else { Interest::WRITABLE };
+                    self.set_interest(slot, want);
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -317,11 +428,12 @@ impl<'p> Engine<'p> {
                 }
             }
         }
-        c.st = if c.pop == Pop::Inactive { St::Holding } else { St::Reading };
-        if c.pop == Pop::Inactive {
-            c.deadline = 0;
+        if c.st == St::Writing {
+            c.st = St::Reading;
         }
-        self.set_interest(slot, Interest::READABLE);
+        // TLS: records the socket did not take yet wait for it to be writable.
+        let want = if c.io.wants_write() { Interest::BOTH } else { Interest::READABLE };
+        self.set_interest(slot, want);
     }
 
     fn connected(&mut self, slot: usize) {
@@ -341,6 +453,64 @@ impl<'p> Engine<'p> {
             s.established += 1;
             record_us(&mut s.connect, (now - started) / 1000);
         }
+        if let Some(tls) = &self.tls {
+            let target = self.slab[slot].as_ref().map_or(0, |c| c.target);
+            if let Some(name) = self.names[target].clone() {
+                let conn = match tls.connect(name) {
+                    Ok(t) => t,
+                    Err(_) => return self.fail(slot, ErrorKind::Tls),
+                };
+                let timeout = self.timeout;
+                if let Some(c) = self.slab[slot].as_mut() {
+                    c.io = Io::Tls(Box::new(conn));
+                    c.st = St::Handshaking;
+                    c.sent = now; // the handshake's start, until a request is sent
+                    c.deadline = now + timeout;
+                }
+                return self.handshake(slot);
+            }
+        }
+        self.ready(slot);
+    }
+
+    /// TLS: advances the handshake; when it is done, records its time and goes on as a plain
+    /// connection would after its connect.
+    fn handshake(&mut self, slot: usize) {
+        let Some(c) = self.slab[slot].as_mut() else { return };
+        let Io::Tls(t) = &mut c.io else { return };
+        match t.handshake(c.fd.as_raw_fd()) {
+            Ok(false) => {
+                let want = if t.wants_write() { Interest::BOTH } else { Interest::READABLE };
+                self.set_interest(slot, want);
+            }
+            Ok(true) => {
+                let resumed = t.resumed();
+                let (pop, intended, hs_start) = (c.pop, c.intended, c.sent);
+                c.deadline = 0;
+                let now = self.now();
+                if pop != Pop::Active || self.in_window(intended) {
+                    let s = self.stats(pop);
+                    s.tls_handshakes += 1;
+                    s.tls_resumed += u64::from(resumed);
+                    record_us(&mut s.handshake, (now - hs_start) / 1000);
+                }
+                self.ready(slot);
+            }
+            Err(e) => {
+                let kind = match ErrorKind::of(&e) {
+                    ErrorKind::Other => ErrorKind::Tls,
+                    k => k,
+                };
+                self.fail(slot, kind);
+            }
+        }
+    }
+
+    /// The connection is ready for HTTP (connected, and for TLS, handshaken).
+    fn ready(&mut self, slot: usize) {
+        let now = self.now();
+        let Some(c) = self.slab[slot].as_ref() else { return };
+        let (pop, intended) = (c.pop, c.intended);
         match pop {
             Pop::Inactive => {
                 if let Some(c) = self.slab[slot].as_mut() {
@@ -359,15 +529,12 @@ impl<'p> Engine<'p> {
                 self.wait_idle(slot, next);
             }
             Pop::Active => match self.plan.mode {
-                Mode::Sessions { .. } => self.send(slot, intended),
+                Mode::Sessions { .. } => self.send_batch(slot, intended, true),
                 Mode::Peak { .. } if now < self.start => self.park(slot),
-                Mode::Peak { .. } => self.send(slot, now),
+                Mode::Peak { .. } => self.send_batch(slot, now, false),
                 Mode::RequestRate { .. } => {
-                    if let Some(t) = self.queue.pop_front() {
-                        self.send(slot, t);
-                    } else {
-                        self.park(slot);
-                    }
+                    self.fill_from_queue(slot);
+                    self.write_some(slot);
                 }
                 Mode::None => {}
             },
@@ -378,6 +545,11 @@ impl<'p> Engine<'p> {
         if let Some(c) = self.slab[slot].as_mut() {
             c.st = St::Waiting;
             c.deadline = 0;
+            if c.pooled {
+                self.set_interest(slot, Interest::READABLE);
+                return;
+            }
+            c.pooled = true;
         }
         self.pool_free.push(slot);
         self.set_interest(slot, Interest::READABLE);
@@ -395,10 +567,19 @@ impl<'p> Engine<'p> {
 
     fn replied(&mut self, slot: usize, status: u16, keep_alive: bool, body_bytes: u64) {
         let now = self.now();
+        let timeout = self.timeout;
         let Some(c) = self.slab[slot].as_mut() else { return };
         let (pop, intended, sent) = (c.pop, c.intended, c.sent);
         c.calls_left = c.calls_left.saturating_sub(1);
         let calls_left = c.calls_left;
+        c.inflight = c.inflight.saturating_sub(1);
+        if let Some((i, s)) = c.later.as_mut().and_then(|l| l.pop_front()) {
+            // The next pipelined request's reply is due: its own times, a fresh timeout.
+            c.intended = i;
+            c.sent = s;
+            c.deadline = now + timeout;
+        }
+        let (inflight, unsent) = (c.inflight, c.unsent);
         if self.in_window(intended) {
             let second = (now < self.end)
                 .then(|| (now.saturating_sub(self.warm_end) / 1_000_000_000) as usize);
@@ -409,6 +590,14 @@ impl<'p> Engine<'p> {
             record_us(&mut s.latency_actual, (now - sent) / 1000);
             if pop == Pop::Active {
                 record_us(&mut self.tick_latency, (now - intended) / 1000);
+            }
+            if let Some(h) = self.hdr.as_deref_mut() {
+                if pop == Pop::Active {
+                    record_us(&mut h.active, (now - intended) / 1000);
+                    record_us(&mut h.actual, (now - sent) / 1000);
+                } else {
+                    record_us(&mut h.idle, (now - intended) / 1000);
+                }
             }
         }
         match (pop, self.plan.mode) {
@@ -426,12 +615,20 @@ impl<'p> Engine<'p> {
             }
             (Pop::Active, Mode::Sessions { .. }) => {
                 if calls_left > 0 && keep_alive {
-                    self.send(slot, now);
+                    if unsent > 0 {
+                        if let Some(c) = self.slab[slot].as_mut() {
+                            c.unsent -= 1;
+                        }
+                        self.queue_request(slot, now);
+                    }
                 } else {
                     if calls_left == 0 && self.in_window(intended) {
                         self.active.sessions_ok += 1;
                     } else if calls_left > 0 && self.in_window(intended) {
-                        self.active.error(ErrorKind::ClosedEarly);
+                        // The session ended early; pipelined requests still owed are lost.
+                        for _ in 0..inflight.max(1) {
+                            self.active.error(ErrorKind::ClosedEarly);
+                        }
                     }
                     self.close(slot);
                 }
@@ -439,23 +636,23 @@ impl<'p> Engine<'p> {
             (Pop::Active, Mode::Peak { .. }) => {
                 if !keep_alive {
                     if let Some(c) = self.close(slot) {
+                        self.lost(pop, c.intended, inflight);
                         self.replace(c, now);
                     }
                 } else if self.scheduling {
-                    self.send(slot, now);
-                } else {
+                    self.queue_request(slot, now);
+                } else if inflight == 0 {
                     self.close(slot);
                 }
             }
             (Pop::Active, Mode::RequestRate { .. }) => {
                 if !keep_alive {
                     if let Some(c) = self.close(slot) {
+                        self.lost(pop, c.intended, inflight);
                         self.replace(c, now);
                     }
-                } else if let Some(t) = self.queue.pop_front() {
-                    self.send(slot, t);
                 } else {
-                    self.park(slot);
+                    self.fill_from_queue(slot);
                 }
             }
             _ => {}
@@ -471,7 +668,9 @@ impl<'p> Engine<'p> {
         loop {
             let Some(c) = self.slab[slot].as_mut() else { return };
             let fd = c.fd.as_raw_fd();
-            match sys::read(fd, scratch) {
+            // A short read drains the socket only without TLS (rustls may hold more plaintext).
+            let level = self.level && matches!(c.io, Io::Plain);
+            match c.io.read(fd, scratch) {
                 Ok(0) => {
                     let c = self.slab[slot].as_mut().expect("checked");
                     match c.st {
@@ -482,7 +681,7 @@ impl<'p> Engine<'p> {
                                 self.replace(c, now);
                             }
                         }
-                        St::Reading if c.parser.until_close() => {
+                        St::Reading | St::Writing if c.parser.until_close() => {
                             let _ = c.parser.eof();
                             let mut taken = std::mem::take(&mut c.rbuf);
                             let bytes = taken.len() as u64;
@@ -500,7 +699,7 @@ impl<'p> Engine<'p> {
                     if c.st == St::Holding || c.st == St::Waiting {
                         // Data nobody asked for on a held connection (an error page after a
                         // timeout, for instance): drop it; EOF follows.
-                        if n < scratch.len() && self.level {
+                        if n < scratch.len() && level {
                             return;
                         }
                         continue;
@@ -508,7 +707,7 @@ impl<'p> Engine<'p> {
                     if !self.consume(slot, &scratch[..n]) {
                         return;
                     }
-                    if n < scratch.len() && self.level {
+                    if n < scratch.len() && level {
                         return; // level-triggered: the dispatcher reports what is left
                     }
                 }
@@ -538,13 +737,13 @@ impl<'p> Engine<'p> {
         loop {
             let Some(c) = self.slab[slot].as_mut() else { return false };
             let rest = &buf[pos..];
-            if c.st != St::Reading {
+            if c.inflight == 0 {
                 if !rest.is_empty() {
                     // Bytes nobody asked for.
                     self.fail(slot, ErrorKind::BadResponse);
                     return false;
                 }
-                return true;
+                break;
             }
             let (used, f) = c.parser.feed(rest);
             match f {
@@ -553,7 +752,7 @@ impl<'p> Engine<'p> {
                     if !left.is_empty() {
                         c.rbuf.extend_from_slice(left);
                     }
-                    return true;
+                    break;
                 }
                 Feed::Bad(_) => {
                     self.fail(slot, ErrorKind::BadResponse);
@@ -563,16 +762,38 @@ impl<'p> Engine<'p> {
                     pos += consumed;
                     self.replied(slot, status, keep_alive, consumed as u64);
                     if pos >= buf.len() {
-                        return self.slab[slot].is_some();
+                        break;
                     }
                 }
             }
         }
+        // The requests the replies made room for go out in one write.
+        match self.slab[slot].as_ref() {
+            Some(c) if c.wleft > 0 => {
+                self.write_some(slot);
+                self.slab[slot].is_some()
+            }
+            Some(_) => true,
+            None => false,
+        }
     }
 
     fn event(&mut self, slot: usize, ev: &ioscale_dispatch::Event, scratch: &mut [u8]) {
+        let Some(c) = self.slab[slot].as_mut() else { return };
+        let tls = !matches!(c.io, Io::Plain);
+        if let Io::Tls(t) = &mut c.io {
+            // TLS records that waited for room in the socket go first.
+            if ev.is_writable() && c.st != St::Handshaking && t.wants_write() {
+                match t.flush(c.fd.as_raw_fd()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return self.fail(slot, ErrorKind::of(&e)),
+                }
+            }
+        }
         let Some(c) = self.slab[slot].as_ref() else { return };
         match c.st {
+            St::Handshaking => self.handshake(slot),
             St::Connecting => {
                 if !(ev.is_writable() || ev.is_error() || ev.is_hangup()) {
                     return;
@@ -583,7 +804,15 @@ impl<'p> Engine<'p> {
                     Ok(Some(e)) | Err(e) => self.fail(slot, ErrorKind::of(&e)),
                 }
             }
-            St::Writing => self.write_some(slot),
+            St::Writing => {
+                // Pipelining: replies may be read while the rest of the batch waits for room.
+                if self.pipeline > 1 && ev.is_readable() {
+                    self.readable(slot, scratch);
+                }
+                if self.slab[slot].as_ref().is_some_and(|c| c.st == St::Writing) {
+                    self.write_some(slot);
+                }
+            }
             St::Reading | St::Holding | St::Waiting => {
                 self.readable(slot, scratch);
                 if self.oneshot {
@@ -594,6 +823,15 @@ impl<'p> Engine<'p> {
                 }
             }
         }
+        if tls {
+            // Readable always; writable too while TLS records wait for the socket.
+            if let Some(c) = self.slab[slot].as_ref() {
+                if matches!(c.st, St::Reading | St::Holding | St::Waiting) {
+                    let w = c.io.wants_write();
+                    self.set_interest(slot, if w { Interest::BOTH } else { Interest::READABLE });
+                }
+            }
+        }
     }
 
     fn sweep_timeouts(&mut self) {
@@ -601,7 +839,7 @@ impl<'p> Engine<'p> {
         for slot in 0..self.slab.len() {
             let Some(c) = self.slab[slot].as_ref() else { continue };
             if c.deadline != 0 && now > c.deadline {
-                let kind = if c.st == St::Connecting {
+                let kind = if matches!(c.st, St::Connecting | St::Handshaking) {
                     ErrorKind::ConnectTimeout
                 } else {
                     ErrorKind::ResponseTimeout
@@ -625,7 +863,9 @@ impl<'p> Engine<'p> {
             .iter()
             .flatten()
             .filter(|c| match c.pop {
-                Pop::Active => matches!(c.st, St::Connecting | St::Writing | St::Reading),
+                Pop::Active => {
+                    matches!(c.st, St::Connecting | St::Handshaking | St::Writing | St::Reading)
+                }
                 // An idle connection's request sent before the end is waited for too: it was
                 // counted, so its reply (or its timeout) must be.
                 Pop::Idle => matches!(c.st, St::Writing | St::Reading),
@@ -639,8 +879,18 @@ impl<'p> Engine<'p> {
 /// of text; `series` gets one JSON line per second of the measured window.
 pub fn run(
     plan: &Plan,
+    progress: impl FnMut(f64, &str),
+    series: Option<&mut dyn Write>,
+) -> io::Result<Report> {
+    run_with_log(plan, progress, series, None)
+}
+
+/// [`run`], also writing per-interval latency histograms to an HdrHistogram interval log.
+pub fn run_with_log(
+    plan: &Plan,
     mut progress: impl FnMut(f64, &str),
     mut series: Option<&mut dyn Write>,
+    mut hdr: Option<&mut HdrLog>,
 ) -> io::Result<Report> {
     plan.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.0))?;
     sys::install_signals();
@@ -661,12 +911,34 @@ pub fn run(
             format!("cannot connect to {}: {e}", plan.targets[0].url),
         ));
     }
+    // https targets: one configuration for the run, and one blocking handshake per target so a
+    // certificate problem is one sentence naming the host and the reason.
+    let tls = if plan.targets.iter().any(|t| t.tls) {
+        let tls = Tls::new(&plan.tls).map_err(io::Error::other)?;
+        for t in plan.targets.iter().filter(|t| t.tls) {
+            tls.preflight(&t.url, &t.host, t.addr)?;
+        }
+        Some(tls)
+    } else {
+        None
+    };
+    let mut names = Vec::new();
+    for t in &plan.targets {
+        names.push(if t.tls {
+            Some(Tls::server_name(&t.host).map_err(io::Error::other)?)
+        } else {
+            None
+        });
+    }
     let d = plan.dispatch.open(&ioscale_dispatch::Options::default())?;
     let trigger = d.trigger();
     let mut wheel = Vec::new();
     for (i, t) in plan.targets.iter().enumerate() {
         wheel.extend(std::iter::repeat_n(i, t.weight as usize));
     }
+    // Each distinct request encoded once, here; sends only copy these bytes.
+    let batches: Vec<(Vec<u8>, usize)> =
+        plan.targets.iter().map(|t| plan.request.encode_batch(&t.host, &t.path)).collect();
     // A shared start instant (--start-at): the populations are set up before it, and the
     // arrival clock, the warm-up and the window start from it.
     let t0 = Instant::now();
@@ -682,7 +954,12 @@ pub fn run(
         slab: Vec::new(),
         free: Vec::new(),
         gens: Vec::new(),
-        requests: plan.targets.iter().map(|t| encode_get(&t.host, &t.path)).collect(),
+        requests: batches.iter().map(|b| b.0.clone()).collect(),
+        req_len: batches.iter().map(|b| b.1).collect(),
+        pipeline: plan.request.pipeline.max(1),
+        head: plan.request.is_head(),
+        tls,
+        names,
         incomplete: plan.targets.iter().map(|t| encode_incomplete(&t.host, &t.path)).collect(),
         wheel,
         wheel_pos: 0,
@@ -697,6 +974,7 @@ pub fn run(
         inactive: PopStats::default(),
         lag: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
         tick_latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
+        hdr: hdr.is_some().then(Box::default),
         timers: BinaryHeap::new(),
         retry: VecDeque::new(),
         retry_gate: 0,
@@ -710,6 +988,13 @@ pub fn run(
         oneshot: trigger == Trigger::Oneshot,
     };
     let cpu0 = sys::cpu_time();
+    let hdr_interval = hdr.as_ref().map_or(0, |h| ns(h.interval).max(1_000_000));
+    // Intervals start when measuring does; timestamps count from the run's start (BaseTime).
+    let mut hdr_from = warm;
+    if let Some(h) = hdr.as_deref_mut() {
+        let start = std::time::SystemTime::now() - e.t0.elapsed();
+        h.begin(start, &format!("ioscale load {}: response times in microseconds; untagged: active from the intended send time, Tag=actual: from the actual send time, Tag=idle: idle population", env!("CARGO_PKG_VERSION")));
+    }
     for _ in 0..plan.inactive {
         e.open(Pop::Inactive, 0, 0);
     }
@@ -769,7 +1054,10 @@ pub fn run(
             seg_start = Some((std::time::SystemTime::now(), held_at_window.is_some()));
             if let Mode::Peak { .. } = plan.mode {
                 for slot in std::mem::take(&mut e.pool_free) {
-                    e.send(slot, now);
+                    if let Some(c) = e.slab[slot].as_mut() {
+                        c.pooled = false;
+                    }
+                    e.send_batch(slot, now, false);
                 }
             }
         }
@@ -795,7 +1083,17 @@ pub fn run(
                     }
                     Mode::RequestRate { .. } => {
                         if let Some(slot) = e.pool_free.pop() {
+                            if let Some(c) = e.slab[slot].as_mut() {
+                                c.pooled = false;
+                            }
                             e.send(slot, t);
+                            // Pipelining: the slot takes more arrivals while it has room.
+                            if let Some(c) = e.slab[slot].as_mut() {
+                                if c.inflight < e.pipeline && c.st != St::Waiting {
+                                    c.pooled = true;
+                                    e.pool_free.push(slot);
+                                }
+                            }
                         } else {
                             e.queue.push_back(t);
                         }
@@ -831,6 +1129,14 @@ pub fn run(
                 // clears the gate (`connected`) and the rest follow at once.
                 e.retry_gate = now + 100_000_000;
                 break;
+            }
+        }
+        if let (Some(h), Some(hist)) = (hdr.as_deref_mut(), e.hdr.as_deref_mut()) {
+            while now >= hdr_from + hdr_interval {
+                let (from, len) =
+                    (Duration::from_nanos(hdr_from), Duration::from_nanos(hdr_interval));
+                h.write(hist, from, len, plan.idle > 0);
+                hdr_from += hdr_interval;
             }
         }
         if now >= next_sweep {
@@ -883,6 +1189,9 @@ pub fn run(
         if let Some(Reverse((at, _, _))) = e.timers.peek() {
             due = due.min(*at);
         }
+        if hdr.is_some() {
+            due = due.min(hdr_from + hdr_interval);
+        }
         if let Some(r) = e.retry.front() {
             due = due.min(r.0.max(e.retry_gate));
         }
@@ -908,6 +1217,16 @@ pub fn run(
     }
     let wall = e.t0.elapsed();
     let cpu = sys::cpu_time() - cpu0;
+    // The last (partial) interval: replies drained after the window belong to the record too.
+    if let (Some(h), Some(hist)) = (hdr, e.hdr.as_deref_mut()) {
+        let end = ns(wall).max(hdr_from);
+        h.write(
+            hist,
+            Duration::from_nanos(hdr_from),
+            Duration::from_nanos(end - hdr_from),
+            plan.idle > 0,
+        );
+    }
     let window_end = e.end.min(ns(wall));
     let window_s = window_end.saturating_sub(e.warm_end) as f64 / 1e9;
     // Requests still unanswered when the drain time ran out are timeouts: every request
@@ -916,12 +1235,14 @@ pub fn run(
         let Some(c) = e.slab[slot].as_ref() else { continue };
         let kind = match (c.pop, c.st) {
             (Pop::Active | Pop::Idle, St::Writing | St::Reading) => ErrorKind::ResponseTimeout,
-            (Pop::Active, St::Connecting) => ErrorKind::ConnectTimeout,
+            (Pop::Active, St::Connecting | St::Handshaking) => ErrorKind::ConnectTimeout,
             _ => continue,
         };
         if e.in_window(c.intended) {
-            let pop = c.pop;
-            e.stats(pop).error(kind);
+            let (pop, n) = (c.pop, c.inflight.max(1));
+            for _ in 0..n {
+                e.stats(pop).error(kind);
+            }
         }
     }
     // Close everything (idle and inactive connections included) before reporting.
@@ -1057,13 +1378,27 @@ pub fn summary_text(r: &Value) -> String {
                 "{pop:>8}: sessions {} ok {}  requests {} replies {}  connections {}/{} reconnects {}\n\
                  {:>8}  reply rate [/s]: avg {:.1} min {:.0} max {:.0} stddev {:.1} ({} samples)\n\
                  {:>8}  response ms (from intended): p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}; actual p50 {:.3} p99 {:.3}; connect p50 {:.3}\n\
-                 {:>8}  errors {} (connect timeout {}, response timeout {}, refused {}, reset {}, fd unavailable {}, addr unavailable {}, bad response {}, closed early {}, other {})\n",
+                 {:>8}  errors {} (connect timeout {}, response timeout {}, refused {}, reset {}, fd unavailable {}, addr unavailable {}, bad response {}, closed early {}, other {}, tls {})\n",
                 p["sessions"], p["sessions_ok"], p["requests"], p["replies"], p["connections_established"], p["connections_asked"], p["reconnects"],
                 "", f(&p["reply_rate"]["avg"]), f(&p["reply_rate"]["min"]), f(&p["reply_rate"]["max"]), f(&p["reply_rate"]["stddev"]), p["reply_rate"]["samples"],
                 "", f(&p["latency_ms"]["p50"]), f(&p["latency_ms"]["p90"]), f(&p["latency_ms"]["p99"]), f(&p["latency_ms"]["max"]), f(&p["latency_actual_ms"]["p50"]), f(&p["latency_actual_ms"]["p99"]), f(&p["connect_ms"]["p50"]),
-                "", p["errors"]["total"], p["errors"]["connect_timeout"], p["errors"]["response_timeout"], p["errors"]["refused"], p["errors"]["reset"], p["errors"]["fd_unavailable"], p["errors"]["addr_unavailable"], p["errors"]["bad_response"], p["errors"]["closed_early"], p["errors"]["other"],
+                "", p["errors"]["total"], p["errors"]["connect_timeout"], p["errors"]["response_timeout"], p["errors"]["refused"], p["errors"]["reset"], p["errors"]["fd_unavailable"], p["errors"]["addr_unavailable"], p["errors"]["bad_response"], p["errors"]["closed_early"], p["errors"]["other"], p["errors"]["tls"],
             ),
         );
+        let t = &p["tls"];
+        if t["handshakes"].as_u64().unwrap_or(0) > 0 {
+            let _ = std::fmt::Write::write_fmt(
+                &mut s,
+                format_args!(
+                    "{:>8}  TLS handshakes {} (resumed {}), handshake ms p50 {:.3} p99 {:.3}\n",
+                    "",
+                    t["handshakes"],
+                    t["resumed"],
+                    f(&t["handshake_ms"]["p50"]),
+                    f(&t["handshake_ms"]["p99"])
+                ),
+            );
+        }
     }
     let c = &r["self_check"];
     let _ = std::fmt::Write::write_fmt(

@@ -17,11 +17,14 @@
 
 pub mod cli;
 pub mod engine;
+pub mod hdrlog;
 pub mod hosts;
 pub mod http;
 pub mod plan;
+pub mod request;
 pub mod stats;
 pub mod sys;
+pub mod tls;
 
 pub use engine::{run, Report};
 pub use plan::Plan;

@@ -18,6 +18,8 @@ pub struct Target {
     pub path: String,
     /// Relative weight for the choice among targets.
     pub weight: u32,
+    /// `https://`: TLS over the connection (crate::tls).
+    pub tls: bool,
 }
 
 /// How the active load is offered.
@@ -84,6 +86,10 @@ pub struct Plan {
     pub dispatch: ioscale_dispatch::Mechanism,
     /// Seed of the generator's random numbers (Poisson arrivals, idle phases).
     pub seed: u64,
+    /// The request sent (method, headers, body, version, pipelining depth).
+    pub request: crate::request::RequestSpec,
+    /// What `https://` targets trust (--cacert, --insecure).
+    pub tls: crate::tls::TlsOptions,
     /// This process's share of a run split over several hosts, and its shared start instant.
     pub segment: Segment,
 }
@@ -114,15 +120,15 @@ pub fn parse_target(s: &str) -> Result<Target, PlanError> {
         }
         _ => (s, 1),
     };
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        if url.starts_with("https://") {
-            PlanError(format!(
-                "'{url}': https targets are not supported yet; use http://HOST:PORT/PATH"
-            ))
-        } else {
-            PlanError(format!("invalid URL '{url}': expected http://HOST:PORT/PATH"))
+    let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(r), _) => (r, false),
+        (None, Some(r)) => (r, true),
+        _ => {
+            return Err(PlanError(format!(
+                "invalid URL '{url}': expected http://HOST:PORT/PATH or https://HOST:PORT/PATH"
+            )))
         }
-    })?;
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -137,7 +143,7 @@ pub fn parse_target(s: &str) -> Result<Target, PlanError> {
             })?;
             (h, port)
         }
-        None => (authority, 80),
+        None => (authority, if tls { 443 } else { 80 }),
     };
     let addr = (host, port)
         .to_socket_addrs()
@@ -158,6 +164,7 @@ pub fn parse_target(s: &str) -> Result<Target, PlanError> {
         host: authority.to_string(),
         path: path.to_string(),
         weight,
+        tls,
     })
 }
 
@@ -442,6 +449,8 @@ mod tests {
             sources: vec![],
             dispatch: ioscale_dispatch::Mechanism::Epoll,
             seed: 42,
+            request: Default::default(),
+            tls: Default::default(),
             segment: Segment::default(),
         }
     }

@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
 /// Kinds of error, each counted apart.
-pub const ERROR_KINDS: [&str; 9] = [
+pub const ERROR_KINDS: [&str; 10] = [
     "connect_timeout",
     "response_timeout",
     "refused",
@@ -18,6 +18,7 @@ pub const ERROR_KINDS: [&str; 9] = [
     "bad_response",
     "closed_early",
     "other",
+    "tls",
 ];
 
 /// Index of an error kind in [`ERROR_KINDS`].
@@ -33,6 +34,8 @@ pub enum ErrorKind {
     BadResponse,
     ClosedEarly,
     Other,
+    /// A TLS handshake or record failed (certificate, protocol, alert).
+    Tls,
 }
 
 impl ErrorKind {
@@ -48,6 +51,7 @@ impl ErrorKind {
             }
             Some(libc::EADDRNOTAVAIL) | Some(libc::EADDRINUSE) => ErrorKind::AddrUnavailable,
             Some(libc::ETIMEDOUT) => ErrorKind::ConnectTimeout,
+            None if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => ErrorKind::Tls,
             _ => ErrorKind::Other,
         }
     }
@@ -67,6 +71,12 @@ pub struct PopStats {
     pub latency_actual: Histogram<u64>,
     /// Connect time (µs).
     pub connect: Histogram<u64>,
+    /// TLS handshake time (µs), from the TCP connection up to the handshake's end.
+    pub handshake: Histogram<u64>,
+    /// TLS handshakes completed, and how many of them resumed a session.
+    pub tls_handshakes: u64,
+    /// TLS handshakes that resumed a stored session.
+    pub tls_resumed: u64,
     /// Replies completed in each second of the measured window.
     pub per_second: Vec<u64>,
     /// Sessions (or held connections) started.
@@ -97,6 +107,9 @@ impl Default for PopStats {
             latency: hist(),
             latency_actual: hist(),
             connect: hist(),
+            handshake: hist(),
+            tls_handshakes: 0,
+            tls_resumed: 0,
             per_second: Vec::new(),
             sessions: 0,
             sessions_ok: 0,
@@ -226,11 +239,13 @@ pub fn population_json(p: &PopStats, window_s: f64) -> Value {
         "latency_ms": percentiles_ms(&p.latency),
         "latency_actual_ms": percentiles_ms(&p.latency_actual),
         "connect_ms": percentiles_ms(&p.connect),
+        "tls": {"handshakes": p.tls_handshakes, "resumed": p.tls_resumed, "handshake_ms": percentiles_ms(&p.handshake)},
         "per_second": p.per_second,
         "histograms": {
             "latency_us": encode(&p.latency),
             "latency_actual_us": encode(&p.latency_actual),
             "connect_us": encode(&p.connect),
+            "handshake_us": encode(&p.handshake),
         },
     })
 }
@@ -259,6 +274,16 @@ pub fn merge(records: &[Value]) -> Result<Value, String> {
                 let part = decode(h[key].as_str().ok_or(format!("{pop}: no {key} histogram"))?)?;
                 dst.add(&part).map_err(|e| format!("{pop}: cannot add histograms: {e:?}"))?;
             }
+            // Absent from records written before TLS targets existed.
+            if let Some(s) = h["handshake_us"].as_str() {
+                let part = decode(s)?;
+                merged
+                    .handshake
+                    .add(&part)
+                    .map_err(|e| format!("{pop}: cannot add histograms: {e:?}"))?;
+            }
+            merged.tls_handshakes += p["tls"]["handshakes"].as_u64().unwrap_or(0);
+            merged.tls_resumed += p["tls"]["resumed"].as_u64().unwrap_or(0);
             let u = |k: &str| p[k].as_u64().unwrap_or(0);
             merged.sessions += u("sessions");
             merged.sessions_ok += u("sessions_ok");
