@@ -14,9 +14,10 @@
 //! which a pipe keeps whole). SIGUSR1 reopens the path (logrotate's convention): the signal
 //! thread opens the new file and swaps it in; each worker's next write goes there.
 //!
-//! The status is the one sent; the size is the body's (`Content-Length`, 0 for HEAD and 304),
-//! as announced when the response was written: a client that leaves mid-body is logged with the
-//! full size. Requests refused before they parse (400, 408, 431, ...) have no request line and
+//! The status is the one sent; the size is the body's (0 for HEAD and 304), as it stood when the
+//! response was written (what follows the head in the buffer, plus a cached body or file range
+//! still to send): a client that leaves mid-body is logged with the full size. Each field is cut
+//! at [`FIELD_MAX`] escaped bytes, so a line is under `PIPE_BUF`. Requests refused before they parse (400, 408, 431, ...) have no request line and
 //! are not logged; they are counted in the stats and metrics.
 
 use crate::respond::Peer;
@@ -36,8 +37,10 @@ pub const FLUSH_SIZE: usize = 32 * 1024;
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Longest piece written to standard output at once (a pipe's atomic write).
 const PIPE_BUF: usize = 4096;
-/// Longest logged header value or request target (longer ones are cut, marked with `...`).
-const FIELD_MAX: usize = 2048;
+/// Most bytes one logged field (request target, Referer, User-Agent) takes once escaped; longer
+/// ones are cut and marked with `...`. Three of them and the rest of a line stay under
+/// `PIPE_BUF`, so a line is never split between two writes.
+const FIELD_MAX: usize = 1024;
 
 /// Where the lines go: a file reopened on SIGUSR1, or standard output.
 #[derive(Debug)]
@@ -83,6 +86,7 @@ impl Sink {
             let mut cut = rest.len().min(PIPE_BUF);
             if cut < rest.len() {
                 // A line is shorter than PIPE_BUF (fields are bounded), so one ends in the window.
+                debug_assert!(rest[..cut].contains(&b'\n'));
                 cut = rest[..cut].iter().rposition(|&b| b == b'\n').map_or(cut, |p| p + 1);
             }
             f.write_all(&rest[..cut])?;
@@ -259,19 +263,22 @@ fn quoted(b: &mut Vec<u8>, v: Option<&[u8]>) {
     }
 }
 
-/// Copies `v` with `"`, `\`, controls and non-ASCII bytes as `\xHH` (nginx's escaping), cut at
-/// [`FIELD_MAX`] bytes.
+/// Copies `v` with `"`, `\`, controls and non-ASCII bytes as `\xHH` (nginx's escaping), cut
+/// once it has written [`FIELD_MAX`] bytes.
 fn escape(b: &mut Vec<u8>, v: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &c in &v[..v.len().min(FIELD_MAX)] {
+    let limit = b.len() + FIELD_MAX;
+    for &c in v {
+        // Room for one escaped byte and the `...` after it.
+        if b.len() + 4 + 3 > limit {
+            b.extend_from_slice(b"...");
+            return;
+        }
         if (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\' {
             b.push(c);
         } else {
             b.extend_from_slice(&[b'\\', b'x', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
         }
-    }
-    if v.len() > FIELD_MAX {
-        b.extend_from_slice(b"...");
     }
 }
 
@@ -284,6 +291,12 @@ mod tests {
         let mut b = Vec::new();
         escape(&mut b, b"a\"b\\c\x01\xff");
         assert_eq!(b, b"a\\x22b\\x5Cc\\x01\\xFF");
+        let mut b = Vec::new();
+        escape(&mut b, &[0xffu8; 5000]);
+        assert!(b.len() <= FIELD_MAX && b.ends_with(b"\\xFF..."), "{}", b.len());
+        let mut b = Vec::new();
+        escape(&mut b, &[b'a'; 1000]);
+        assert_eq!(b.len(), 1000);
         let head = b"HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 9\r\n\r\n\r\n\r\nabcde";
         assert_eq!(head_end(head), head.len() - 9);
         assert_eq!(head_end(b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n"), 38);
