@@ -222,7 +222,7 @@ fn json_record_has_the_documented_fields_and_runs_merge_losslessly() {
             .unwrap()
     };
     let mut sum = h(&a);
-    sum.add(&h(&b)).unwrap();
+    sum.add(h(&b)).unwrap();
     assert_eq!(h(&m), sum, "the merged histogram is the union of both runs'");
     assert_eq!(f(&m["active"]["replies"]), f(&a["active"]["replies"]) + f(&b["active"]["replies"]));
     assert_eq!(m["merged_from"], 2);

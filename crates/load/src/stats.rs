@@ -379,14 +379,8 @@ mod tests {
             record_us(&mut both, v);
         }
         assert_eq!(decode(&encode(&a)).unwrap(), a);
-        let mut pa = PopStats::default();
-        pa.latency = a;
-        pa.replies = 1;
-        pa.per_second = vec![1, 2];
-        let mut pb = PopStats::default();
-        pb.latency = b;
-        pb.replies = 2;
-        pb.per_second = vec![3];
+        let pa = PopStats { latency: a, replies: 1, per_second: vec![1, 2], ..Default::default() };
+        let pb = PopStats { latency: b, replies: 2, per_second: vec![3], ..Default::default() };
         let rec = |p: &PopStats| json!({"window_s": 2.0, "valid": true, "active": population_json(p, 2.0), "self_check": {"target_rate": 10.0, "achieved_rate": 9.0}});
         let m = merge(&[rec(&pa), rec(&pb)]).unwrap();
         let merged = decode(m["active"]["histograms"]["latency_us"].as_str().unwrap()).unwrap();
