@@ -4,62 +4,16 @@
 //! histograms equal the sum of the parts'; bad URLs and dead targets get one clear sentence and
 //! their exit codes. The server is `ioscale serve` on a free loopback port, ended by PID.
 
+mod util;
+
 use serde_json::Value;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use util::{docroot, free_port, load, serve};
 
 /// One load run at a time (runs hold sockets and want the machine's attention).
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// A child process killed (by its PID, via `Child::kill`) and reaped when dropped, panics included.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn docroot(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ioscale-load-e2e-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("one.txt"), b"x").unwrap();
-    std::fs::write(d.join("big.html"), vec![b'y'; 6144]).unwrap();
-    d
-}
-
-fn serve(root: &Path, extra: &[&str]) -> (Proc, u16) {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_ioscale"))
-        .args(["serve", "--port", &port.to_string(), "--root"])
-        .arg(root)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Proc(child);
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "ioscale serve on {port} never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (p, port)
-}
-
-fn load(args: &[&str]) -> (Option<i32>, Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ioscale")).arg("load").args(args).output().unwrap();
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code(), v, String::from_utf8_lossy(&out.stderr).into_owned())
-}
 
 fn schema() -> Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/load-json.schema.json");

@@ -5,99 +5,20 @@
 //! `hdrh` Python package (HdrHistogram's Python port); `https://` against nginx with a CA and a
 //! certificate the test makes with `openssl`.
 
+mod util;
+
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use util::{docroot, free_port, load, nginx, serve, wait_port, Proc};
 
 /// One load run at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_port(port: u16) {
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "server on {port} never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn docroot(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ioscale-loadreq-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("one.txt"), b"x").unwrap();
-    std::fs::write(d.join("six.html"), vec![b'y'; 6144]).unwrap();
-    d
-}
-
-fn serve(root: &Path) -> (Proc, u16) {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_ioscale"))
-        .args(["serve", "--port", &port.to_string(), "--root"])
-        .arg(root)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(port);
-    (Proc(child), port)
-}
-
-fn nginx(root: &Path) -> Option<(Proc, u16)> {
-    let Some(bin) =
-        ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists())
-    else {
-        eprintln!("SKIPPED: nginx is not installed");
-        return None;
-    };
-    let dir = root.join("nginx");
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
-    let port = free_port();
-    let conf = format!(
-        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\n\
-http {{ access_log off; keepalive_requests 1000000; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-server {{ listen 127.0.0.1:{port}; root {r}; }} }}\n",
-        d = dir.display(),
-        r = root.display()
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .arg("-p")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Proc(child);
-    wait_port(port);
-    Some((p, port))
-}
-
-fn load(args: &[&str]) -> (Option<i32>, Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ioscale")).arg("load").args(args).output().unwrap();
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code(), v, String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-/// Accepts connections until one carries `want` bytes; records them, answers, and returns
-/// them. (The generator's first connection is its reachability probe and sends nothing.)
 fn record_one(listener: TcpListener, want: usize) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         let t = Instant::now();
@@ -307,7 +228,7 @@ fn pipelined_runs(port: u16) {
 fn pipeline_4_against_ioscale_serve() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let root = docroot("serve");
-    let (_s, port) = serve(&root);
+    let (_s, port) = serve(&root, &[]);
     pipelined_runs(port);
 }
 
@@ -355,7 +276,7 @@ fn hdr_log_is_read_back_by_the_python_hdrhistogram_reader() {
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let root = docroot("hdrlog");
-    let (_s, port) = serve(&root);
+    let (_s, port) = serve(&root, &[]);
     let log = root.join("run.hlog");
     let url = format!("http://127.0.0.1:{port}/one.txt");
     let (code, r, err) = load(&[

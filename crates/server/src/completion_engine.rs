@@ -26,6 +26,7 @@
 //! | shutdown | queued connections are taken in, the accept cancelled and the listener shut; idle connections are closed after one more short wait (a request already in a socket is answered), the rest once their response is out (up to the drain timeout) |
 
 use crate::respond::{Body, Peer, Responder};
+use crate::shed::Shedder;
 use crate::stats::{bump, ServerError, WorkerStats};
 use crate::wheel::Wheel;
 use crate::{sys, Config, Shared};
@@ -35,7 +36,6 @@ use ioscale_dispatch::completion::{
 use ioscale_dispatch::{Token, Waker};
 use ioscale_http::response::write_error;
 use ioscale_http::{Connection, Step, Timer};
-use std::fs::File;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -162,8 +162,7 @@ struct Engine<'a> {
     wbuf: Vec<u8>,
     pool: Vec<Vec<u8>>,
     resp: Responder<'a>,
-    reserve: Option<File>,
-    shedding: u64,
+    shed: Shedder,
     now: Instant,
     waker: Arc<Waker>,
     wake_armed: bool,
@@ -201,8 +200,7 @@ pub(crate) fn run(id: usize, cfg: &Config, shared: &Shared, listener: RawFd) -> 
         wbuf: Vec::with_capacity(8192),
         pool: Vec::new(),
         resp,
-        reserve: File::open("/dev/null").ok(),
-        shedding: 0,
+        shed: Shedder::new(),
         now,
         waker,
         wake_armed: false,
@@ -403,13 +401,7 @@ impl Engine<'_> {
             Ok(Value::Accepted(fd)) => {
                 // Also while stopping: a connection the kernel completed before the listener
                 // was shut is answered, not dropped.
-                if self.shedding > 0 {
-                    eprintln!(
-                        "ioscale serve: worker {}: descriptors available again after shedding {} connection(s)",
-                        self.id, self.shedding
-                    );
-                    self.shedding = 0;
-                }
+                self.shed.accepted(self.id);
                 self.add_conn(fd);
             }
             Ok(_) => {}
@@ -453,32 +445,10 @@ impl Engine<'_> {
         Ok(())
     }
 
-    /// Out of descriptors: free the reserve, accept and close what is queued (the clients see a
-    /// close, not a hang), take the reserve back; pause the accept when nothing could be shed.
+    /// Out of descriptors: sheds what is queued ([`Shedder`]); pauses accepting when nothing could
+    /// be shed.
     fn shed(&mut self, e: &io::Error) {
-        if self.shedding == 0 {
-            eprintln!(
-                "ioscale serve: worker {}: cannot accept: {e}; open connections are still served, new ones are closed until descriptors free up",
-                self.id
-            );
-        }
-        self.reserve = None;
-        let mut shed = 0u64;
-        while shed < 1024 {
-            match sys::accept(self.listener) {
-                Ok((fd, _)) => {
-                    drop(fd);
-                    shed += 1;
-                }
-                Err(_) => break,
-            }
-        }
-        self.shedding += shed.max(1);
-        for _ in 0..shed.max(1) {
-            self.st.error(ServerError::ShedEmfile);
-        }
-        self.reserve = File::open("/dev/null").ok();
-        if self.reserve.is_none() || shed == 0 {
+        if self.shed.shed(self.id, self.listener, self.st, e) {
             self.paused_until = Some(self.now + ACCEPT_PAUSE);
         }
     }

@@ -35,6 +35,7 @@ mod completion_engine;
 pub mod files;
 pub mod metrics;
 mod respond;
+mod shed;
 pub mod stats;
 mod sys;
 mod wheel;

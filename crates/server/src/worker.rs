@@ -7,13 +7,13 @@
 //! buffer filled: the next wait reports what is left, and the `EAGAIN` read is saved.
 
 use crate::respond::{Body, Peer, Responder};
+use crate::shed::Shedder;
 use crate::stats::{bump, ServerError, WorkerStats};
 use crate::wheel::Wheel;
 use crate::{sys, Config, Shared};
 use ioscale_dispatch::{Dispatcher, Events, Interest, Token, Trigger, Waker};
 use ioscale_http::response::write_error;
 use ioscale_http::{Connection, Step, Timer};
-use std::fs::File;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -92,8 +92,7 @@ struct Worker<'a> {
     resp: Responder<'a>,
     hints: bool,
     oneshot: bool,
-    reserve: Option<File>,
-    shedding: u64,
+    shed: Shedder,
     now: Instant,
     waker: Arc<Waker>,
     stopping: Option<Instant>,
@@ -140,8 +139,7 @@ pub(crate) fn run(
         expired: Vec::new(),
         wbuf: Vec::with_capacity(WBUF_HIGH * 2),
         resp,
-        reserve: File::open("/dev/null").ok(),
-        shedding: 0,
+        shed: Shedder::new(),
         now,
         waker,
         stopping: None,
@@ -263,13 +261,7 @@ impl Worker<'_> {
             match r {
                 Ok((fd, addr)) => {
                     took = true;
-                    if self.shedding > 0 {
-                        eprintln!(
-                            "ioscale serve: worker {}: descriptors available again after shedding {} connection(s)",
-                            self.id, self.shedding
-                        );
-                        self.shedding = 0;
-                    }
+                    self.shed.accepted(self.id);
                     self.add_conn(fd, addr);
                     if !multi {
                         break;
@@ -323,33 +315,10 @@ impl Worker<'_> {
         }
     }
 
-    /// Out of descriptors: free the reserve, accept and close what is queued (the clients see a
-    /// close, not a hang), take the reserve back. A level-triggered listener with a queued
-    /// connection that cannot be accepted would otherwise wake every wait: the busy loop.
+    /// Out of descriptors: sheds what is queued ([`Shedder`]); pauses accepting when nothing could
+    /// be shed.
     fn shed(&mut self, e: &io::Error) {
-        if self.shedding == 0 {
-            eprintln!(
-                "ioscale serve: worker {}: cannot accept: {e}; open connections are still served, new ones are closed until descriptors free up",
-                self.id
-            );
-        }
-        self.reserve = None;
-        let mut shed = 0u64;
-        while shed < 1024 {
-            match sys::accept(self.listener) {
-                Ok((fd, _)) => {
-                    drop(fd);
-                    shed += 1;
-                }
-                Err(_) => break,
-            }
-        }
-        self.shedding += shed.max(1);
-        for _ in 0..shed.max(1) {
-            self.st.error(ServerError::ShedEmfile);
-        }
-        self.reserve = File::open("/dev/null").ok();
-        if self.reserve.is_none() || shed == 0 {
+        if self.shed.shed(self.id, self.listener, self.st, e) {
             self.pause_listener();
         }
     }
