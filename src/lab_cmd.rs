@@ -1,7 +1,7 @@
 //! `ioscale lab`: run the experiments, list them, or re-render a report.
 
 use anyhow::{bail, Result};
-use ioscale_lab::{run, spec};
+use ioscale_lab::{report, runner, spec};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,17 +77,17 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
             let Some(d) = a.what.get(1) else {
                 bail!("lab report needs the directory of a run, e.g. `ioscale lab report lab-out`")
             };
-            let (report, summary) = run::render_dir(&PathBuf::from(d), &dir)?;
+            let (report, summary) = report::render_dir(&PathBuf::from(d), &dir)?;
             writeln!(out, "report: {}\nsummary: {}", report.display(), summary.display())?;
             if let Some(readme) = &a.readme {
-                run::splice_readme(&PathBuf::from(d), readme)?;
+                report::splice_readme(&PathBuf::from(d), readme)?;
                 writeln!(out, "results written into {}", readme.display())?;
             }
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
     }
-    let cfg = run::Config {
+    let cfg = runner::Config {
         exe: std::env::current_exe()?,
         experiments_dir: dir,
         out: a.out,
@@ -99,7 +99,7 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
         load_remote_cmd: a.load_remote_cmd,
         server_addr: a.server_addr,
     };
-    let o = run::run(&cfg)?;
+    let o = runner::run(&cfg)?;
     writeln!(
         out,
         "{} points measured ({} skipped as already done, {} invalid or not measured){}\nresults: {}\nreport:  {}\nsummary: {}",

@@ -1,15 +1,18 @@
-//! The report: `report.html` (self-contained, inline SVG drawn with plotters), `summary.md`.
+//! The report: `report.html` (self-contained, inline SVG drawn with plotters), `summary.md`,
+//! and the README's generated results section.
 //!
 //! Each figure is drawn with the paper's axes from the points of its experiment, captioned with
 //! the figure it reproduces, what the paper found, and what this run found (computed from the
 //! points, never typed). Points the generator flagged INVALID are never drawn as the server's
 //! figure: they are listed under the figure with their reason.
 
-use crate::record::{Machine, Record};
-use crate::spec::{Experiment, Figure, Table, Value};
+use crate::record::{self, Machine, Record};
+use crate::runner::Error;
+use crate::spec::{self, Experiment, Figure, Table, Value};
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
@@ -111,6 +114,9 @@ fn fmt_num(v: f64) -> String {
 }
 
 /// Draws one figure as an SVG string.
+///
+/// Over 120 lines: the figure redesign (issue 21 item 1, owner `report`) replaces this body;
+/// it was moved here whole so that work rebases onto a move, not onto a rewrite.
 pub fn svg(fig: &Figure, recs: &[&Record]) -> Result<String, String> {
     let (data, _) = lines(fig, recs);
     let mut svg = String::new();
@@ -403,6 +409,9 @@ const SUMMARY_HEAD: [&str; 7] = [
 ];
 
 /// Renders the whole report. Returns (html, markdown summary).
+///
+/// Over 120 lines: the report redesign (issue 21 item 1, owner `report`) replaces this body;
+/// it was moved here whole so that work rebases onto a move, not onto a rewrite.
 pub fn render(
     exps: &[Experiment],
     recs: &[Record],
@@ -555,6 +564,77 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f
     (html, md)
 }
 
+/// Re-renders `report.html` and `summary.md` in `out` from its `results.jsonl`.
+pub fn render_dir(out: &Path, experiments_dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
+    let (recs, bad) = record::read_all(&out.join("results.jsonl"))?;
+    if recs.is_empty() {
+        return Err(Error(format!(
+            "{} holds no results to report",
+            out.join("results.jsonl").display()
+        )));
+    }
+    let exps = spec::load_dir(experiments_dir)?;
+    let machine = recs.last().map(|r| r.machine.clone()).unwrap_or_default();
+    let when = recs.iter().map(|r| r.unix_time).max().unwrap_or(0);
+    let note = format!(
+        "{} points from {} ({} damaged lines skipped); last point at {} (Unix time {when}).",
+        recs.len(),
+        out.join("results.jsonl").display(),
+        bad,
+        fmt_date(when)
+    );
+    let (html, md) = render(&exps, &recs, &machine, &note);
+    let report = out.join("report.html");
+    let summary = out.join("summary.md");
+    std::fs::write(&report, html)?;
+    std::fs::write(&summary, md)?;
+    Ok((report, summary))
+}
+
+/// Replaces the text between `<!-- lab-results:begin -->` and `<!-- lab-results:end -->` in the
+/// README at `readme` with the summary of the run in `out` (its date and machine facts come from
+/// the results themselves), so the README's results are generated, never typed.
+pub fn splice_readme(out: &Path, readme: &Path) -> Result<(), Error> {
+    const BEGIN: &str = "<!-- lab-results:begin -->";
+    const END: &str = "<!-- lab-results:end -->";
+    let summary = std::fs::read_to_string(out.join("summary.md")).map_err(|e| {
+        Error(format!(
+            "{}: {e}; run `ioscale lab report {}` first",
+            out.join("summary.md").display(),
+            out.display()
+        ))
+    })?;
+    let text = std::fs::read_to_string(readme)?;
+    let (Some(b), Some(e)) = (text.find(BEGIN), text.find(END)) else {
+        return Err(Error(format!("{} has no {BEGIN} ... {END} markers", readme.display())));
+    };
+    if e < b {
+        return Err(Error(format!("{}: {END} comes before {BEGIN}", readme.display())));
+    }
+    // The summary's own title becomes a sub-heading of the README's section.
+    let body = summary.replacen("# ioscale lab summary", "", 1).replace("\n## ", "\n### ");
+    let new = format!("{}{BEGIN}\n{}\n{}", &text[..b], body.trim(), &text[e..]);
+    std::fs::write(readme, new)?;
+    Ok(())
+}
+
+/// A UTC date for a Unix time (civil-from-days; no time-zone database needed).
+pub fn fmt_date(t: u64) -> String {
+    let days = (t / 86_400) as i64;
+    let secs = t % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", secs / 3600, (secs % 3600) / 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,5 +689,11 @@ paper_finding = "grows"
         assert!(f.contains("(4.00x)"), "{f}");
         let s = svg(&fig(), &refs).unwrap();
         assert!(s.starts_with("<svg") && s.contains("poll"), "{}", &s[..200]);
+    }
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(fmt_date(0), "1970-01-01 00:00 UTC");
+        assert_eq!(fmt_date(1_795_401_000), "2026-11-23 02:30 UTC");
     }
 }

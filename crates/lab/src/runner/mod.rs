@@ -1,0 +1,221 @@
+//! The runner: experiments → processes → one JSON line per point → the report.
+//!
+//! Every measuring process is a child of the lab, started from the `ioscale` binary itself
+//! (`serve`, `load`, `overhead`, `herd`), pinned with `taskset` (server on CPU 0, generator on
+//! CPU 1) when the machine has two or more CPUs ([`children`]). Each experiment's points are
+//! measured by the runner of its kind ([`crate::kinds`]), which writes one record per point
+//! through the run's shared context. Ctrl-C stops the children by PID and keeps every point
+//! already written; `--resume` skips the points already in `results.jsonl`.
+
+use crate::record::{self, Machine};
+use crate::spec::{self, Experiment, Kind, Plan, Point, Which};
+use crate::sys;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub mod children;
+pub(crate) mod context;
+
+pub use children::{pinned, Children};
+pub(crate) use context::{blank, Ctx};
+
+/// What to run and where.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The `ioscale` binary (normally the running one).
+    pub exe: PathBuf,
+    /// Where the experiment files are.
+    pub experiments_dir: PathBuf,
+    /// Where results and the report go.
+    pub out: PathBuf,
+    /// quick or full.
+    pub which: Which,
+    /// Skip points already in `results.jsonl`.
+    pub resume: bool,
+    /// Run only these experiments (all when empty).
+    pub only: Vec<String>,
+    /// Show progress bars (on a terminal).
+    pub progress: bool,
+    /// Drive the http experiments from these load hosts (`ioscale load --hosts`), not locally.
+    pub load_hosts: Vec<String>,
+    /// The command template that reaches a load host (`ioscale load --remote-cmd`).
+    pub load_remote_cmd: Option<String>,
+    /// The address the server under test listens on (one the load hosts reach).
+    pub server_addr: std::net::Ipv4Addr,
+}
+
+/// A runner failure: one sentence.
+#[derive(Debug)]
+pub struct Error(pub String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error(e.to_string())
+    }
+}
+
+impl From<spec::SpecError> for Error {
+    fn from(e: spec::SpecError) -> Self {
+        Error(e.to_string())
+    }
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// `results.jsonl`.
+    pub results: PathBuf,
+    /// `report.html`.
+    pub report: PathBuf,
+    /// `summary.md`.
+    pub summary: PathBuf,
+    /// Points measured in this run.
+    pub measured: usize,
+    /// Points skipped because `--resume` found them.
+    pub skipped: usize,
+    /// Points that were invalid or failed.
+    pub invalid: usize,
+    /// Whether Ctrl-C stopped the run early.
+    pub interrupted: bool,
+}
+
+/// Loads the experiments, keeping `only` (and refusing unknown names with the list).
+pub fn select(dir: &Path, only: &[String]) -> Result<Vec<Experiment>, Error> {
+    let all = spec::load_dir(dir)?;
+    if only.is_empty() {
+        return Ok(all);
+    }
+    for o in only {
+        if !all.iter().any(|e| &e.name == o) {
+            let names: Vec<&str> = all.iter().map(|e| e.name.as_str()).collect();
+            return Err(Error(format!(
+                "unknown experiment '{o}': expected one of {}",
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(all.into_iter().filter(|e| only.contains(&e.name)).collect())
+}
+
+/// Runs the selected experiments and renders the report.
+pub fn run(cfg: &Config) -> Result<Outcome, Error> {
+    let exps = select(&cfg.experiments_dir, &cfg.only)?;
+    std::fs::create_dir_all(&cfg.out).map_err(|e| {
+        Error(format!("cannot create the output directory {}: {e}", cfg.out.display()))
+    })?;
+    let results = cfg.out.join("results.jsonl");
+    let done = prepare_results(cfg, &results)?;
+    sys::catch_interrupt();
+    let mut ctx = Ctx {
+        cfg,
+        machine: Machine::detect(),
+        results: results.clone(),
+        done,
+        children: Children::default(),
+        available: context::availability(&cfg.exe),
+        measured: 0,
+        invalid: 0,
+        bar: None,
+    };
+    let total_before = ctx.done.len();
+    let mut interrupted = false;
+    for e in &exps {
+        if sys::interrupted() {
+            interrupted = true;
+            break;
+        }
+        if let Err(err) = run_experiment(&mut ctx, e) {
+            if sys::interrupted() {
+                interrupted = true;
+                break;
+            }
+            return Err(Error(format!("experiment {}: {err}", e.name)));
+        }
+    }
+    let (measured, invalid) = (ctx.measured, ctx.invalid);
+    drop(ctx);
+    let (report, summary) = crate::report::render_dir(&cfg.out, &cfg.experiments_dir)?;
+    Ok(Outcome {
+        results,
+        report,
+        summary,
+        measured,
+        skipped: total_before,
+        invalid,
+        interrupted: interrupted || sys::interrupted(),
+    })
+}
+
+/// With `--resume`, the keys of the points already measured; otherwise the previous results
+/// file (if any) is kept aside under a dated name and the run starts empty.
+fn prepare_results(cfg: &Config, results: &Path) -> Result<BTreeSet<String>, Error> {
+    let mut done = BTreeSet::new();
+    if cfg.resume {
+        let (recs, _) = record::read_all(results)?;
+        done.extend(recs.into_iter().map(|r| r.key));
+    } else if results.exists() {
+        let old = cfg.out.join(format!("results.{}.jsonl.old", context::now_unix()));
+        std::fs::rename(results, &old)?;
+        eprintln!("lab: kept the previous results as {}", old.display());
+    }
+    Ok(done)
+}
+
+/// Measures the points of one experiment not yet done, with its kind's runner.
+fn run_experiment(ctx: &mut Ctx<'_>, e: &Experiment) -> Result<(), Error> {
+    let plan = plan_with_reference(e, ctx.cfg.which);
+    let points: Vec<Point> = plan
+        .points()
+        .into_iter()
+        .filter(|p| !ctx.done.contains(&p.key(&e.name, ctx.cfg.which)))
+        .collect();
+    if points.is_empty() {
+        return Ok(());
+    }
+    if ctx.cfg.progress {
+        ctx.bar = Some(progress_bar(&e.name, points.len()));
+    }
+    let r = crate::kinds::run(ctx, &plan, &points);
+    if let Some(b) = ctx.bar.take() {
+        b.finish();
+    }
+    ctx.children.stop_all();
+    r
+}
+
+/// The experiment's plan, with nginx added as a reference line where it asks for one and
+/// nginx is installed.
+fn plan_with_reference(e: &Experiment, which: Which) -> Plan {
+    let mut plan = e.plan(which);
+    if e.kind == Kind::Http && e.nginx {
+        if ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().any(|p| Path::new(p).exists()) {
+            plan.mechanisms.push("nginx".into());
+        } else {
+            eprintln!("lab: {}: nginx is not installed; its reference line is skipped", e.name);
+        }
+    }
+    plan
+}
+
+/// A terminal progress bar for one experiment's points.
+fn progress_bar(name: &str, len: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>18} [{bar:30}] {pos}/{len} ETA {eta} {wide_msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(name.to_string());
+    bar
+}
