@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+pub mod budget;
 pub mod kinds;
 pub mod record;
 pub mod report;
