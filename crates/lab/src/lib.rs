@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod budget;
+pub mod capacity;
 pub mod kinds;
 pub mod record;
 pub mod report;

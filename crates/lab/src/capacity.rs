@@ -1,0 +1,208 @@
+//! The server's capacity, measured as such, and the CPU budget that makes the server the weaker
+//! side.
+//!
+//! A capacity figure counts only where the server's CPU was saturated (at least
+//! [`SATURATED`] of its budget) while the generator kept its schedule: otherwise it is the
+//! generator's ceiling, not the server's. The lab calibrates in three steps:
+//!
+//! 1. a light probe measures the CPU one reply costs the server and the generator;
+//! 2. where the budget is `auto`, it is the largest share of a core that still lets the
+//!    generator offer the experiment's top rate with CPU to spare ([`auto_budget`]);
+//! 3. probes at and past the estimated capacity find the reply rate of the saturated reference
+//!    server ([`Calibration::capacity`]).
+
+use serde::{Deserialize, Serialize};
+
+/// The share of its budget the server must use for a point to count as saturated.
+pub const SATURATED: f64 = 0.90;
+
+/// How much of its cores the generator may use at the top rate, so its schedule holds.
+pub const GENERATOR_HEADROOM: f64 = 0.60;
+
+/// The budget `auto` never goes below (a tighter one throttles in bursts too coarse to measure).
+pub const MIN_AUTO_BUDGET: f64 = 0.05;
+
+/// One calibration run: what was offered and what each side spent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    /// Offered rate (sessions or requests per second).
+    pub offered: f64,
+    /// Replies per second the generator counted.
+    pub replies_per_s: f64,
+    /// The server's CPU over the window, in cores (1.0 = one core busy).
+    pub server_cores: f64,
+    /// The generator's CPU per reply (seconds).
+    pub generator_s_per_reply: f64,
+    /// Whether the generator kept its schedule (its own self-check).
+    pub generator_valid: bool,
+}
+
+impl Probe {
+    /// The server's CPU per reply (seconds).
+    pub fn server_s_per_reply(&self) -> Option<f64> {
+        (self.replies_per_s > 0.0 && self.server_cores > 0.0)
+            .then(|| self.server_cores / self.replies_per_s)
+    }
+
+    /// Whether the server used at least [`SATURATED`] of `budget` (cores).
+    pub fn saturated(&self, budget: f64) -> bool {
+        self.server_cores >= SATURATED * budget
+    }
+}
+
+/// The largest budget (share of one core, at most 1) under which the generator, on
+/// `generator_cores` cores, can offer `top_fraction` times the server's capacity using at most
+/// [`GENERATOR_HEADROOM`] of them, from a light probe's per-reply costs. `None` when the probe
+/// measured no cost (nothing replied).
+///
+/// Capacity under a budget `b` is about `b / server_cost`; offering `top · b / server_cost`
+/// costs the generator `top · b · generator_cost / server_cost` cores.
+pub fn auto_budget(light: &Probe, top_fraction: f64, generator_cores: f64) -> Option<f64> {
+    let server = light.server_s_per_reply()?;
+    let generator = light.generator_s_per_reply;
+    if generator <= 0.0 || top_fraction <= 0.0 {
+        return None;
+    }
+    let b = GENERATOR_HEADROOM * generator_cores * server / (top_fraction * generator);
+    Some(b.clamp(MIN_AUTO_BUDGET, 1.0))
+}
+
+/// The rates to probe past the light one, from the capacity the light probe suggests.
+pub fn probe_rates(light: &Probe, budget: f64) -> Vec<f64> {
+    let Some(cost) = light.server_s_per_reply() else { return Vec::new() };
+    let estimate = budget / cost;
+    // Per-reply cost falls as the server batches under load, so the estimate is low: probe at
+    // it and well past it.
+    vec![estimate, 1.4 * estimate, 2.0 * estimate]
+}
+
+/// What calibration found, kept in every point of the experiment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// The reference server's capacity (replies/s) where it was saturated, if it ever was.
+    pub capacity: Option<f64>,
+    /// The generator's ceiling (replies/s on its cores at 100%), from its cost per reply.
+    pub generator_ceiling: f64,
+    /// The server's budget (share of one core), or `None` when it ran without one.
+    pub budget: Option<f64>,
+    /// How the capacity was found, in words.
+    pub method: String,
+    /// Every probe, in order.
+    pub probes: Vec<Probe>,
+}
+
+impl Calibration {
+    /// Judges the probes: the capacity is the highest reply rate among the probes where the
+    /// server was saturated and the generator valid. Without such a probe, the highest valid
+    /// reply rate is returned as the rate basis and the method says the server never saturated.
+    pub fn judge(
+        probes: Vec<Probe>,
+        budget: Option<f64>,
+        generator_cores: f64,
+        reference: &str,
+    ) -> Calibration {
+        let cores = budget.unwrap_or(1.0);
+        let costs: Vec<f64> = probes
+            .iter()
+            .filter(|p| p.generator_s_per_reply > 0.0)
+            .map(|p| p.generator_s_per_reply)
+            .collect();
+        let generator_ceiling = costs
+            .iter()
+            .copied()
+            .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.min(c))))
+            .map_or(0.0, |c| generator_cores / c);
+        let saturated = probes
+            .iter()
+            .filter(|p| p.generator_valid && p.saturated(cores))
+            .map(|p| p.replies_per_s)
+            .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+        let budget_text = match budget {
+            Some(b) => format!("under a budget of {} of a core", crate::budget::fmt_fraction(b)),
+            None => "without a CPU budget".into(),
+        };
+        let method = match saturated {
+            Some(c) => format!(
+                "the {reference} server's reply rate when saturated ({:.0}% or more of its CPU) {budget_text}, with the generator valid: {c:.0}/s; the generator's ceiling is about {generator_ceiling:.0}/s",
+                SATURATED * 100.0
+            ),
+            None => format!(
+                "the {reference} server never reached {:.0}% of its CPU {budget_text} while the generator kept its schedule: rates are placed on the highest valid reply rate, the generator's limit, not the server's",
+                SATURATED * 100.0
+            ),
+        };
+        Calibration { capacity: saturated, generator_ceiling, budget, method, probes }
+    }
+
+    /// The rate that `rate_fraction` multiplies: the capacity, or (never saturated) the highest
+    /// valid reply rate.
+    pub fn basis(&self) -> Option<f64> {
+        self.capacity.or_else(|| {
+            self.probes
+                .iter()
+                .filter(|p| p.generator_valid)
+                .map(|p| p.replies_per_s)
+                .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(offered: f64, replies: f64, cores: f64, gen_us: f64, valid: bool) -> Probe {
+        Probe {
+            offered,
+            replies_per_s: replies,
+            server_cores: cores,
+            generator_s_per_reply: gen_us / 1e6,
+            generator_valid: valid,
+        }
+    }
+
+    #[test]
+    fn auto_budget_leaves_the_generator_headroom() {
+        // 40 µs per reply on the server, 100 µs on the generator, top rate 1.5x, one core:
+        // 0.6 * 40 / (1.5 * 100) = 0.16 of a core.
+        let light = probe(1000.0, 1000.0, 0.04, 100.0, true);
+        let b = auto_budget(&light, 1.5, 1.0).unwrap();
+        assert!((b - 0.16).abs() < 1e-9, "{b}");
+        // Three generator cores leave room for three times the budget; never above one core.
+        assert!((auto_budget(&light, 1.5, 3.0).unwrap() - 0.48).abs() < 1e-9);
+        assert_eq!(auto_budget(&light, 1.5, 16.0), Some(1.0));
+        assert_eq!(auto_budget(&probe(1000.0, 0.0, 0.0, 0.0, true), 1.5, 1.0), None);
+    }
+
+    #[test]
+    fn capacity_counts_only_saturated_valid_probes() {
+        let probes = vec![
+            probe(1000.0, 1000.0, 0.04, 100.0, true),
+            probe(4000.0, 4000.0, 0.15, 90.0, true),  // 75% of a 0.2 budget: not saturated
+            probe(5600.0, 5200.0, 0.19, 85.0, true),  // saturated
+            probe(8000.0, 5400.0, 0.195, 80.0, false), // generator invalid: not counted
+        ];
+        let c = Calibration::judge(probes, Some(0.2), 1.0, "epoll");
+        assert_eq!(c.capacity, Some(5200.0));
+        assert_eq!(c.basis(), Some(5200.0));
+        assert!((c.generator_ceiling - 1e6 / 80.0).abs() < 1e-6);
+        assert!(c.method.contains("saturated"), "{}", c.method);
+    }
+
+    #[test]
+    fn a_server_that_never_saturates_is_said_so() {
+        let probes = vec![probe(10_000.0, 9_900.0, 0.6, 95.0, true), probe(14_000.0, 12_000.0, 0.7, 99.0, false)];
+        let c = Calibration::judge(probes, None, 1.0, "epoll");
+        assert_eq!(c.capacity, None);
+        assert_eq!(c.basis(), Some(9_900.0));
+        assert!(c.method.contains("not the server's"), "{}", c.method);
+    }
+
+    #[test]
+    fn probes_go_past_the_estimate() {
+        let light = probe(1000.0, 1000.0, 0.04, 100.0, true);
+        let r = probe_rates(&light, 0.2);
+        assert_eq!(r.len(), 3);
+        assert!((r[0] - 5000.0).abs() < 1e-6 && r[2] > r[1] && r[1] > r[0]);
+    }
+}
