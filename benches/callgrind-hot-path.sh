@@ -4,17 +4,19 @@
 #
 #   benches/callgrind-hot-path.sh BINARY [BINARY...]     # e.g. two builds, before and after
 #
-# For each binary: `BINARY serve --dispatch epoll --workers 1` runs under callgrind twice, once
+# For each binary: `BINARY serve --dispatch $DISPATCH --workers 1` runs under callgrind twice, once
 # with FEW and once with MANY keep-alive GETs of a 1-byte file on one connection (each request
 # sent after the previous response is read whole); the instructions of the run with FEW are
 # subtracted from those with MANY (start-up, the first request that fills the cache, shutdown
 # cancel out), divided by MANY - FEW. EXTRA="--access-log /dev/null" adds server options.
-# Environment: FEW (default 200), MANY (default 5200), PORT (default 18650), EXTRA.
+# Environment: FEW (default 200), MANY (default 5200), PORT (default 18650 + PID mod 1000), EXTRA, DISPATCH
+# (default epoll; uring-completion measures the completion engine).
 # Needs: valgrind, python3.
 set -euo pipefail
 [ "$#" -ge 1 ] || { echo "usage: $0 BINARY [BINARY...]" >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "callgrind-hot-path: valgrind is not installed" >&2; exit 2; }
-FEW="${FEW:-200}" MANY="${MANY:-5200}" PORT="${PORT:-18650}" EXTRA="${EXTRA:-}"
+FEW="${FEW:-200}" MANY="${MANY:-5200}" PORT="${PORT:-$((18650 + $$ % 1000))}" EXTRA="${EXTRA:-}"
+DISPATCH="${DISPATCH:-epoll}"
 WORK="$(mktemp -d /tmp/ioscale-cg.XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
 mkdir "$WORK/www" && printf x > "$WORK/www/1b.txt"
@@ -23,7 +25,7 @@ run() { # BINARY N -> instructions
     local bin="$1" n="$2" out="$WORK/cg.out" pid
     # shellcheck disable=SC2086
     valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve --port "$PORT" \
-        --root "$WORK/www" --dispatch epoll --workers 1 $EXTRA 2>"$WORK/err" &
+        --root "$WORK/www" --dispatch "$DISPATCH" --workers 1 $EXTRA 2>"$WORK/err" &
     pid=$!
     python3 - "$PORT" "$n" <<'PY'
 import socket, sys, time
@@ -51,6 +53,6 @@ PY
 
 for bin in "$@"; do
     few=$(run "$bin" "$FEW"); many=$(run "$bin" "$MANY")
-    python3 -c "import sys; f,m,a,b=map(int,sys.argv[1:5]); print(f'{sys.argv[5]}: {(m-f)/(b-a):.1f} instructions per request ({m} - {f} over {b-a} requests)')" \
-        "$few" "$many" "$FEW" "$MANY" "$bin"
+    python3 -c "import sys; f,m,a,b=map(int,sys.argv[1:5]); print(f'{sys.argv[5]} ({sys.argv[6]}): {(m-f)/(b-a):.1f} instructions per request ({m} - {f} over {b-a} requests)')" \
+        "$few" "$many" "$FEW" "$MANY" "$bin" "$DISPATCH"
 done
