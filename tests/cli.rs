@@ -1,10 +1,8 @@
 //! The command line in the shell: completions, the man page, and one-sentence errors.
 
-use std::process::Command;
+mod util;
 
-fn ioscale(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ioscale")).args(args).output().expect("run ioscale")
-}
+use util::ioscale;
 
 #[test]
 fn completions_for_each_shell() {

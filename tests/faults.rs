@@ -8,103 +8,27 @@
 //! One test at a time (a mutex): the storm holds 2,000 descriptors and every test wants the
 //! machine's attention. Server-only faults are in `crates/server/tests/faults.rs`.
 
+mod util;
+
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use util::{fetch, serve, start_load, try_serve, NotStarted, Proc};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const HUGE: usize = 8 << 20;
 
-/// A child process ended by its PID (SIGKILL) and reaped when dropped, panics included.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    fn signal(&self, sig: i32) {
-        // SAFETY: a signal to our own child by its PID has no memory-safety preconditions.
-        unsafe { libc::kill(self.0.id() as i32, sig) };
-    }
-
-    /// The exit code within `limit`; `Err` (after killing it) if it was still running.
-    fn wait_exit(&mut self, limit: Duration) -> Result<Option<i32>, String> {
-        let t = Instant::now();
-        while t.elapsed() < limit {
-            if let Some(st) = self.0.try_wait().unwrap() {
-                return Ok(st.code());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        Err(format!("still running after {limit:?}"))
-    }
-}
-
 fn docroot(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ioscale-faults-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
+    let d = util::temp_dir(&format!("faults-{tag}"));
     std::fs::write(d.join("1b.txt"), b"x").unwrap();
     std::fs::write(d.join("6k.html"), vec![b'y'; 6144]).unwrap();
     let huge: Vec<u8> = (0..HUGE as u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(d.join("huge.bin"), huge).unwrap();
     d
-}
-
-/// `ioscale serve --port 0 ARGS`; its port from the first stderr line. `Err(line, exit code)`
-/// when it did not start.
-fn serve(root: &Path, args: &[&str]) -> Result<(Proc, u16), (String, Option<i32>)> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ioscale"))
-        .args(["serve", "--port", "0", "--root"])
-        .arg(root)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let port = line
-        .split("http://127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|p| p.parse().ok());
-    // Keep draining its stderr so it never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut err, &mut std::io::sink());
-    });
-    match port {
-        Some(p) => Ok((Proc(child), p)),
-        None => {
-            let code = child.wait().ok().and_then(|s| s.code());
-            Err((line, code))
-        }
-    }
-}
-
-/// Starts `ioscale load ARGS --json` with its output piped.
-fn load(args: &[&str]) -> Proc {
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_ioscale"))
-            .arg("load")
-            .args(args)
-            .arg("--json")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
 }
 
 /// Waits for the generator (at most `limit`: a hang fails the test) and parses its record.
@@ -131,18 +55,6 @@ fn n(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
 
-/// GET over a fresh connection (HTTP/1.0: the server closes after the answer); the body.
-fn fetch(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).ok()?;
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).ok()?;
-    let at = all.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let code = std::str::from_utf8(all.get(9..12)?).ok()?.parse().ok()?;
-    Some((code, all[at + 4..].to_vec()))
-}
-
 fn stats(port: u16) -> Value {
     let (_, body) = fetch(port, "/.ioscale/stats").expect("stats");
     serde_json::from_slice(&body).unwrap()
@@ -165,9 +77,10 @@ fn errors_line(p: &Value) -> String {
 fn server_stopped_for_3_s_the_generator_reports_lateness_and_timeouts() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let root = docroot("stop");
-    let (server, port) = serve(&root, &[]).unwrap();
+    let (server, port) = serve(&root, &[]);
     let url = format!("http://127.0.0.1:{port}/6k.html");
-    let gen = load(&[&url, "--rate", "100", "--calls", "2", "--duration", "8s", "--timeout", "2s"]);
+    let gen =
+        start_load(&[&url, "--rate", "100", "--calls", "2", "--duration", "8s", "--timeout", "2s"]);
     std::thread::sleep(Duration::from_secs(2));
     server.signal(libc::SIGSTOP);
     std::thread::sleep(Duration::from_secs(3));
@@ -213,9 +126,10 @@ fn server_stopped_for_3_s_the_generator_reports_lateness_and_timeouts() {
 fn a_server_stalled_at_the_end_of_a_run_leaves_every_request_accounted_for() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let root = docroot("stall");
-    let (server, port) = serve(&root, &[]).unwrap();
+    let (server, port) = serve(&root, &[]);
     let url = format!("http://127.0.0.1:{port}/6k.html");
-    let gen = load(&[&url, "--rate", "400", "--calls", "3", "--duration", "2s", "--timeout", "1s"]);
+    let gen =
+        start_load(&[&url, "--rate", "400", "--calls", "3", "--duration", "2s", "--timeout", "1s"]);
     std::thread::sleep(Duration::from_millis(1500));
     server.signal(libc::SIGSTOP);
     let (code, r, err) = finish(gen, Duration::from_secs(30));
@@ -243,9 +157,10 @@ fn a_server_stalled_at_the_end_of_a_run_leaves_every_request_accounted_for() {
 fn server_killed_mid_run_the_generator_reports_connection_errors_in_a_clean_record() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let root = docroot("kill");
-    let (mut server, port) = serve(&root, &[]).unwrap();
+    let (mut server, port) = serve(&root, &[]);
     let url = format!("http://127.0.0.1:{port}/6k.html");
-    let gen = load(&[&url, "--rate", "100", "--calls", "2", "--duration", "5s", "--timeout", "2s"]);
+    let gen =
+        start_load(&[&url, "--rate", "100", "--calls", "2", "--duration", "5s", "--timeout", "2s"]);
     std::thread::sleep(Duration::from_secs(2));
     server.signal(libc::SIGKILL);
     let _ = server.wait_exit(Duration::from_secs(5));
@@ -277,9 +192,9 @@ fn server_killed_mid_run_the_generator_reports_connection_errors_in_a_clean_reco
 fn held_connections_of_a_dead_server_are_retried_gently() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let root = docroot("dead");
-    let (mut server, port) = serve(&root, &[]).unwrap();
+    let (mut server, port) = serve(&root, &[]);
     let url = format!("http://127.0.0.1:{port}/6k.html");
-    let gen = load(&[&url, "--idle", "2000", "--idle-period", "10s", "--duration", "6s"]);
+    let gen = start_load(&[&url, "--idle", "2000", "--idle-period", "10s", "--duration", "6s"]);
     // Wait until all 2,000 are held, then kill the server.
     let t = Instant::now();
     while n(&stats(port)["connections"]["open"]) < 2000 {
@@ -316,9 +231,9 @@ fn sigterm_under_load_finishes_in_flight_responses_and_exits_zero() {
     // A long drain limit: the server must exit as soon as its in-flight work is done, not
     // when the limit runs out (it used to keep a connection whose response began before the
     // stop open as an idle keep-alive one until then).
-    let (mut server, port) = serve(&root, &["--drain-timeout", "60s"]).unwrap();
+    let (mut server, port) = serve(&root, &["--drain-timeout", "60s"]);
     let url = format!("http://127.0.0.1:{port}/6k.html");
-    let gen = load(&[&url, "--rate", "100", "--duration", "5s", "--timeout", "2s"]);
+    let gen = start_load(&[&url, "--rate", "100", "--duration", "5s", "--timeout", "2s"]);
     std::thread::sleep(Duration::from_millis(1500));
     // Eight slow readers of 8 MiB each, with 32 KiB receive buffers: at most ~2.4 MiB read and
     // 4 MiB (tcp_wmem's maximum) buffered by the server's socket when SIGTERM comes, so every
@@ -448,17 +363,21 @@ fn rt_signal_queue_storms_lose_no_request() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let root = docroot("sigq");
     for mech in ["rtsig", "hybrid"] {
-        let (server, port) = match serve(&root, &["--dispatch", mech, "--sigqueue-max", "64"]) {
+        let (server, port) = match try_serve(&root, &["--dispatch", mech, "--sigqueue-max", "64"]) {
             Ok(x) => x,
-            Err((line, code)) => {
-                eprintln!("SKIPPED: {mech}: the server did not start here (exit {code:?}): {line}");
+            Err(NotStarted { line, code }) => {
+                eprintln!(
+                    "SKIPPED: {mech}: the server did not start here (exit {code:?}): {}",
+                    line.trim_end()
+                );
                 continue;
             }
         };
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         // The load run the storms happen during.
         let url = format!("http://127.0.0.1:{port}/6k.html");
-        let gen = load(&[&url, "--request-rate", "200", "--connections", "10", "--duration", "8s"]);
+        let gen =
+            start_load(&[&url, "--request-rate", "200", "--connections", "10", "--duration", "8s"]);
         let mut conns: Vec<(TcpStream, Vec<u8>)> = (0..STORM_CONNS)
             .map(|_| {
                 let s = TcpStream::connect(addr).unwrap();

@@ -1,8 +1,11 @@
 //! End to end: `ioscale lab` runs a tiny experiment from a TOML file, writes its JSON lines, and
 //! renders a report with one SVG per declared figure.
 
+mod util;
+
 use std::path::Path;
 use std::process::Command;
+use util::{temp_dir, BIN};
 
 const TINY: &str = r#"
 name = "tiny"
@@ -36,15 +39,8 @@ y_label = "x"
 paper_finding = "1x for epoll"
 "#;
 
-fn tmpdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("ioscale-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn lab(args: &[&str], exps: &Path, out: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ioscale"))
+    Command::new(BIN)
         .arg("lab")
         .args(args)
         .arg("--experiments")
@@ -57,8 +53,8 @@ fn lab(args: &[&str], exps: &Path, out: &Path) -> std::process::Output {
 
 #[test]
 fn tiny_dispatch_experiment_end_to_end() {
-    let exps = tmpdir("lab-exps");
-    let out = tmpdir("lab-out");
+    let exps = temp_dir("lab-exps");
+    let out = temp_dir("lab-out");
     std::fs::write(exps.join("tiny.toml"), TINY).unwrap();
 
     let list = lab(&["list"], &exps, &out);
@@ -101,7 +97,7 @@ fn tiny_dispatch_experiment_end_to_end() {
         String::from_utf8_lossy(&again.stdout)
     );
     std::fs::remove_file(out.join("report.html")).unwrap();
-    let report = Command::new(env!("CARGO_BIN_EXE_ioscale"))
+    let report = Command::new(BIN)
         .args(["lab", "report"])
         .arg(&out)
         .arg("--experiments")
@@ -114,8 +110,8 @@ fn tiny_dispatch_experiment_end_to_end() {
 
 #[test]
 fn unknown_experiment_is_one_sentence() {
-    let exps = tmpdir("lab-exps2");
-    let out = tmpdir("lab-out2");
+    let exps = temp_dir("lab-exps2");
+    let out = temp_dir("lab-out2");
     std::fs::write(exps.join("tiny.toml"), TINY).unwrap();
     let run = lab(&["nope"], &exps, &out);
     assert!(!run.status.success());
@@ -151,8 +147,8 @@ paper_finding = "keeps up"
 
 #[test]
 fn tiny_http_experiment_serves_and_loads_for_real() {
-    let exps = tmpdir("lab-exps3");
-    let out = tmpdir("lab-out3");
+    let exps = temp_dir("lab-exps3");
+    let out = temp_dir("lab-out3");
     std::fs::write(exps.join("tinyhttp.toml"), TINY_HTTP).unwrap();
     let run = lab(&["tinyhttp"], &exps, &out);
     assert!(run.status.success(), "lab failed: {}", String::from_utf8_lossy(&run.stderr));

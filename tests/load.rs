@@ -4,10 +4,8 @@
 mod util;
 
 use serde_json::Value;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use util::{docroot, free_port, load, serve, wait_port, Proc};
+use util::{docroot, load, nginx, serve};
 
 /// One load run at a time: the rate assertions need the machine's attention.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -46,36 +44,9 @@ fn open_loop_rate_against_ioscale_serve() {
 
 #[test]
 fn open_loop_rate_against_nginx() {
-    let Some(nginx) =
-        ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists())
-    else {
-        eprintln!("SKIPPED: nginx is not installed");
-        return;
-    };
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let root = docroot("nginx");
-    let dir = root.join("nginx");
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
-    let port = free_port();
-    let conf = format!(
-        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\n\
-http {{ access_log off; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-server {{ listen 127.0.0.1:{port}; root {r}; }} }}\n",
-        d = dir.display(),
-        r = root.display()
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new(nginx)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .arg("-p")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _n = Proc(child);
-    wait_port(port);
+    let Some((_n, port)) = nginx(&root) else { return };
     assert_rate_held(&format!("http://127.0.0.1:{port}/six.html"));
 }
 

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use util::{docroot, free_port, load, nginx, serve, wait_port, Proc};
+use util::{docroot, free_port, load, nginx, nginx_bin, serve, start_nginx, wait_port};
 
 /// One load run at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -426,12 +426,9 @@ fn make_certificates(dir: &Path) -> bool {
 
 #[test]
 fn https_against_nginx_with_a_test_ca() {
-    let Some(bin) =
-        ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists())
-    else {
-        eprintln!("SKIPPED: nginx is not installed");
+    if nginx_bin().is_none() {
         return;
-    };
+    }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let root = docroot("tls");
     let dir = root.join("nginx-tls");
@@ -448,24 +445,11 @@ fn https_against_nginx_with_a_test_ca() {
         d = dir.display(),
         r = root.display()
     );
-    let conf = format!(
-        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\n\
-http {{ access_log off; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-server {{ listen 127.0.0.1:{short} ssl; keepalive_requests 20; {tls} }}\n\
-server {{ listen 127.0.0.1:{long} ssl; keepalive_requests 1000000; {tls} }} }}\n",
-        d = dir.display(),
+    let servers = format!(
+        "server {{ listen 127.0.0.1:{short} ssl; keepalive_requests 20; {tls} }}\n\
+server {{ listen 127.0.0.1:{long} ssl; keepalive_requests 1000000; {tls} }}"
     );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .arg("-p")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _n = Proc(child);
+    let Some(_n) = start_nginx(&dir, &servers) else { return };
     wait_port(short);
     wait_port(long);
     let ca = dir.join("ca.pem");

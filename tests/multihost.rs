@@ -7,75 +7,23 @@
 //! those tests print SKIPPED and why. The failure test runs anywhere: its "hosts" are local
 //! processes started through a wrapper script, one of which is killed mid-run.
 
+mod util;
+
 use ioscale_load::stats::decode;
 use serde_json::Value;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use util::{free_port, is_root, load, serial, temp_dir, wait_until, Proc, BIN};
 
 /// One multi-host run at a time: several generators at once need the machine's attention.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const BIN: &str = env!("CARGO_BIN_EXE_ioscale");
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
-}
-
-fn wait_port(ip: &str, port: u16) {
-    let t = Instant::now();
-    while std::net::TcpStream::connect((ip, port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "nothing listened on {ip}:{port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ioscale-multihost-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
+/// `ioscale serve` on `ip` (any free port) with `one.txt` in `root`.
 fn serve(ip: &str, root: &Path) -> (Proc, u16) {
     std::fs::write(root.join("one.txt"), b"x").unwrap();
-    let port = free_port(ip);
-    let child = Command::new(BIN)
-        .args(["serve", "--bind", ip, "--port", &port.to_string(), "--root"])
-        .arg(root)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Proc(child);
-    wait_port(ip, port);
-    (p, port)
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("Uid:")).map(|l| {
-                l.split_whitespace().nth(2) == Some("0") || l.split_whitespace().nth(1) == Some("0")
-            })
-        })
-        .unwrap_or(false)
+    util::serve(root, &["--bind", ip])
 }
 
 fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
@@ -85,13 +33,6 @@ fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
     } else {
         Err(format!("{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
     }
-}
-
-fn load(args: &[&str]) -> (Option<i32>, Value, String) {
-    let out: Output =
-        Command::new(BIN).arg("load").args(args).stdin(Stdio::null()).output().unwrap();
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code(), v, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// A `--hosts` run with `--start-in lead`; on a machine so busy that a host was not ready by the
@@ -271,7 +212,7 @@ fn rx_packets(link: &str) -> u64 {
 
 #[test]
 fn three_network_namespaces_offer_one_plan_and_merge_losslessly() {
-    let _s = serial();
+    let _s = serial(&SERIAL);
     if !is_root() {
         eprintln!("SKIPPED: network namespaces need root");
         return;
@@ -288,7 +229,7 @@ fn three_network_namespaces_offer_one_plan_and_merge_losslessly() {
         }
     };
     let server_ip = format!("10.{octet}.1.1");
-    let root = temp_dir("netns");
+    let root = temp_dir("multihost-netns");
     let (_server, port) = serve(&server_ip, &root);
     let url = format!("http://{server_ip}:{port}/one.txt");
     let before: Vec<u64> = net.links.iter().map(|l| rx_packets(l)).collect();
@@ -336,8 +277,8 @@ fn three_network_namespaces_offer_one_plan_and_merge_losslessly() {
 
 #[test]
 fn a_host_that_fails_mid_run_or_is_never_ready_is_named_in_the_record_and_exit_status() {
-    let _s = serial();
-    let dir = temp_dir("fail");
+    let _s = serial(&SERIAL);
+    let dir = temp_dir("multihost-fail");
     let (_server, port) = serve("127.0.0.1", &dir);
     let url = format!("http://127.0.0.1:{port}/one.txt");
     // A wrapper standing for the remote-execution tool: host "crash" has its segment killed
@@ -449,7 +390,7 @@ fn segments_alive(port: u16) -> usize {
 
 #[test]
 fn through_a_real_sshd_on_loopback() {
-    let _s = serial();
+    let _s = serial(&SERIAL);
     if !is_root() {
         eprintln!("SKIPPED: the sshd test logs in as root and needs root to start sshd");
         return;
@@ -460,7 +401,7 @@ fn through_a_real_sshd_on_loopback() {
             return;
         }
     }
-    let dir = temp_dir("ssh");
+    let dir = temp_dir("multihost-ssh");
     let _ = std::fs::create_dir_all("/run/sshd");
     for key in ["host_key", "user_key"] {
         run(
@@ -470,7 +411,7 @@ fn through_a_real_sshd_on_loopback() {
         .unwrap();
     }
     std::fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
-    let ssh_port = free_port("127.0.0.1");
+    let ssh_port = free_port();
     let cfg = dir.join("sshd_config");
     std::fs::write(
         &cfg,
@@ -499,14 +440,11 @@ fn through_a_real_sshd_on_loopback() {
             return;
         }
     };
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", ssh_port)).is_err() {
-        if t.elapsed() > Duration::from_secs(10) {
-            let log = std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default();
-            eprintln!("SKIPPED: sshd does not run here (never listened): {log}");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let listens = || std::net::TcpStream::connect(("127.0.0.1", ssh_port)).is_ok();
+    if !wait_until(Duration::from_secs(10), listens) {
+        let log = std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default();
+        eprintln!("SKIPPED: sshd does not run here (never listened): {log}");
+        return;
     }
     let (_server, port) = serve("127.0.0.1", &dir);
     let url = format!("http://127.0.0.1:{port}/one.txt");

@@ -2,14 +2,18 @@
 //! samples them, writes its CSV, JSON lines and summary, and ends its children by PID — at the
 //! planned end and on Ctrl-C (SIGINT).
 
+mod util;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use util::{alive, ioscale, wait_until, Proc, BIN};
 
+/// A fresh path for a soak's output (the soak makes the directory).
 fn out_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ioscale-soak-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+    let d = util::temp_dir(&format!("soak-{tag}"));
+    std::fs::remove_dir(&d).unwrap();
     d
 }
 
@@ -18,22 +22,24 @@ fn summary(dir: &Path) -> Value {
     serde_json::from_slice(&b).unwrap()
 }
 
-/// Whether `pid` still names a live (not zombie) process.
-fn alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-        .unwrap_or(false)
-}
-
 #[test]
 fn a_short_soak_samples_and_ends_its_children() {
     let dir = out_dir("short");
-    let out = Command::new(env!("CARGO_BIN_EXE_ioscale"))
-        .args(["soak", "--duration", "10s", "--every", "1s", "--warmup", "2s", "--idle", "500"])
-        .args(["--rate", "50", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = ioscale(&[
+        "soak",
+        "--duration",
+        "10s",
+        "--every",
+        "1s",
+        "--warmup",
+        "2s",
+        "--idle",
+        "500",
+        "--rate",
+        "50",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     let s = summary(&dir);
     // 3: the generator marked its run INVALID (a loaded machine): still a complete soak.
@@ -76,37 +82,37 @@ fn ctrl_c_stops_the_children_and_keeps_the_samples() {
     use std::os::unix::process::CommandExt;
     for group in [false, true] {
         let dir = out_dir(if group { "intg" } else { "int" });
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ioscale"))
-            .args(["soak", "--duration", "5m", "--every", "1s", "--warmup", "1s", "--idle", "200"])
-            .args(["--rate", "20", "--out"])
-            .arg(&dir)
-            .process_group(0)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = Proc(
+            Command::new(BIN)
+                .args([
+                    "soak",
+                    "--duration",
+                    "5m",
+                    "--every",
+                    "1s",
+                    "--warmup",
+                    "1s",
+                    "--idle",
+                    "200",
+                ])
+                .args(["--rate", "20", "--out"])
+                .arg(&dir)
+                .process_group(0)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         // Wait for a few samples.
-        let t = Instant::now();
-        while std::fs::read_to_string(dir.join("samples.csv")).map_or(0, |s| s.lines().count()) < 4
-        {
-            assert!(t.elapsed() < Duration::from_secs(30), "no samples");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let pid = child.id() as i32;
+        let samples =
+            || std::fs::read_to_string(dir.join("samples.csv")).map_or(0, |s| s.lines().count());
+        assert!(wait_until(Duration::from_secs(30), || samples() >= 4), "no samples");
+        let pid = child.pid() as i32;
         // SAFETY: a signal to our own child (or its own process group) by its PID.
         unsafe { libc::kill(if group { -pid } else { pid }, libc::SIGINT) };
-        let t = Instant::now();
-        let code = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st.code();
-            }
-            if t.elapsed() > Duration::from_secs(40) {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("soak did not stop within 40 s of SIGINT (group {group})");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let code = child.wait_exit(Duration::from_secs(40)).unwrap_or_else(|e| {
+            panic!("soak did not stop within 40 s of SIGINT (group {group}): {e}")
+        });
         assert_eq!(code, Some(3), "interrupted runs exit 3 (group {group})");
         let s = summary(&dir);
         assert_eq!(s["interrupted"], true, "{s}");
@@ -128,8 +134,7 @@ fn bad_values_get_one_sentence_and_exit_2() {
         (&["--rate", "0", "--idle", "0"][..], "nothing to load"),
         (&["--duration", "soon"][..], "invalid duration 'soon'"),
     ] {
-        let out =
-            Command::new(env!("CARGO_BIN_EXE_ioscale")).arg("soak").args(args).output().unwrap();
+        let out = ioscale(&[&["soak"][..], args].concat());
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(words) && err.lines().count() <= 3, "{args:?}: {err}");

@@ -1,102 +1,84 @@
-//! Helpers shared by the root package's process tests: a child killed and reaped on drop, free
-//! loopback ports, a small document root, `ioscale serve` and Debian's nginx as processes, and one
-//! `ioscale load` run with its JSON record.
+//! Helpers shared by the root package's process tests: [`ioscale_testutil`] (children killed on
+//! drop, ports, a raw HTTP client, nginx, `/proc` readings) and what names the `ioscale`
+//! binary — `ioscale serve` and `ioscale load` as processes, and a small document root.
 
-#![allow(dead_code)]
+// Each test file is its own crate and uses a part of this module.
+#![allow(dead_code, unused_imports)]
+
+pub use ioscale_testutil::*;
 
 use serde_json::Value;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
-/// A child process killed (by its PID, via `Child::kill`) and reaped when dropped, panics included.
-pub struct Proc(pub Child);
+/// The `ioscale` binary cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_ioscale");
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A loopback port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Waits (at most 10 s) until something accepts connections on `port`.
-pub fn wait_port(port: u16) {
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "server on {port} never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Runs `ioscale ARGS...` to its end.
+pub fn ioscale(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).stdin(Stdio::null()).output().expect("run ioscale")
 }
 
 /// A fresh document root: `one.txt` (1 byte), `six.html` and `big.html` (6 KB each).
 pub fn docroot(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ioscale-test-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
+    let d = temp_dir(&format!("test-{name}"));
     std::fs::write(d.join("one.txt"), b"x").unwrap();
     std::fs::write(d.join("six.html"), vec![b'y'; 6144]).unwrap();
     std::fs::write(d.join("big.html"), vec![b'y'; 6144]).unwrap();
     d
 }
 
-/// `ioscale serve --root ROOT EXTRA...` on a free port, once it listens.
-pub fn serve(root: &Path, extra: &[&str]) -> (Proc, u16) {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_ioscale"))
-        .args(["serve", "--port", &port.to_string(), "--root"])
-        .arg(root)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Proc(child);
-    wait_port(port);
-    (p, port)
+/// `ioscale serve --port 0 --root ROOT ARGS...` once it listens: the process and its port, or
+/// what it printed and its exit code if it did not start. Its stderr is drained.
+pub fn try_serve(root: &Path, args: &[&str]) -> Result<(Proc, u16), NotStarted> {
+    let s = spawn_announced(
+        Command::new(BIN).args(["serve", "--port", "0", "--root"]).arg(root).args(args),
+    )?;
+    drain(s.stderr);
+    Ok((s.proc, s.addr.port()))
 }
 
-/// Debian's nginx serving `root` on a free port (one worker, access log off), or `None` with a
-/// printed reason when it is not installed.
+/// `ioscale serve --port 0 --root ROOT ARGS...` once it listens (panics if it does not start).
+pub fn serve(root: &Path, args: &[&str]) -> (Proc, u16) {
+    try_serve(root, args).unwrap_or_else(|e| panic!("ioscale serve did not start: {e}"))
+}
+
+/// Debian's nginx serving `root` on a free loopback port (one worker, access log off,
+/// keep-alive without a request limit), or `None` with a printed reason when it is not
+/// installed.
 pub fn nginx(root: &Path) -> Option<(Proc, u16)> {
-    let Some(bin) =
-        ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists())
-    else {
-        eprintln!("SKIPPED: nginx is not installed");
-        return None;
-    };
-    let dir = root.join("nginx");
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
     let port = free_port();
-    let conf = format!(
-        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\n\
-http {{ access_log off; keepalive_requests 1000000; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-server {{ listen 127.0.0.1:{port}; root {r}; }} }}\n",
-        d = dir.display(),
-        r = root.display()
+    let servers = format!(
+        "keepalive_requests 1000000; server {{ listen 127.0.0.1:{port}; root {}; }}",
+        root.display()
     );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .arg("-p")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Proc(child);
+    let p = start_nginx(&root.join("nginx"), &servers)?;
     wait_port(port);
     Some((p, port))
 }
 
-/// Runs `ioscale load ARGS...`: its exit code, its JSON record (`Null` when none) and its stderr.
+/// Runs `ioscale load ARGS...` (stdin from /dev/null): its exit code, its JSON record (`Null`
+/// when none) and its stderr.
 pub fn load(args: &[&str]) -> (Option<i32>, Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ioscale")).arg("load").args(args).output().unwrap();
+    let mut a = vec!["load"];
+    a.extend_from_slice(args);
+    let out = ioscale(&a);
     let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out.status.code(), v, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Starts `ioscale load ARGS... --json` with its stdout and stderr piped (read them, e.g. with
+/// [`Proc::wait_exit`] on one thread and the pipes on another).
+pub fn start_load(args: &[&str]) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .arg("load")
+            .args(args)
+            .arg("--json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
 }

@@ -4,8 +4,9 @@
 
 mod util;
 
+use ioscale_testutil::Proc;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use util::{root, serve_exe, Client, ServerProc};
 
 #[test]
@@ -39,27 +40,18 @@ fn the_file_sets_options_and_the_command_line_overrides_them() {
 
 /// Runs the program expecting it to refuse at once; returns its exit code and stderr.
 fn refused(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(serve_exe())
-        .args(["--port", "0"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    let code = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.code();
-        }
-        if t0.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut p = Proc(
+        Command::new(serve_exe())
+            .args(["--port", "0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let code = p.wait_exit(Duration::from_secs(10)).ok().flatten();
     let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    std::io::Read::read_to_string(&mut p.0.stderr.take().unwrap(), &mut err).unwrap();
     (code, err)
 }
 

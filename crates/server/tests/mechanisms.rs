@@ -194,18 +194,7 @@ fn resets_and_half_closes_mid_response() {
             t.write_all(&reqs).unwrap();
             std::thread::sleep(Duration::from_millis(20));
             // SO_LINGER 0: close sends a reset.
-            let l = libc::linger { l_onoff: 1, l_linger: 0 };
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&t);
-            // SAFETY: `fd` is open for the call; `l` is a valid linger struct of the given size.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&l as *const libc::linger).cast(),
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                )
-            };
+            util::linger_zero(&t);
             drop(t);
         }
         // Half-close after the request: the whole answer still comes, then the close.

@@ -6,11 +6,12 @@
 
 mod util;
 
+use ioscale_testutil::wait_until;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use util::{completion_engine, each_mechanism, have, root, Client, ServerProc, TestServer};
 
 /// Parses metrics text with prometheus_client; `None` (reason printed) if it is not installed.
@@ -182,17 +183,6 @@ fn access_log_lines_match_combined_log_format_on_every_engine() {
     });
 }
 
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 fn count_lines(p: &Path) -> usize {
     std::fs::read_to_string(p).map_or(0, |t| t.lines().count())
 }
@@ -209,14 +199,17 @@ fn sigusr1_reopens_the_access_log_after_a_rename() {
         assert_eq!(c.get("GET", "/1b.txt").status, 200);
     }
     // Flushed within about a second without any further request.
-    assert!(wait_for(Duration::from_secs(10), || count_lines(&log) == 3), "lines not flushed");
+    assert!(wait_until(Duration::from_secs(10), || count_lines(&log) == 3), "lines not flushed");
     std::fs::rename(&log, &rotated).unwrap();
     srv.signal(libc::SIGUSR1);
-    assert!(wait_for(Duration::from_secs(10), || log.exists()), "the log was not reopened");
+    assert!(wait_until(Duration::from_secs(10), || log.exists()), "the log was not reopened");
     for _ in 0..2 {
         assert_eq!(c.get("GET", "/6k.bin").status, 200);
     }
-    assert!(wait_for(Duration::from_secs(10), || count_lines(&log) == 2), "new lines not flushed");
+    assert!(
+        wait_until(Duration::from_secs(10), || count_lines(&log) == 2),
+        "new lines not flushed"
+    );
     let old = std::fs::read_to_string(&rotated).unwrap();
     let new = std::fs::read_to_string(&log).unwrap();
     assert!(old.lines().all(|l| l.contains("/1b.txt")) && old.lines().count() == 3, "{old}");

@@ -4,54 +4,15 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use util::{root, serve_exe, Client};
+use std::process::Command;
+use std::time::Duration;
+use util::{root, serve_exe, Client, ServerProc};
 
-fn exe() -> std::path::PathBuf {
-    serve_exe()
-}
-
-/// Starts the server through `sh -c` (for `ulimit`), returns it and its port (read from the
-/// first line it prints).
-fn spawn(shell_prefix: &str, args: &str) -> (Child, u16, BufReader<std::process::ChildStderr>) {
-    let cmd = format!("{shell_prefix} exec '{}' --port 0 {args}", exe().display());
-    let mut child = Command::new("sh")
-        .args(["-c", &cmd])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let port = line
-        .split("http://127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    (child, port, err)
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st.code();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
-}
-
-fn term(child: &Child) {
-    // SAFETY: sending a signal to our own child by its PID has no memory-safety preconditions.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+/// Starts the server (through `sh -c`, after `shell_prefix`) or panics with what it printed.
+fn spawn(shell_prefix: &str, args: &str) -> ServerProc {
+    ServerProc::spawn(shell_prefix, args).unwrap_or_else(|e| panic!("did not start: {e}"))
 }
 
 fn cpu_ns(pid: u32) -> u64 {
@@ -68,7 +29,7 @@ fn cpu_ns(pid: u32) -> u64 {
 
 #[test]
 fn start_errors_are_one_line_with_their_exit_code() {
-    let exe = exe();
+    let exe = serve_exe();
     let root = root("exit");
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
@@ -112,16 +73,15 @@ fn start_errors_are_one_line_with_their_exit_code() {
 fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let root = root("term");
     for mech in engines(&["epoll", "uring-completion"]) {
-        let (mut child, port, _err) =
-            spawn("", &format!("--root '{}' --dispatch {mech}", root.display()));
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut srv = spawn("", &format!("--root '{}' --dispatch {mech}", root.display()));
+        let addr = srv.addr();
         let mut idle = Client::connect(addr);
         assert_eq!(idle.get("GET", "/1b.txt").status, 200);
         let mut busy = TcpStream::connect(addr).unwrap();
         busy.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         busy.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n").unwrap();
         std::thread::sleep(Duration::from_millis(200));
-        term(&child);
+        srv.signal(libc::SIGTERM);
         std::thread::sleep(Duration::from_millis(200));
         // The idle keep-alive connection is closed; the half-sent request is still answered.
         assert!(idle.closed(), "{mech}: idle connection closed on SIGTERM");
@@ -134,7 +94,7 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
             "{text}"
         );
         assert!(all.ends_with(&util::big()), "{mech}");
-        assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0), "{mech}");
+        assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0), "{mech}");
     }
 }
 
@@ -158,11 +118,11 @@ fn engines<'a>(names: &[&'a str]) -> Vec<&'a str> {
 fn at_the_descriptor_limit_it_sheds_new_connections_without_spinning() {
     let root = root("emfile");
     for mech in engines(&["epoll", "poll", "uring-completion"]) {
-        let (mut child, port, mut err) = spawn(
+        let mut srv = spawn(
             "ulimit -n 48;",
             &format!("--root '{}' --dispatch {mech} --max-conns 10000", root.display()),
         );
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let addr = srv.addr();
         let mut first = Client::connect(addr);
         assert_eq!(first.get("GET", "/1b.txt").status, 200);
         // A storm: far more connections than descriptors.
@@ -177,9 +137,9 @@ fn at_the_descriptor_limit_it_sheds_new_connections_without_spinning() {
         // uncached one needs a descriptor, and gets 503 while there is none).
         assert_eq!(first.get("GET", "/1b.txt").status, 200, "{mech}");
         // No busy loop: the server is nearly idle while the shed connections stay around.
-        let c0 = cpu_ns(child.id());
+        let c0 = cpu_ns(srv.pid());
         std::thread::sleep(Duration::from_millis(1500));
-        let used = cpu_ns(child.id()) - c0;
+        let used = cpu_ns(srv.pid()) - c0;
         // Past the cache's revalidation interval: the entry cannot be checked (no descriptor)
         // and is served as it is.
         assert_eq!(first.get("GET", "/1b.txt").status, 200, "{mech}");
@@ -197,10 +157,10 @@ fn at_the_descriptor_limit_it_sheds_new_connections_without_spinning() {
         let mut late = Client::connect(addr);
         assert_eq!(late.get("GET", "/1b.txt").status, 200, "{mech}");
         drop((first, late));
-        term(&child);
-        assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0), "{mech}");
+        srv.signal(libc::SIGTERM);
+        assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0), "{mech}");
         let mut log = String::new();
-        err.read_to_string(&mut log).unwrap();
+        srv.err.read_to_string(&mut log).unwrap();
         let episodes = log.matches("cannot accept").count();
         assert!((1..=3).contains(&episodes), "{mech}: logged once per episode: {log}");
     }

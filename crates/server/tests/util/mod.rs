@@ -1,12 +1,18 @@
-//! Helpers for the server suites: a document root, an in-process server per mechanism, a raw
-//! HTTP/1.1 client over `TcpStream`, and the stand-alone server process.
+//! Helpers for the server suites: a document root, an in-process server per mechanism, and the
+//! stand-alone server process; the raw HTTP/1.1 client, `/proc` readings and socket options come
+//! from [`ioscale_testutil`], shared with the root package's tests.
 
-#![allow(dead_code)]
+// Each test file is its own crate and uses a part of this module.
+#![allow(dead_code, unused_imports)]
+
+pub use ioscale_testutil::{have, linger_zero, one_shot, proc_cpu_s, Client, Resp};
 
 use ioscale_server::{Config, Engine, Handle, Server};
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use ioscale_testutil::{spawn_announced, NotStarted, Proc};
+use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{ChildStderr, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -116,208 +122,51 @@ impl Drop for TestServer {
     }
 }
 
-/// A parsed response.
-#[derive(Debug)]
-pub struct Resp {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
-
-/// A raw HTTP/1.x client over one connection; keeps bytes read past a response (pipelining).
-pub struct Client {
-    pub stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Client { stream, buf: Vec::new() }
-    }
-
-    pub fn from_stream(stream: TcpStream) -> Client {
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Client { stream, buf: Vec::new() }
-    }
-
-    pub fn send(&mut self, raw: &[u8]) {
-        self.stream.write_all(raw).unwrap();
-    }
-
-    /// `GET`/`HEAD` a path with HTTP/1.1 and read the answer.
-    pub fn get(&mut self, method: &str, path: &str) -> Resp {
-        self.send(format!("{method} {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
-        self.response(method == "HEAD").unwrap()
-    }
-
-    /// Reads one response; `head` means no body whatever Content-Length says. `Err` on a close
-    /// before a complete response.
-    pub fn response(&mut self, head: bool) -> io::Result<Resp> {
-        loop {
-            let mut hs = [httparse::EMPTY_HEADER; 64];
-            let mut r = httparse::Response::new(&mut hs);
-            if let httparse::Status::Complete(n) =
-                r.parse(&self.buf).map_err(|e| io::Error::other(e.to_string()))?
-            {
-                let status = r.code.unwrap_or(0);
-                let headers: Vec<(String, String)> = r
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
-                    .collect();
-                let len: usize = headers
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                    .map_or(0, |(_, v)| v.parse().unwrap());
-                let len = if head || status == 304 { 0 } else { len };
-                while self.buf.len() < n + len {
-                    self.fill()?;
-                }
-                let body = self.buf[n..n + len].to_vec();
-                self.buf.drain(..n + len);
-                return Ok(Resp { status, headers, body });
-            }
-            self.fill()?;
-        }
-    }
-
-    fn fill(&mut self) -> io::Result<()> {
-        let mut b = [0u8; 65536];
-        let n = loop {
-            // Signal mechanisms in this process may interrupt a read: retry.
-            match self.stream.read(&mut b) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => break r?,
-            }
-        };
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
-        }
-        self.buf.extend_from_slice(&b[..n]);
-        Ok(())
-    }
-
-    /// Whether the server closes the connection (EOF or reset) within the read timeout, with
-    /// no more response bytes.
-    pub fn closed(&mut self) -> bool {
-        let mut b = [0u8; 1024];
-        loop {
-            match self.stream.read(&mut b) {
-                Ok(0) => return true,
-                Ok(n) => self.buf.extend_from_slice(&b[..n]),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return false,
-            }
-        }
-    }
-}
-
-/// Sends `raw` on a fresh connection and reads everything until the server closes: the status
-/// of the first response (or None if it closed without one).
-pub fn one_shot(addr: SocketAddr, raw: &[u8]) -> Option<u16> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = s.write_all(raw);
-    let _ = s.shutdown(std::net::Shutdown::Write);
-    let mut out = Vec::new();
-    let mut b = [0u8; 4096];
-    loop {
-        match s.read(&mut b) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&b[..n]),
-        }
-    }
-    let text = String::from_utf8_lossy(&out);
-    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
-}
-
 /// The stand-alone server program (`src/bin/ioscale-serve.rs`, built by cargo for the tests).
 pub fn serve_exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ioscale-serve"))
 }
 
-/// Whether a program is on PATH.
-pub fn have(prog: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {prog}")])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// The stand-alone server as a child process, started through `sh -c` (so a test can prefix
 /// `ulimit -n N;`), with its stderr kept; killed and reaped when dropped.
 pub struct ServerProc {
-    pub child: std::process::Child,
+    /// The process.
+    pub proc: Proc,
+    /// Its port on 127.0.0.1.
     pub port: u16,
-    pub err: std::io::BufReader<std::process::ChildStderr>,
+    /// Its stderr after the line announcing the address.
+    pub err: io::BufReader<ChildStderr>,
 }
 
 impl ServerProc {
-    /// Starts `ioscale-serve --port 0 ARGS` and reads its port from the first stderr line;
-    /// `None` (with the line) if it exited instead.
+    /// Starts `ioscale-serve --port 0 ARGS` and reads its port from the line it prints once it
+    /// listens; `Err` with what it printed if it exited instead.
     pub fn spawn(shell_prefix: &str, args: &str) -> Result<ServerProc, String> {
-        use std::io::BufRead;
         let cmd = format!("{shell_prefix} exec '{}' --port 0 {args}", serve_exe().display());
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", &cmd])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        err.read_line(&mut line).unwrap();
-        let port = line
-            .split("http://127.0.0.1:")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .and_then(|p| p.parse().ok());
-        match port {
-            Some(port) => Ok(ServerProc { child, port, err }),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(line)
-            }
+        match spawn_announced(Command::new("sh").args(["-c", &cmd])) {
+            Ok(s) => Ok(ServerProc { proc: s.proc, port: s.addr.port(), err: s.stderr }),
+            Err(NotStarted { line, .. }) => Err(line),
         }
     }
 
+    /// Its address.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// Its process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.proc.pid()
     }
 
+    /// Sends it `sig`.
     pub fn signal(&self, sig: i32) {
-        // SAFETY: a signal to our own child by its PID has no memory-safety preconditions.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
+        self.proc.signal(sig)
     }
 
     /// Waits up to `limit` for the exit code (killed and `None` after that).
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let t0 = std::time::Instant::now();
-        while t0.elapsed() < limit {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
+        self.proc.wait_exit(limit).ok().flatten()
     }
 
     /// The stats document over a fresh connection.
@@ -328,43 +177,6 @@ impl ServerProc {
 
     /// Open descriptors of the server process.
     pub fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
+        self.proc.fds()
     }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// User + system CPU time of process `pid` from `/proc/PID/stat` (every thread), in seconds.
-pub fn proc_cpu_s(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at field 3 (state).
-    let rest = s.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // utime is field 14, stime 15: indices 11 and 12 counting from field 3.
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (ticks(11) + ticks(12)) as f64 / hz
-}
-
-/// Sets SO_LINGER to 0: the next close sends a reset.
-pub fn linger_zero(s: &TcpStream) {
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
-    let fd = std::os::fd::AsRawFd::as_raw_fd(s);
-    // SAFETY: `fd` is open for the call; `l` is a valid linger struct of the given size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER");
 }
