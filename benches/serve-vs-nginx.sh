@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # serve-vs-nginx.sh: server CPU per request of `ioscale serve` against nginx and the floor
-# (benches/floor.c), measured the way /work/shared/BENCHMARKING.md asks: server pinned to CPU 0,
+# (benches/floor.c), measured the way docs/benchmarking.md asks: server pinned to CPU 0,
 # `wrk -t1 -c50` pinned to CPU 1, keep-alive, a 1-byte file, interleaved rounds, the server's
 # CPU from /proc/PID/task/*/schedstat (first field), ratios per round, then the median.
 #

@@ -275,7 +275,7 @@ pub struct Waker {
 }
 
 impl Waker {
-    /// Creates the eventfd and registers it on `dispatcher` under `token`.
+    /// Creates the pipe and registers its read end on `dispatcher` under `token`.
     pub fn new(dispatcher: &mut dyn Dispatcher, token: Token) -> io::Result<Waker> {
         let (fd, tx) = sys::pipe()?;
         dispatcher.register(fd.as_raw_fd(), token, Interest::READABLE)?;

@@ -1,6 +1,6 @@
 //! ioscale-herd: the thundering-herd experiment (`ioscale herd`).
 //!
-//! Seed 004 ("Select is fundamentally broken", Majkowski 2017) forks N processes that all block
+//! Majkowski's blog post "Select is fundamentally broken" (2017) forks N processes that all block
 //! in select() on one listening socket (optionally with the socket dup'ed ~1000 times in each
 //! one's wait set) and times a non-blocking `connect()` to it over loopback. Loopback processes
 //! the handshake inside the `connect()` call, so its duration includes the kernel waking every

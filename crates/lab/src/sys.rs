@@ -15,7 +15,7 @@ pub fn nofile_soft() -> u64 {
 }
 
 /// Nanoseconds process `pid` has spent on a CPU: the sum of the first field of
-/// `/proc/PID/task/*/schedstat` (the kernel's own accounting, BENCHMARKING.md). Read while the
+/// `/proc/PID/task/*/schedstat` (the kernel's own accounting, docs/benchmarking.md). Read while the
 /// process is alive; threads that have exited are not counted, so the servers the lab runs keep
 /// their threads for their whole life.
 pub fn schedstat_ns(pid: u32) -> io::Result<u64> {

@@ -13,7 +13,7 @@ use ioscale_http::{Entity, EntityOptions, Error, ErrorKind};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -324,11 +324,6 @@ impl Files {
     /// Bytes held in memory.
     pub fn held(&self) -> u64 {
         self.held
-    }
-
-    /// The root's descriptor.
-    pub fn root_fd(&self) -> RawFd {
-        self.root.as_raw_fd()
     }
 }
 

@@ -122,11 +122,6 @@ impl Hybrid {
         })
     }
 
-    /// Whether it is in epoll mode now.
-    pub fn in_epoll_mode(&self) -> bool {
-        self.mode == Mode::Epoll
-    }
-
     fn ctl(&mut self, op: libc::c_int, fd: RawFd, interest: Interest) -> io::Result<()> {
         self.core.counters.interest_syscalls += 1;
         sys::epoll_ctl(self.ep.as_raw_fd(), op, fd, interest_bits(interest), fd as u64)

@@ -126,7 +126,7 @@ pub trait Dispatcher: Send {
 }
 
 /// Options some mechanisms read; the rest ignore them.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct Options {
     /// `devpoll`: a record for a registered descriptor ORs its events into the interest (as
@@ -141,18 +141,6 @@ pub struct Options {
     pub sigqueue_max: Option<u64>,
     /// `hybrid`: when to switch between signals and epoll.
     pub hybrid: hybrid::HybridConfig,
-}
-
-#[allow(clippy::derivable_impls)] // fields with non-zero defaults arrive with later mechanisms
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            devpoll_or: false,
-            rtsig_signal: None,
-            sigqueue_max: None,
-            hybrid: hybrid::HybridConfig::default(),
-        }
-    }
 }
 
 macro_rules! mechanisms {

@@ -84,7 +84,8 @@ impl Dispatcher for Select {
 
     fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
         events.clear();
-        // Rebuilt every call: select overwrites its arguments (seed 002).
+        // Rebuilt every call: select overwrites its arguments (one of the costs the blog
+        // "select / poll / epoll: practical difference for system architects" lists).
         let (mut r, mut w, mut x) = (FdSet::new(), FdSet::new(), FdSet::new());
         let mut nfds = 0;
         for &(fd, _, interest) in &self.entries {

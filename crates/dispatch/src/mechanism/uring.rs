@@ -1,7 +1,8 @@
 //! io_uring multishot poll: readiness delivered through a completion ring shared with the kernel.
 //!
-//! This is Provos & Lever's shared kernel/user result area (§3.3, seed 002) done for real, and
-//! the completion-queue model seed 004 points to: every registration is one *multishot* poll
+//! This is Provos & Lever's shared kernel/user result area ("Scalable Network I/O in Linux",
+//! §3.3) done for real, and the model "Select is fundamentally broken" (Majkowski 2017) asks
+//! for — state kept in the kernel, events handed back as they happen: every registration is one *multishot* poll
 //! request (`IORING_OP_POLL_ADD` with `IORING_POLL_ADD_MULTI`) that stays armed and posts a
 //! completion (CQE) carrying the ready `poll(2)` bits each time the descriptor's wait queue
 //! wakes it. The completions land in a ring mapped into the process, so `wait` reads them with

@@ -31,8 +31,9 @@ macro_rules! syscall {
 pub(crate) use syscall;
 
 /// Converts an optional timeout into milliseconds for poll/epoll, rounding a sub-millisecond
-/// remainder *up* so that a short timeout never turns into a busy loop (seed 002: the 1 ms
-/// precision of poll and epoll).
+/// remainder *up* so that a short timeout never turns into a busy loop (the 1 ms precision
+/// of poll and epoll, a pitfall the blog "select / poll / epoll: practical difference for system
+/// architects" warns of).
 pub fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
     match timeout {
         None => -1,
@@ -76,7 +77,8 @@ pub fn epoll_wait(
 }
 
 /// `epoll_pwait2` (Linux 5.11): `epoll_wait` with a nanosecond timeout, so a timer due in 300 µs
-/// wakes in 300 µs rather than the next whole millisecond (seed 002's precision complaint).
+/// wakes in 300 µs rather than the next whole millisecond (the precision complaint of the blog "select / poll /
+/// epoll: practical difference for system architects").
 /// No signal mask is passed. `ENOSYS` on older kernels: the caller falls back to [`epoll_wait`].
 pub fn epoll_pwait2(
     ep: RawFd,
