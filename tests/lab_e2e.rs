@@ -176,3 +176,72 @@ fn tiny_http_experiment_serves_and_loads_for_real() {
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert_eq!(html.matches("<svg").count(), 1);
 }
+
+/// Each bad experiment file: one sentence naming the file and the key, exit 1, nothing run and
+/// the previous results left where they were.
+#[test]
+fn bad_experiment_files_are_refused_before_anything_runs() {
+    let many: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+    let rates: Vec<String> = (1..=1000).map(|i| i.to_string()).collect();
+    let huge: Vec<String> = (0..1_000_000).map(|i| i.to_string()).collect();
+    let cases: Vec<(&str, String, String, &str)> = vec![
+        (TINY, "duration = 0.02".into(), "duration = -1".into(), "`duration` = -1"),
+        (TINY, "duration = 0.02".into(), "duration = 0".into(), "`duration` = 0"),
+        (TINY, "duration = 0.02".into(), "duration = nan".into(), "`duration` = nan"),
+        (TINY, "rounds = 1".into(), "rounds = 0".into(), "`rounds` = 0"),
+        (TINY, "idle = [0, 50]".into(), "idle = [-5]".into(), "`grid.idle[1]` = -5"),
+        (TINY, "idle = [0, 50]".into(), "idel = [0, 50]".into(), "unknown key `grid.idel`"),
+        (TINY, "summary =".into(), "sumary =".into(), "unknown key `sumary`"),
+        (TINY, "title = \"cost\"".into(), "titel = \"cost\"".into(), "`figure[1].titel`"),
+        (
+            TINY,
+            "y = \"ns_per_cycle\"".into(),
+            "y = \"ns_per_cycle\"\nwhere = { idel = 0 }".into(),
+            "`figure[1].where.idel`",
+        ),
+        (
+            TINY,
+            "idle = [0, 50]".into(),
+            format!("idle = [{}]", huge.join(",")),
+            "more than an experiment file may be",
+        ),
+        (
+            TINY_HTTP,
+            "idle = [20]\nrate = [200]".into(),
+            format!("idle = [{}]\nrate = [{}]", many.join(","), rates.join(",")),
+            "at most 10000 are accepted",
+        ),
+        (
+            TINY_HTTP,
+            "calls = 2".into(),
+            "cals = 2".into(),
+            "unknown key `load.cals` (did you mean `calls`?)",
+        ),
+    ];
+    for (i, (base, from, to, want)) in cases.iter().enumerate() {
+        assert!(base.contains(from.as_str()), "case {i}: {from}");
+        let name = if *base == TINY { "tiny" } else { "tinyhttp" };
+        let exps = tmpdir(&format!("lab-bad-exps-{i}"));
+        let out = tmpdir(&format!("lab-bad-out-{i}"));
+        let file = exps.join(format!("{name}.toml"));
+        std::fs::write(&file, base.replacen(from.as_str(), to, 1)).unwrap();
+        std::fs::write(out.join("results.jsonl"), "earlier results\n").unwrap();
+        let run = lab(&[name], &exps, &out);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "case {i} ({to:.60}): {err}");
+        assert_eq!(err.trim().lines().count(), 1, "case {i}: one sentence: {err}");
+        assert!(err.contains(&file.display().to_string()), "case {i}: names the file: {err}");
+        assert!(err.contains(want), "case {i}: wanted {want:?} in: {err}");
+        let left: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["results.jsonl"], "case {i}: nothing ran, nothing renamed");
+        assert_eq!(
+            std::fs::read_to_string(out.join("results.jsonl")).unwrap(),
+            "earlier results\n"
+        );
+        let _ = std::fs::remove_dir_all(&exps);
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}

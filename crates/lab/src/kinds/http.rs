@@ -24,6 +24,24 @@ pub mod server;
 
 pub use server::{docroot, FILE_SIZES};
 
+/// The metrics an `http` point records besides the generator's ([`generator::LOAD_METRICS`])
+/// and the server's counters ([`generator::COUNTERS`]): the server's CPU over the window
+/// (`server_cpu_ns`, `cpu_util` in % of one core, `cpu_us_per_req`), the calibrated
+/// `capacity`, `error_pct`, and for a ramp `t`, the step's middle in seconds.
+pub(crate) const POINT_METRICS: [&str; 6] =
+    ["server_cpu_ns", "cpu_util", "cpu_us_per_req", "capacity", "error_pct", "t"];
+
+/// The lists an `http` point may record: a ramp's mode-switch times.
+pub(crate) const POINT_LISTS: [&str; 1] = ["switch_times"];
+
+/// Every metric an `http` point can carry, for checking the figures that draw them.
+pub(crate) fn metric_names() -> Vec<&'static str> {
+    let mut v: Vec<&str> = generator::LOAD_METRICS.iter().map(|(n, _)| *n).collect();
+    v.extend(generator::COUNTERS);
+    v.extend(POINT_METRICS);
+    v
+}
+
 /// Runs the points of one `http` experiment.
 pub(crate) fn run(ctx: &mut Ctx<'_>, plan: &Plan, points: &[Point]) -> Result<(), Error> {
     let root = docroot(&ctx.cfg.out)?;

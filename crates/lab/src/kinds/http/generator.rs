@@ -138,6 +138,24 @@ pub(crate) fn run(
     }
 }
 
+/// The metrics a point takes from the generator's record: each name with the places in the
+/// record it may be found (the first present wins).
+pub(crate) const LOAD_METRICS: [(&str, &[&str]); 13] = [
+    ("reply_rate_avg", &["reply_rate.avg", "active.reply_rate.avg", "reply_rate_avg"]),
+    ("reply_rate_min", &["reply_rate.min", "active.reply_rate.min", "reply_rate_min"]),
+    ("reply_rate_max", &["reply_rate.max", "active.reply_rate.max", "reply_rate_max"]),
+    ("reply_rate_stddev", &["reply_rate.stddev", "active.reply_rate.stddev", "reply_rate_stddev"]),
+    ("replies", &["active.replies", "replies", "active.responses", "responses"]),
+    ("latency_p50_ms", &["active.latency_ms.p50", "latency_ms.p50", "active.latency.p50_ms"]),
+    ("latency_p99_ms", &["active.latency_ms.p99", "latency_ms.p99", "active.latency.p99_ms"]),
+    ("latency_mean_ms", &["active.latency_ms.mean", "latency_ms.mean", "active.latency.mean_ms"]),
+    ("errors", &["active.errors.total", "errors.total", "active.errors"]),
+    ("sessions", &["active.sessions", "sessions", "active.connections"]),
+    ("target_rate", &["target_rate", "check.target_rate", "self_check.target_rate"]),
+    ("achieved_rate", &["achieved_rate", "check.achieved_rate", "self_check.achieved_rate"]),
+    ("generator_cpu_util", &["generator_cpu_util", "check.cpu_util", "self_check.cpu_util"]),
+];
+
 /// Pulls the lab's metrics out of the generator's record (from the population that carries the
 /// rate: `idle` in periodic mode, `active` otherwise).
 pub(crate) fn load_metrics(v: &serde_json::Value, rec: &mut Record) {
@@ -152,28 +170,7 @@ pub(crate) fn load_metrics(v: &serde_json::Value, rec: &mut Record) {
         flatten_numbers(v, "", &mut flat);
     }
     let pick = |names: &[&str]| names.iter().find_map(|n| flat.get(*n).copied());
-    let pairs: [(&str, &[&str]); 13] = [
-        ("reply_rate_avg", &["reply_rate.avg", "active.reply_rate.avg", "reply_rate_avg"]),
-        ("reply_rate_min", &["reply_rate.min", "active.reply_rate.min", "reply_rate_min"]),
-        ("reply_rate_max", &["reply_rate.max", "active.reply_rate.max", "reply_rate_max"]),
-        (
-            "reply_rate_stddev",
-            &["reply_rate.stddev", "active.reply_rate.stddev", "reply_rate_stddev"],
-        ),
-        ("replies", &["active.replies", "replies", "active.responses", "responses"]),
-        ("latency_p50_ms", &["active.latency_ms.p50", "latency_ms.p50", "active.latency.p50_ms"]),
-        ("latency_p99_ms", &["active.latency_ms.p99", "latency_ms.p99", "active.latency.p99_ms"]),
-        (
-            "latency_mean_ms",
-            &["active.latency_ms.mean", "latency_ms.mean", "active.latency.mean_ms"],
-        ),
-        ("errors", &["active.errors.total", "errors.total", "active.errors"]),
-        ("sessions", &["active.sessions", "sessions", "active.connections"]),
-        ("target_rate", &["target_rate", "check.target_rate", "self_check.target_rate"]),
-        ("achieved_rate", &["achieved_rate", "check.achieved_rate", "self_check.achieved_rate"]),
-        ("generator_cpu_util", &["generator_cpu_util", "check.cpu_util", "self_check.cpu_util"]),
-    ];
-    for (name, candidates) in pairs {
+    for (name, candidates) in LOAD_METRICS {
         if let Some(x) = pick(candidates) {
             rec.metrics.insert(name.to_string(), x);
         }
@@ -194,6 +191,19 @@ pub(crate) fn load_metrics(v: &serde_json::Value, rec: &mut Record) {
     }
 }
 
+/// The server's dispatch counters a point records (their difference over the run), by the
+/// last part of their name in the stats document.
+pub(crate) const COUNTERS: [&str; 8] = [
+    "signals",
+    "dequeue_calls",
+    "overflows",
+    "recoveries",
+    "mode_switches",
+    "wait_calls",
+    "events",
+    "interest_syscalls",
+];
+
 /// Dispatch counters from the stats endpoint: the difference `after - before`.
 pub(crate) fn counter_metrics(
     before: &Option<serde_json::Value>,
@@ -206,19 +216,7 @@ pub(crate) fn counter_metrics(
     flatten_numbers(a, "", &mut fa);
     for (k, va) in &fa {
         let Some(short) = k.rsplit('.').next() else { continue };
-        if [
-            "signals",
-            "dequeue_calls",
-            "overflows",
-            "recoveries",
-            "mode_switches",
-            "wait_calls",
-            "events",
-            "interest_syscalls",
-        ]
-        .contains(&short)
-            && k.contains("dispatch")
-        {
+        if COUNTERS.contains(&short) && k.contains("dispatch") {
             let d = va - fb.get(k).copied().unwrap_or(0.0);
             *rec.metrics.entry(short.to_string()).or_insert(0.0) += d;
         }

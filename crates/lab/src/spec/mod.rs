@@ -2,10 +2,15 @@
 //!
 //! An experiment names what it reproduces, what the paper found, the mechanisms, the server and
 //! load settings, a grid of parameters (every combination is one point), a `quick` and a `full`
-//! variant that override the grid, and the figures and tables drawn from its points.
+//! variant that override the grid, and the figures and tables drawn from its points. Every key
+//! and value is checked before anything runs ([`check`]; the keys are listed in
+//! `experiments/README.md`).
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
+
+pub mod check;
+pub use check::Problem;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -366,42 +371,72 @@ pub struct SpecError {
     /// The file.
     pub path: PathBuf,
     /// What is wrong.
-    pub message: String,
+    pub problem: Problem,
 }
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.message)
+        write!(f, "{}: {}", self.path.display(), self.problem)
     }
 }
 
 impl std::error::Error for SpecError {}
 
+/// Reads at most [`check::MAX_FILE_BYTES`] of a file as UTF-8 text.
+fn read_bounded(path: &Path) -> Result<String, Problem> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| Problem::Read(e.to_string()))?;
+    let mut buf = Vec::new();
+    f.take(check::MAX_FILE_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Problem::Read(e.to_string()))?;
+    if buf.len() as u64 > check::MAX_FILE_BYTES {
+        let bytes = std::fs::metadata(path).map_or(buf.len() as u64, |m| m.len());
+        return Err(Problem::TooLarge { bytes: bytes.max(buf.len() as u64) });
+    }
+    String::from_utf8(buf).map_err(|e| {
+        Problem::Read(format!("byte {} is not UTF-8 text", e.utf8_error().valid_up_to()))
+    })
+}
+
+/// The 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+}
+
+/// Parses and checks one experiment's text: its keys and values ([`check::keys`]), then what
+/// they mean together ([`check::coherence`]). `stem` is the file's name without `.toml`.
+pub fn parse(text: &str, stem: &str) -> Result<Experiment, Problem> {
+    let syntax = |e: toml::de::Error| Problem::Syntax {
+        line: e.span().map_or(1, |s| line_of(text, s.start)),
+        message: e.message().trim().replace('\n', "; "),
+    };
+    let doc: toml::Table = text.parse().map_err(syntax)?;
+    check::keys(&doc)?;
+    let exp: Experiment = toml::from_str(text).map_err(syntax)?;
+    if exp.name != stem {
+        return Err(Problem::Inconsistent {
+            key: "name".into(),
+            message: format!("'{}' differs from the file's name '{stem}'", exp.name),
+        });
+    }
+    check::coherence(&exp)?;
+    Ok(exp)
+}
+
 /// Loads one experiment file and checks it.
 pub fn load(path: &Path) -> Result<Experiment, SpecError> {
-    let err = |message: String| SpecError { path: path.to_path_buf(), message };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let exp: Experiment = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let err = |problem: Problem| SpecError { path: path.to_path_buf(), problem };
+    let text = read_bounded(path).map_err(err)?;
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-    if exp.name != stem {
-        return Err(err(format!("name '{}' differs from the file name '{stem}'", exp.name)));
-    }
-    if exp.mechanisms.is_empty() {
-        return Err(err("mechanisms is empty".into()));
-    }
-    for f in &exp.figures {
-        if f.x.is_empty() || f.y.is_empty() {
-            return Err(err(format!("figure '{}' needs x and y", f.id)));
-        }
-    }
-    Ok(exp)
+    parse(&text, stem).map_err(err)
 }
 
 /// Loads every `*.toml` in `dir`, sorted by name.
 pub fn load_dir(dir: &Path) -> Result<Vec<Experiment>, SpecError> {
     let rd = std::fs::read_dir(dir).map_err(|e| SpecError {
         path: dir.to_path_buf(),
-        message: format!("cannot read experiments: {e}"),
+        problem: Problem::Read(format!("cannot read the experiments directory: {e}")),
     })?;
     let mut paths: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
