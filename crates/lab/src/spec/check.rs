@@ -48,6 +48,8 @@ pub enum Rule {
     Choice(&'static [&'static str]),
     /// One of these whole numbers.
     Among(&'static [i64]),
+    /// A server CPU budget: a fraction of one core in (0, 1], `"auto"` or `"none"`.
+    Budget,
     /// A table of its own keys.
     Section(&'static [Key]),
     /// A list of tables (`[[figure]]`), each of these keys.
@@ -75,6 +77,9 @@ impl Rule {
             Rule::Among(nums) => {
                 format!("one of {}", nums.iter().map(i64::to_string).collect::<Vec<_>>().join(", "))
             }
+            Rule::Budget => {
+                "a fraction of one core above 0 and at most 1, \"auto\" or \"none\"".into()
+            }
             Rule::Section(_) => "a table".into(),
             Rule::Sections(_) => "a list of tables ([[…]])".into(),
             Rule::Grid => "a table of parameter = [values]".into(),
@@ -99,6 +104,11 @@ impl Rule {
             }
             (Rule::Choice(words), T::String(s)) => words.contains(&s.as_str()),
             (Rule::Among(nums), T::Integer(i)) => nums.contains(i),
+            (Rule::Budget, T::Integer(_) | T::Float(_)) => {
+                let x = number(v);
+                x > 0.0 && x <= 1.0
+            }
+            (Rule::Budget, T::String(s)) => s == "auto" || s == "none",
             (Rule::Section(_) | Rule::Grid | Rule::Filter, T::Table(_)) => true,
             (Rule::Sections(_), T::Array(a)) => a.iter().all(toml::Value::is_table),
             _ => false,
@@ -192,6 +202,7 @@ pub const VARIANT: &[Key] = &[
     key("duration", SECONDS_PER_POINT, "the experiment's", "seconds of load per point"),
     key("warmup", WARMUP, "the experiment's", "seconds of warm-up per point"),
     key("rounds", ROUNDS, "the experiment's", "rounds per point"),
+    key("server_cpu", Rule::Budget, "the experiment's", "the server's CPU budget"),
 ];
 
 /// `[[figure]]`.
@@ -273,6 +284,13 @@ pub const TOP: &[Key] = &[
     ),
     key("warmup", WARMUP, "0", "seconds of warm-up per point, excluded from the statistics"),
     key("rounds", ROUNDS, "3", "rounds per point (dispatch)"),
+    key(
+        "server_cpu",
+        Rule::Budget,
+        "none (`--server-cpu` overrides)",
+        "the server's CPU budget (http): a cgroup CPU-bandwidth limit, so the server is the \
+         weaker side as in the papers",
+    ),
     key("server", Rule::Section(SERVER), "{}", "server settings (http)"),
     key("load", Rule::Section(LOAD), "{}", "load settings (http)"),
     key("quick", Rule::Section(VARIANT), "{}", "the quick variant (`ioscale lab`)"),
@@ -572,6 +590,14 @@ pub fn coherence(e: &Experiment) -> Result<(), Problem> {
         if m.is_empty() || !seen.insert(m) {
             return Err(bad("mechanisms", format!("'{m}' is empty or listed twice")));
         }
+    }
+    if e.kind != Kind::Http
+        && [e.server_cpu, e.quick.server_cpu, e.full.server_cpu].iter().any(Option::is_some)
+    {
+        return Err(bad(
+            "server_cpu",
+            "a server CPU budget applies to http experiments only".into(),
+        ));
     }
     if e.nginx && e.kind != Kind::Http {
         return Err(bad("nginx", "a reference nginx line applies to http experiments only".into()));
@@ -985,6 +1011,21 @@ where = { idle = 100 }
         assert!(p.to_string().contains("figure[1].x"), "{p}");
         let p = problem("rate_fraction = [0.5]", "rate_fraction = [0.5]\nrate = [10]");
         assert!(p.to_string().contains("exactly one of `rate`"), "{p}");
+    }
+
+    #[test]
+    fn server_cpu_budgets() {
+        for ok in ["0.25", "1", "\"auto\"", "\"none\""] {
+            let text = GOOD.replace("duration = 2", &format!("duration = 2\nserver_cpu = {ok}"));
+            parse(&text, "t").unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in ["0", "1.5", "-1", "\"half\""] {
+            let p = problem("duration = 2", &format!("duration = 2\nserver_cpu = {bad}"));
+            assert_eq!(bad_value(p).0, "server_cpu");
+        }
+        let e = parse(&GOOD.replace("[quick]\n", "[quick]\nserver_cpu = 0.5\n"), "t").unwrap();
+        assert_eq!(e.plan(Which::Quick).server_cpu, Some(crate::spec::ServerCpu::Fraction(0.5)));
+        assert_eq!(e.plan(Which::Full).server_cpu, None);
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct Variant {
     pub warmup: Option<f64>,
     /// Rounds per point (dispatch and herd kinds).
     pub rounds: Option<u32>,
+    /// The server's CPU budget, replacing the experiment's.
+    pub server_cpu: Option<ServerCpu>,
 }
 
 /// A figure drawn from the experiment's points: one line per series value.
@@ -228,6 +230,9 @@ pub struct Experiment {
     /// Rounds per point.
     #[serde(default = "default_rounds")]
     pub rounds: u32,
+    /// The server's CPU budget (http): a fraction of one core, `auto` or `none`.
+    #[serde(default)]
+    pub server_cpu: Option<ServerCpu>,
     /// Server settings.
     #[serde(default)]
     pub server: Server,
@@ -254,6 +259,36 @@ fn default_duration() -> f64 {
 
 fn default_rounds() -> u32 {
     3
+}
+
+/// The server's CPU budget in an experiment file (`server_cpu`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ServerCpu {
+    /// No budget: the server may use a whole core.
+    None,
+    /// A budget chosen from the calibration, leaving the generator headroom.
+    Auto,
+    /// This fraction of one core, in (0, 1].
+    Fraction(f64),
+}
+
+impl<'de> Deserialize<'de> for ServerCpu {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(f64),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(f) if f > 0.0 && f <= 1.0 => Ok(ServerCpu::Fraction(f)),
+            Raw::Word(w) if w == "auto" => Ok(ServerCpu::Auto),
+            Raw::Word(w) if w == "none" => Ok(ServerCpu::None),
+            _ => Err(serde::de::Error::custom(
+                "server_cpu: expected a fraction of one core in (0, 1], \"auto\" or \"none\"",
+            )),
+        }
+    }
 }
 
 /// Which variant to run.
@@ -292,6 +327,8 @@ pub struct Plan {
     pub warmup: f64,
     /// Rounds.
     pub rounds: u32,
+    /// The server's CPU budget.
+    pub server_cpu: Option<ServerCpu>,
 }
 
 impl Experiment {
@@ -313,6 +350,7 @@ impl Experiment {
             duration: v.duration.unwrap_or(self.duration),
             warmup: v.warmup.unwrap_or(self.warmup),
             rounds: v.rounds.unwrap_or(self.rounds),
+            server_cpu: v.server_cpu.or(self.server_cpu),
         }
     }
 }
