@@ -245,3 +245,64 @@ fn bad_experiment_files_are_refused_before_anything_runs() {
         let _ = std::fs::remove_dir_all(&out);
     }
 }
+
+/// `--resume` after a torn last line (a crash or a full disk mid-write) keeps every record: the
+/// torn line is cut with a warning naming the file and line and its point measured again; a
+/// line that is not UTF-8 is named by `lab report` and `--resume`, and the rest are read.
+#[test]
+fn resume_after_a_torn_last_line_keeps_every_record() {
+    let exps = tmpdir("lab-torn-exps");
+    let out = tmpdir("lab-torn-out");
+    std::fs::write(exps.join("tiny.toml"), TINY).unwrap();
+    let first = lab(&["tiny"], &exps, &out);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let results = out.join("results.jsonl");
+    let keys = |text: &str| -> Vec<String> {
+        let mut k: Vec<String> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["key"].as_str().unwrap().to_string())
+            .collect();
+        k.sort();
+        k
+    };
+    let whole = std::fs::read_to_string(&results).unwrap();
+    let all = keys(&whole);
+    assert_eq!(all.len(), 6);
+
+    // Tear the last line.
+    std::fs::write(&results, &whole[..whole.len() - 25]).unwrap();
+    let again = lab(&["tiny", "--resume"], &exps, &out);
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&again.stdout), String::from_utf8_lossy(&again.stderr));
+    assert!(again.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("{}: line 6 was cut short", results.display())), "{stderr}");
+    assert!(stdout.contains("1 points measured (5 skipped"), "{stdout}");
+    let text = std::fs::read_to_string(&results).unwrap();
+    assert_eq!(text.lines().count(), 6, "{text}");
+    assert_eq!(keys(&text), all, "every record kept, each once");
+
+    // One byte that is not UTF-8 in line 2.
+    let mut bytes = text.into_bytes();
+    let second = bytes.iter().position(|b| *b == b'\n').unwrap() + 3;
+    bytes[second] = 0xff;
+    std::fs::write(&results, &bytes).unwrap();
+    let report = Command::new(env!("CARGO_BIN_EXE_ioscale"))
+        .args(["lab", "report"])
+        .arg(&out)
+        .arg("--experiments")
+        .arg(&exps)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&report.stderr);
+    assert!(report.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("{}: line 2: byte", results.display())), "{stderr}");
+    assert!(stderr.contains("1 unreadable line(s) skipped, 5 record(s) read"), "{stderr}");
+    let resumed = lab(&["tiny", "--resume"], &exps, &out);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(stderr.contains("line 2: byte"), "{stderr}");
+    assert!(String::from_utf8_lossy(&resumed.stdout).contains("1 points measured (5 skipped"));
+    let _ = std::fs::remove_dir_all(&exps);
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -566,7 +566,12 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f
 
 /// Re-renders `report.html` and `summary.md` in `out` from its `results.jsonl`.
 pub fn render_dir(out: &Path, experiments_dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
-    let (recs, bad) = record::read_all(&out.join("results.jsonl"))?;
+    let path = out.join("results.jsonl");
+    let contents = record::read_all(&path).map_err(|e| Error(e.to_string()))?;
+    for w in contents.warnings(&path) {
+        eprintln!("lab: {w}");
+    }
+    let (recs, bad) = (contents.records, contents.unreadable.len());
     if recs.is_empty() {
         return Err(Error(format!(
             "{} holds no results to report",
@@ -577,7 +582,7 @@ pub fn render_dir(out: &Path, experiments_dir: &Path) -> Result<(PathBuf, PathBu
     let machine = recs.last().map(|r| r.machine.clone()).unwrap_or_default();
     let when = recs.iter().map(|r| r.unix_time).max().unwrap_or(0);
     let note = format!(
-        "{} points from {} ({} damaged lines skipped); last point at {} (Unix time {when}).",
+        "{} points from {} ({} unreadable lines skipped); last point at {} (Unix time {when}).",
         recs.len(),
         out.join("results.jsonl").display(),
         bad,

@@ -6,7 +6,7 @@ use super::{Config, Error};
 use crate::record::{self, Machine, Record};
 use crate::spec::{Plan, Point};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub(crate) struct Ctx<'a> {
     pub(crate) cfg: &'a Config,
     pub(crate) machine: Machine,
-    pub(crate) results: PathBuf,
+    pub(crate) results: record::Appender,
     /// Keys of the points already in `results.jsonl` (skipped by `--resume`) or written since.
     pub(crate) done: BTreeSet<String>,
     pub(crate) children: Children,
@@ -31,7 +31,7 @@ impl Ctx<'_> {
         if !rec.usable() {
             self.invalid += 1;
         }
-        record::append(&self.results, &rec)?;
+        self.results.append(&rec)?;
         self.done.insert(rec.key.clone());
         self.measured += 1;
         if let Some(b) = &self.bar {

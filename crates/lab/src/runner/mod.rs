@@ -63,6 +63,12 @@ impl From<std::io::Error> for Error {
     }
 }
 
+impl From<record::Error> for Error {
+    fn from(e: record::Error) -> Self {
+        Error(e.to_string())
+    }
+}
+
 impl From<spec::SpecError> for Error {
     fn from(e: spec::SpecError) -> Self {
         Error(e.to_string())
@@ -113,12 +119,12 @@ pub fn run(cfg: &Config) -> Result<Outcome, Error> {
         Error(format!("cannot create the output directory {}: {e}", cfg.out.display()))
     })?;
     let results = cfg.out.join("results.jsonl");
-    let done = prepare_results(cfg, &results)?;
+    let (done, appender) = prepare_results(cfg, &results)?;
     sys::catch_interrupt();
     let mut ctx = Ctx {
         cfg,
         machine: Machine::detect(),
-        results: results.clone(),
+        results: appender,
         done,
         children: Children::default(),
         available: context::availability(&cfg.exe),
@@ -155,19 +161,32 @@ pub fn run(cfg: &Config) -> Result<Outcome, Error> {
     })
 }
 
-/// With `--resume`, the keys of the points already measured; otherwise the previous results
-/// file (if any) is kept aside under a dated name and the run starts empty.
-fn prepare_results(cfg: &Config, results: &Path) -> Result<BTreeSet<String>, Error> {
+/// Opens the results file for appending. With `--resume`, a torn last line is cut first and
+/// the keys of the points already measured are returned (lines that cannot be read are named
+/// and their points measured again); otherwise the previous results file (if any) is kept
+/// aside under a dated name and the run starts empty.
+fn prepare_results(
+    cfg: &Config,
+    results: &Path,
+) -> Result<(BTreeSet<String>, record::Appender), Error> {
     let mut done = BTreeSet::new();
-    if cfg.resume {
-        let (recs, _) = record::read_all(results)?;
-        done.extend(recs.into_iter().map(|r| r.key));
-    } else if results.exists() {
+    if !cfg.resume && results.exists() {
         let old = cfg.out.join(format!("results.{}.jsonl.old", context::now_unix()));
         std::fs::rename(results, &old)?;
         eprintln!("lab: kept the previous results as {}", old.display());
     }
-    Ok(done)
+    let (appender, repaired) = record::Appender::open(results)?;
+    if let Some(w) = repaired {
+        eprintln!("lab: {w}");
+    }
+    if cfg.resume {
+        let contents = record::read_all(results)?;
+        for w in contents.warnings(results) {
+            eprintln!("lab: {w}");
+        }
+        done.extend(contents.records.into_iter().map(|r| r.key));
+    }
+    Ok((done, appender))
 }
 
 /// Measures the points of one experiment not yet done, with its kind's runner.
