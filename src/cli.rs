@@ -95,6 +95,44 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// Where a measurement's progress messages go: one line redrawn in place when stderr is a
+/// terminal, one plain line per message otherwise (never escape codes in a file), nowhere with
+/// `--json`.
+#[derive(Clone, Copy)]
+enum StatusLine {
+    Off,
+    Terminal,
+    Plain,
+}
+
+impl StatusLine {
+    fn new(quiet: bool) -> StatusLine {
+        use std::io::IsTerminal;
+        if quiet {
+            StatusLine::Off
+        } else if std::io::stderr().is_terminal() {
+            StatusLine::Terminal
+        } else {
+            StatusLine::Plain
+        }
+    }
+
+    fn show(self, msg: &str) {
+        match self {
+            StatusLine::Off => {}
+            StatusLine::Terminal => eprint!("\r\x1b[K{msg}"),
+            StatusLine::Plain => eprintln!("{msg}"),
+        }
+    }
+
+    /// Clears the redrawn line before the results are printed.
+    fn clear(self) {
+        if let StatusLine::Terminal = self {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
 fn overhead_cmd(a: OverheadArgs) -> Result<ExitCode> {
     let mechanisms = if a.mechanisms.is_empty() { Mechanism::ALL.to_vec() } else { a.mechanisms };
     if a.idle.is_empty() {
@@ -111,26 +149,18 @@ fn overhead_cmd(a: OverheadArgs) -> Result<ExitCode> {
             o
         },
     };
-    let quiet = a.json;
-    let mut points = overhead::run(&cfg, |msg| {
-        if !quiet {
-            eprint!("\r\x1b[K{msg}");
-        }
-    })
-    .context("dispatch overhead measurement failed")?;
+    let status = StatusLine::new(a.json);
+    let mut points = overhead::run(&cfg, |msg| status.show(msg))
+        .context("dispatch overhead measurement failed")?;
     if a.completion {
         let more =
             ioscale_dispatch::completion::overhead(&cfg.idle, cfg.rounds, cfg.round_time, |msg| {
-                if !quiet {
-                    eprint!("\r\x1b[K{msg}");
-                }
+                status.show(msg)
             })
             .context("completion-model overhead measurement failed")?;
         points.extend(more);
     }
-    if !quiet {
-        eprint!("\r\x1b[K");
-    }
+    status.clear();
     let mut out = std::io::stdout().lock();
     if a.json {
         serde_json::to_writer_pretty(&mut out, &points)?;
@@ -190,12 +220,8 @@ fn herd_cmd(a: HerdArgs) -> Result<ExitCode> {
         warmup: a.warmup as usize,
     };
     ioscale_herd::install_interrupt_handler().context("installing the Ctrl-C handler")?;
-    let quiet = a.json;
-    let points = match ioscale_herd::run(&cfg, |msg| {
-        if !quiet {
-            eprint!("\r\x1b[K{msg}");
-        }
-    }) {
+    let status = StatusLine::new(a.json);
+    let points = match ioscale_herd::run(&cfg, |msg| status.show(msg)) {
         Ok(p) => p,
         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
             eprintln!("\nioscale: {e}");
@@ -203,9 +229,7 @@ fn herd_cmd(a: HerdArgs) -> Result<ExitCode> {
         }
         Err(e) => return Err(e).context("thundering-herd measurement failed"),
     };
-    if !quiet {
-        eprint!("\r\x1b[K");
-    }
+    status.clear();
     let mut out = std::io::stdout().lock();
     if a.json {
         serde_json::to_writer_pretty(&mut out, &points)?;

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use ioscale_lab::{report, runner, spec};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -94,7 +94,7 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
         which: if a.full { spec::Which::Full } else { spec::Which::Quick },
         resume: a.resume,
         only: a.what,
-        progress: std::io::stderr().is_terminal(),
+        progress: runner::progress::Mode::detect(),
         load_hosts: a.load_hosts,
         load_remote_cmd: a.load_remote_cmd,
         server_addr: a.server_addr,

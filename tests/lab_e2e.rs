@@ -64,6 +64,19 @@ fn tiny_dispatch_experiment_end_to_end() {
     let run = lab(&["tiny"], &exps, &out);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "lab failed: {stderr}");
+    // Not a terminal: one plain line per point on stdout, as it is measured, no escape codes.
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(!stdout.contains('\x1b') && !stderr.contains('\x1b'), "{stdout}{stderr}");
+    let progress: Vec<&str> = stdout.lines().filter(|l| l.starts_with("lab: tiny ")).collect();
+    assert_eq!(progress.len(), 6, "a line per point: {stdout}");
+    for (k, line) in progress.iter().enumerate() {
+        assert!(line.starts_with(&format!("lab: tiny {}/6 ({}/6, ", k + 1, k + 1)), "{line}");
+        if line.contains("no-such-mechanism") {
+            assert!(line.contains("NOT MEASURED ('no-such-mechanism' is not"), "{line}");
+        } else {
+            assert!(line.contains(" ns per cycle") && line.ends_with("VALID"), "{line}");
+        }
+    }
 
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("results.jsonl"))
         .unwrap()
@@ -221,8 +234,8 @@ fn bad_experiment_files_are_refused_before_anything_runs() {
     for (i, (base, from, to, want)) in cases.iter().enumerate() {
         assert!(base.contains(from.as_str()), "case {i}: {from}");
         let name = if *base == TINY { "tiny" } else { "tinyhttp" };
-        let exps = tmpdir(&format!("lab-bad-exps-{i}"));
-        let out = tmpdir(&format!("lab-bad-out-{i}"));
+        let exps = temp_dir(&format!("lab-bad-exps-{i}"));
+        let out = temp_dir(&format!("lab-bad-out-{i}"));
         let file = exps.join(format!("{name}.toml"));
         std::fs::write(&file, base.replacen(from.as_str(), to, 1)).unwrap();
         std::fs::write(out.join("results.jsonl"), "earlier results\n").unwrap();
@@ -251,8 +264,8 @@ fn bad_experiment_files_are_refused_before_anything_runs() {
 /// line that is not UTF-8 is named by `lab report` and `--resume`, and the rest are read.
 #[test]
 fn resume_after_a_torn_last_line_keeps_every_record() {
-    let exps = tmpdir("lab-torn-exps");
-    let out = tmpdir("lab-torn-out");
+    let exps = temp_dir("lab-torn-exps");
+    let out = temp_dir("lab-torn-out");
     std::fs::write(exps.join("tiny.toml"), TINY).unwrap();
     let first = lab(&["tiny"], &exps, &out);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
@@ -287,7 +300,7 @@ fn resume_after_a_torn_last_line_keeps_every_record() {
     let second = bytes.iter().position(|b| *b == b'\n').unwrap() + 3;
     bytes[second] = 0xff;
     std::fs::write(&results, &bytes).unwrap();
-    let report = Command::new(env!("CARGO_BIN_EXE_ioscale"))
+    let report = Command::new(BIN)
         .args(["lab", "report"])
         .arg(&out)
         .arg("--experiments")
@@ -305,4 +318,28 @@ fn resume_after_a_torn_last_line_keeps_every_record() {
     assert!(String::from_utf8_lossy(&resumed.stdout).contains("1 points measured (5 skipped"));
     let _ = std::fs::remove_dir_all(&exps);
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// `ioscale overhead` and `ioscale herd` write their progress as plain lines, not terminal
+/// escape codes, when stderr is not a terminal.
+#[test]
+fn overhead_and_herd_write_no_escape_codes_into_files() {
+    let overhead = Command::new(BIN)
+        .args(["overhead", "--mechanisms", "epoll", "--idle", "0,10", "--rounds", "1"])
+        .args(["--round-ms", "5"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&overhead.stderr);
+    assert!(overhead.status.success(), "{err}");
+    assert!(!err.contains('\x1b'), "{err:?}");
+    assert!(err.lines().any(|l| l == "round 1/1: epoll with 10 idle"), "{err}");
+    let herd = Command::new(BIN)
+        .args(["herd", "--waiters", "2", "--wait-in", "epoll", "--connects", "3"])
+        .args(["--warmup", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&herd.stderr);
+    assert!(herd.status.success(), "{err}");
+    assert!(!err.contains('\x1b') && !String::from_utf8_lossy(&herd.stdout).contains('\x1b'));
+    assert!(!err.trim().is_empty(), "herd says what it measures: {err:?}");
 }

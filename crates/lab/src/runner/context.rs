@@ -21,7 +21,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) available: BTreeMap<String, Option<String>>,
     pub(crate) measured: usize,
     pub(crate) invalid: usize,
-    pub(crate) bar: Option<indicatif::ProgressBar>,
+    pub(crate) progress: super::progress::Progress,
 }
 
 impl Ctx<'_> {
@@ -34,9 +34,7 @@ impl Ctx<'_> {
         self.results.append(&rec)?;
         self.done.insert(rec.key.clone());
         self.measured += 1;
-        if let Some(b) = &self.bar {
-            b.inc(1);
-        }
+        self.progress.point(&rec);
         Ok(())
     }
 
@@ -57,9 +55,7 @@ impl Ctx<'_> {
 
     /// Shows what is being measured now.
     pub(crate) fn message(&self, msg: String) {
-        if let Some(b) = &self.bar {
-            b.set_message(msg);
-        }
+        self.progress.message(msg);
     }
 
     /// Why a mechanism cannot run here, if it cannot ("select+multi-accept" is select).

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub mod children;
 pub(crate) mod context;
+pub mod progress;
 
 pub use children::{pinned, Children};
 pub(crate) use context::{blank, Ctx};
@@ -35,8 +36,8 @@ pub struct Config {
     pub resume: bool,
     /// Run only these experiments (all when empty).
     pub only: Vec<String>,
-    /// Show progress bars (on a terminal).
-    pub progress: bool,
+    /// Where progress goes: bars on a terminal, a line per point otherwise.
+    pub progress: progress::Mode,
     /// Drive the http experiments from these load hosts (`ioscale load --hosts`), not locally.
     pub load_hosts: Vec<String>,
     /// The command template that reaches a load host (`ioscale load --remote-cmd`).
@@ -120,6 +121,22 @@ pub fn run(cfg: &Config) -> Result<Outcome, Error> {
     })?;
     let results = cfg.out.join("results.jsonl");
     let (done, appender) = prepare_results(cfg, &results)?;
+    // Every experiment's points not yet done, so progress can count the whole run.
+    let work: Vec<(Plan, Vec<Point>)> = exps
+        .iter()
+        .map(|e| {
+            let plan = plan_with_reference(e, cfg.which);
+            let points = plan
+                .points()
+                .into_iter()
+                .filter(|p| !done.contains(&p.key(&e.name, cfg.which)))
+                .collect();
+            (plan, points)
+        })
+        .collect();
+    let total: usize = work.iter().map(|(_, p)| p.len()).sum();
+    let total_ms: u64 =
+        work.iter().map(|(plan, p)| progress::weight_ms(plan) * p.len() as u64).sum();
     sys::catch_interrupt();
     let mut ctx = Ctx {
         cfg,
@@ -130,21 +147,21 @@ pub fn run(cfg: &Config) -> Result<Outcome, Error> {
         available: context::availability(&cfg.exe),
         measured: 0,
         invalid: 0,
-        bar: None,
+        progress: progress::Progress::new(cfg.progress, total, total_ms),
     };
     let total_before = ctx.done.len();
     let mut interrupted = false;
-    for e in &exps {
+    for (plan, points) in &work {
         if sys::interrupted() {
             interrupted = true;
             break;
         }
-        if let Err(err) = run_experiment(&mut ctx, e) {
+        if let Err(err) = run_experiment(&mut ctx, plan, points) {
             if sys::interrupted() {
                 interrupted = true;
                 break;
             }
-            return Err(Error(format!("experiment {}: {err}", e.name)));
+            return Err(Error(format!("experiment {}: {err}", plan.exp.name)));
         }
     }
     let (measured, invalid) = (ctx.measured, ctx.invalid);
@@ -190,23 +207,13 @@ fn prepare_results(
 }
 
 /// Measures the points of one experiment not yet done, with its kind's runner.
-fn run_experiment(ctx: &mut Ctx<'_>, e: &Experiment) -> Result<(), Error> {
-    let plan = plan_with_reference(e, ctx.cfg.which);
-    let points: Vec<Point> = plan
-        .points()
-        .into_iter()
-        .filter(|p| !ctx.done.contains(&p.key(&e.name, ctx.cfg.which)))
-        .collect();
+fn run_experiment(ctx: &mut Ctx<'_>, plan: &Plan, points: &[Point]) -> Result<(), Error> {
     if points.is_empty() {
         return Ok(());
     }
-    if ctx.cfg.progress {
-        ctx.bar = Some(progress_bar(&e.name, points.len()));
-    }
-    let r = crate::kinds::run(ctx, &plan, &points);
-    if let Some(b) = ctx.bar.take() {
-        b.finish();
-    }
+    ctx.progress.start(plan, points.len());
+    let r = crate::kinds::run(ctx, plan, points);
+    ctx.progress.finish();
     ctx.children.stop_all();
     r
 }
@@ -223,18 +230,4 @@ fn plan_with_reference(e: &Experiment, which: Which) -> Plan {
         }
     }
     plan
-}
-
-/// A terminal progress bar for one experiment's points.
-fn progress_bar(name: &str, len: usize) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix:>18} [{bar:30}] {pos}/{len} ETA {eta} {wide_msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(name.to_string());
-    bar
 }
