@@ -14,9 +14,9 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use util::{fetch, serve, start_load, try_serve, NotStarted, Proc};
+use util::{fetch, serial, serve, start_load, try_serve, NotStarted, Proc};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -73,12 +73,30 @@ fn errors_line(p: &Value) -> String {
     )
 }
 
+/// One test's parties: the lock that runs these tests one at a time, `ioscale serve ARGS` on a
+/// fresh document root, its port, and the URL of its 6 KB file.
+fn setup(tag: &str, args: &[&str]) -> (MutexGuard<'static, ()>, Proc, u16, String) {
+    let g = serial(&SERIAL);
+    let (server, port) = serve(&docroot(tag), args);
+    (g, server, port, format!("http://127.0.0.1:{port}/6k.html"))
+}
+
+/// Every request the generator sent is accounted for: a reply, or a counted timeout, reset or
+/// early close (errors before sending — connect timeouts, refusals, no descriptor or address —
+/// are not requests).
+fn assert_every_request_accounted_for(a: &Value) {
+    let e = &a["errors"];
+    let after_send = n(&e["total"])
+        - n(&e["connect_timeout"])
+        - n(&e["refused"])
+        - n(&e["fd_unavailable"])
+        - n(&e["addr_unavailable"]);
+    assert_eq!(n(&a["requests"]), n(&a["replies"]) + after_send, "{a}");
+}
+
 #[test]
 fn server_stopped_for_3_s_the_generator_reports_lateness_and_timeouts() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let root = docroot("stop");
-    let (server, port) = serve(&root, &[]);
-    let url = format!("http://127.0.0.1:{port}/6k.html");
+    let (_g, server, port, url) = setup("stop", &[]);
     let gen =
         start_load(&[&url, "--rate", "100", "--calls", "2", "--duration", "8s", "--timeout", "2s"]);
     std::thread::sleep(Duration::from_secs(2));
@@ -107,14 +125,7 @@ fn server_stopped_for_3_s_the_generator_reports_lateness_and_timeouts() {
     assert!(timeouts >= 1, "{}", a["errors"]);
     // ... and those sent in the last 2 s of the stop were answered late, not lost.
     assert!(a["latency_ms"]["max"].as_f64().unwrap() >= 1000.0, "{}", a["latency_ms"]);
-    // Every request sent is accounted for: a reply, or a counted timeout / reset / early close.
-    let e = &a["errors"];
-    let after_send = n(&e["total"])
-        - n(&e["connect_timeout"])
-        - n(&e["refused"])
-        - n(&e["fd_unavailable"])
-        - n(&e["addr_unavailable"]);
-    assert_eq!(n(&a["requests"]), n(&a["replies"]) + after_send, "{a}");
+    assert_every_request_accounted_for(a);
     // The server itself is fine afterwards.
     assert_eq!(fetch(port, "/1b.txt").map(|r| r.0), Some(200));
     drop(server);
@@ -124,10 +135,7 @@ fn server_stopped_for_3_s_the_generator_reports_lateness_and_timeouts() {
 /// dropped from the record (they used to vanish when the loop ended between two timeout sweeps).
 #[test]
 fn a_server_stalled_at_the_end_of_a_run_leaves_every_request_accounted_for() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let root = docroot("stall");
-    let (server, port) = serve(&root, &[]);
-    let url = format!("http://127.0.0.1:{port}/6k.html");
+    let (_g, server, _, url) = setup("stall", &[]);
     let gen =
         start_load(&[&url, "--rate", "400", "--calls", "3", "--duration", "2s", "--timeout", "1s"]);
     std::thread::sleep(Duration::from_millis(1500));
@@ -144,21 +152,13 @@ fn a_server_stalled_at_the_end_of_a_run_leaves_every_request_accounted_for() {
     );
     assert!(matches!(code, Some(0 | 3)), "{err}");
     assert!(n(&e["response_timeout"]) >= 1, "{e}");
-    let after_send = n(&e["total"])
-        - n(&e["connect_timeout"])
-        - n(&e["refused"])
-        - n(&e["fd_unavailable"])
-        - n(&e["addr_unavailable"]);
-    assert_eq!(n(&a["requests"]), n(&a["replies"]) + after_send, "{a}");
+    assert_every_request_accounted_for(a);
     drop(server);
 }
 
 #[test]
 fn server_killed_mid_run_the_generator_reports_connection_errors_in_a_clean_record() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let root = docroot("kill");
-    let (mut server, port) = serve(&root, &[]);
-    let url = format!("http://127.0.0.1:{port}/6k.html");
+    let (_g, mut server, _, url) = setup("kill", &[]);
     let gen =
         start_load(&[&url, "--rate", "100", "--calls", "2", "--duration", "5s", "--timeout", "2s"]);
     std::thread::sleep(Duration::from_secs(2));
@@ -190,10 +190,7 @@ fn server_killed_mid_run_the_generator_reports_connection_errors_in_a_clean_reco
 /// a millisecond of kernel time).
 #[test]
 fn held_connections_of_a_dead_server_are_retried_gently() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let root = docroot("dead");
-    let (mut server, port) = serve(&root, &[]);
-    let url = format!("http://127.0.0.1:{port}/6k.html");
+    let (_g, mut server, port, url) = setup("dead", &[]);
     let gen = start_load(&[&url, "--idle", "2000", "--idle-period", "10s", "--duration", "6s"]);
     // Wait until all 2,000 are held, then kill the server.
     let t = Instant::now();
@@ -226,13 +223,10 @@ fn held_connections_of_a_dead_server_are_retried_gently() {
 
 #[test]
 fn sigterm_under_load_finishes_in_flight_responses_and_exits_zero() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let root = docroot("term");
     // A long drain limit: the server must exit as soon as its in-flight work is done, not
     // when the limit runs out (it used to keep a connection whose response began before the
     // stop open as an idle keep-alive one until then).
-    let (mut server, port) = serve(&root, &["--drain-timeout", "60s"]);
-    let url = format!("http://127.0.0.1:{port}/6k.html");
+    let (_g, mut server, port, url) = setup("term", &["--drain-timeout", "60s"]);
     let gen = start_load(&[&url, "--rate", "100", "--duration", "5s", "--timeout", "2s"]);
     std::thread::sleep(Duration::from_millis(1500));
     // Eight slow readers of 8 MiB each, with 32 KiB receive buffers: at most ~2.4 MiB read and
@@ -360,7 +354,7 @@ const ROUNDS: usize = 6;
 
 #[test]
 fn rt_signal_queue_storms_lose_no_request() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial(&SERIAL);
     let root = docroot("sigq");
     for mech in ["rtsig", "hybrid"] {
         let (server, port) = match try_serve(&root, &["--dispatch", mech, "--sigqueue-max", "64"]) {

@@ -5,8 +5,33 @@
 
 mod util;
 
+use ioscale_server::Engine;
 use std::process::{Command, Output};
 use util::{each_mechanism, have, root, six_k, TestServer};
+
+/// Runs `f` against an in-process server on each engine, if the client program `tool` is
+/// installed (a printed reason otherwise); the server is stopped after each.
+fn with_each_engine(tool: &str, mut f: impl FnMut(Engine, &TestServer)) {
+    if !have(tool) {
+        eprintln!("SKIPPED: {tool} is not installed");
+        return;
+    }
+    let root = root(tool);
+    each_mechanism(|m| {
+        let s = TestServer::start(m, &root, |_| {});
+        f(m, &s);
+        s.stop().unwrap();
+    });
+}
+
+/// [`with_each_engine`] once for the 1-byte and once for the 6 KB file: `f(engine, server, path)`.
+fn with_each_engine_and_file(tool: &str, mut f: impl FnMut(Engine, &TestServer, &str)) {
+    with_each_engine(tool, |m, s| {
+        for uri in ["/1b.txt", "/6k.bin"] {
+            f(m, s, uri);
+        }
+    });
+}
 
 fn run(cmd: &mut Command) -> (String, String) {
     let Output { status, stdout, stderr } = cmd.output().unwrap();
@@ -20,13 +45,7 @@ fn run(cmd: &mut Command) -> (String, String) {
 
 #[test]
 fn curl_head_conditional_and_reuse() {
-    if !have("curl") {
-        eprintln!("SKIPPED: curl is not installed");
-        return;
-    }
-    let root = root("curl");
-    each_mechanism(|m| {
-        let s = TestServer::start(m, &root, |_| {});
+    with_each_engine("curl", |m, s| {
         let base = format!("http://{}", s.addr);
         // Three URLs on one connection: keep-alive reuse shows as 0 new connects after the first.
         let (out, _) = run(Command::new("curl").args([
@@ -75,100 +94,69 @@ fn curl_head_conditional_and_reuse() {
             &format!("{base}/1b.txt"),
         ]));
         assert_eq!(code, "304", "{m}");
-        s.stop().unwrap();
     });
 }
 
 #[test]
 fn httperf_persistent_connections() {
-    if !have("httperf") {
-        eprintln!("SKIPPED: httperf is not installed");
-        return;
-    }
-    let root = root("httperf");
-    each_mechanism(|m| {
-        let s = TestServer::start(m, &root, |_| {});
-        for uri in ["/1b.txt", "/6k.bin"] {
-            let (out, _) = run(Command::new("httperf").args([
-                "--server",
-                "127.0.0.1",
-                "--port",
-                &s.addr.port().to_string(),
-                "--uri",
-                uri,
-                "--num-conns",
-                "50",
-                "--num-calls",
-                "20",
-                "--rate",
-                "200",
-                "--timeout",
-                "5",
-            ]));
-            assert!(
-                out.contains("Reply status: 1xx=0 2xx=1000 3xx=0 4xx=0 5xx=0"),
-                "{m} {uri}: {out}"
-            );
-            assert!(out.contains("Errors: total 0 "), "{m} {uri}: {out}");
-        }
-        s.stop().unwrap();
+    with_each_engine_and_file("httperf", |m, s, uri| {
+        let (out, _) = run(Command::new("httperf").args([
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &s.addr.port().to_string(),
+            "--uri",
+            uri,
+            "--num-conns",
+            "50",
+            "--num-calls",
+            "20",
+            "--rate",
+            "200",
+            "--timeout",
+            "5",
+        ]));
+        assert!(out.contains("Reply status: 1xx=0 2xx=1000 3xx=0 4xx=0 5xx=0"), "{m} {uri}: {out}");
+        assert!(out.contains("Errors: total 0 "), "{m} {uri}: {out}");
     });
 }
 
 #[test]
 fn wrk_short_runs() {
-    if !have("wrk") {
-        eprintln!("SKIPPED: wrk is not installed");
-        return;
-    }
-    let root = root("wrk");
-    each_mechanism(|m| {
-        let s = TestServer::start(m, &root, |_| {});
-        for uri in ["/1b.txt", "/6k.bin"] {
-            let (out, _) = run(Command::new("wrk").args([
-                "-t1",
-                "-c20",
-                "-d1s",
-                &format!("http://{}{uri}", s.addr),
-            ]));
-            assert!(!out.contains("Non-2xx") && !out.contains("Socket errors"), "{m} {uri}: {out}");
-            let reqs: u64 = out
-                .lines()
-                .find_map(|l| l.trim().split_once(" requests in"))
-                .map(|(n, _)| n.trim().parse().unwrap())
-                .unwrap_or(0);
-            assert!(reqs > 100, "{m} {uri}: {out}");
-        }
-        s.stop().unwrap();
+    with_each_engine_and_file("wrk", |m, s, uri| {
+        let (out, _) = run(Command::new("wrk").args([
+            "-t1",
+            "-c20",
+            "-d1s",
+            &format!("http://{}{uri}", s.addr),
+        ]));
+        assert!(!out.contains("Non-2xx") && !out.contains("Socket errors"), "{m} {uri}: {out}");
+        let reqs: u64 = out
+            .lines()
+            .find_map(|l| l.trim().split_once(" requests in"))
+            .map(|(n, _)| n.trim().parse().unwrap())
+            .unwrap_or(0);
+        assert!(reqs > 100, "{m} {uri}: {out}");
     });
 }
 
 #[test]
 fn h2load_http1() {
-    if !have("h2load") {
-        eprintln!("SKIPPED: h2load is not installed");
-        return;
-    }
-    let root = root("h2load");
-    each_mechanism(|m| {
-        let s = TestServer::start(m, &root, |_| {});
-        for uri in ["/1b.txt", "/6k.bin"] {
-            let (out, _) = run(Command::new("h2load").args([
-                "--h1",
-                "-n",
-                "4000",
-                "-c",
-                "10",
-                "-m",
-                "4",
-                &format!("http://{}{uri}", s.addr),
-            ]));
-            assert!(
-                out.contains("requests: 4000 total, 4000 started, 4000 done, 4000 succeeded, 0 failed, 0 errored"),
-                "{m} {uri}: {out}"
-            );
-            assert!(out.contains("status codes: 4000 2xx"), "{m} {uri}: {out}");
-        }
-        s.stop().unwrap();
+    with_each_engine_and_file("h2load", |m, s, uri| {
+        let (out, _) = run(Command::new("h2load").args([
+            "--h1",
+            "-n",
+            "4000",
+            "-c",
+            "10",
+            "-m",
+            "4",
+            &format!("http://{}{uri}", s.addr),
+        ]));
+        assert!(
+            out.contains("requests: 4000 total, 4000 started, 4000 done, 4000 succeeded, 0 failed, 0 errored"),
+            "{m} {uri}: {out}"
+        );
+        assert!(out.contains("status codes: 4000 2xx"), "{m} {uri}: {out}");
     });
 }
