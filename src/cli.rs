@@ -161,24 +161,31 @@ fn overhead_cmd(a: OverheadArgs) -> Result<ExitCode> {
         points.extend(more);
     }
     status.clear();
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        serde_json::to_writer_pretty(&mut out, &points)?;
-        writeln!(out)?;
-    } else {
-        write!(out, "{}", overhead::table(&points))?;
-    }
-    Ok(ExitCode::SUCCESS)
+    print(a.json, |w| serde_json::to_writer_pretty(w, &points), || overhead::table(&points))
 }
 
 fn mechanisms_cmd(json: bool) -> Result<ExitCode> {
     let rows = ioscale_dispatch::probe::describe();
+    print(
+        json,
+        |w| serde_json::to_writer_pretty(w, &rows),
+        || ioscale_dispatch::probe::table(&rows),
+    )
+}
+
+/// Prints a command's result on stdout: as JSON (`write_json`, then a newline) or as the text
+/// `table` makes.
+fn print(
+    json: bool,
+    write_json: impl FnOnce(&mut dyn Write) -> serde_json::Result<()>,
+    table: impl FnOnce() -> String,
+) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &rows)?;
+        write_json(&mut out)?;
         writeln!(out)?;
     } else {
-        write!(out, "{}", ioscale_dispatch::probe::table(&rows))?;
+        write!(out, "{}", table())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -230,22 +237,20 @@ fn herd_cmd(a: HerdArgs) -> Result<ExitCode> {
         Err(e) => return Err(e).context("thundering-herd measurement failed"),
     };
     status.clear();
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        serde_json::to_writer_pretty(&mut out, &points)?;
-        writeln!(out)?;
-    } else {
-        if let Some(p) = points.first() {
-            let m = &p.machine;
-            writeln!(
-                out,
-                "# {} · Linux {} · {} · {} cores · RLIMIT_NOFILE {} · max waiters now {}",
-                p.date, m.kernel, m.cpu_model, m.cores, m.rlimit_nofile.0, m.max_waiters
-            )?;
-        }
-        write!(out, "{}", ioscale_herd::table(&points))?;
-    }
-    Ok(ExitCode::SUCCESS)
+    print(
+        a.json,
+        |w| serde_json::to_writer_pretty(w, &points),
+        || {
+            let head = points.first().map_or(String::new(), |p| {
+                let m = &p.machine;
+                format!(
+                    "# {} · Linux {} · {} · {} cores · RLIMIT_NOFILE {} · max waiters now {}\n",
+                    p.date, m.kernel, m.cpu_model, m.cores, m.rlimit_nofile.0, m.max_waiters
+                )
+            });
+            head + &ioscale_herd::table(&points)
+        },
+    )
 }
 
 /// The exit codes every subcommand shares, for the man page.
