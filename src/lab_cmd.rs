@@ -40,6 +40,16 @@ pub struct LabArgs {
     /// The address the server under test listens on; with --load-hosts, one they reach.
     #[arg(long, value_name = "IPV4", default_value = "127.0.0.1")]
     server_addr: std::net::Ipv4Addr,
+    /// The server's CPU budget for every http experiment, overriding each experiment's own
+    /// (`[server] cpu`): a fraction of one core (0.2 or 20%), `auto` (the largest that lets the
+    /// generator offer the top rate with headroom), or `none`. A budget needs a cgroup with the
+    /// cpu controller (v2 `cpu.max` or v1 `cpu.cfs_quota_us`); without one the lab refuses.
+    #[arg(long, value_name = "FRACTION|auto|none", value_parser = parse_server_cpu)]
+    server_cpu: Option<spec::Budgeting>,
+}
+
+fn parse_server_cpu(s: &str) -> Result<spec::Budgeting, String> {
+    spec::CpuSetting::Word(s.to_string()).budgeting()
 }
 
 fn experiments_dir(given: &PathBuf) -> PathBuf {
@@ -98,6 +108,7 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
         load_hosts: a.load_hosts,
         load_remote_cmd: a.load_remote_cmd,
         server_addr: a.server_addr,
+        server_cpu: a.server_cpu,
     };
     let o = runner::run(&cfg)?;
     writeln!(

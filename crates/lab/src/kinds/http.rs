@@ -13,6 +13,7 @@ use crate::record::Record;
 use crate::runner::{blank, Ctx, Error};
 use crate::spec::{Plan, Point, Value};
 use crate::sys;
+use crate::capacity::Calibration;
 use generator::{CpuWindow, LoadRun};
 use server::Server;
 use std::path::Path;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 pub mod calibrate;
 pub mod generator;
+mod priority;
 pub mod server;
 
 pub use server::{docroot, FILE_SIZES};
@@ -46,21 +48,32 @@ pub(crate) fn metric_names() -> Vec<&'static str> {
 pub(crate) fn run(ctx: &mut Ctx<'_>, plan: &Plan, points: &[Point]) -> Result<(), Error> {
     let root = docroot(&ctx.cfg.out)?;
     let needs_rate = points.iter().any(|p| p.params.contains_key("rate_fraction"));
-    let (capacity, note) = if needs_rate {
-        match calibrate::capacity(ctx, plan, &root) {
-            Ok(c) => c,
-            Err(e) if !sys::interrupted() => {
-                // Without a capacity no rate can be placed: every point says why, and the lab
-                // goes on with the next experiment.
-                return ctx.emit_errors(plan, points, &format!("calibration failed: {e}"));
-            }
-            Err(e) => return Err(e),
+    let prep = match calibrate::prepare(ctx, plan, &root, needs_rate) {
+        Ok(p) => p,
+        Err(e) if !sys::interrupted() => {
+            // Without a capacity no rate can be placed (or the budget asked for cannot be
+            // made): every point says why, and the lab goes on with the next experiment.
+            return ctx.emit_errors(plan, points, &format!("calibration failed: {e}"));
         }
-    } else {
-        (0.0, String::new())
+        Err(e) => return Err(e),
+    };
+    eprintln!("lab: {}: {}", plan.exp.name, prep.why);
+    if let Some(c) = &prep.cal {
+        eprintln!("lab: {}: capacity: {}", plan.exp.name, c.method);
+    }
+    let basis = match prep.cal.as_ref().map(Calibration::basis) {
+        Some(Some(b)) => b,
+        Some(None) => {
+            return ctx.emit_errors(
+                plan,
+                points,
+                "calibration failed: the reference server gave no valid reply rate at any probe",
+            )
+        }
+        None => 0.0,
     };
     if plan.exp.load.ramp {
-        return run_ramp(ctx, plan, points, &root, capacity);
+        return run_ramp(ctx, plan, points, &root, basis, &prep);
     }
     for p in points {
         if sys::interrupted() {
@@ -75,21 +88,58 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, plan: &Plan, points: &[Point]) -> Result<()
             }
         }
         let frac = p.num("rate_fraction").unwrap_or(0.0);
-        let rate = p.num("rate").unwrap_or(frac * capacity);
+        let rate = p.num("rate").unwrap_or(frac * basis);
         rec.params.insert("rate".into(), Value::Num(rate.round()));
-        rec.metrics.insert("capacity".into(), capacity);
-        if !note.is_empty() {
-            rec.params.insert("calibration_note".into(), Value::Word(note.clone()));
-        }
+        stamp(&mut rec, &prep);
         ctx.message(super::describe(p));
-        measure(ctx, plan, p, &root, rate, &mut rec);
+        measure(ctx, plan, p, &root, rate, &prep, &mut rec);
         ctx.emit(rec)?;
     }
     Ok(())
 }
 
+/// Writes the experiment's budget and calibration into a point.
+fn stamp(rec: &mut Record, prep: &calibrate::Prepared) {
+    let budget = prep.budget.as_ref().map_or(1.0, |b| b.fraction);
+    rec.metrics.insert("server_budget".into(), budget);
+    rec.params.insert(
+        "server_cpu".into(),
+        match &prep.budget {
+            Some(b) => Value::Word(b.describe()),
+            None => Value::Word("none".into()),
+        },
+    );
+    rec.params.insert("budget_why".into(), Value::Word(prep.why.clone()));
+    rec.params.insert(
+        "scheduling".into(),
+        Value::Word(format!(
+            "server {}, generator {}",
+            priority::describe(priority::Role::Server),
+            priority::describe(priority::Role::Generator)
+        )),
+    );
+    if let Some(c) = &prep.cal {
+        if let Some(cap) = c.capacity {
+            rec.metrics.insert("capacity".into(), cap);
+        }
+        if let Some(b) = c.basis() {
+            rec.metrics.insert("rate_basis".into(), b);
+        }
+        rec.metrics.insert("generator_ceiling".into(), c.generator_ceiling);
+        rec.params.insert("capacity_method".into(), Value::Word(c.method.clone()));
+    }
+}
+
 /// Measures one point into `rec` on a fresh server (errors are recorded, not returned).
-fn measure(ctx: &mut Ctx<'_>, plan: &Plan, p: &Point, root: &Path, rate: f64, rec: &mut Record) {
+fn measure(
+    ctx: &mut Ctx<'_>,
+    plan: &Plan,
+    p: &Point,
+    root: &Path,
+    rate: f64,
+    prep: &calibrate::Prepared,
+    rec: &mut Record,
+) {
     let server = match server::start(ctx, plan, p, root) {
         Ok(s) => s,
         Err(e) => {
@@ -97,15 +147,21 @@ fn measure(ctx: &mut Ctx<'_>, plan: &Plan, p: &Point, root: &Path, rate: f64, re
             return;
         }
     };
-    let run =
-        LoadRun { params: &p.params, rate, duration: plan.duration, warmup: plan.warmup.max(0.5) };
+    let run = LoadRun {
+        params: &p.params,
+        rate,
+        duration: plan.duration,
+        warmup: plan.warmup.max(0.5),
+        budget: prep.budget.as_ref(),
+    };
     load_point(ctx, &server, plan, &run, rec);
     ctx.children.stop(server.pid, Duration::from_secs(3));
 }
 
 /// Runs the generator for one point against a running server and fills `rec`: the generator's
-/// metrics, the server's counter differences and its CPU over the window. Returns the server's
-/// stats document after the run.
+/// metrics, the server's counter differences and its CPU over the window (as a share of one
+/// core and of its budget, and whether it was saturated). Returns the server's stats document
+/// after the run.
 fn load_point(
     ctx: &mut Ctx<'_>,
     server: &Server,
@@ -122,17 +178,44 @@ fn load_point(
         Ok(v) => {
             generator::load_metrics(&v, rec);
             generator::counter_metrics(&before, &after, rec);
-            let ns = cpu.end.unwrap_or(now).saturating_sub(cpu.start.unwrap_or(0)) as f64;
-            rec.metrics.insert("server_cpu_ns".into(), ns);
-            rec.metrics.insert("cpu_util".into(), 100.0 * ns / (plan.duration * 1e9));
-            if let Some(replies) = rec.metric("replies").filter(|r| *r > 0.0) {
-                rec.metrics.insert("cpu_us_per_req".into(), ns / 1e3 / replies);
-            }
+            let window = v["window_s"].as_f64().filter(|w| *w > 0.0).unwrap_or(plan.duration);
+            cpu_metrics(rec, &cpu, now, window, run.budget.map_or(1.0, |b| b.fraction));
             rec.raw = v;
         }
         Err(e) => rec.error = Some(e.0),
     }
     after
+}
+
+/// The server's CPU over the window: µs per reply, % of one core, % of its budget, whether it
+/// was saturated, and the share of the budget's periods in which it was throttled. A window
+/// with no CPU reading records none (never a 0 drawn as a measurement).
+fn cpu_metrics(rec: &mut Record, cpu: &CpuWindow, now: u64, window: f64, budget: f64) {
+    let (Some(start), end) = (cpu.start, cpu.end.unwrap_or(now)) else { return };
+    let ns = end.saturating_sub(start) as f64;
+    if ns <= 0.0 {
+        return;
+    }
+    rec.metrics.insert("server_cpu_ns".into(), ns);
+    let util = ns / (window * 1e9);
+    rec.metrics.insert("cpu_util".into(), 100.0 * util);
+    rec.metrics.insert("cpu_budget_pct".into(), 100.0 * util / budget);
+    rec.metrics.insert(
+        "saturated".into(),
+        if util >= crate::capacity::SATURATED * budget { 1.0 } else { 0.0 },
+    );
+    if let Some(replies) = rec.metric("replies").filter(|r| *r > 0.0) {
+        rec.metrics.insert("cpu_us_per_req".into(), ns / 1e3 / replies);
+    }
+    if let (Some(a), Some(b)) = (cpu.throttle_start, cpu.throttle_end) {
+        let d = b.since(&a);
+        if d.periods > 0 {
+            rec.metrics.insert("throttled_pct".into(), 100.0 * d.throttled as f64 / d.periods as f64);
+        }
+    }
+    if let (Some(h), true) = (cpu.held_at, cpu.from_events) {
+        rec.metrics.insert("held_up_s".into(), h);
+    }
 }
 
 /// The hybrid ramp: per mechanism, one server, the rate steps in order (up and down), each step
@@ -143,6 +226,7 @@ fn run_ramp(
     points: &[Point],
     root: &Path,
     capacity: f64,
+    prep: &calibrate::Prepared,
 ) -> Result<(), Error> {
     let steps = super::num_list(plan, "rate_fraction");
     for m in &plan.mechanisms {
@@ -161,7 +245,7 @@ fn run_ramp(
                 continue;
             }
         };
-        let r = ramp_steps(ctx, plan, m, &steps, &server, capacity);
+        let r = ramp_steps(ctx, plan, m, &steps, &server, capacity, prep);
         ctx.children.stop(server.pid, Duration::from_secs(3));
         r?;
     }
@@ -176,6 +260,7 @@ fn ramp_steps(
     steps: &[f64],
     server: &Server,
     capacity: f64,
+    prep: &calibrate::Prepared,
 ) -> Result<(), Error> {
     let t0 = Instant::now();
     for (i, frac) in steps.iter().enumerate() {
@@ -199,6 +284,7 @@ fn ramp_steps(
         }
         let rate = frac * capacity;
         rec.params.insert("rate".into(), Value::Num(rate.round()));
+        stamp(&mut rec, prep);
         ctx.message(format!("{m} step {i}: {:.0}/s", rate));
         let start = t0.elapsed().as_secs_f64();
         let run = LoadRun {
@@ -206,6 +292,7 @@ fn ramp_steps(
             rate,
             duration: plan.duration,
             warmup: plan.warmup.max(0.3),
+            budget: prep.budget.as_ref(),
         };
         let after = load_point(ctx, server, plan, &run, &mut rec);
         rec.metrics.insert("t".into(), (start + t0.elapsed().as_secs_f64()) / 2.0);

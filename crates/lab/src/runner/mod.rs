@@ -44,6 +44,9 @@ pub struct Config {
     pub load_remote_cmd: Option<String>,
     /// The address the server under test listens on (one the load hosts reach).
     pub server_addr: std::net::Ipv4Addr,
+    /// The server's CPU budget for every `http` experiment (`--server-cpu`), overriding the
+    /// experiments' own `[server] cpu`.
+    pub server_cpu: Option<crate::spec::Budgeting>,
 }
 
 /// A runner failure: one sentence.

@@ -161,6 +161,46 @@ pub struct Server {
     pub args: Vec<String>,
     /// Signal-queue cap for RT-signal mechanisms (`--sigqueue-max`).
     pub sigqueue_max: Option<u64>,
+    /// The server's CPU budget: a fraction of one core, `"auto"` (the largest that leaves the
+    /// generator headroom at the top rate; see `capacity::auto_budget`) or `"none"`.
+    pub cpu: Option<CpuSetting>,
+}
+
+/// How an experiment sets the server's CPU budget, as written in the file.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum CpuSetting {
+    /// A fraction of one core.
+    Fraction(f64),
+    /// `auto` or `none`.
+    Word(String),
+}
+
+/// The server's CPU budget an experiment asks for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Budgeting {
+    /// No budget: the server may use its whole core.
+    Unlimited,
+    /// This fraction of one core.
+    Fixed(f64),
+    /// Chosen from a light probe so the generator keeps headroom at the top rate.
+    Auto,
+}
+
+impl CpuSetting {
+    /// The budget asked for, or one sentence saying what is accepted.
+    pub fn budgeting(&self) -> Result<Budgeting, String> {
+        match self {
+            CpuSetting::Word(w) if w == "auto" => Ok(Budgeting::Auto),
+            CpuSetting::Word(w) if w == "none" => Ok(Budgeting::Unlimited),
+            CpuSetting::Word(w) => crate::budget::parse_fraction(w)
+                .map(|f| f.map_or(Budgeting::Unlimited, Budgeting::Fixed))
+                .map_err(|e| format!("{e}, or `auto`")),
+            CpuSetting::Fraction(f) => crate::budget::parse_fraction(&f.to_string())
+                .map(|f| f.map_or(Budgeting::Unlimited, Budgeting::Fixed))
+                .map_err(|e| format!("{e}, or `auto`")),
+        }
+    }
 }
 
 /// Load settings for `http` experiments (grid parameters override these per point).

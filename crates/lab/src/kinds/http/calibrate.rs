@@ -1,104 +1,191 @@
-//! This machine's capacity for an `http` experiment's session shape, against which its rates
+//! The server's CPU budget and capacity for an `http` experiment, against which its rates
 //! (fractions of capacity) are placed.
+//!
+//! Calibration runs the reference server (epoll) in the experiment's own shape (its load mode,
+//! and the grid's smallest held populations and reply size): a light probe measures what one
+//! reply costs the server and the generator; the budget follows (`auto`) or is the experiment's;
+//! probes at and past the estimated capacity, under the budget, find the reply rate of the
+//! saturated server ([`crate::capacity`]).
 
 use super::generator::{self, CpuWindow, LoadRun};
 use super::server;
+use crate::budget::Budget;
+use crate::capacity::{self, Calibration, Probe};
 use crate::runner::{blank, Ctx, Error};
-use crate::spec::{LoadMode, Plan, Point};
+use crate::spec::{Budgeting, LoadMode, Plan, Point, Value};
 use crate::sys;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+/// The mechanism whose capacity places every line's rates.
+pub(crate) const REFERENCE: &str = "epoll";
+
 thread_local! {
-    /// Capacities found in this run, by session shape: experiments of the same shape share one.
-    static CAPACITY: std::cell::RefCell<BTreeMap<String, f64>> = const { std::cell::RefCell::new(BTreeMap::new()) };
+    /// Calibrations found in this run, by shape and budget setting: experiments of the same
+    /// shape share one.
+    static FOUND: std::cell::RefCell<BTreeMap<String, (Option<f64>, Calibration, String)>> =
+        const { std::cell::RefCell::new(BTreeMap::new()) };
 }
 
-/// Finds this machine's capacity for the experiment's session shape: the highest open-loop
-/// session rate the epoll server sustains (≥ 97% of the target replied, generator valid),
-/// searched geometrically and then refined once. Returns it with a note on what stopped the
-/// search.
-pub(crate) fn capacity(
+/// An experiment's budget and calibration.
+pub(crate) struct Prepared {
+    /// The cgroup the servers run in (from when their held populations are up).
+    pub(crate) budget: Option<Budget>,
+    /// What calibration found (`None` when no point places its rate by capacity).
+    pub(crate) cal: Option<Calibration>,
+    /// Why the server has this budget, in words.
+    pub(crate) why: String,
+}
+
+/// The budget an experiment asks for (the command line's `--server-cpu` first).
+pub(crate) fn setting(ctx: &Ctx<'_>, plan: &Plan) -> Result<Budgeting, Error> {
+    if let Some(b) = ctx.cfg.server_cpu {
+        return Ok(b);
+    }
+    match &plan.exp.server.cpu {
+        None => Ok(Budgeting::Unlimited),
+        Some(c) => c
+            .budgeting()
+            .map_err(|e| Error(format!("experiment {}: [server] cpu = {e}", plan.exp.name))),
+    }
+}
+
+/// Makes the experiment's budget and calibrates its capacity (when `needs_rate`).
+pub(crate) fn prepare(
     ctx: &mut Ctx<'_>,
     plan: &Plan,
     root: &Path,
-) -> Result<(f64, String), Error> {
+    needs_rate: bool,
+) -> Result<Prepared, Error> {
+    let want = setting(ctx, plan)?;
+    if want == Budgeting::Unlimited && !needs_rate {
+        return Ok(Prepared { budget: None, cal: None, why: "no CPU budget".into() });
+    }
+    let shape = shape(plan);
     let key = format!(
-        "{:?}:{}:{:?}:{:?}",
-        plan.exp.load.mode,
-        plan.exp.load.calls.unwrap_or(1),
-        plan.exp.load.connections,
-        plan.exp.load.args
+        "{:?}:{:?}:{:?}:{:?}:{:?}:{want:?}",
+        plan.exp.load.mode, plan.exp.load.calls, plan.exp.load.connections, plan.exp.load.args, shape
     );
-    if let Some(c) = CAPACITY.with(|m| m.borrow().get(&key).copied()) {
-        return Ok((c, "cached".into()));
+    if let Some((fraction, cal, why)) = FOUND.with(|m| m.borrow().get(&key).cloned()) {
+        let budget = fraction.map(Budget::create).transpose().map_err(|e| Error(e.0))?;
+        return Ok(Prepared { budget, cal: needs_rate.then_some(cal), why });
     }
-    let mut good = 0.0f64;
-    let mut bad = f64::INFINITY;
-    let requests = plan.exp.load.mode == LoadMode::Requests;
-    let mut rate = if requests { 8000.0f64 } else { 2000.0f64 };
-    let mut note = String::new();
-    for _ in 0..9 {
-        if sys::interrupted() {
-            return Err(Error("interrupted".into()));
+    let light_rate = match plan.exp.load.mode {
+        LoadMode::Requests => 4000.0,
+        LoadMode::Sessions | LoadMode::Periodic => 1000.0,
+    };
+    ctx.message(format!("calibrating: light probe at {light_rate:.0}/s"));
+    let first = probe(ctx, plan, root, &shape, light_rate, None)?;
+    // Both sides spend less per reply as the rate rises (more work per wakeup): a second probe,
+    // where the generator is about 40% busy by the first one's cost, is nearer to what
+    // saturation costs. Neither probe has a budget: the server has its whole core.
+    let second = (first.generator_s_per_reply > 0.0)
+        .then(|| (0.4 / first.generator_s_per_reply).max(light_rate))
+        .filter(|r| *r > 1.2 * light_rate);
+    let light = match second {
+        Some(r) => {
+            ctx.message(format!("calibrating: light probe at {r:.0}/s"));
+            let p = probe(ctx, plan, root, &shape, r, None)?;
+            if p.generator_valid && p.server_s_per_reply().is_some() { p } else { first.clone() }
         }
-        let unit = if requests { "requests/s" } else { "sessions/s" };
-        ctx.message(format!("calibrating: {rate:.0} {unit}"));
-        if sustains(ctx, plan, root, rate, &mut note)? {
-            good = rate;
-        } else {
-            bad = rate;
-        }
-        rate = if bad.is_finite() { (good + bad) / 2.0 } else { rate * 2.0 };
-        if bad.is_finite() && (bad - good) / bad < 0.15 {
-            break;
+        None => first.clone(),
+    };
+    let top = super::super::num_list(plan, "rate_fraction").into_iter().fold(1.0f64, f64::max);
+    let generator_cores = ctx.cfg.load_hosts.len().max(1) as f64;
+    let (fraction, mut why) = match want {
+        Budgeting::Unlimited => (None, "no CPU budget (the experiment or --server-cpu asks for none)".to_string()),
+        Budgeting::Fixed(f) => (Some(f), format!("a CPU budget of {} of a core, as the experiment or --server-cpu asks", crate::budget::fmt_fraction(f))),
+        Budgeting::Auto => match capacity::auto_budget(&light, top, generator_cores) {
+            Some(f) if f < 1.0 => (Some(f), format!(
+                "a CPU budget of {} of a core (auto): a light probe measured {:.1} µs of server CPU and {:.1} µs of generator CPU per reply, so this is the largest budget under which the generator can offer {top}x the server's capacity using at most {:.0}% of its {generator_cores} core(s)",
+                crate::budget::fmt_fraction(f),
+                light.server_s_per_reply().unwrap_or(0.0) * 1e6,
+                light.generator_s_per_reply * 1e6,
+                capacity::GENERATOR_HEADROOM * 100.0
+            )),
+            Some(_) => (None, "no CPU budget (auto): the generator can outrun the whole server core".to_string()),
+            None => (None, "no CPU budget (auto): the light probe measured no replies".to_string()),
+        },
+    };
+    let mut budget = None;
+    if let Some(f) = fraction {
+        match Budget::create(f) {
+            Ok(b) => {
+                why = format!("{why}; {}", b.describe());
+                budget = Some(b);
+            }
+            Err(e) if want == Budgeting::Auto => {
+                why = format!("no CPU budget: {e}");
+            }
+            Err(e) => return Err(Error(e.0)),
         }
     }
-    if good <= 0.0 {
-        return Err(Error(
-            "calibration failed: the epoll server could not sustain the lowest rate tried".into(),
-        ));
+    let fraction = budget.as_ref().map(|b| b.fraction);
+    let mut probes = vec![first.clone()];
+    if light != first {
+        probes.push(light.clone());
     }
-    CAPACITY.with(|m| m.borrow_mut().insert(key, good));
-    Ok((good, note))
+    if needs_rate {
+        for rate in capacity::probe_rates(&light, fraction.unwrap_or(1.0)) {
+            if sys::interrupted() {
+                return Err(Error("interrupted".into()));
+            }
+            ctx.message(format!("calibrating: {rate:.0}/s"));
+            probes.push(probe(ctx, plan, root, &shape, rate, budget.as_ref())?);
+        }
+    }
+    let cal = Calibration::judge(probes, fraction, generator_cores, REFERENCE);
+    FOUND.with(|m| m.borrow_mut().insert(key, (fraction, cal.clone(), why.clone())));
+    Ok(Prepared { budget, cal: needs_rate.then_some(cal), why })
 }
 
-/// One probe: whether a fresh epoll server answers ≥ 97% of `rate` with the generator valid.
-/// A probe that fails says why in `note`.
-fn sustains(
+/// The calibration's point parameters: the grid's smallest number and first word of each
+/// parameter (smallest held populations, smallest reply), rates left out.
+fn shape(plan: &Plan) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for (k, vals) in &plan.grid {
+        if k == "rate_fraction" || k == "rate" {
+            continue;
+        }
+        let min = vals.iter().filter_map(Value::as_f64).fold(None, |m: Option<f64>, v| {
+            Some(m.map_or(v, |m| m.min(v)))
+        });
+        if let Some(v) = min.map(Value::Num).or_else(|| vals.first().cloned()) {
+            out.insert(k.clone(), v);
+        }
+    }
+    out
+}
+
+/// One probe: a fresh reference server, the generator at `rate`, the server under `budget`
+/// once the held populations are up.
+fn probe(
     ctx: &mut Ctx<'_>,
     plan: &Plan,
     root: &Path,
+    params: &BTreeMap<String, Value>,
     rate: f64,
-    note: &mut String,
-) -> Result<bool, Error> {
-    let probe = Point { mechanism: "epoll".into(), params: BTreeMap::new() };
-    let server = server::start_ioscale(ctx, plan, &probe, root)?;
+    budget: Option<&Budget>,
+) -> Result<Probe, Error> {
+    let point = Point { mechanism: REFERENCE.into(), params: params.clone() };
+    let server = server::start_ioscale(ctx, plan, &point, root)?;
     let mut cpu = CpuWindow::default();
-    let params = BTreeMap::new();
-    let run = LoadRun { params: &params, rate, duration: 2.0, warmup: 0.5 };
+    let duration = 2.0;
+    let run = LoadRun { params, rate, duration, warmup: 1.0, budget };
     let res = generator::run(ctx, &server, plan, &run, &mut cpu);
+    let now = server.cpu_ns();
     ctx.children.stop(server.pid, Duration::from_secs(3));
-    Ok(match res {
-        Ok(v) => {
-            let mut r = blank(plan, &probe, &ctx.machine);
-            generator::load_metrics(&v, &mut r);
-            let got = r.metric("reply_rate_avg").unwrap_or(0.0);
-            if !r.valid {
-                *note = format!("generator limit near {rate:.0}/s");
-            }
-            if !(r.valid && got >= 0.97 * rate) {
-                *note = format!(
-                    "at {rate:.0}/s: {got:.0} replies/s{}",
-                    r.invalid_reason.map(|w| format!(", {w}")).unwrap_or_default()
-                );
-            }
-            r.valid && got >= 0.97 * rate
-        }
-        Err(e) => {
-            *note = e.0;
-            false
-        }
+    let v = res?;
+    let mut r = blank(plan, &point, &ctx.machine);
+    generator::load_metrics(&v, &mut r);
+    let ns = cpu.end.unwrap_or(now).saturating_sub(cpu.start.unwrap_or(0)) as f64;
+    let window = v["window_s"].as_f64().filter(|w| *w > 0.0).unwrap_or(duration);
+    Ok(Probe {
+        offered: rate,
+        replies_per_s: r.metric("reply_rate_avg").unwrap_or(0.0),
+        server_cores: ns / 1e9 / window,
+        generator_s_per_reply: v["self_check"]["cpu_us_per_reply"].as_f64().unwrap_or(0.0) / 1e6,
+        generator_valid: r.valid,
     })
 }

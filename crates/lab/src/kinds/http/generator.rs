@@ -3,22 +3,32 @@
 //! out of the generator's record and the server's counters.
 
 use super::server::{file_name, Server};
+use crate::budget::{Budget, Throttle};
 use crate::kinds::flatten_numbers;
 use crate::record::Record;
-use crate::runner::{pinned, Ctx, Error};
+use crate::runner::{Ctx, Error};
 use crate::spec::{LoadMode, Plan, Value};
 use crate::sys;
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The server's CPU time (ns) when the generator's warm-up ended and when its measuring window
-/// ended: overload points drain for long after the window, and that tail is not the point's.
+/// What the lab read at the generator's milestones: the server's CPU time (ns) and the budget's
+/// throttling counters when the measuring window started and ended (overload points drain for
+/// long after the window, and that tail is not the point's), and when the budget took hold.
 #[derive(Default)]
 pub(crate) struct CpuWindow {
     pub(crate) start: Option<u64>,
     pub(crate) end: Option<u64>,
+    pub(crate) throttle_start: Option<Throttle>,
+    pub(crate) throttle_end: Option<Throttle>,
+    /// Seconds after the generator started when the server was put under its budget.
+    pub(crate) budget_at: Option<f64>,
+    /// Seconds after start when every held connection (idle, inactive) was up.
+    pub(crate) held_at: Option<f64>,
+    /// Whether the milestones came from the generator's own events (else from the clock).
+    pub(crate) from_events: bool,
 }
 
 /// One run of the generator: the rate it offers, for how long, after what warm-up.
@@ -26,22 +36,58 @@ pub(crate) struct LoadRun<'a> {
     pub(crate) params: &'a BTreeMap<String, Value>,
     pub(crate) rate: f64,
     pub(crate) duration: f64,
+    /// Seconds of load before the window, counted from when the held populations are up.
     pub(crate) warmup: f64,
+    /// The budget the server is put under once the held populations are up (opening thousands
+    /// of connections is set-up, not the point's work, and a budgeted select server would take
+    /// most of the run to accept them).
+    pub(crate) budget: Option<&'a Budget>,
+}
+
+impl LoadRun<'_> {
+    fn held(&self) -> u64 {
+        let n = |k: &str| self.params.get(k).and_then(Value::as_f64).unwrap_or(0.0).max(0.0) as u64;
+        n("idle") + n("inactive")
+    }
+}
+
+/// The prefix of the generator's event lines on its stderr (`ioscale load --events`).
+const EVENT: &str = "ioscale-load-event ";
+
+/// Whether this `ioscale` binary's generator announces its milestones (`--events`).
+fn announces(exe: &std::path::Path) -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        Command::new(exe)
+            .args(["load", "--help"])
+            .stderr(Stdio::null())
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--warmup-from"))
+    })
+}
+
+/// Without the generator's events: how long the held populations take to open, guessed from
+/// their size (a fresh server accepts a few thousand connections a second on a small machine).
+fn open_guess(held: u64) -> f64 {
+    if held == 0 {
+        0.0
+    } else {
+        0.5 + held as f64 / 2000.0
+    }
 }
 
 /// The `ioscale load` command line for one run against `server`.
-fn command(ctx: &Ctx<'_>, server: &Server, plan: &Plan, run: &LoadRun<'_>) -> Command {
+fn command(ctx: &Ctx<'_>, server: &Server, plan: &Plan, run: &LoadRun<'_>, events: bool) -> Command {
     let (params, rate) = (run.params, run.rate);
     let size = params.get("file_size").and_then(Value::as_f64).unwrap_or(1.0) as u64;
     let url = format!("http://{}:{}/{}", server.ip, server.port, file_name(size));
-    let mut cmd = pinned(&ctx.cfg.exe, 1);
+    let mut cmd = super::priority::launch(&ctx.cfg.exe, 1, super::priority::Role::Generator);
     cmd.args(["load", &url, "--json"]);
-    cmd.args([
-        "--duration",
-        &format!("{}s", run.duration),
-        "--warmup",
-        &format!("{}s", run.warmup),
-    ]);
+    let warmup = if events { run.warmup } else { run.warmup + open_guess(run.held()) };
+    cmd.args(["--duration", &format!("{}s", run.duration), "--warmup", &format!("{warmup}s")]);
+    if events {
+        cmd.args(["--events", "--warmup-from", "held"]);
+    }
     let idle = params.get("idle").and_then(Value::as_f64).unwrap_or(0.0) as u64;
     if plan.exp.load.mode == LoadMode::Periodic && idle > 0 {
         // Chandra & Mosberger: the persistent connections themselves carry the rate.
@@ -77,8 +123,9 @@ fn command(ctx: &Ctx<'_>, server: &Server, plan: &Plan, run: &LoadRun<'_>) -> Co
     cmd
 }
 
-/// Runs the generator once, sampling the server's CPU into `cpu` when the warm-up ends and
-/// when the window ends; returns the generator's JSON record.
+/// Runs the generator once; at its milestones puts the server under the budget (held
+/// populations up) and samples the server's CPU and throttling into `cpu` (window start and
+/// end). Returns the generator's JSON record.
 pub(crate) fn run(
     ctx: &mut Ctx<'_>,
     server: &Server,
@@ -86,14 +133,17 @@ pub(crate) fn run(
     run: &LoadRun<'_>,
     cpu: &mut CpuWindow,
 ) -> Result<serde_json::Value, Error> {
-    let cmd = command(ctx, server, plan, run);
+    let events = announces(&ctx.cfg.exe);
+    let cmd = command(ctx, server, plan, run, events);
     // With load hosts the segments start together this long after launch (docs/multihost.md).
     let lead = if ctx.cfg.load_hosts.is_empty() { 0.0 } else { 5.0 };
     let pid = ctx.children.spawn(cmd)?;
     let mut child = ctx.children.take(pid).ok_or_else(|| Error("lost the generator".into()))?;
     // Read its output while it runs: a record larger than a pipe's buffer (a merged --hosts
-    // record carries every host's) must not block the generator before it exits.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+    // record carries every host's) must not block the generator before it exits. Its stderr
+    // comes line by line: the event lines are acted on as they arrive.
+    let out_reader = {
+        let pipe = child.stdout.take();
         std::thread::spawn(move || {
             let mut buf = Vec::new();
             if let Some(mut p) = pipe {
@@ -102,38 +152,97 @@ pub(crate) fn run(
             buf
         })
     };
-    let out_reader = drain(child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>));
-    let err_reader = drain(child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>));
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let err_reader = {
+        let pipe = child.stderr.take();
+        std::thread::spawn(move || {
+            if let Some(p) = pipe {
+                for line in std::io::BufReader::new(p).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }
+        })
+    };
     let t = Instant::now();
-    let (warm_end, window_end) = (lead + run.warmup, lead + run.warmup + run.duration);
-    let deadline = Duration::from_secs_f64(window_end + 60.0);
+    // Milestones by the clock, used where the generator does not announce them.
+    let open = open_guess(run.held());
+    let mut held_at = (!events).then_some(lead + open);
+    let (mut start_at, mut end_at) = if events {
+        (None, None)
+    } else {
+        let w = lead + open + run.warmup;
+        (Some(w), Some(w + run.duration))
+    };
+    cpu.from_events = events;
+    let bound = lead + 30.0 + 2.0 * open + run.warmup + run.duration + 60.0;
+    let mut stderr = String::new();
     let mut status = None;
     while status.is_none() {
+        for line in lines.try_iter() {
+            match line.strip_prefix(EVENT).and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok()) {
+                Some(ev) => {
+                    let at = t.elapsed().as_secs_f64();
+                    match ev["event"].as_str() {
+                        Some("held") => held_at = Some(at),
+                        Some("window_start") => start_at = Some(at),
+                        Some("window_end") => end_at = Some(at),
+                        _ => {}
+                    }
+                }
+                None => {
+                    stderr.push_str(&line);
+                    stderr.push('\n');
+                }
+            }
+        }
         let el = t.elapsed().as_secs_f64();
-        if cpu.start.is_none() && el >= warm_end {
+        if cpu.budget_at.is_none() && held_at.is_some_and(|h| el >= h) {
+            if let Some(b) = run.budget {
+                for p in server.pids() {
+                    b.add(p).map_err(|e| {
+                        Error(format!("cannot put the server (PID {p}) under its CPU budget in {}: {e}", b.dir().display()))
+                    })?;
+                }
+                cpu.throttle_start = b.throttle();
+            }
+            cpu.budget_at = Some(el);
+            cpu.held_at = held_at;
+        }
+        if cpu.start.is_none() && start_at.is_some_and(|s| el >= s) {
             cpu.start = Some(server.cpu_ns());
+            cpu.throttle_start = run.budget.and_then(Budget::throttle);
         }
-        if cpu.end.is_none() && el >= window_end {
+        if cpu.end.is_none() && end_at.is_some_and(|e| el >= e) {
             cpu.end = Some(server.cpu_ns());
+            cpu.throttle_end = run.budget.and_then(Budget::throttle);
         }
-        if sys::interrupted() || t.elapsed() > deadline {
+        if sys::interrupted() || el > bound {
             let _ = sys::kill(pid, sys::SIGINT);
             std::thread::sleep(Duration::from_millis(500));
             let _ = child.kill();
         }
         status = child.try_wait()?;
         if status.is_none() {
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
     let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
+    let _ = err_reader.join();
+    for line in lines.try_iter() {
+        if !line.starts_with(EVENT) {
+            stderr.push_str(&line);
+            stderr.push('\n');
+        }
+    }
     match serde_json::from_slice::<serde_json::Value>(&stdout) {
         Ok(v) => Ok(v),
         Err(_) => Err(Error(format!(
             "ioscale load gave no JSON record (exit {:?}): {}",
             status.and_then(|s| s.code()),
-            String::from_utf8_lossy(&stderr).trim()
+            stderr.trim()
         ))),
     }
 }

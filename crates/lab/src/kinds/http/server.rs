@@ -1,7 +1,7 @@
 //! The server under test of an `http` point: `ioscale serve` with the point's mechanism, or
 //! nginx as the reference line, started on CPU 0 with the lab's document root, and its stats.
 
-use crate::runner::{pinned, Ctx, Error};
+use crate::runner::{Ctx, Error};
 use crate::spec::{Plan, Point};
 use crate::sys;
 use std::io::{Read, Write};
@@ -83,6 +83,11 @@ impl Server {
         t
     }
 
+    /// Every process of the server (nginx's master and worker).
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        std::iter::once(self.pid).chain(self.others.iter().copied()).collect()
+    }
+
     /// The server's stats document, if it serves one.
     pub(crate) fn stats(&self) -> Option<serde_json::Value> {
         get_json(self.ip, self.port, "/.ioscale/stats")
@@ -112,7 +117,7 @@ pub(crate) fn start_ioscale(
 ) -> Result<Server, Error> {
     let ip = ctx.cfg.server_addr;
     let port = free_port(ip)?;
-    let mut cmd = pinned(&ctx.cfg.exe, 0);
+    let mut cmd = super::priority::launch(&ctx.cfg.exe, 0, super::priority::Role::Server);
     // "select+multi-accept": the mechanism, plus server options after '+'.
     let mut parts = p.mechanism.split('+');
     let base = parts.next().unwrap_or_default().to_string();
@@ -171,7 +176,7 @@ server {{ listen {ip}:{port}; root {root}; }} }}\n",
     );
     std::fs::create_dir_all(dir.join("tmp"))?;
     std::fs::write(dir.join("nginx.conf"), conf)?;
-    let mut cmd = pinned(Path::new(bin), 0);
+    let mut cmd = super::priority::launch(Path::new(bin), 0, super::priority::Role::Server);
     cmd.arg("-c")
         .arg(dir.join("nginx.conf"))
         .arg("-p")
