@@ -21,10 +21,14 @@ use std::time::Duration;
 /// The mechanism whose capacity places every line's rates.
 pub(crate) const REFERENCE: &str = "epoll";
 
+/// A calibration kept for later experiments of the same shape: the budget's fraction, what
+/// was found, and why the budget is what it is.
+type Found = (Option<f64>, Calibration, String);
+
 thread_local! {
     /// Calibrations found in this run, by shape and budget setting: experiments of the same
     /// shape share one.
-    static FOUND: std::cell::RefCell<BTreeMap<String, (Option<f64>, Calibration, String)>> =
+    static FOUND: std::cell::RefCell<BTreeMap<String, Found>> =
         const { std::cell::RefCell::new(BTreeMap::new()) };
 }
 
