@@ -86,6 +86,79 @@ fn interrupted_error() -> io::Error {
     )
 }
 
+/// `spec.dups` duplicates of the shared listener; with select, refused when a descriptor number
+/// would not fit in an `fd_set` (`ctrl` is the control pipe's read end, also in the set).
+fn dup_listener(listener: &OwnedFd, spec: &HerdSpec, ctrl: &OwnedFd) -> io::Result<Vec<OwnedFd>> {
+    let mut dups = Vec::with_capacity(spec.dups);
+    for _ in 0..spec.dups {
+        let d = sys::dup(listener.as_raw_fd()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("could not duplicate the listening socket {} times: {e}", spec.dups),
+            )
+        })?;
+        dups.push(d);
+    }
+    if spec.wait_in == WaitIn::Select {
+        let top = dups
+            .iter()
+            .map(AsRawFd::as_raw_fd)
+            .chain([listener.as_raw_fd(), ctrl.as_raw_fd()])
+            .max()
+            .unwrap_or(0);
+        if top as usize >= sys::FD_SETSIZE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "--dups {} with select needs descriptor number {top}, but select's fd_set \
+                     holds only numbers below FD_SETSIZE = {} in this process; use fewer dups",
+                    spec.dups,
+                    sys::FD_SETSIZE
+                ),
+            ));
+        }
+    }
+    Ok(dups)
+}
+
+/// Everything a waiter needs, sized before the fork so that the child allocates nothing: the
+/// descriptors it keeps, its listening descriptors (to be opened by the child with reuseport),
+/// its pipes and its poll/epoll buffers.
+fn waiter_plan(
+    spec: &HerdSpec,
+    ctrl_rd: &OwnedFd,
+    report_wr: &OwnedFd,
+    listener: &OwnedFd,
+    dups: &[OwnedFd],
+    addr: SocketAddrV4,
+) -> Plan {
+    let reuseport = spec.wait_in == WaitIn::Reuseport;
+    let n_listen = 1 + spec.dups;
+    let mut keep: Vec<RawFd> = vec![0, 1, 2, ctrl_rd.as_raw_fd(), report_wr.as_raw_fd()];
+    let listen_fds: Vec<RawFd> = if reuseport {
+        vec![-1; n_listen]
+    } else {
+        let mut v = vec![listener.as_raw_fd()];
+        v.extend(dups.iter().map(AsRawFd::as_raw_fd));
+        keep.extend_from_slice(&v);
+        v
+    };
+    keep.sort_unstable();
+    keep.dedup();
+    Plan {
+        wait_in: spec.wait_in,
+        parent: sys::getpid(),
+        keep,
+        listen_fds,
+        reuseport_addr: reuseport.then_some(addr),
+        backlog: BACKLOG,
+        ctrl: ctrl_rd.as_raw_fd(),
+        report: report_wr.as_raw_fd(),
+        pollfds: vec![sys::pollfd(-1); n_listen + 1],
+        events: vec![sys::EPOLL_EVENT_ZERO; n_listen + 1],
+    }
+}
+
 impl Herd {
     /// Checks the limits, opens the listening socket(s), forks the waiters and returns once every
     /// one of them is set up and asleep in its wait call.
@@ -101,65 +174,8 @@ impl Herd {
         // The pipes first, so that their numbers stay low (select needs every number < 1024).
         let (ctrl_rd, ctrl_wr) = sys::pipe(false)?;
         let (report_rd, report_wr) = sys::pipe(false)?;
-        let mut dups = Vec::new();
-        if !reuseport {
-            for _ in 0..spec.dups {
-                let d = sys::dup(listener.as_raw_fd()).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!(
-                            "could not duplicate the listening socket {} times: {e}",
-                            spec.dups
-                        ),
-                    )
-                })?;
-                dups.push(d);
-            }
-            if spec.wait_in == WaitIn::Select {
-                let top = dups
-                    .iter()
-                    .map(AsRawFd::as_raw_fd)
-                    .chain([listener.as_raw_fd(), ctrl_rd.as_raw_fd()])
-                    .max()
-                    .unwrap_or(0);
-                if top as usize >= sys::FD_SETSIZE {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!(
-                            "--dups {} with select needs descriptor number {top}, but select's fd_set \
-                             holds only numbers below FD_SETSIZE = {} in this process; use fewer dups",
-                            spec.dups,
-                            sys::FD_SETSIZE
-                        ),
-                    ));
-                }
-            }
-        }
-
-        let n_listen = 1 + spec.dups;
-        let mut keep: Vec<RawFd> = vec![0, 1, 2, ctrl_rd.as_raw_fd(), report_wr.as_raw_fd()];
-        let listen_fds: Vec<RawFd> = if reuseport {
-            vec![-1; n_listen]
-        } else {
-            let mut v = vec![listener.as_raw_fd()];
-            v.extend(dups.iter().map(AsRawFd::as_raw_fd));
-            keep.extend_from_slice(&v);
-            v
-        };
-        keep.sort_unstable();
-        keep.dedup();
-        let mut plan = Plan {
-            wait_in: spec.wait_in,
-            parent: sys::getpid(),
-            keep,
-            listen_fds,
-            reuseport_addr: reuseport.then_some(addr),
-            backlog: BACKLOG,
-            ctrl: ctrl_rd.as_raw_fd(),
-            report: report_wr.as_raw_fd(),
-            pollfds: vec![sys::pollfd(-1); n_listen + 1],
-            events: vec![sys::EPOLL_EVENT_ZERO; n_listen + 1],
-        };
+        let dups = if reuseport { Vec::new() } else { dup_listener(&listener, &spec, &ctrl_rd)? };
+        let mut plan = waiter_plan(&spec, &ctrl_rd, &report_wr, &listener, &dups, addr);
 
         let mut herd = Herd {
             spec,
@@ -176,29 +192,7 @@ impl Herd {
             reports: vec![None; spec.waiters],
             setup: Duration::ZERO,
         };
-        for i in 0..spec.waiters {
-            if sys::interrupted() {
-                return Err(interrupted_error());
-            }
-            // SAFETY: the child runs only `waiter::run`, which calls async-signal-safe wrappers,
-            // allocates nothing (the plan's buffers were sized above) and ends in `_exit`.
-            match unsafe { sys::fork() } {
-                Ok(sys::Forked::Child) => waiter::run(&mut plan, i as u64),
-                Ok(sys::Forked::Parent(pid)) => {
-                    herd.pids.push(pid);
-                    herd.reaped.push(false);
-                }
-                Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!(
-                            "fork failed after {i} of {} waiters ({e}); the process limit is lower than checked",
-                            spec.waiters
-                        ),
-                    ))
-                }
-            }
-        }
+        herd.fork_waiters(&mut plan)?;
         drop(ctrl_rd);
         drop(report_wr);
         let deadline = Instant::now()
@@ -210,6 +204,35 @@ impl Herd {
         herd.wait_all_asleep(deadline)?;
         herd.setup = t0.elapsed();
         Ok(herd)
+    }
+
+    /// Forks one waiter per index into the herd; each runs `waiter::run(plan)` and never
+    /// returns here. On an error the waiters forked so far are ended when the herd is dropped.
+    fn fork_waiters(&mut self, plan: &mut Plan) -> io::Result<()> {
+        for i in 0..self.spec.waiters {
+            if sys::interrupted() {
+                return Err(interrupted_error());
+            }
+            // SAFETY: the child runs only `waiter::run`, which calls async-signal-safe wrappers,
+            // allocates nothing (the plan's buffers were sized before) and ends in `_exit`.
+            match unsafe { sys::fork() } {
+                Ok(sys::Forked::Child) => waiter::run(plan, i as u64),
+                Ok(sys::Forked::Parent(pid)) => {
+                    self.pids.push(pid);
+                    self.reaped.push(false);
+                }
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "fork failed after {i} of {} waiters ({e}); the process limit is lower than checked",
+                            self.spec.waiters
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The address the waiters listen on.

@@ -129,41 +129,81 @@ pub(crate) fn run(plan: &mut Plan, index: u64) -> ! {
     if let Err(e) = sys::waiter_prepare(plan.parent) {
         fail(plan, index, Step::Prepare, &e);
     }
-    // Close what we inherited but must not hold: other herds' pipes (a test thread's), the
-    // parent's ends of our own pipes, stray sockets.
+    close_inherited(&plan.keep);
+    if let Some(addr) = plan.reuseport_addr {
+        open_reuseport(plan, index, addr);
+    }
+    let ws = wait_set(plan, index);
+    send(plan.report, Record { kind: READY, index, ..Record::default() });
+    let switches0 = match sys::voluntary_switches() {
+        Ok(n) => n,
+        Err(e) => fail(plan, index, Step::Rusage, &e),
+    };
+    let c = serve_wakeups(plan, index, &ws);
+    let switches = sys::voluntary_switches().unwrap_or(switches0).saturating_sub(switches0);
+    send(
+        plan.report,
+        Record {
+            kind: REPORT,
+            index,
+            a: c.returned,
+            b: c.accepted,
+            c: c.eagain,
+            d: c.other,
+            e: switches,
+            ..Record::default()
+        },
+    );
+    sys::exit_now(0)
+}
+
+/// Closes what the waiter inherited but must not hold — other herds' pipes (a test thread's),
+/// the parent's ends of its own pipes, stray sockets — keeping only `keep` (sorted).
+fn close_inherited(keep: &[RawFd]) {
     let mut lo: RawFd = 0;
-    for &k in &plan.keep {
+    for &k in keep {
         sys::close_range(lo, k - 1);
         lo = k + 1;
     }
     sys::close_range(lo, RawFd::MAX);
+}
 
-    if let Some(addr) = plan.reuseport_addr {
-        // Our own socket in the group; the duplicates (if any) are of it.
-        let fd = match sys::tcp_listener_raw(addr, true, true, plan.backlog) {
-            Ok(fd) => fd,
-            Err(e) => fail(plan, index, Step::Listen, &e),
-        };
-        plan.listen_fds[0] = fd;
-        for i in 1..plan.listen_fds.len() {
-            match sys::dup_raw(fd, 0) {
-                Ok(d) => plan.listen_fds[i] = d,
-                Err(e) => fail(plan, index, Step::Dup, &e),
-            }
+/// Reuseport: the waiter's own socket in the group at `addr`; the duplicates (if any) are of it.
+fn open_reuseport(plan: &mut Plan, index: u64, addr: SocketAddrV4) {
+    let fd = match sys::tcp_listener_raw(addr, true, true, plan.backlog) {
+        Ok(fd) => fd,
+        Err(e) => fail(plan, index, Step::Listen, &e),
+    };
+    plan.listen_fds[0] = fd;
+    for i in 1..plan.listen_fds.len() {
+        match sys::dup_raw(fd, 0) {
+            Ok(d) => plan.listen_fds[i] = d,
+            Err(e) => fail(plan, index, Step::Dup, &e),
         }
     }
+}
 
-    let mut set = sys::FdSet::new();
-    let mut nfds = 0;
-    let mut ep: RawFd = -1;
+/// What the waiter blocks on: the control pipe and the listening descriptors, in the
+/// structure of its `wait_in` (the poll array lives in the plan).
+struct WaitSet {
+    /// Select: the read set and its `nfds`.
+    set: sys::FdSet,
+    nfds: RawFd,
+    /// The epoll modes: the instance (`-1` otherwise).
+    ep: RawFd,
+}
+
+/// Builds the wait set (a failure is reported to the parent and ends the waiter).
+fn wait_set(plan: &mut Plan, index: u64) -> WaitSet {
+    let mut ws = WaitSet { set: sys::FdSet::new(), nfds: 0, ep: -1 };
     match plan.wait_in {
         WaitIn::Select => {
-            let mut ok = set.insert(plan.ctrl);
+            let mut ok = ws.set.insert(plan.ctrl);
             for &fd in &plan.listen_fds {
-                ok &= set.insert(fd);
-                nfds = nfds.max(fd + 1);
+                ok &= ws.set.insert(fd);
+                ws.nfds = ws.nfds.max(fd + 1);
             }
-            nfds = nfds.max(plan.ctrl + 1);
+            ws.nfds = ws.nfds.max(plan.ctrl + 1);
             if !ok {
                 fail(plan, index, Step::FdSetSize, &std::io::ErrorKind::InvalidInput.into());
             }
@@ -178,95 +218,87 @@ pub(crate) fn run(plan: &mut Plan, index: u64) -> ! {
         | WaitIn::EpollExclusive
         | WaitIn::EpollExclusiveRotate
         | WaitIn::Reuseport => {
-            ep = match sys::epoll_create_raw() {
+            ws.ep = match sys::epoll_create_raw() {
                 Ok(ep) => ep,
                 Err(e) => fail(plan, index, Step::EpollCreate, &e),
             };
-            if let Err(e) = sys::epoll_add(ep, plan.ctrl, false, u64::MAX) {
+            if let Err(e) = sys::epoll_add(ws.ep, plan.ctrl, false, u64::MAX) {
                 fail(plan, index, Step::EpollAdd, &e);
             }
             let exclusive =
                 matches!(plan.wait_in, WaitIn::EpollExclusive | WaitIn::EpollExclusiveRotate);
             for i in 0..plan.listen_fds.len() {
-                if let Err(e) = sys::epoll_add(ep, plan.listen_fds[i], exclusive, i as u64) {
+                if let Err(e) = sys::epoll_add(ws.ep, plan.listen_fds[i], exclusive, i as u64) {
                     let step = if exclusive { Step::EpollAddExclusive } else { Step::EpollAdd };
                     fail(plan, index, step, &e);
                 }
             }
         }
     }
+    ws
+}
 
-    send(plan.report, Record { kind: READY, index, ..Record::default() });
-    let switches0 = match sys::voluntary_switches() {
-        Ok(n) => n,
-        Err(e) => fail(plan, index, Step::Rusage, &e),
-    };
-    let (mut returned, mut accepted, mut eagain, mut other) = (0u64, 0u64, 0u64, 0u64);
+/// What the waiter saw, for its final report.
+#[derive(Default)]
+struct Counts {
+    /// Returns from the wait with a listener ready.
+    returned: u64,
+    /// Connections accepted.
+    accepted: u64,
+    /// Accepts that found nothing (`EAGAIN`): woke, returned, lost the race.
+    eagain: u64,
+    /// Accepts that failed otherwise.
+    other: u64,
+}
+
+/// Waits, accepts once per wakeup and counts, until the parent says stop.
+fn serve_wakeups(plan: &mut Plan, index: u64, ws: &WaitSet) -> Counts {
+    let mut c = Counts::default();
     loop {
         // Which listening descriptor came back ready (-1: none), and whether to stop.
-        let (ready, stop) = match wait_once(plan, &set, nfds, ep) {
+        let (ready, stop) = match wait_once(plan, ws) {
             Ok(x) => x,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => fail(plan, index, Step::Wait, &e),
         };
         if stop {
-            break;
+            return c;
         }
         if ready < 0 {
             continue;
         }
-        returned += 1;
+        c.returned += 1;
         // One accept per wakeup: a waiter that lost the race gets EAGAIN, the herd's waste.
         match sys::accept_raw(ready) {
             Ok(conn) => {
                 sys::close(conn);
-                accepted += 1;
+                c.accepted += 1;
                 send(plan.report, Record { kind: ACCEPTED, index, ..Record::default() });
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => eagain += 1,
-            Err(_) => other += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => c.eagain += 1,
+            Err(_) => c.other += 1,
         }
         if plan.wait_in == WaitIn::EpollExclusiveRotate {
             // Go to the back of the listener's wait queue: a new registration is queued last,
             // and exclusive wakeups go to the first idle registration in queue order.
             for i in 0..plan.listen_fds.len() {
                 let fd = plan.listen_fds[i];
-                if let Err(e) =
-                    sys::epoll_del(ep, fd).and_then(|()| sys::epoll_add(ep, fd, true, i as u64))
+                if let Err(e) = sys::epoll_del(ws.ep, fd)
+                    .and_then(|()| sys::epoll_add(ws.ep, fd, true, i as u64))
                 {
                     fail(plan, index, Step::EpollAddExclusive, &e);
                 }
             }
         }
     }
-    let switches = sys::voluntary_switches().unwrap_or(switches0).saturating_sub(switches0);
-    send(
-        plan.report,
-        Record {
-            kind: REPORT,
-            index,
-            a: returned,
-            b: accepted,
-            c: eagain,
-            d: other,
-            e: switches,
-            ..Record::default()
-        },
-    );
-    sys::exit_now(0)
 }
 
 /// Blocks once; returns (a ready listening descriptor or -1, stop requested).
-fn wait_once(
-    plan: &mut Plan,
-    set: &sys::FdSet,
-    nfds: RawFd,
-    ep: RawFd,
-) -> std::io::Result<(RawFd, bool)> {
+fn wait_once(plan: &mut Plan, ws: &WaitSet) -> std::io::Result<(RawFd, bool)> {
     match plan.wait_in {
         WaitIn::Select => {
-            let mut r = *set;
-            sys::select_forever(nfds, &mut r)?;
+            let mut r = ws.set;
+            sys::select_forever(ws.nfds, &mut r)?;
             if r.contains(plan.ctrl) {
                 return Ok((-1, true));
             }
@@ -283,7 +315,7 @@ fn wait_once(
         | WaitIn::EpollExclusive
         | WaitIn::EpollExclusiveRotate
         | WaitIn::Reuseport => {
-            let n = sys::epoll_wait_forever(ep, &mut plan.events)?;
+            let n = sys::epoll_wait_forever(ws.ep, &mut plan.events)?;
             let mut ready = -1;
             for ev in &plan.events[..n] {
                 let data = sys::epoll_data(ev);
