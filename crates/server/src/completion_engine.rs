@@ -231,6 +231,8 @@ impl Engine<'_> {
 
     fn main_loop(&mut self, out: &mut Vec<Completion>) -> io::Result<()> {
         loop {
+            // ops hook: counter snapshots (SIGUSR2), one relaxed load per pass.
+            self.shared.stats.poll_snapshot(self.id, self.st);
             if self.stopping.is_none() && self.shared.stop.load(Ordering::Relaxed) {
                 self.begin_stop();
             }

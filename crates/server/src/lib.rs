@@ -15,7 +15,7 @@
 //! | files | phhttpd's static cache: small files in memory, large ones `sendfile`d, opened with `openat2(RESOLVE_BENEATH)` so nothing outside the root is ever served | [`files`] |
 //! | static serving | byte ranges (206/416; several ranges get the whole 200), HEAD with the GET's head, `/dir` → `/dir/`, types, `--cache-control`, `--precompressed` (`NAME.gz`, nginx's `gzip_static`); see docs/static.md | `respond.rs`, [`files`] |
 //! | timeouts | header (slowloris), idle (keep-alive) and send timeouts on a coarse timer wheel: no per-wait scan of all connections | `worker.rs` |
-//! | stats | `GET /.ioscale/stats`, loopback only by default: connections, requests, bytes, the dispatch counters, errors by kind, CPU | [`stats`] |
+//! | stats | `GET /.ioscale/stats`, loopback only by default: connections, requests, bytes, the dispatch counters, errors by kind, CPU, and the counter snapshots taken at SIGUSR2 | [`stats`] |
 //!
 //! A second engine, `--dispatch uring-completion` ([`Engine::UringCompletion`],
 //! `completion_engine.rs`), runs the same HTTP state machine and response logic (`respond.rs`)
@@ -50,7 +50,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use files::CacheLimits;
 
@@ -335,6 +335,24 @@ impl Handle {
     /// Asks every worker to drain (finish in-flight requests, close idle connections) and stop.
     pub fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    /// Asks every worker for a snapshot of its counters (what SIGUSR2 does); returns the
+    /// snapshot's sequence number. Each worker takes its part at the top of its next loop pass
+    /// (it is woken for that); [`Handle::snapshots`] and `/.ioscale/stats` list them.
+    pub fn snapshot(&self) -> u64 {
+        let seq = self.shared.stats.request_snapshot();
+        self.wake_all();
+        seq
+    }
+
+    /// The snapshots kept (the last [`stats::SNAPSHOTS_KEPT`]), oldest first.
+    pub fn snapshots(&self) -> Vec<stats::Snapshot> {
+        self.shared.stats.snapshot_list()
+    }
+
+    fn wake_all(&self) {
         if let Ok(w) = self.shared.wakers.lock() {
             for k in w.iter() {
                 let _ = k.wake();
@@ -469,11 +487,7 @@ impl Server {
             stop: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
             open: AtomicUsize::new(0),
-            stats: stats::Shared {
-                workers: (0..config.workers).map(|_| stats::WorkerStats::default()).collect(),
-                mechanism: config.engine,
-                started: Instant::now(),
-            },
+            stats: stats::Shared::new(config.workers, config.engine),
             access_log,
         });
         Ok(Server { config, listeners, addr, shared })
@@ -524,7 +538,8 @@ impl Server {
     }
 
     /// Runs until SIGINT or SIGTERM, then drains and returns (the CLI exits 0). SIGUSR1
-    /// reopens the access log (logrotate's convention).
+    /// reopens the access log (logrotate's convention); SIGUSR2 takes a counter snapshot
+    /// ([`Handle::snapshot`]).
     pub fn run_until_signal(self) -> io::Result<()> {
         sys::block_termination()?;
         let handle = self.handle();
@@ -535,6 +550,9 @@ impl Server {
                     if let Some(Err(e)) = log.as_ref().map(|l| l.reopen()) {
                         eprintln!("ioscale serve: SIGUSR1: cannot reopen the access log: {e}");
                     }
+                }
+                Ok(libc::SIGUSR2) => {
+                    handle.snapshot();
                 }
                 Ok(_) => return handle.shutdown(),
                 Err(_) => return,

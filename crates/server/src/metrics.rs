@@ -6,9 +6,7 @@
 //! format — names, `# TYPE`/`# HELP`, `_total` suffixes, histogram buckets, `# EOF` — is the
 //! crate's, not hand-written.
 
-use crate::stats::{
-    Shared, WorkerStats, COMPLETION_NAMES, DISPATCH_NAMES, DURATION_BOUNDS, SERVER_ERRORS,
-};
+use crate::stats::{Shared, COMPLETION_NAMES, DISPATCH_NAMES, DURATION_BOUNDS, SERVER_ERRORS};
 use ioscale_http::ErrorKind;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
@@ -16,7 +14,6 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
-use std::sync::atomic::AtomicU64;
 
 /// The content type of the exposition (OpenMetrics 1.0, which Prometheus reads and prefers).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -50,60 +47,47 @@ pub struct Snapshot {
 impl Snapshot {
     /// Reads the counters of every worker (`open`: connections open now).
     pub fn take(s: &Shared, open: u64) -> Snapshot {
-        let sum = |f: &dyn Fn(&WorkerStats) -> &AtomicU64| s.sum(f);
-        let dispatch = DISPATCH_NAMES
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (*n, sum(&|w| &w.dispatch[i])))
-            .collect();
+        let c = s.counts();
+        let dispatch = DISPATCH_NAMES.iter().copied().zip(c.dispatch.iter().copied()).collect();
         let completion = if s.mechanism.is_completion() {
-            COMPLETION_NAMES
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (*n, sum(&|w| &w.completion[i])))
-                .collect()
+            COMPLETION_NAMES.iter().copied().zip(c.completion.iter().copied()).collect()
         } else {
             Vec::new()
         };
         let mut errors: Vec<(&'static str, u64)> = ErrorKind::ALL
             .iter()
-            .map(|k| (k.name(), sum(&|w| &w.http_errors[k.index()])))
+            .map(|k| (k.name(), c.http_errors.get(k.index()).copied().unwrap_or(0)))
             .collect();
-        errors.extend(
-            SERVER_ERRORS.iter().enumerate().map(|(i, n)| (*n, sum(&|w| &w.server_errors[i]))),
-        );
-        let mut durations: Vec<(f64, u64)> = DURATION_BOUNDS
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (*b as f64 / 1e9, sum(&|w| &w.durations[i])))
-            .collect();
-        durations.push((f64::INFINITY, sum(&|w| &w.durations[DURATION_BOUNDS.len()])));
+        errors.extend(SERVER_ERRORS.iter().copied().zip(c.server_errors.iter().copied()));
+        let slot = |i: usize| c.durations.get(i).copied().unwrap_or(0);
+        let mut durations: Vec<(f64, u64)> =
+            DURATION_BOUNDS.iter().enumerate().map(|(i, b)| (*b as f64 / 1e9, slot(i))).collect();
+        durations.push((f64::INFINITY, slot(DURATION_BOUNDS.len())));
         // The first bucket: every request (counted when parsed, so the scrape's own request is
         // in it, answered at once) less those in the others.
-        let requests = sum(&|w| &w.requests);
         let slower: u64 = durations.iter().map(|d| d.1).sum();
-        durations[0].1 = requests.saturating_sub(slower);
+        durations[0].1 = c.requests.saturating_sub(slower);
         let (user, system) = crate::sys::process_cpu();
         Snapshot {
             mechanism: s.mechanism.name(),
             workers: s.workers.len(),
             uptime_s: s.started.elapsed().as_secs_f64(),
             open,
-            accepted: sum(&|w| &w.accepted),
-            closed: sum(&|w| &w.closed),
-            requests: sum(&|w| &w.requests),
-            responses: [0, 1, 2, 3].map(|i| sum(&|w| &w.responses[i])),
-            bytes_in: sum(&|w| &w.bytes_in),
-            bytes_out: sum(&|w| &w.bytes_out),
+            accepted: c.accepted,
+            closed: c.closed,
+            requests: c.requests,
+            responses: [2, 3, 4, 5].map(|k| c.class(k)),
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
             dispatch,
             completion,
             errors,
-            listener_notices: sum(&|w| &w.listener_notices),
-            accept_eagain: sum(&|w| &w.accept_eagain),
+            listener_notices: c.listener_notices,
+            accept_eagain: c.accept_eagain,
             durations,
-            duration_sum_s: sum(&|w| &w.duration_sum_ns) as f64 / 1e9,
-            log_lines: sum(&|w| &w.log_lines),
-            log_dropped: sum(&|w| &w.log_dropped),
+            duration_sum_s: c.duration_sum_ns as f64 / 1e9,
+            log_lines: c.log_lines,
+            log_dropped: c.log_dropped,
             cpu_user_s: user.as_secs_f64(),
             cpu_system_s: system.as_secs_f64(),
         }

@@ -286,10 +286,15 @@ fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
     set
 }
 
-/// Blocks SIGINT, SIGTERM and SIGUSR1 in the calling thread (threads spawned later inherit the
+/// The signals the signal thread takes: stop (SIGINT, SIGTERM), reopen the access log
+/// (SIGUSR1), take a counter snapshot (SIGUSR2).
+const CONTROL_SIGNALS: [libc::c_int; 4] =
+    [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1, libc::SIGUSR2];
+
+/// Blocks the control signals (SIGINT, SIGTERM, SIGUSR1, SIGUSR2) in the calling thread (threads spawned later inherit the
 /// mask), so that only the thread in [`wait_termination`] receives them.
 pub fn block_termination() -> io::Result<()> {
-    let set = sigset(&[libc::SIGINT, libc::SIGTERM, libc::SIGUSR1]);
+    let set = sigset(&CONTROL_SIGNALS);
     // SAFETY: `set` is valid; the old mask is not wanted.
     let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     if r != 0 {
@@ -298,8 +303,8 @@ pub fn block_termination() -> io::Result<()> {
     Ok(())
 }
 
-/// Blocks every signal in this thread, then waits for SIGINT, SIGTERM or SIGUSR1 (reopen the
-/// access log); returns its number.
+/// Blocks every signal in this thread, then waits for a control signal (SIGINT, SIGTERM,
+/// SIGUSR1, SIGUSR2); returns its number.
 pub fn wait_termination() -> io::Result<libc::c_int> {
     let mut all = MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: sigfillset initialises the set.
@@ -309,7 +314,7 @@ pub fn wait_termination() -> io::Result<libc::c_int> {
     // SAFETY: `all` is valid; this thread takes no signal asynchronously (RT signals meant for
     // the workers are never delivered here).
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut()) };
-    let set = sigset(&[libc::SIGINT, libc::SIGTERM, libc::SIGUSR1]);
+    let set = sigset(&CONTROL_SIGNALS);
     let mut sig: libc::c_int = 0;
     // SAFETY: both pointers are valid for the call.
     let r = unsafe { libc::sigwait(&set, &mut sig) };
@@ -345,4 +350,22 @@ pub fn thread_switches(tid: u64) -> Option<(u64, u64)> {
         s.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok())
     };
     Some((field("voluntary_ctxt_switches:")?, field("nonvoluntary_ctxt_switches:")?))
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; the clocks named here exist on every Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds (the clock of the counter snapshots; the same as
+/// Python's `time.monotonic_ns()` and `clock_gettime(CLOCK_MONOTONIC)` in any other process).
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// The calling thread's CPU time so far, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
 }

@@ -176,6 +176,8 @@ impl Worker<'_> {
 
     fn main_loop(&mut self, events: &mut Events, rbuf: &mut [u8]) -> io::Result<()> {
         loop {
+            // ops hook: counter snapshots (SIGUSR2), one relaxed load per pass.
+            self.shared.stats.poll_snapshot(self.id, self.st);
             if self.stopping.is_none() && self.shared.stop.load(Ordering::Relaxed) {
                 self.begin_stop(rbuf);
             }
