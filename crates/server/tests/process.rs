@@ -1,5 +1,6 @@
-//! The server as a real process (`examples/serve.rs`, the same code as `ioscale serve`): exit
-//! codes and one-line errors, SIGTERM draining, and shedding at the descriptor limit (EMFILE)
+//! The server as a real process (`ioscale-serve`, `src/bin/ioscale-serve.rs`: the same code as
+//! `ioscale serve`): exit codes and one-line errors, SIGTERM draining, and shedding at the
+//! descriptor limit (EMFILE)
 //! without a busy loop.
 
 mod util;
