@@ -28,10 +28,26 @@ pub use server::{docroot, FILE_SIZES};
 
 /// The metrics an `http` point records besides the generator's ([`generator::LOAD_METRICS`])
 /// and the server's counters ([`generator::COUNTERS`]): the server's CPU over the window
-/// (`server_cpu_ns`, `cpu_util` in % of one core, `cpu_us_per_req`), the calibrated
-/// `capacity`, `error_pct`, and for a ramp `t`, the step's middle in seconds.
-pub(crate) const POINT_METRICS: [&str; 6] =
-    ["server_cpu_ns", "cpu_util", "cpu_us_per_req", "capacity", "error_pct", "t"];
+/// (`server_cpu_ns`, `cpu_util` in % of one core, `cpu_budget_pct` in % of its budget,
+/// `saturated`, `throttled_pct`, `cpu_us_per_req`), its budget (`server_budget`, a fraction of
+/// a core), the calibration (`capacity`, `rate_basis`, `generator_ceiling`), `held_up_s`,
+/// `error_pct`, and for a ramp `t`, the step's middle in seconds. A metric added to a point
+/// goes here too: figures are checked against this list before anything runs.
+pub(crate) const POINT_METRICS: [&str; 13] = [
+    "server_cpu_ns",
+    "cpu_util",
+    "cpu_budget_pct",
+    "saturated",
+    "throttled_pct",
+    "cpu_us_per_req",
+    "server_budget",
+    "capacity",
+    "rate_basis",
+    "generator_ceiling",
+    "held_up_s",
+    "error_pct",
+    "t",
+];
 
 /// The lists an `http` point may record: a ramp's mode-switch times.
 pub(crate) const POINT_LISTS: [&str; 1] = ["switch_times"];

@@ -150,6 +150,7 @@ const REQUIRED: &str = "required";
 const SECONDS_PER_POINT: Rule = Rule::Seconds { zero_ok: false, max: 3600.0 };
 const WARMUP: Rule = Rule::Seconds { zero_ok: true, max: 3600.0 };
 const ROUNDS: Rule = Rule::Whole { min: 1, max: 1000 };
+const REPEATS: Rule = Rule::Whole { min: 1, max: 20 };
 
 /// `[server]`.
 pub const SERVER: &[Key] = &[
@@ -203,6 +204,7 @@ pub const VARIANT: &[Key] = &[
     key("warmup", WARMUP, "the experiment's", "seconds of warm-up per point"),
     key("rounds", ROUNDS, "the experiment's", "rounds per point"),
     key("server_cpu", Rule::Budget, "the experiment's", "the server's CPU budget"),
+    key("repeats", REPEATS, "the experiment's", "times each point is measured"),
 ];
 
 /// `[[figure]]`.
@@ -284,6 +286,14 @@ pub const TOP: &[Key] = &[
     ),
     key("warmup", WARMUP, "0", "seconds of warm-up per point, excluded from the statistics"),
     key("rounds", ROUNDS, "3", "rounds per point (dispatch)"),
+    key(
+        "repeats",
+        REPEATS,
+        "1 (quick), 3 (full)",
+        "times each point is measured (http, not a ramp), in interleaved rounds: every point \
+         once, then every point again; each record carries its `round`, the report draws the \
+         median and the spread",
+    ),
     key(
         "server_cpu",
         Rule::Budget,
@@ -599,6 +609,16 @@ pub fn coherence(e: &Experiment) -> Result<(), Problem> {
             "a server CPU budget applies to http experiments only".into(),
         ));
     }
+    if (e.kind != Kind::Http || e.load.ramp)
+        && [e.repeats, e.quick.repeats, e.full.repeats].iter().any(Option::is_some)
+    {
+        return Err(bad(
+            "repeats",
+            "only http experiments other than a ramp repeat points (dispatch and herd repeat \
+             inside their tool: use `rounds`)"
+                .into(),
+        ));
+    }
     if e.nginx && e.kind != Kind::Http {
         return Err(bad("nginx", "a reference nginx line applies to http experiments only".into()));
     }
@@ -692,13 +712,16 @@ fn variant(e: &Experiment, which: Which) -> Result<(), Problem> {
             }
         }
     }
-    let points = plan.grid.values().fold(plan.mechanisms.len() as f64, |n, v| n * v.len() as f64);
+    let points = plan
+        .grid
+        .values()
+        .fold(plan.mechanisms.len() as f64 * f64::from(plan.repeats), |n, v| n * v.len() as f64);
     if points > MAX_POINTS as f64 {
         return Err(Problem::Inconsistent {
             key: format!("{section}.grid"),
             message: format!(
                 "the {section} variant has {points:.0} points (mechanisms × every grid \
-                 combination); at most {MAX_POINTS} are accepted"
+                 combination × repeats); at most {MAX_POINTS} are accepted"
             ),
         });
     }
@@ -715,6 +738,8 @@ fn params(e: &Experiment) -> Vec<String> {
         p.insert("rate".into());
         if e.load.ramp {
             p.insert("step".into());
+        } else {
+            p.insert("round".into());
         }
     }
     p.into_iter().collect()
@@ -881,6 +906,14 @@ pub fn keys_markdown() -> String {
             row(&mut s, k);
         }
     }
+    s.push_str(
+        "\n### Metrics of an `http` point\n\nWhat a figure's `y`, `y_err`, `y_extra` (and `x`) \
+         and a table's `columns` may name in an http experiment:\n\n",
+    );
+    let names: Vec<String> =
+        crate::kinds::http::metric_names().iter().map(|n| format!("`{n}`")).collect();
+    s.push_str(&names.join(", "));
+    s.push('\n');
     s
 }
 
@@ -1029,6 +1062,31 @@ where = { idle = 100 }
     }
 
     #[test]
+    fn repeats_interleave_rounds_in_full() {
+        let e = parse(GOOD, "t").unwrap();
+        assert_eq!(e.plan(Which::Quick).repeats, 1);
+        assert!(e.plan(Which::Quick).points().iter().all(|p| !p.params.contains_key("round")));
+        let full = e.plan(Which::Full).points();
+        // 2 mechanisms × 2 idle × 1 rate, three rounds, round-major.
+        assert_eq!(full.len(), 12);
+        let rounds: Vec<f64> = full.iter().map(|p| p.num("round").unwrap()).collect();
+        assert_eq!(rounds, [1., 1., 1., 1., 2., 2., 2., 2., 3., 3., 3., 3.]);
+        assert_eq!(full[0].params.get("idle"), full[4].params.get("idle"));
+        let keys: BTreeSet<String> = full.iter().map(|p| p.key("t", Which::Full)).collect();
+        assert_eq!(keys.len(), 12, "each round its own resume key");
+        let e = parse(&GOOD.replace("[quick]\n", "[quick]\nrepeats = 2\n"), "t").unwrap();
+        assert_eq!(e.plan(Which::Quick).points().len(), 4);
+        let dispatch = GOOD
+            .replace("kind = \"http\"", "kind = \"dispatch\"")
+            .replace("rate_fraction = [0.5]\n", "")
+            .replace("[load]\ncalls = 2\n", "")
+            .replace("y = \"reply_rate_avg\"", "y = \"ns_per_cycle\"");
+        assert_eq!(parse(&dispatch, "t").unwrap().plan(Which::Full).repeats, 1);
+        let p = parse(&dispatch.replace("duration = 2", "duration = 2\nrepeats = 3"), "t");
+        assert!(p.unwrap_err().to_string().contains("use `rounds`"));
+    }
+
+    #[test]
     fn syntax_errors_name_the_line_in_one_sentence() {
         let p = problem("duration = 2", "duration = [");
         assert!(matches!(p, Problem::Syntax { line: 8, .. }), "{p}");
@@ -1043,7 +1101,7 @@ where = { idle = 100 }
             .replace("rate_fraction = [0.5]", &format!("rate_fraction = [{}]", fr.join(",")));
         let p = parse(&text, "t").unwrap_err();
         let s = p.to_string();
-        assert!(s.contains("2000000 points") && s.contains("at most 10000"), "{s}");
+        assert!(s.contains("6000000 points") && s.contains("at most 10000"), "{s}");
         let p = problem("idle = [0, 100]", "idle = [0, 0]");
         assert!(p.to_string().contains("lists 0 twice"), "{p}");
     }

@@ -79,6 +79,8 @@ pub struct Variant {
     pub warmup: Option<f64>,
     /// Rounds per point (dispatch and herd kinds).
     pub rounds: Option<u32>,
+    /// Times each point is measured, replacing the experiment's.
+    pub repeats: Option<u32>,
     /// The server's CPU budget, replacing the experiment's.
     pub server_cpu: Option<ServerCpu>,
 }
@@ -270,6 +272,9 @@ pub struct Experiment {
     /// Rounds per point.
     #[serde(default = "default_rounds")]
     pub rounds: u32,
+    /// Times each point is measured, in interleaved rounds (http; default 1 quick, 3 full).
+    #[serde(default)]
+    pub repeats: Option<u32>,
     /// The server's CPU budget (http): a fraction of one core, `auto` or `none`.
     #[serde(default)]
     pub server_cpu: Option<ServerCpu>,
@@ -367,11 +372,28 @@ pub struct Plan {
     pub warmup: f64,
     /// Rounds.
     pub rounds: u32,
+    /// Times each point is measured, in interleaved rounds (1 where the kind repeats inside
+    /// its own tool, or for a ramp).
+    pub repeats: u32,
     /// The server's CPU budget.
     pub server_cpu: Option<ServerCpu>,
 }
 
 impl Experiment {
+    /// How many times each point of a variant is measured: `repeats` of the variant, else of
+    /// the experiment, else 1 in quick and 3 in full (Chandra & Mosberger's figures are means
+    /// of repeated runs). Only http experiments repeat points: dispatch and herd repeat rounds
+    /// inside their own tool (`rounds`), and a ramp is one run through its steps.
+    fn repeats_for(&self, which: Which, v: &Variant) -> u32 {
+        if self.kind != Kind::Http || self.load.ramp {
+            return 1;
+        }
+        v.repeats.or(self.repeats).unwrap_or(match which {
+            Which::Quick => 1,
+            Which::Full => 3,
+        })
+    }
+
     /// Applies a variant.
     pub fn plan(&self, which: Which) -> Plan {
         let v = match which {
@@ -390,6 +412,7 @@ impl Experiment {
             duration: v.duration.unwrap_or(self.duration),
             warmup: v.warmup.unwrap_or(self.warmup),
             rounds: v.rounds.unwrap_or(self.rounds),
+            repeats: self.repeats_for(which, v),
             server_cpu: v.server_cpu.or(self.server_cpu),
         }
     }
@@ -419,7 +442,8 @@ impl Point {
 
 impl Plan {
     /// Every point: mechanisms × the cartesian product of the grid, mechanism innermost so that
-    /// mechanisms are interleaved in time.
+    /// mechanisms are interleaved in time; with `repeats` above 1, that list once per round,
+    /// each point carrying its `round` (1, 2, …).
     pub fn points(&self) -> Vec<Point> {
         let mut combos: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
         for (k, vals) in &self.grid {
@@ -433,10 +457,23 @@ impl Plan {
             }
             combos = next;
         }
-        let mut out = Vec::new();
+        let mut once = Vec::new();
         for c in combos {
             for m in &self.mechanisms {
-                out.push(Point { mechanism: m.clone(), params: c.clone() });
+                once.push(Point { mechanism: m.clone(), params: c.clone() });
+            }
+        }
+        if self.repeats <= 1 {
+            return once;
+        }
+        // Interleaved rounds: every point once, then every point again, so that a drift of
+        // the machine over the run spreads over all points instead of biasing some.
+        let mut out = Vec::with_capacity(once.len() * self.repeats as usize);
+        for round in 1..=self.repeats {
+            for p in &once {
+                let mut p = p.clone();
+                p.params.insert("round".into(), Value::Num(f64::from(round)));
+                out.push(p);
             }
         }
         out
@@ -553,7 +590,8 @@ paper_finding = "p"
     #[test]
     fn grid_expands_with_variants() {
         let e: Experiment = toml::from_str(SAMPLE).unwrap();
-        assert_eq!(e.plan(Which::Full).points().len(), 4);
+        // Full repeats each of its 4 points in 3 rounds.
+        assert_eq!(e.plan(Which::Full).points().len(), 12);
         let q = e.plan(Which::Quick).points();
         assert_eq!(q.len(), 2);
         assert_eq!(q[0].mechanism, "epoll");
