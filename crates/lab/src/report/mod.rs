@@ -6,6 +6,10 @@
 //! points, never typed). Points the generator flagged INVALID are never drawn as the server's
 //! figure: they are listed under the figure with their reason.
 
+pub mod lines;
+pub mod plot;
+pub mod verdict;
+
 use crate::record::{self, Machine, Record};
 use crate::runner::Error;
 use crate::spec::{self, Experiment, Figure, Table, Value};

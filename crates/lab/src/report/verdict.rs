@@ -1,0 +1,635 @@
+//! A verdict per figure, computed from the data.
+//!
+//! Each figure and table of an experiment file states the paper's finding as a few checkable
+//! rules (`[[figure.rule]]`, `[[table.rule]]`; the vocabulary is in `experiments/README.md`):
+//!
+//! - `growth`: y at the largest x over y at the smallest x (within `from`..`to`), per line;
+//! - `compare`: one line's y over another's, at every common x or over an aggregate;
+//! - `range`: y (or an aggregate of it) between bounds, over an x range;
+//! - `zero`: y is 0 at every point (within an absolute tolerance).
+//!
+//! Rules judge the VALID points only ([`crate::report::lines`]). A rule holds when every line it names
+//! was measured and passes, fails when any measured line fails, and is not measured when none
+//! was. A figure is REPRODUCED when all its rules hold, NOT REPRODUCED when none does, PARTLY in
+//! between, and NOT MEASURED when no rule could be judged. Every verdict carries the numbers that
+//! decided it, and a rule's `reason` (why this machine or this run may differ from the paper) is
+//! printed where the rule does not hold.
+
+use crate::report::lines::{self, LinePoint, Lines, Select};
+use crate::report::plot::ticks::fmt_value;
+use crate::record::Record;
+use crate::spec::Value;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// What a rule measures.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// y(largest x) / y(smallest x), per line.
+    Growth,
+    /// y of each `series` line over y of each `than` line.
+    Compare,
+    /// y, or an aggregate of it, between bounds.
+    Range,
+    /// y is 0 everywhere (`at_most` widens it).
+    Zero,
+}
+
+/// How the points of a line are reduced before the bounds are applied (`range`, `compare`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Of {
+    /// Every point (every common x, for `compare`) must pass.
+    #[default]
+    Each,
+    /// The largest y.
+    Max,
+    /// The smallest y.
+    Min,
+    /// The mean y.
+    Mean,
+    /// y at the smallest x.
+    First,
+    /// y at the largest x.
+    Last,
+}
+
+/// One checkable statement of a paper's finding.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// What it measures.
+    pub kind: Kind,
+    /// The finding in words, as the verdict table prints it ("poll's CPU per request grows ≥ 2x").
+    pub says: String,
+    /// The lines it is about (names as in the legend: a mechanism, or `inactive=251`); empty =
+    /// every line of the figure.
+    #[serde(default)]
+    pub series: Vec<String>,
+    /// `compare`: the lines the `series` are compared with.
+    #[serde(default)]
+    pub than: Vec<String>,
+    /// The value judged, default the figure's y: a metric or parameter, or `a/b`.
+    pub metric: Option<String>,
+    /// The x the range is taken on, default the figure's x (e.g. `rate_fraction` where the figure
+    /// draws the absolute `rate`). Required in a table's rules.
+    pub x: Option<String>,
+    /// Only points whose parameters match these (besides the figure's own `where`).
+    #[serde(default, rename = "where")]
+    pub filter: BTreeMap<String, Value>,
+    /// The smallest x considered.
+    pub from: Option<f64>,
+    /// The largest x considered.
+    pub to: Option<f64>,
+    /// Lower bound (on the growth, the ratio, or the value).
+    pub at_least: Option<f64>,
+    /// Upper bound.
+    pub at_most: Option<f64>,
+    /// How points are reduced (`range`, `compare`).
+    #[serde(default)]
+    pub of: Of,
+    /// Slack on the bounds: a fraction of the bound (0.1 = 10%), or an absolute amount where the
+    /// bound is 0.
+    #[serde(default)]
+    pub tolerance: f64,
+    /// Why this machine or this run may differ from the paper, printed where the rule does not
+    /// hold (a modern kernel's genuine difference, or a limit of the run).
+    pub reason: Option<String>,
+}
+
+impl Rule {
+    /// Checks the rule's own consistency; `table` rules must name their x and metric.
+    pub fn check(&self, table: bool) -> Result<(), String> {
+        let who = format!("rule \"{}\"", self.says);
+        if self.kind == Kind::Compare && self.than.is_empty() {
+            return Err(format!("{who}: a compare rule needs `than` (the lines to compare with)"));
+        }
+        if self.kind != Kind::Zero && self.at_least.is_none() && self.at_most.is_none() {
+            return Err(format!("{who}: needs at_least or at_most"));
+        }
+        if let (Some(a), Some(b)) = (self.from, self.to) {
+            if a > b {
+                return Err(format!("{who}: from {a} is above to {b}"));
+            }
+        }
+        if !(self.tolerance >= 0.0 && self.tolerance.is_finite()) {
+            return Err(format!("{who}: tolerance {} must be 0 or more", self.tolerance));
+        }
+        if table && (self.x.is_none() || self.metric.is_none()) {
+            return Err(format!("{who}: a table's rule needs `x` and `metric`"));
+        }
+        Ok(())
+    }
+
+    fn bounds(&self) -> (Option<f64>, Option<f64>) {
+        let slack = |b: f64| if b == 0.0 { self.tolerance } else { b.abs() * self.tolerance };
+        let hi = match self.kind {
+            Kind::Zero => Some(self.at_most.unwrap_or(0.0)),
+            _ => self.at_most,
+        };
+        (self.at_least.map(|b| b - slack(b)), hi.map(|b| b + slack(b)))
+    }
+
+    fn want(&self) -> String {
+        let hi = if self.kind == Kind::Zero { Some(self.at_most.unwrap_or(0.0)) } else { self.at_most };
+        let tol = |b: f64| {
+            if self.tolerance <= 0.0 {
+                String::new()
+            } else if b == 0.0 {
+                format!(" ±{}", fmt_value(self.tolerance))
+            } else {
+                format!(" ±{}%", fmt_value(self.tolerance * 100.0))
+            }
+        };
+        match (self.at_least, hi) {
+            (Some(a), Some(b)) => format!("{}–{}{}", fmt_value(a), fmt_value(b), tol(b)),
+            (Some(a), None) => format!("≥ {}{}", fmt_value(a), tol(a)),
+            (None, Some(b)) => format!("≤ {}{}", fmt_value(b), tol(b)),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// How one rule came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every line it names was measured and passes.
+    Holds,
+    /// The lines measured pass, some were not measured.
+    Incomplete,
+    /// A measured line fails.
+    Fails,
+    /// No line it names was measured.
+    NotMeasured,
+}
+
+/// A rule's outcome with the numbers that decided it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Judged {
+    /// The rule's words.
+    pub says: String,
+    /// How it came out.
+    pub outcome: Outcome,
+    /// The deciding numbers, one phrase per line judged ("poll 141 → 434 (3.08x, want ≥ 2)").
+    pub numbers: Vec<String>,
+    /// The rule's reason, where it does not hold.
+    pub reason: Option<String>,
+}
+
+/// A figure's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// All rules hold.
+    Reproduced,
+    /// Some hold.
+    Partly,
+    /// None holds.
+    NotReproduced,
+    /// Too few valid points to judge any rule.
+    NotMeasured,
+    /// The experiment file states no rule for it.
+    NoRule,
+}
+
+impl Status {
+    /// A short lower-case word for CSS classes.
+    pub fn class(self) -> &'static str {
+        match self {
+            Status::Reproduced => "reproduced",
+            Status::Partly => "partly",
+            Status::NotReproduced => "not-reproduced",
+            Status::NotMeasured => "not-measured",
+            Status::NoRule => "no-rule",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Reproduced => "REPRODUCED",
+            Status::Partly => "PARTLY",
+            Status::NotReproduced => "NOT REPRODUCED",
+            Status::NotMeasured => "NOT MEASURED",
+            Status::NoRule => "NO RULE",
+        })
+    }
+}
+
+/// A figure's verdict with its rules.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    /// The overall verdict.
+    pub status: Status,
+    /// Each rule.
+    pub rules: Vec<Judged>,
+}
+
+impl Verdict {
+    /// Combines judged rules into a verdict.
+    pub fn of(rules: Vec<Judged>) -> Verdict {
+        let n = |o: Outcome| rules.iter().filter(|r| r.outcome == o).count();
+        let (holds, incomplete, fails, nm) =
+            (n(Outcome::Holds), n(Outcome::Incomplete), n(Outcome::Fails), n(Outcome::NotMeasured));
+        let status = if rules.is_empty() {
+            Status::NoRule
+        } else if holds + incomplete + fails == 0 {
+            Status::NotMeasured
+        } else if holds == rules.len() {
+            Status::Reproduced
+        } else if holds + incomplete == 0 {
+            // Every rule judged failed (the rest could not be judged).
+            let _ = nm;
+            Status::NotReproduced
+        } else {
+            Status::Partly
+        };
+        Verdict { status, rules }
+    }
+}
+
+/// Where a rule's points come from: the figure's (or table's) selection.
+#[derive(Clone, Copy, Debug)]
+pub struct Source<'a> {
+    /// The figure's `where`.
+    pub filter: &'a BTreeMap<String, Value>,
+    /// What makes a line.
+    pub series: &'a str,
+    /// The figure's x (None for a table).
+    pub x: Option<&'a str>,
+    /// The figure's y (None for a table).
+    pub y: Option<&'a str>,
+}
+
+/// Judges every rule of a figure or table.
+pub fn judge(rules: &[Rule], src: Source<'_>, recs: &[&Record]) -> Verdict {
+    Verdict::of(rules.iter().map(|r| judge_one(r, src, recs)).collect())
+}
+
+fn in_range(r: &Rule, x: f64) -> bool {
+    r.from.map_or(true, |a| x >= a - 1e-9 * a.abs()) && r.to.map_or(true, |b| x <= b + 1e-9 * b.abs())
+}
+
+fn reduce(of: Of, pts: &[&LinePoint]) -> Option<f64> {
+    if pts.is_empty() {
+        return None;
+    }
+    let ys = pts.iter().map(|p| p.y);
+    Some(match of {
+        Of::Each | Of::Max => ys.fold(f64::NEG_INFINITY, f64::max),
+        Of::Min => ys.fold(f64::INFINITY, f64::min),
+        Of::Mean => ys.sum::<f64>() / pts.len() as f64,
+        Of::First => pts[0].y,
+        Of::Last => pts[pts.len() - 1].y,
+    })
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b != 0.0 {
+        a / b
+    } else if a == 0.0 {
+        1.0
+    } else {
+        f64::INFINITY
+    }
+}
+
+fn fmt_ratio(r: f64) -> String {
+    if r.is_infinite() {
+        "∞".into()
+    } else {
+        format!("{}x", fmt_value(r))
+    }
+}
+
+/// One line's part of a rule: Some(pass) with its phrase, or None (not measured) with why.
+type Part = (Option<bool>, String);
+
+fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
+    let x = rule.x.as_deref().or(src.x).unwrap_or("rate");
+    let y = rule.metric.as_deref().or(src.y).unwrap_or("");
+    let data: Lines = lines::collect(
+        recs,
+        Select {
+            filter: src.filter,
+            also: Some(&rule.filter),
+            series: src.series,
+            x,
+            y,
+            err: None,
+            extras: &[],
+        },
+    );
+    let (lo, hi) = rule.bounds();
+    let ok = |v: f64| lo.map_or(true, |b| v >= b) && hi.map_or(true, |b| v <= b);
+    let names: Vec<String> = if rule.series.is_empty() {
+        data.lines.iter().map(|(n, _)| n.clone()).collect()
+    } else {
+        rule.series.clone()
+    };
+    let pts_of = |name: &str| -> Vec<&LinePoint> {
+        data.get(name).map(|p| p.iter().filter(|p| in_range(rule, p.x)).collect()).unwrap_or_default()
+    };
+    let want = rule.want();
+    let mut parts: Vec<Part> = Vec::new();
+    match rule.kind {
+        Kind::Growth => {
+            for n in &names {
+                let p = pts_of(n);
+                if p.len() < 2 {
+                    parts.push((None, format!("{n}: fewer than 2 valid points")));
+                    continue;
+                }
+                let (a, b) = (p[0], p[p.len() - 1]);
+                let g = ratio(b.y, a.y);
+                parts.push((
+                    Some(ok(g)),
+                    format!(
+                        "{n} {} → {} ({}, want {want}) from {} to {}",
+                        fmt_value(a.y),
+                        fmt_value(b.y),
+                        fmt_ratio(g),
+                        fmt_value(a.x),
+                        fmt_value(b.x)
+                    ),
+                ));
+            }
+        }
+        Kind::Range | Kind::Zero => {
+            for n in &names {
+                let p = pts_of(n);
+                if p.is_empty() {
+                    parts.push((None, format!("{n}: no valid point in range")));
+                    continue;
+                }
+                if rule.of == Of::Each {
+                    // The point furthest outside the bounds, or the one closest to them.
+                    let worst = p
+                        .iter()
+                        .max_by(|a, b| {
+                            excess(a.y, lo, hi).total_cmp(&excess(b.y, lo, hi))
+                        })
+                        .copied()
+                        .unwrap_or(p[0]);
+                    let all = p.iter().all(|q| ok(q.y));
+                    parts.push((
+                        Some(all),
+                        format!(
+                            "{n} {} at {} (worst of {}, want {want})",
+                            fmt_value(worst.y),
+                            fmt_value(worst.x),
+                            p.len()
+                        ),
+                    ));
+                } else {
+                    let v = reduce(rule.of, &p).unwrap_or(f64::NAN);
+                    parts.push((
+                        Some(ok(v)),
+                        format!("{n} {} {} (want {want})", of_word(rule.of), fmt_value(v)),
+                    ));
+                }
+            }
+        }
+        Kind::Compare => {
+            for n in &names {
+                for t in &rule.than {
+                    let (a, b) = (pts_of(n), pts_of(t));
+                    if rule.of == Of::Each {
+                        let common: Vec<(f64, f64, f64)> = a
+                            .iter()
+                            .filter_map(|p| b.iter().find(|q| q.x == p.x).map(|q| (p.x, p.y, q.y)))
+                            .collect();
+                        if common.is_empty() {
+                            parts.push((None, format!("{n} vs {t}: no common valid x")));
+                            continue;
+                        }
+                        let worst = common
+                            .iter()
+                            .max_by(|u, v| {
+                                excess(ratio(u.1, u.2), lo, hi)
+                                    .total_cmp(&excess(ratio(v.1, v.2), lo, hi))
+                            })
+                            .copied()
+                            .unwrap_or(common[0]);
+                        let all = common.iter().all(|c| ok(ratio(c.1, c.2)));
+                        parts.push((
+                            Some(all),
+                            format!(
+                                "{n}/{t} = {} at {} ({} vs {}; worst of {}, want {want})",
+                                fmt_ratio(ratio(worst.1, worst.2)),
+                                fmt_value(worst.0),
+                                fmt_value(worst.1),
+                                fmt_value(worst.2),
+                                common.len()
+                            ),
+                        ));
+                    } else {
+                        match (reduce(rule.of, &a), reduce(rule.of, &b)) {
+                            (Some(u), Some(v)) => {
+                                let r = ratio(u, v);
+                                parts.push((
+                                    Some(ok(r)),
+                                    format!(
+                                        "{n}/{t} {} = {} ({} vs {}, want {want})",
+                                        of_word(rule.of),
+                                        fmt_ratio(r),
+                                        fmt_value(u),
+                                        fmt_value(v)
+                                    ),
+                                ));
+                            }
+                            _ => parts.push((None, format!("{n} vs {t}: not measured"))),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if names.is_empty() {
+        parts.push((None, "no valid line".into()));
+    }
+    let measured: Vec<bool> = parts.iter().filter_map(|p| p.0).collect();
+    let outcome = if measured.is_empty() {
+        Outcome::NotMeasured
+    } else if measured.iter().any(|m| !m) {
+        Outcome::Fails
+    } else if measured.len() < parts.len() {
+        Outcome::Incomplete
+    } else {
+        Outcome::Holds
+    };
+    let numbers = parts
+        .into_iter()
+        .map(|(pass, s)| match pass {
+            Some(true) => format!("{s} ✓"),
+            Some(false) => format!("{s} ✗"),
+            None => s,
+        })
+        .collect();
+    Judged {
+        says: rule.says.clone(),
+        outcome,
+        numbers,
+        reason: if outcome == Outcome::Holds { None } else { rule.reason.clone() },
+    }
+}
+
+fn of_word(of: Of) -> &'static str {
+    match of {
+        Of::Each => "each",
+        Of::Max => "max",
+        Of::Min => "min",
+        Of::Mean => "mean",
+        Of::First => "first",
+        Of::Last => "last",
+    }
+}
+
+/// How far a value lies outside the bounds (negative: inside, by how much it clears them,
+/// relative to the bound), so the worst point can be named.
+fn excess(v: f64, lo: Option<f64>, hi: Option<f64>) -> f64 {
+    let rel = |d: f64, b: f64| if b.abs() > 0.0 { d / b.abs() } else { d };
+    let a = lo.map(|b| rel(b - v, b));
+    let c = hi.map(|b| rel(v - b, b));
+    match (a, c) {
+        (Some(a), Some(c)) => a.max(c),
+        (Some(a), None) => a,
+        (None, Some(c)) => c,
+        (None, None) => 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::lines::tests::rec;
+
+    fn rule(toml_text: &str) -> Rule {
+        let r: Rule = toml::from_str(toml_text).unwrap();
+        r.check(false).unwrap();
+        r
+    }
+
+    fn recs() -> Vec<Record> {
+        let mut v = Vec::new();
+        for (m, ys) in [
+            ("poll", [140.0, 200.0, 434.0]),
+            ("epoll", [43.0, 41.0, 40.0]),
+            ("select", [139.0, 500.0, 1411.0]),
+        ] {
+            for (x, y) in [250.0, 1000.0, 3000.0].iter().zip(ys) {
+                v.push(rec(m, &[("idle", *x)], &[("cpu_us_per_req", y), ("overflows", 0.0)]));
+            }
+        }
+        // An INVALID point that would break every rule if it were judged.
+        let mut bad = rec("epoll", &[("idle", 6000.0)], &[("cpu_us_per_req", 9999.0), ("overflows", 7.0)]);
+        bad.valid = false;
+        v.push(bad);
+        v
+    }
+
+    fn run(r: &Rule) -> Judged {
+        let recs = recs();
+        let refs: Vec<&Record> = recs.iter().collect();
+        let f = BTreeMap::new();
+        judge_one(
+            r,
+            Source { filter: &f, series: "mechanism", x: Some("idle"), y: Some("cpu_us_per_req") },
+            &refs,
+        )
+    }
+
+    #[test]
+    fn growth_holds_and_fails() {
+        let j = run(&rule("kind = 'growth'\nsays = 'poll grows'\nseries = ['poll', 'select']\nat_least = 2.0"));
+        assert_eq!(j.outcome, Outcome::Holds, "{j:?}");
+        assert!(j.numbers[0].starts_with("poll 140 → 434 (3.1x, want ≥ 2) from 250 to 3,000 ✓"), "{j:?}");
+        let j = run(&rule("kind = 'growth'\nsays = 'epoll flat'\nseries = ['epoll']\nat_most = 1.3"));
+        assert_eq!(j.outcome, Outcome::Holds, "the INVALID 6000 point is not judged: {j:?}");
+        let j = run(&rule(
+            "kind = 'growth'\nsays = 's'\nseries = ['poll']\nat_most = 1.3\nreason = 'why'",
+        ));
+        assert_eq!(j.outcome, Outcome::Fails);
+        assert_eq!(j.reason.as_deref(), Some("why"));
+        // Limited to an x range.
+        let j = run(&rule("kind = 'growth'\nsays = 's'\nseries = ['select']\nto = 1000\nat_least = 3.5\nat_most = 3.7"));
+        assert_eq!(j.outcome, Outcome::Holds, "{j:?}");
+        // Tolerance widens the bound.
+        let j = run(&rule("kind = 'growth'\nsays = 's'\nseries = ['poll']\nat_least = 3.3\ntolerance = 0.1"));
+        assert_eq!(j.outcome, Outcome::Holds, "{j:?}");
+    }
+
+    #[test]
+    fn compare_at_each_x_and_over_aggregates() {
+        let j = run(&rule("kind = 'compare'\nsays = 'epoll cheaper'\nseries = ['epoll']\nthan = ['poll', 'select']\nat_most = 0.5"));
+        assert_eq!(j.outcome, Outcome::Holds, "{j:?}");
+        assert_eq!(j.numbers.len(), 2);
+        let j = run(&rule("kind = 'compare'\nsays = 's'\nseries = ['select']\nthan = ['poll']\nat_most = 1.0"));
+        assert_eq!(j.outcome, Outcome::Fails, "{j:?}");
+        assert!(j.numbers[0].contains("at 3,000"), "the worst x is named: {j:?}");
+        let j = run(&rule("kind = 'compare'\nsays = 's'\nseries = ['select']\nthan = ['poll']\nof = 'max'\nat_least = 3.0"));
+        assert_eq!(j.outcome, Outcome::Holds, "{j:?}");
+        let j = run(&rule("kind = 'compare'\nsays = 's'\nseries = ['select']\nthan = ['poll']\nof = 'first'\nat_least = 3.0"));
+        assert_eq!(j.outcome, Outcome::Fails, "{j:?}");
+    }
+
+    #[test]
+    fn range_and_zero() {
+        let j = run(&rule("kind = 'range'\nsays = 's'\nseries = ['epoll']\nat_most = 50"));
+        assert_eq!(j.outcome, Outcome::Holds, "{j:?}");
+        let j = run(&rule("kind = 'range'\nsays = 's'\nseries = ['epoll']\nfrom = 1000\nat_least = 42"));
+        assert_eq!(j.outcome, Outcome::Fails, "{j:?}");
+        let j = run(&rule("kind = 'range'\nsays = 's'\nseries = ['select']\nof = 'max'\nat_least = 1000"));
+        assert_eq!(j.outcome, Outcome::Holds, "{j:?}");
+        let j = run(&rule("kind = 'range'\nsays = 's'\nseries = ['select']\nof = 'mean'\nat_most = 500"));
+        assert_eq!(j.outcome, Outcome::Fails, "{j:?}");
+        let j = run(&rule("kind = 'zero'\nsays = 'no overflow'\nmetric = 'overflows'"));
+        assert_eq!(j.outcome, Outcome::Holds, "the INVALID point's 7 overflows are not judged: {j:?}");
+        let j = run(&rule("kind = 'zero'\nsays = 's'\nmetric = 'cpu_us_per_req'\nseries = ['epoll']\nat_most = 40"));
+        assert_eq!(j.outcome, Outcome::Fails);
+        let j = run(&rule("kind = 'zero'\nsays = 's'\nmetric = 'cpu_us_per_req'\nseries = ['epoll']\nat_most = 40\ntolerance = 0.1"));
+        assert_eq!(j.outcome, Outcome::Holds, "10% over 40 admits epoll's 43: {j:?}");
+        let j = run(&rule("kind = 'range'\nsays = 's'\nmetric = 'overflows/cpu_us_per_req'\nseries = ['poll']\nat_most = 0"));
+        assert_eq!(j.outcome, Outcome::Holds, "{j:?}");
+    }
+
+    #[test]
+    fn lines_not_measured_make_a_rule_incomplete_or_not_measured() {
+        let j = run(&rule("kind = 'growth'\nsays = 's'\nseries = ['poll', 'devpoll']\nat_least = 2"));
+        assert_eq!(j.outcome, Outcome::Incomplete, "{j:?}");
+        assert!(j.numbers[1].contains("devpoll: fewer than 2"), "{j:?}");
+        let j = run(&rule("kind = 'growth'\nsays = 's'\nseries = ['devpoll']\nat_least = 2"));
+        assert_eq!(j.outcome, Outcome::NotMeasured);
+        let j = run(&rule("kind = 'range'\nsays = 's'\nseries = ['poll']\nfrom = 5000\nat_least = 2"));
+        assert_eq!(j.outcome, Outcome::NotMeasured);
+    }
+
+    #[test]
+    fn verdicts_combine_rules() {
+        let j = |o| Judged { says: String::new(), outcome: o, numbers: vec![], reason: None };
+        use Outcome::*;
+        assert_eq!(Verdict::of(vec![j(Holds), j(Holds)]).status, Status::Reproduced);
+        assert_eq!(Verdict::of(vec![j(Holds), j(Fails)]).status, Status::Partly);
+        assert_eq!(Verdict::of(vec![j(Holds), j(NotMeasured)]).status, Status::Partly);
+        assert_eq!(Verdict::of(vec![j(Incomplete)]).status, Status::Partly);
+        assert_eq!(Verdict::of(vec![j(Fails), j(NotMeasured)]).status, Status::NotReproduced);
+        assert_eq!(Verdict::of(vec![j(NotMeasured)]).status, Status::NotMeasured);
+        assert_eq!(Verdict::of(vec![]).status, Status::NoRule);
+    }
+
+    #[test]
+    fn bad_rules_are_refused_with_a_sentence() {
+        let r: Rule = toml::from_str("kind = 'compare'\nsays = 's'\nat_most = 1").unwrap();
+        assert!(r.check(false).unwrap_err().contains("needs `than`"));
+        let r: Rule = toml::from_str("kind = 'growth'\nsays = 's'").unwrap();
+        assert!(r.check(false).unwrap_err().contains("at_least or at_most"));
+        let r: Rule = toml::from_str("kind = 'range'\nsays = 's'\nat_most = 1\nfrom = 3\nto = 1").unwrap();
+        assert!(r.check(false).is_err());
+        let r: Rule = toml::from_str("kind = 'zero'\nsays = 's'").unwrap();
+        assert!(r.check(true).unwrap_err().contains("needs `x` and `metric`"));
+        assert!(toml::from_str::<Rule>("kind = 'grow'\nsays = 's'").is_err());
+        assert!(toml::from_str::<Rule>("kind = 'zero'\nsays = 's'\nat_mots = 1").is_err());
+    }
+}
