@@ -121,7 +121,7 @@ pub fn value(rec: &Record, expr: &str) -> Result<Option<f64>, String> {
             let (a, b) = (one(a)?, one(b)?);
             Ok(match (a, b) {
                 (Some(a), Some(b)) if b != 0.0 => Some(a / b),
-                (Some(a), Some(_)) if a == 0.0 => Some(0.0),
+                (Some(0.0), Some(_)) => Some(0.0),
                 _ => None,
             })
         }
@@ -137,18 +137,22 @@ fn fmt_params(r: &Record) -> String {
         .join(" ")
 }
 
-/// One sentence of a reason: the first clause, at most ~140 characters.
+/// A reason in plain words: a JSON list of sentences (as the generator writes them) joined with
+/// "; ", cut at about 160 characters.
 pub fn short_reason(s: &str) -> String {
     let s = s.trim();
-    let cut = s.find("; ").unwrap_or(s.len()).min(140);
-    let mut end = cut;
-    while !s.is_char_boundary(end) {
+    let joined = match serde_json::from_str::<Vec<String>>(s) {
+        Ok(list) => list.join("; "),
+        Err(_) => s.to_string(),
+    };
+    let mut end = joined.len().min(160);
+    while !joined.is_char_boundary(end) {
         end -= 1;
     }
-    if end < s.len() {
-        format!("{}…", &s[..end])
+    if end < joined.len() {
+        format!("{}…", &joined[..end])
     } else {
-        s.to_string()
+        joined
     }
 }
 
@@ -157,7 +161,7 @@ pub fn collect(recs: &[&Record], sel: Select<'_>) -> Lines {
     let mut by: BTreeMap<String, Vec<(f64, f64, &Record)>> = BTreeMap::new();
     let mut dropped = Vec::new();
     for r in recs {
-        if !matches(r, sel.filter) || !sel.also.map_or(true, |f| matches(r, f)) {
+        if !matches(r, sel.filter) || !sel.also.is_none_or(|f| matches(r, f)) {
             continue;
         }
         let name = series_name(r, sel.series);
@@ -225,7 +229,9 @@ pub fn sort_lines<T>(v: &mut [T], series: &str, name: impl Fn(&T) -> &str) {
     if series == "mechanism" {
         v.sort_by(|a, b| {
             let (a, b) = (name(a), name(b));
-            crate::report::plot::style::rank(a).cmp(&crate::report::plot::style::rank(b)).then(a.cmp(b))
+            crate::report::plot::style::rank(a)
+                .cmp(&crate::report::plot::style::rank(b))
+                .then(a.cmp(b))
         });
     } else {
         let num = |s: &str| {
@@ -264,7 +270,8 @@ pub(crate) mod tests {
     fn invalid_zero_cpu_and_failed_points_are_left_out_with_their_reason() {
         let mut bad = rec("poll", &[("idle", 2000.0)], &[("cpu_util", 90.0)]);
         bad.valid = false;
-        bad.invalid_reason = Some("schedule lag p99 812 ms > 10 ms; the generator…".into());
+        bad.invalid_reason =
+            Some("[\"schedule lag p99 812 ms > 10 ms\",\"achieved 2128.5/s\"]".into());
         let mut failed = rec("poll", &[("idle", 3000.0)], &[]);
         failed.error = Some("the server did not start".into());
         let recs = [
@@ -281,7 +288,15 @@ pub(crate) mod tests {
         let f = BTreeMap::new();
         let l = collect(
             &refs,
-            Select { filter: &f, also: None, series: "mechanism", x: "idle", y: "cpu_util", err: None, extras: &[] },
+            Select {
+                filter: &f,
+                also: None,
+                series: "mechanism",
+                x: "idle",
+                y: "cpu_util",
+                err: None,
+                extras: &[],
+            },
         );
         let names: Vec<&str> = l.lines.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["select", "poll", "epoll"]);
@@ -290,7 +305,10 @@ pub(crate) mod tests {
         assert_eq!(l.get("epoll").unwrap()[0].rounds, 3);
         assert_eq!(l.dropped.len(), 3);
         assert!(l.dropped[0].reason.contains("no CPU reading"), "{:?}", l.dropped);
-        assert_eq!(l.dropped[1].reason, "INVALID: schedule lag p99 812 ms > 10 ms…");
+        assert_eq!(
+            l.dropped[1].reason,
+            "INVALID: schedule lag p99 812 ms > 10 ms; achieved 2128.5/s"
+        );
         assert_eq!(l.dropped[1].y, Some(90.0));
         assert!(l.dropped[2].reason.starts_with("not measured"));
     }

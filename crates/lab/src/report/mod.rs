@@ -1,10 +1,13 @@
-//! The report: `report.html` (self-contained, inline SVG drawn with plotters), `summary.md`,
-//! and the README's generated results section.
+//! The report: `report.html` (self-contained, inline SVG figures), `summary.md`, and the
+//! README's generated results section.
 //!
-//! Each figure is drawn with the paper's axes from the points of its experiment, captioned with
-//! the figure it reproduces, what the paper found, and what this run found (computed from the
-//! points, never typed). Points the generator flagged INVALID are never drawn as the server's
-//! figure: they are listed under the figure with their reason.
+//! Each figure is drawn with the paper's axes from the VALID points of its experiment
+//! ([`lines`], [`plot`]) and carries a verdict computed from them by the rules its experiment
+//! file states ([`verdict`]): REPRODUCED, PARTLY, NOT REPRODUCED or NOT MEASURED, with the numbers
+//! that decided it. Points that are not the server's figure are drawn hollow (their reason on
+//! hover) and listed under the figure in a short table. summary.md starts with the verdict
+//! table, then one short table per experiment on its own axis; it states nothing the data do
+//! not show.
 
 pub mod lines;
 pub mod plot;
@@ -12,560 +15,594 @@ pub mod verdict;
 
 use crate::record::{self, Machine, Record};
 use crate::runner::Error;
-use crate::spec::{self, Experiment, Figure, Table, Value};
-use plotters::prelude::*;
-use std::collections::BTreeMap;
+use crate::spec::{self, Experiment, Figure, Table};
+use lines::{Lines, Select};
+use plot::ticks::{fmt_int, fmt_value, Scale};
+use plot::{style, Chart, Extra, Point, Series};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-
-const PALETTE: [RGBColor; 10] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-    RGBColor(255, 127, 14),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
-];
-
-/// One line of a figure: (x, y, y_err, extras) sorted by x.
-type Line = Vec<(f64, f64, Option<f64>, Vec<Option<f64>>)>;
-
-fn matches(rec: &Record, filter: &BTreeMap<String, Value>) -> bool {
-    filter.iter().all(|(k, v)| matches_one(rec, k, v))
-}
-
-fn matches_one(rec: &Record, k: &str, v: &Value) -> bool {
-    match (rec.params.get(k), v) {
-        (_, Value::Any(list)) => list.iter().any(|x| matches_one(rec, k, x)),
-        (Some(Value::Num(a)), Value::Num(b)) => (a - b).abs() < 1e-9,
-        (Some(a), b) => a == b,
-        (None, Value::Word(w)) => k == "mechanism" && &rec.mechanism == w,
-        (None, _) => false,
-    }
-}
-
-fn series_name(rec: &Record, series: &str) -> String {
-    if series == "mechanism" {
-        rec.mechanism.clone()
-    } else {
-        rec.params.get(series).map_or_else(|| "?".into(), |v| format!("{series}={v}"))
-    }
-}
-
-/// Collects the lines of a figure; points that are invalid or failed are returned apart.
-fn lines(fig: &Figure, recs: &[&Record]) -> (BTreeMap<String, Line>, Vec<String>) {
-    let mut out: BTreeMap<String, Line> = BTreeMap::new();
-    let mut excluded = Vec::new();
-    for r in recs.iter().filter(|r| matches(r, &fig.filter)) {
-        let (Some(x), Some(y)) = (r.value(&fig.x), r.metric(&fig.y)) else {
-            if let Some(e) = &r.error {
-                excluded.push(format!("{} {}: not measured ({e})", r.mechanism, fmt_params(r)));
-            }
-            continue;
-        };
-        if !r.usable() {
-            let why = r.invalid_reason.clone().or_else(|| r.error.clone()).unwrap_or_default();
-            excluded.push(format!("{} {}: INVALID ({why})", r.mechanism, fmt_params(r)));
-            continue;
-        }
-        let err = fig.y_err.as_ref().and_then(|m| r.metric(m));
-        let extras = fig.y_extra.iter().map(|m| r.metric(m)).collect();
-        out.entry(series_name(r, &fig.series)).or_default().push((x, y, err, extras));
-    }
-    for line in out.values_mut() {
-        line.sort_by(|a, b| a.0.total_cmp(&b.0));
-        // Several rounds at one x: keep the median y (the lab's rule for repeated points).
-        let mut merged: Line = Vec::new();
-        let mut i = 0;
-        while i < line.len() {
-            let mut j = i;
-            while j < line.len() && line[j].0 == line[i].0 {
-                j += 1;
-            }
-            let mut group: Vec<_> = line[i..j].to_vec();
-            group.sort_by(|a, b| a.1.total_cmp(&b.1));
-            merged.push(group[group.len() / 2].clone());
-            i = j;
-        }
-        *line = merged;
-    }
-    (out, excluded)
-}
-
-fn fmt_params(r: &Record) -> String {
-    r.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
-}
-
-fn fmt_num(v: f64) -> String {
-    let a = v.abs();
-    if v == 0.0 {
-        "0".to_string()
-    } else if a >= 1e6 {
-        format!("{:.2}M", v / 1e6)
-    } else if a >= 1e4 {
-        format!("{:.1}k", v / 1e3)
-    } else if a >= 100.0 {
-        format!("{v:.0}")
-    } else if a >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
-/// Draws one figure as an SVG string.
-///
-/// Over 120 lines: the figure redesign (issue 21 item 1, owner `report`) replaces this body;
-/// it was moved here whole so that work rebases onto a move, not onto a rewrite.
-pub fn svg(fig: &Figure, recs: &[&Record]) -> Result<String, String> {
-    let (data, _) = lines(fig, recs);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (720, 420)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let all: Vec<(f64, f64)> = data
-            .values()
-            .flat_map(|l| {
-                l.iter().flat_map(|(x, y, e, ex)| {
-                    let mut v = vec![(*x, *y)];
-                    if let Some(e) = e {
-                        v.push((*x, y + e));
-                        v.push((*x, (y - e).max(0.0)));
-                    }
-                    v.extend(ex.iter().flatten().map(|y2| (*x, *y2)));
-                    v
-                })
-            })
-            .collect();
-        let (mut x0, mut x1) =
-            all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-        let (mut y0, mut y1) =
-            all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-        if all.is_empty() {
-            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-        }
-        if fig.log_x {
-            x0 = x0.max(1e-3) * 0.8;
-            x1 = x1.max(x0 * 2.0) * 1.25;
-        } else {
-            let pad = ((x1 - x0) * 0.05).max(0.5);
-            x0 = (x0 - pad).min(0.0).max(if x0 >= 0.0 { 0.0 } else { f64::MIN });
-            x1 += pad;
-        }
-        if fig.log_y {
-            y0 = y0.max(1e-3) * 0.7;
-            y1 = y1.max(y0 * 2.0) * 1.5;
-        } else {
-            y0 = 0.0f64.min(y0);
-            y1 = if y1 <= y0 { y0 + 1.0 } else { y1 * 1.1 };
-        }
-        let mut builder = ChartBuilder::on(&root);
-        builder
-            .caption(&fig.title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(42)
-            .y_label_area_size(64);
-        macro_rules! draw {
-            ($chart:expr) => {{
-                let mut chart = $chart;
-                chart
-                    .configure_mesh()
-                    .x_desc(fig.x_label.as_str())
-                    .y_desc(fig.y_label.as_str())
-                    .x_label_formatter(&|v| fmt_num(*v))
-                    .y_label_formatter(&|v| fmt_num(*v))
-                    .light_line_style(RGBColor(235, 235, 235))
-                    .draw()
-                    .map_err(|e| e.to_string())?;
-                for (i, (name, line)) in data.iter().enumerate() {
-                    let color = PALETTE[i % PALETTE.len()];
-                    let pts: Vec<(f64, f64)> = line.iter().map(|p| (p.0, p.1)).collect();
-                    chart
-                        .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                        .map_err(|e| e.to_string())?
-                        .label(name.as_str())
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                        });
-                    chart
-                        .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
-                        .map_err(|e| e.to_string())?;
-                    for p in line {
-                        if let Some(e) = p.2 {
-                            let lo = if fig.log_y { (p.1 - e).max(y0) } else { p.1 - e };
-                            chart
-                                .draw_series(std::iter::once(PathElement::new(
-                                    vec![(p.0, lo), (p.0, p.1 + e)],
-                                    color,
-                                )))
-                                .map_err(|e| e.to_string())?;
-                        }
-                    }
-                    for k in 0..fig.y_extra.len() {
-                        let extra: Vec<(f64, f64)> = line
-                            .iter()
-                            .filter_map(|p| p.3.get(k).copied().flatten().map(|y| (p.0, y)))
-                            .collect();
-                        chart
-                            .draw_series(DashedLineSeries::new(
-                                extra,
-                                4,
-                                3,
-                                color.stroke_width(1).into(),
-                            ))
-                            .map_err(|e| e.to_string())?;
-                    }
-                }
-                if let Some(mark) = &fig.marks {
-                    for r in recs.iter().filter(|r| matches(r, &fig.filter)) {
-                        for t in r.lists.get(mark).into_iter().flatten() {
-                            chart
-                                .draw_series(std::iter::once(PathElement::new(
-                                    vec![(*t, y0), (*t, y1)],
-                                    RGBColor(120, 120, 120).stroke_width(1),
-                                )))
-                                .map_err(|e| e.to_string())?;
-                        }
-                    }
-                }
-                chart
-                    .configure_series_labels()
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(RGBColor(200, 200, 200))
-                    .position(SeriesLabelPosition::UpperLeft)
-                    .draw()
-                    .map_err(|e| e.to_string())?;
-            }};
-        }
-        match (fig.log_x, fig.log_y) {
-            (false, false) => {
-                draw!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(|e| e.to_string())?)
-            }
-            (true, false) => draw!(builder
-                .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
-                .map_err(|e| e.to_string())?),
-            (false, true) => draw!(builder
-                .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
-                .map_err(|e| e.to_string())?),
-            (true, true) => {
-                draw!(builder
-                    .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
-                    .map_err(|e| e.to_string())?)
-            }
-        }
-        root.present().map_err(|e| e.to_string())?;
-    }
-    Ok(svg)
-}
-
-/// What this run found, in words computed from the points: each line's y at its smallest and
-/// largest x, and the ratio.
-pub fn finding(fig: &Figure, recs: &[&Record]) -> String {
-    let (data, excluded) = lines(fig, recs);
-    if data.is_empty() {
-        return "no valid points were measured for this figure in this run".into();
-    }
-    let mut parts = Vec::new();
-    for (name, line) in &data {
-        let (first, last) = (&line[0], &line[line.len() - 1]);
-        if line.len() == 1 {
-            parts.push(format!(
-                "{name}: {} at {} = {}",
-                fig.y_label,
-                fmt_num(first.0),
-                fmt_num(first.1)
-            ));
-            continue;
-        }
-        let ratio = if first.1.abs() > 1e-12 {
-            format!(" ({:.2}x)", last.1 / first.1)
-        } else {
-            String::new()
-        };
-        parts.push(format!(
-            "{name}: {} → {}{ratio} as {} goes {} → {}",
-            fmt_num(first.1),
-            fmt_num(last.1),
-            fig.x_label,
-            fmt_num(first.0),
-            fmt_num(last.0)
-        ));
-    }
-    let mut s = parts.join("; ");
-    if let Some(reference) = &fig.reference {
-        let growth = |line: &Line| {
-            let (a, b) = (line[0].1, line[line.len() - 1].1);
-            (line.len() > 1 && a.abs() > 1e-12).then(|| b / a)
-        };
-        if let Some(g_ref) = data.get(reference).and_then(growth) {
-            let rel: Vec<String> = data
-                .iter()
-                .filter(|(n, _)| *n != reference)
-                .filter_map(|(n, l)| growth(l).map(|g| format!("{n} {:.2}x", g / g_ref)))
-                .collect();
-            let _ = write!(
-                s,
-                ". Growth divided by {reference}'s own ({g_ref:.2}x, the cost every server pays per connection): {}",
-                rel.join(", ")
-            );
-        }
-    }
-    if !excluded.is_empty() {
-        let _ = write!(s, ". {} point(s) not drawn (invalid or not measured)", excluded.len());
-    }
-    s
-}
+use verdict::{Outcome, Source, Status, Verdict};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-fn table_rows(t: &Table, recs: &[&Record]) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut header: Vec<String> = vec!["mechanism".into()];
-    header.extend(t.rows.iter().cloned());
-    header.extend(t.columns.iter().cloned());
-    let mut rows: Vec<(String, Vec<f64>, Vec<String>)> = Vec::new();
-    for r in recs.iter().filter(|r| matches(r, &t.filter)) {
-        let keys: Vec<f64> = t.rows.iter().map(|k| r.value(k).unwrap_or(f64::NAN)).collect();
-        let mut cells: Vec<String> =
-            t.rows.iter().map(|k| r.params.get(k).map_or("-".into(), |v| v.to_string())).collect();
-        for c in &t.columns {
-            cells.push(match (r.metric(c), r.usable()) {
-                (Some(v), true) => fmt_num(v),
-                (Some(v), false) => format!("{} (INVALID)", fmt_num(v)),
-                (None, _) => "-".into(),
-            });
+/// Text from an experiment file as HTML: escaped, with `code` spans.
+fn inline_html(s: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in esc(s).split('`').enumerate() {
+        if i % 2 == 1 {
+            let _ = write!(out, "<code>{part}</code>");
+        } else {
+            out.push_str(part);
         }
-        rows.push((r.mechanism.clone(), keys, cells));
-    }
-    rows.sort_by(|a, b| {
-        a.0.cmp(&b.0).then(
-            a.1.iter()
-                .zip(&b.1)
-                .fold(std::cmp::Ordering::Equal, |o, (x, y)| o.then(x.total_cmp(y))),
-        )
-    });
-    (
-        header,
-        rows.into_iter()
-            .map(|(m, _, mut c)| {
-                c.insert(0, m);
-                c
-            })
-            .collect(),
-    )
-}
-
-/// Per-mechanism summary over the HTTP points: server CPU per request at the smallest and
-/// largest idle count of the `cm-overhead` experiment (or any experiment with idle counts),
-/// peak reply rate, and p50/p99 latency at the smallest idle count.
-pub fn summary_rows(recs: &[Record]) -> Vec<[String; 7]> {
-    let mut by_mech: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
-    for r in recs.iter().filter(|r| r.usable() && r.metric("cpu_us_per_req").is_some()) {
-        by_mech.entry(r.mechanism.as_str()).or_default().push(r);
-    }
-    let mut out = Vec::new();
-    for (m, rs) in by_mech {
-        let over: Vec<&&Record> = rs.iter().filter(|r| r.experiment == "cm-overhead").collect();
-        let base: Vec<&&Record> = if over.is_empty() { rs.iter().collect() } else { over };
-        let idle = |r: &Record| r.value("idle").unwrap_or(0.0);
-        let lo = base.iter().map(|r| idle(r)).fold(f64::MAX, f64::min);
-        let hi = base.iter().map(|r| idle(r)).fold(f64::MIN, f64::max);
-        let med = |v: Vec<f64>| -> Option<f64> {
-            let mut v = v;
-            v.sort_by(f64::total_cmp);
-            (!v.is_empty()).then(|| v[v.len() / 2])
-        };
-        let at = |x: f64, m: &str| {
-            med(base.iter().filter(|r| idle(r) == x).filter_map(|r| r.metric(m)).collect())
-        };
-        let (c_lo, c_hi) = (at(lo, "cpu_us_per_req"), at(hi, "cpu_us_per_req"));
-        let peak = rs.iter().filter_map(|r| r.metric("reply_rate_avg")).fold(f64::NAN, f64::max);
-        let f = |v: Option<f64>| v.map_or("-".to_string(), fmt_num);
-        out.push([
-            m.to_string(),
-            format!("{} @ {}", f(c_lo), fmt_num(lo)),
-            format!("{} @ {}", f(c_hi), fmt_num(hi)),
-            match (c_lo, c_hi) {
-                (Some(a), Some(b)) if a > 0.0 => format!("{:.2}x", b / a),
-                _ => "-".into(),
-            },
-            f(Some(peak).filter(|p| p.is_finite())),
-            f(at(lo, "latency_p50_ms")),
-            f(at(lo, "latency_p99_ms")),
-        ]);
     }
     out
 }
 
-const SUMMARY_HEAD: [&str; 7] = [
-    "mechanism",
-    "server CPU µs/req at fewest idle",
-    "at most idle",
-    "ratio",
-    "peak replies/s",
-    "p50 ms",
-    "p99 ms",
-];
+/// Text for a markdown table cell.
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// The lines of a figure.
+fn figure_lines(fig: &Figure, recs: &[&Record]) -> Lines {
+    lines::collect(
+        recs,
+        Select {
+            filter: &fig.filter,
+            also: None,
+            series: &fig.series,
+            x: &fig.x,
+            y: &fig.y,
+            err: fig.y_err.as_deref(),
+            extras: &fig.y_extra,
+        },
+    )
+}
+
+/// What an extra metric is, relative to y ("reply_rate_min" beside "reply_rate_avg" → "min").
+fn extra_label(y: &str, extra: &str) -> String {
+    let common = y.chars().zip(extra.chars()).take_while(|(a, b)| a == b).count();
+    let cut = extra[..common].rfind('_').map_or(0, |i| i + 1);
+    extra[cut..].replace('_', " ")
+}
+
+/// The chart of a figure.
+pub fn chart(fig: &Figure, recs: &[&Record]) -> (Chart, Lines) {
+    let data = figure_lines(fig, recs);
+    let mut series: Vec<Series> = Vec::new();
+    let mut names: Vec<String> = data.lines.iter().map(|(n, _)| n.clone()).collect();
+    for d in &data.dropped {
+        if d.x.is_some() && d.y.is_some() && !names.contains(&d.series) {
+            names.push(d.series.clone());
+        }
+    }
+    lines::sort_lines(&mut names, &fig.series, |n| n.as_str());
+    for (i, name) in names.iter().enumerate() {
+        let st =
+            if fig.series == "mechanism" { style::of_mechanism(name) } else { style::of_other(i) };
+        let pts = data.get(name).unwrap_or(&[]);
+        let mut points: Vec<Point> =
+            pts.iter().map(|p| Point { x: p.x, y: p.y, err: p.err, invalid: None }).collect();
+        for d in data.dropped.iter().filter(|d| &d.series == name) {
+            if let (Some(x), Some(y)) = (d.x, d.y) {
+                points.push(Point { x, y, err: None, invalid: Some(d.reason.clone()) });
+            }
+        }
+        let extras = fig
+            .y_extra
+            .iter()
+            .enumerate()
+            .map(|(k, m)| Extra {
+                label: extra_label(&fig.y, m),
+                points: pts.iter().filter_map(|p| p.extras[k].map(|v| (p.x, v))).collect(),
+            })
+            .collect();
+        series.push(Series { name: name.clone(), style: st, points, extras });
+    }
+    let mut marks: Vec<f64> = Vec::new();
+    if let Some(m) = &fig.marks {
+        for r in recs.iter().filter(|r| lines::matches(r, &fig.filter)) {
+            marks.extend(r.lists.get(m).into_iter().flatten().copied());
+        }
+        marks.sort_by(f64::total_cmp);
+        marks.dedup();
+    }
+    // Counts (overflows, errors) get integer ticks; a line of zeros alone does not make a count.
+    let ys: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.y)).collect();
+    let y_integer = is_count(&fig.y, &ys) && ys.iter().any(|y| *y >= 3.0);
+    let chart = Chart {
+        id: fig.id.clone(),
+        title: fig.title.clone(),
+        x_label: fig.x_label.clone(),
+        y_label: fig.y_label.clone(),
+        x_scale: if fig.log_x { Scale::Log } else { Scale::Linear },
+        y_scale: if fig.log_y { Scale::Log } else { Scale::Linear },
+        y_integer,
+        series,
+        marks,
+        marks_label: fig.marks.as_deref().map_or(String::new(), |m| m.replace('_', " ")),
+    };
+    (chart, data)
+}
+
+/// A figure's verdict.
+pub fn figure_verdict(fig: &Figure, recs: &[&Record]) -> Verdict {
+    verdict::judge(
+        &fig.rules,
+        Source { filter: &fig.filter, series: &fig.series, x: Some(&fig.x), y: Some(&fig.y) },
+        recs,
+    )
+}
+
+/// A table's verdict.
+pub fn table_verdict(t: &Table, recs: &[&Record]) -> Verdict {
+    verdict::judge(
+        &t.rules,
+        Source { filter: &t.filter, series: "mechanism", x: None, y: None },
+        recs,
+    )
+}
+
+/// Whether a metric counts things (printed as an integer).
+fn is_count(name: &str, values: &[f64]) -> bool {
+    !values.is_empty() && values.iter().all(|v| v.fract() == 0.0) && !name.contains("ms")
+}
+
+/// A table's rows: (mechanism, row-key values for sorting, cells, invalid reason).
+/// A table row: its cells, and why the point is not the server's figure (None when valid).
+type TableRow = (Vec<String>, Option<String>);
+
+fn table_rows(t: &Table, recs: &[&Record]) -> (Vec<String>, Vec<TableRow>) {
+    let mine: Vec<&&Record> = recs.iter().filter(|r| lines::matches(r, &t.filter)).collect();
+    let mut header: Vec<String> = vec!["mechanism".into()];
+    header.extend(t.rows.iter().cloned());
+    header.extend(t.columns.iter().cloned());
+    let counts: Vec<bool> = t
+        .columns
+        .iter()
+        .map(|c| is_count(c, &mine.iter().filter_map(|r| r.metric(c)).collect::<Vec<_>>()))
+        .collect();
+    // Sorted by (legend rank, mechanism, row keys).
+    type Key = (usize, String, Vec<f64>);
+    let mut rows: Vec<(Key, TableRow)> = Vec::new();
+    for r in mine {
+        let keys: Vec<f64> = t.rows.iter().map(|k| r.value(k).unwrap_or(f64::NAN)).collect();
+        let mut cells = vec![r.mechanism.clone()];
+        cells.extend(t.rows.iter().map(|k| match r.value(k) {
+            Some(v) => fmt_int_or_value(v),
+            None => r.params.get(k).map_or("-".into(), |v| v.to_string()),
+        }));
+        for (c, count) in t.columns.iter().zip(&counts) {
+            cells.push(match r.metric(c) {
+                Some(v) if *count => fmt_int(v),
+                Some(v) => fmt_value(v),
+                None => "-".into(),
+            });
+        }
+        let why = r
+            .error
+            .as_deref()
+            .map(|e| format!("not measured: {}", lines::short_reason(e)))
+            .or_else(|| {
+                (!r.valid).then(|| {
+                    format!(
+                        "INVALID: {}",
+                        lines::short_reason(
+                            r.invalid_reason.as_deref().unwrap_or("flagged invalid")
+                        )
+                    )
+                })
+            });
+        rows.push(((style::rank(&r.mechanism), r.mechanism.clone(), keys), (cells, why)));
+    }
+    rows.sort_by(|(a, _), (b, _)| {
+        a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(
+            a.2.iter()
+                .zip(&b.2)
+                .fold(std::cmp::Ordering::Equal, |o, (x, y)| o.then(x.total_cmp(y))),
+        )
+    });
+    (header, rows.into_iter().map(|(_, row)| row).collect())
+}
+
+fn fmt_int_or_value(v: f64) -> String {
+    if v.fract() == 0.0 {
+        fmt_int(v)
+    } else {
+        fmt_value(v)
+    }
+}
+
+const STYLE: &str = "body{font-family:'DejaVu Sans',Helvetica,Arial,sans-serif;max-width:960px;\
+margin:2em auto;padding:0 1em;color:#222;line-height:1.45}\
+h1{font-size:1.6em}h2{margin-top:2.2em;border-bottom:1px solid #ddd;padding-bottom:.2em}\
+figure{margin:2.2em 0}figure svg{display:block;max-width:100%;height:auto}\
+figcaption{font-size:.95em;margin-top:.4em}figcaption p{margin:.35em 0}\
+.cap{display:flex;gap:.8em;align-items:baseline}\
+.badge{display:inline-block;white-space:nowrap;font-size:.78em;font-weight:bold;letter-spacing:.03em;\
+padding:.15em .55em;border-radius:.3em;border:1px solid}\
+.reproduced{background:#e3f4e8;color:#135e2a;border-color:#7cc291}\
+.partly{background:#fdf3d8;color:#6b4c00;border-color:#e0b94f}\
+.not-reproduced{background:#fbe3e3;color:#8a1c1c;border-color:#e08a8a}\
+.not-measured,.no-rule{background:#eee;color:#444;border-color:#bbb}\
+ul.rules{margin:.3em 0;padding-left:1.2em}ul.rules li{margin:.15em 0}\
+.holds::marker{content:'✓ ';color:#135e2a}.fails::marker{content:'✗ ';color:#8a1c1c}\
+.unmeasured::marker{content:'– ';color:#777}.nums{color:#444;font-size:.92em}\
+.why{color:#6b4c00;font-size:.92em}\
+table{border-collapse:collapse;margin:.8em 0;font-size:.92em}\
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;vertical-align:top}\
+th{background:#f3f3f3}td.l,th.l{text-align:left}\
+table.dropped{font-size:.85em}table.dropped caption{text-align:left;color:#444}\
+code{background:#f4f4f4;padding:0 .2em}";
+
+fn rule_items_html(v: &Verdict) -> String {
+    let mut s = String::from("<ul class=\"rules\">");
+    for r in &v.rules {
+        let class = match r.outcome {
+            Outcome::Holds => "holds",
+            Outcome::Fails => "fails",
+            Outcome::Incomplete | Outcome::NotMeasured => "unmeasured",
+        };
+        let _ = write!(
+            s,
+            "<li class=\"{class}\">{}<br><span class=\"nums\">{}</span>",
+            inline_html(&r.says),
+            esc(&r.numbers())
+        );
+        if let Some(why) = &r.reason {
+            let _ = write!(
+                s,
+                "<br><span class=\"why\">Why this may differ: {}</span>",
+                inline_html(why)
+            );
+        }
+        s.push_str("</li>");
+    }
+    s.push_str("</ul>");
+    s
+}
+
+fn badge(st: Status) -> String {
+    format!("<span class=\"badge {}\">{st}</span>", st.class())
+}
+
+/// The deciding numbers of a verdict in one markdown cell.
+fn md_numbers(v: &Verdict) -> String {
+    v.rules
+        .iter()
+        .map(|r| {
+            let mark = match r.outcome {
+                Outcome::Holds => "✓",
+                Outcome::Fails => "✗",
+                Outcome::Incomplete => "✓?",
+                Outcome::NotMeasured => "–",
+            };
+            format!("{mark} {} — {}", r.says, r.numbers())
+        })
+        .collect::<Vec<_>>()
+        .join("<br>")
+}
+
+/// One row of the verdict table.
+struct VerdictRow {
+    experiment: String,
+    anchor: String,
+    what: String,
+    finding: String,
+    verdict: Verdict,
+    note: Option<String>,
+}
+
+fn dropped_table(data: &Lines) -> String {
+    if data.dropped.is_empty() {
+        return String::new();
+    }
+    let mut s = format!(
+        "<table class=\"dropped\"><caption>{} point(s) not drawn as the server's figure \
+(hollow where they have a value):</caption><tr><th class=\"l\">line</th><th>x</th><th class=\"l\">why</th></tr>",
+        data.dropped.len()
+    );
+    for d in &data.dropped {
+        let _ = write!(
+            s,
+            "<tr><td class=\"l\">{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
+            esc(&d.series),
+            d.x.map_or_else(|| "-".into(), fmt_value),
+            esc(&d.reason)
+        );
+    }
+    s.push_str("</table>");
+    s
+}
+
+/// The experiment's short table for summary.md: the summary figure's lines (rows) at each x
+/// (columns). Where x is a measurement rather than a grid parameter (time over a ramp), the
+/// columns are the steps in order, headed by the first line's x.
+fn summary_table(e: &Experiment, mine: &[&Record]) -> Option<String> {
+    let fig = e.figures.iter().find(|f| f.in_summary).or(e.figures.first())?;
+    let data = figure_lines(fig, mine);
+    if data.lines.is_empty() {
+        return None;
+    }
+    let is_param = mine.iter().any(|r| r.params.contains_key(&fig.x));
+    let cols: Vec<f64> = if is_param {
+        let mut xs: Vec<f64> = data.lines.iter().flat_map(|(_, p)| p.iter().map(|p| p.x)).collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        xs
+    } else {
+        data.lines[0].1.iter().map(|p| p.x).collect()
+    };
+    let ncols = if is_param {
+        cols.len()
+    } else {
+        data.lines.iter().map(|(_, p)| p.len()).max().unwrap_or(0)
+    };
+    let count = is_count(
+        &fig.y,
+        &data.lines.iter().flat_map(|(_, p)| p.iter().map(|p| p.y)).collect::<Vec<_>>(),
+    );
+    let fmt = |v: f64| if count { fmt_int(v) } else { fmt_value(v) };
+    let mut s = format!(
+        "{} ({}; valid points only, \"-\" where none):\n\n| {} \\ {} |",
+        fig.y_label,
+        fig.title,
+        if fig.series == "mechanism" { "mechanism" } else { &fig.series },
+        fig.x_label
+    );
+    for i in 0..ncols {
+        let h = match cols.get(i) {
+            Some(x) if is_param => fmt_value(*x),
+            Some(x) => format!("≈{}", fmt_value(*x)),
+            None => format!("step {}", i + 1),
+        };
+        let _ = write!(s, " {} |", md_cell(&h));
+    }
+    let _ = write!(s, "\n|---|{}\n", "---|".repeat(ncols));
+    for (name, pts) in &data.lines {
+        let _ = write!(s, "| {} |", md_cell(name));
+        for i in 0..ncols {
+            let v = if is_param {
+                cols.get(i).and_then(|x| pts.iter().find(|p| p.x == *x)).map(|p| p.y)
+            } else {
+                pts.get(i).map(|p| p.y)
+            };
+            let _ = write!(s, " {} |", v.map_or("-".into(), fmt));
+        }
+        s.push('\n');
+    }
+    Some(s)
+}
 
 /// Renders the whole report. Returns (html, markdown summary).
-///
-/// Over 120 lines: the report redesign (issue 21 item 1, owner `report`) replaces this body;
-/// it was moved here whole so that work rebases onto a move, not onto a rewrite.
 pub fn render(
     exps: &[Experiment],
     recs: &[Record],
     machine: &Machine,
     title_note: &str,
 ) -> (String, String) {
-    let mut html = String::new();
-    let mut md = String::new();
-    let _ = write!(
-        html,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>ioscale lab report</title><style>\
-body{{font-family:sans-serif;max-width:900px;margin:2em auto;color:#222}}figure{{margin:2em 0}}\
-figcaption{{font-size:.92em;line-height:1.4}}table{{border-collapse:collapse;margin:1em 0}}\
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f3f3f3}}\
-.invalid{{color:#a00;font-size:.85em}}code{{background:#f4f4f4}}</style></head><body>\
-<h1>ioscale lab report</h1><p>{}</p>",
-        esc(title_note)
-    );
-    let _ = write!(
-        html,
-        "<h2>Machine</h2><table><tr><th>kernel</th><td>{}</td></tr><tr><th>CPU</th><td>{}</td></tr>\
-<tr><th>cores</th><td>{}</td></tr><tr><th>memory</th><td>{} MiB</td></tr><tr><th>open files</th><td>{}</td></tr></table>",
-        esc(&machine.kernel),
-        esc(&machine.cpu),
-        machine.cores,
-        machine.memory_mib,
-        machine.nofile
-    );
-    let _ = writeln!(md, "# ioscale lab summary\n\n{title_note}\n");
-    let _ = writeln!(
-        md,
-        "Machine: {}, {} ({} cores, {} MiB, open files {}).\n",
-        machine.kernel, machine.cpu, machine.cores, machine.memory_mib, machine.nofile
-    );
-    let rows = summary_rows(recs);
-    if !rows.is_empty() {
-        html.push_str("<h2>Summary</h2><table><tr>");
-        for h in SUMMARY_HEAD {
-            let _ = write!(html, "<th>{}</th>", esc(h));
-        }
-        html.push_str("</tr>");
-        let _ = writeln!(
-            md,
-            "| {} |\n|{}",
-            SUMMARY_HEAD.join(" | "),
-            "---|".repeat(SUMMARY_HEAD.len())
-        );
-        for r in &rows {
-            html.push_str("<tr>");
-            for c in r {
-                let _ = write!(html, "<td>{}</td>", esc(c));
-            }
-            html.push_str("</tr>");
-            let _ = writeln!(md, "| {} |", r.join(" | "));
-        }
-        html.push_str("</table>");
-        md.push('\n');
-    }
+    let mut body = String::new();
+    let mut md_body = String::new();
+    let mut verdicts: Vec<VerdictRow> = Vec::new();
     for e in exps {
         let mine: Vec<&Record> = recs.iter().filter(|r| r.experiment == e.name).collect();
         if mine.is_empty() {
             continue;
         }
-        let invalid = mine.iter().filter(|r| !r.usable()).count();
+        let dropped = mine.iter().filter(|r| !r.usable()).count();
+        let _ = write!(
+            body,
+            "<h2 id=\"{0}\">{0}</h2><p>{1} Reproduces {2}. {3} points, {4} INVALID or not measured.</p>",
+            esc(&e.name),
+            inline_html(&with_period(&e.summary)),
+            inline_html(&e.reproduces),
+            mine.len(),
+            dropped
+        );
+        let _ = writeln!(
+            md_body,
+            "## {}\n\n{} Reproduces {}. {} points, {} INVALID or not measured.\n",
+            e.name,
+            with_period(&e.summary),
+            e.reproduces,
+            mine.len(),
+            dropped
+        );
+        for f in &e.figures {
+            let anchor = format!("{}-{}", e.name, f.id);
+            let in_variant = mine.iter().any(|r| lines::matches(r, &f.filter));
+            let v = figure_verdict(f, &mine);
+            let note = (!in_variant).then(|| {
+                "no point of this run's variant falls in this figure; `--full` measures it"
+                    .to_string()
+            });
+            let _ = write!(body, "<figure id=\"{}\">", esc(&anchor));
+            let mut data = Lines::default();
+            if in_variant {
+                let (c, d) = chart(f, &mine);
+                body.push_str(&c.svg());
+                data = d;
+            }
+            let _ = write!(
+                body,
+                "<figcaption><div class=\"cap\">{}<span><b>{}</b> — {}</span></div>\
+<p><b>Paper:</b> {}</p>",
+                badge(v.status),
+                inline_html(&f.reproduces),
+                inline_html(&f.title),
+                inline_html(&f.paper_finding)
+            );
+            if let Some(n) = &note {
+                let _ = write!(body, "<p><i>{}</i></p>", inline_html(n));
+            }
+            body.push_str(&rule_items_html(&v));
+            body.push_str(&dropped_table(&data));
+            body.push_str("</figcaption></figure>");
+            verdicts.push(VerdictRow {
+                experiment: e.name.clone(),
+                anchor,
+                what: format!("{} — {}", f.reproduces, f.title),
+                finding: f.paper_finding.clone(),
+                verdict: v,
+                note,
+            });
+        }
+        if let Some(t) = summary_table(e, &mine) {
+            md_body.push_str(&t);
+            md_body.push('\n');
+        }
+        let first = verdicts.len() - e.figures.len();
+        for t in &e.tables {
+            let anchor = format!("{}-{}", e.name, t.id);
+            let v = table_verdict(t, &mine);
+            let (header, rows) = table_rows(t, &mine);
+            let _ = write!(
+                body,
+                "<div id=\"{}\"><div class=\"cap\">{}<span><b>{}</b> — {}</span></div><table><tr>",
+                esc(&anchor),
+                badge(v.status),
+                inline_html(&t.reproduces),
+                inline_html(&t.title)
+            );
+            for (i, h) in header.iter().enumerate() {
+                let l = if i == 0 { " class=\"l\"" } else { "" };
+                let _ = write!(body, "<th{l}>{}</th>", esc(&h.replace('_', " ")));
+            }
+            body.push_str("<th class=\"l\">validity</th></tr>");
+            let _ = write!(
+                md_body,
+                "**{}** ({}):\n\n| {} | validity |\n|{}---|\n",
+                t.title,
+                t.reproduces,
+                header.iter().map(|h| h.replace('_', " ")).collect::<Vec<_>>().join(" | "),
+                "---|".repeat(header.len())
+            );
+            for (cells, why) in &rows {
+                body.push_str("<tr>");
+                for (i, c) in cells.iter().enumerate() {
+                    let l = if i == 0 { " class=\"l\"" } else { "" };
+                    let _ = write!(body, "<td{l}>{}</td>", esc(c));
+                }
+                let w = why.clone().unwrap_or_else(|| "valid".into());
+                let _ = write!(body, "<td class=\"l\">{}</td></tr>", esc(&w));
+                let _ = writeln!(md_body, "| {} | {} |", cells.join(" | "), md_cell(&w));
+            }
+            let _ = write!(body, "</table><p><b>Paper:</b> {}</p>", inline_html(&t.paper_finding));
+            body.push_str(&rule_items_html(&v));
+            body.push_str("</div>");
+            md_body.push('\n');
+            verdicts.push(VerdictRow {
+                experiment: e.name.clone(),
+                anchor,
+                what: format!("{} — {}", t.reproduces, t.title),
+                finding: t.paper_finding.clone(),
+                verdict: v,
+                note: None,
+            });
+        }
+        let whys: Vec<String> = verdicts[first..]
+            .iter()
+            .flat_map(|v| v.verdict.rules.iter())
+            .filter_map(|r| r.reason.as_ref().map(|why| format!("- {}: {why}", r.says)))
+            .collect();
+        if !whys.is_empty() {
+            let _ = writeln!(
+                md_body,
+                "Rules that do not hold here, and why this machine or run may differ:\n\n{}\n",
+                whys.join("\n")
+            );
+        }
+    }
+
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>ioscale lab report</title>\
+<style>{STYLE}</style></head><body><h1>ioscale lab report</h1><p>{}</p>",
+        esc(title_note)
+    );
+    let _ = write!(
+        html,
+        "<p><b>Machine:</b> {}, {} ({} cores, {} MiB, open files {}).</p>",
+        esc(&machine.kernel),
+        esc(&machine.cpu),
+        machine.cores,
+        fmt_int(machine.memory_mib as f64),
+        fmt_int(machine.nofile as f64)
+    );
+    let mut md = String::new();
+    let _ = writeln!(md, "# ioscale lab summary\n\n{title_note}\n");
+    let _ = writeln!(
+        md,
+        "Machine: {}, {} ({} cores, {} MiB, open files {}).\n",
+        machine.kernel,
+        machine.cpu,
+        machine.cores,
+        fmt_int(machine.memory_mib as f64),
+        fmt_int(machine.nofile as f64)
+    );
+    if !verdicts.is_empty() {
+        let count = |s: Status| verdicts.iter().filter(|v| v.verdict.status == s).count();
+        let tally = format!(
+            "{} figures and tables: {} reproduced, {} partly, {} not reproduced, {} not measured.",
+            verdicts.len(),
+            count(Status::Reproduced),
+            count(Status::Partly),
+            count(Status::NotReproduced),
+            count(Status::NotMeasured) + count(Status::NoRule)
+        );
         let _ = write!(
             html,
-            "<h2 id=\"{0}\">{0}</h2><p>{1}. Reproduces {2}. {3} points, {4} invalid or not measured.</p>",
-            esc(&e.name),
-            esc(&e.summary),
-            esc(&e.reproduces),
-            mine.len(),
-            invalid
+            "<h2 id=\"verdicts\">Verdicts</h2><p>{}</p><table><tr><th class=\"l\">experiment</th>\
+<th class=\"l\">figure</th><th class=\"l\">paper's finding</th><th class=\"l\">verdict</th></tr>",
+            esc(&tally)
         );
         let _ = writeln!(
             md,
-            "## {}\n\n{} — reproduces {}. {} points, {} invalid or not measured.\n",
-            e.name,
-            e.summary,
-            e.reproduces,
-            mine.len(),
-            invalid
+            "## Verdicts\n\n{tally}\n\n| figure | paper's finding | verdict | deciding numbers |\n|---|---|---|---|"
         );
-        for f in &e.figures {
-            if !mine.iter().any(|r| matches(r, &f.filter)) {
-                // The variant that ran has no point for this figure (e.g. 6 KB replies only in --full).
-                let _ = write!(html, "<p><i>{} ({}): no point of this run's variant falls in this figure; `--full` measures it.</i></p>", esc(&f.title), esc(&f.reproduces));
-                let _ = writeln!(
-                    md,
-                    "- **{}** ({}): not in this run's variant (`--full` measures it)",
-                    f.title, f.reproduces
-                );
-                continue;
-            }
-            let body = svg(f, &mine).unwrap_or_else(|err| {
-                format!("<p class=\"invalid\">figure could not be drawn: {}</p>", esc(&err))
-            });
-            let found = finding(f, &mine);
-            let (_, excluded) = lines(f, &mine);
+        for v in &verdicts {
             let _ = write!(
                 html,
-                "<figure id=\"{}-{}\">{body}<figcaption><b>Reproduces {}.</b> {}<br><b>Paper:</b> {}<br><b>This run:</b> {}",
-                esc(&e.name),
-                esc(&f.id),
-                esc(&f.reproduces),
-                esc(&f.title),
-                esc(&f.paper_finding),
-                esc(&found)
+                "<tr><td class=\"l\">{}</td><td class=\"l\"><a href=\"#{}\">{}</a></td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
+                esc(&v.experiment),
+                esc(&v.anchor),
+                inline_html(&v.what),
+                inline_html(&v.finding),
+                badge(v.verdict.status)
             );
-            if !excluded.is_empty() {
-                html.push_str("<br><span class=\"invalid\">Not drawn: ");
-                html.push_str(&esc(&excluded.join("; ")));
-                html.push_str("</span>");
+            let mut nums = md_numbers(&v.verdict);
+            if let Some(n) = &v.note {
+                nums = if nums.is_empty() { n.clone() } else { format!("{n}<br>{nums}") };
             }
-            html.push_str("</figcaption></figure>");
             let _ = writeln!(
                 md,
-                "- **{}** ({}): paper — {}; this run — {}",
-                f.title, f.reproduces, f.paper_finding, found
+                "| {}: {} | {} | **{}** | {} |",
+                v.experiment,
+                md_cell(&v.what),
+                md_cell(&v.finding),
+                v.verdict.status,
+                md_cell(&nums)
             );
         }
-        for t in &e.tables {
-            let (header, rows) = table_rows(t, &mine);
-            let _ = write!(html, "<h3>{} ({})</h3><table><tr>", esc(&t.title), esc(&t.reproduces));
-            for h in &header {
-                let _ = write!(html, "<th>{}</th>", esc(h));
-            }
-            html.push_str("</tr>");
-            let _ = writeln!(
-                md,
-                "\n**{}** ({}) — paper: {}\n\n| {} |\n|{}",
-                t.title,
-                t.reproduces,
-                t.paper_finding,
-                header.join(" | "),
-                "---|".repeat(header.len())
-            );
-            for r in &rows {
-                html.push_str("<tr>");
-                for c in r {
-                    let _ = write!(html, "<td>{}</td>", esc(c));
-                }
-                html.push_str("</tr>");
-                let _ = writeln!(md, "| {} |", r.join(" | "));
-            }
-            let _ = write!(html, "</table><p><b>Paper:</b> {}</p>", esc(&t.paper_finding));
-            md.push('\n');
-        }
+        html.push_str("</table>");
+        md.push('\n');
     }
+    html.push_str(&body);
     html.push_str("</body></html>\n");
+    md.push_str(&md_body);
     (html, md)
+}
+
+fn with_period(s: &str) -> String {
+    let t = s.trim_end();
+    if t.ends_with('.') {
+        t.to_string()
+    } else {
+        format!("{t}.")
+    }
 }
 
 /// Re-renders `report.html` and `summary.md` in `out` from its `results.jsonl`.
@@ -647,28 +684,10 @@ pub fn fmt_date(t: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::Which;
+    use lines::tests::rec;
 
-    fn rec(m: &str, idle: f64, y: f64, valid: bool) -> Record {
-        Record {
-            experiment: "e".into(),
-            variant: Which::Quick,
-            key: format!("{m}{idle}"),
-            mechanism: m.into(),
-            params: [("idle".to_string(), Value::Num(idle))].into_iter().collect(),
-            metrics: [("cpu_us_per_req".to_string(), y)].into_iter().collect(),
-            lists: BTreeMap::new(),
-            valid,
-            invalid_reason: (!valid).then(|| "schedule lag".into()),
-            error: None,
-            unix_time: 0,
-            machine: Machine::default(),
-            raw: serde_json::Value::Null,
-        }
-    }
-
-    fn fig() -> Figure {
-        toml::from_str(
+    fn fig(rules: &str) -> Figure {
+        toml::from_str(&format!(
             r#"id = "f"
 reproduces = "Fig. 4"
 title = "CPU"
@@ -677,27 +696,40 @@ x_label = "idle connections"
 y = "cpu_us_per_req"
 y_label = "µs/req"
 paper_finding = "grows"
-"#,
-        )
+{rules}"#
+        ))
         .unwrap()
     }
 
     #[test]
-    fn invalid_points_are_not_drawn_and_findings_are_computed() {
+    fn invalid_points_are_hollow_and_listed_and_the_verdict_is_computed() {
+        let mut bad = rec("poll", &[("idle", 2000.0)], &[("cpu_us_per_req", 99.0)]);
+        bad.valid = false;
+        bad.invalid_reason = Some("[\"schedule lag p99 31.4 ms > 10 ms\"]".into());
         let recs = [
-            rec("poll", 0.0, 10.0, true),
-            rec("poll", 1000.0, 40.0, true),
-            rec("poll", 2000.0, 99.0, false),
+            rec("poll", &[("idle", 0.0)], &[("cpu_us_per_req", 10.0)]),
+            rec("poll", &[("idle", 1000.0)], &[("cpu_us_per_req", 40.0)]),
+            bad,
         ];
         let refs: Vec<&Record> = recs.iter().collect();
-        let (data, excluded) = lines(&fig(), &refs);
-        assert_eq!(data["poll"].len(), 2);
-        assert_eq!(excluded.len(), 1);
-        assert!(excluded[0].contains("INVALID"));
-        let f = finding(&fig(), &refs);
-        assert!(f.contains("(4.00x)"), "{f}");
-        let s = svg(&fig(), &refs).unwrap();
-        assert!(s.starts_with("<svg") && s.contains("poll"), "{}", &s[..200]);
+        let f = fig(
+            "[[rule]]\nkind = 'growth'\nsays = 'poll grows 2x'\nseries = ['poll']\nat_least = 2",
+        );
+        let (c, data) = chart(&f, &refs);
+        assert_eq!(data.get("poll").unwrap().len(), 2);
+        assert_eq!(data.dropped.len(), 1);
+        let svg = c.svg();
+        assert_eq!(svg.matches("class=\"pt invalid\"").count(), 1);
+        assert!(svg.contains("schedule lag p99 31.4 ms"), "the reason is on hover");
+        let v = figure_verdict(&f, &refs);
+        assert_eq!(v.status, Status::Reproduced);
+        assert_eq!(v.rules[0].numbers(), "want ≥ 2: poll 10→40 = 4x (0→1,000) ✓");
+    }
+
+    #[test]
+    fn extra_labels_name_what_differs() {
+        assert_eq!(extra_label("reply_rate_avg", "reply_rate_min"), "min");
+        assert_eq!(extra_label("connect_p50_us", "connect_cpu_p50_us"), "cpu p50 us");
     }
 
     #[test]

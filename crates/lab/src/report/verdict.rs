@@ -15,9 +15,9 @@
 //! decided it, and a rule's `reason` (why this machine or this run may differ from the paper) is
 //! printed where the rule does not hold.
 
+use crate::record::Record;
 use crate::report::lines::{self, LinePoint, Lines, Select};
 use crate::report::plot::ticks::fmt_value;
-use crate::record::Record;
 use crate::spec::Value;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -133,7 +133,8 @@ impl Rule {
     }
 
     fn want(&self) -> String {
-        let hi = if self.kind == Kind::Zero { Some(self.at_most.unwrap_or(0.0)) } else { self.at_most };
+        let hi =
+            if self.kind == Kind::Zero { Some(self.at_most.unwrap_or(0.0)) } else { self.at_most };
         let tol = |b: f64| {
             if self.tolerance <= 0.0 {
                 String::new()
@@ -172,10 +173,35 @@ pub struct Judged {
     pub says: String,
     /// How it came out.
     pub outcome: Outcome,
-    /// The deciding numbers, one phrase per line judged ("poll 141 → 434 (3.08x, want ≥ 2)").
-    pub numbers: Vec<String>,
-    /// The rule's reason, where it does not hold.
+    /// The bounds, in words ("≥ 2", "0.77–1.3", "≤ 0").
+    pub want: String,
+    /// One phrase per line judged: Some(pass) with its numbers ("poll 141→434 = 3.08x
+    /// (250→3,000)"), or None with the line that could not be judged.
+    pub parts: Vec<(Option<bool>, String)>,
+    /// The rule's reason, where a measured line fails it.
     pub reason: Option<String>,
+}
+
+impl Judged {
+    /// The deciding numbers in one line: each judged line with ✓ or ✗, then the lines that
+    /// could not be judged.
+    pub fn numbers(&self) -> String {
+        let mut out: Vec<String> = self
+            .parts
+            .iter()
+            .filter_map(|(p, s)| p.map(|ok| format!("{s} {}", if ok { "✓" } else { "✗" })))
+            .collect();
+        let missing: Vec<&str> =
+            self.parts.iter().filter(|(p, _)| p.is_none()).map(|(_, s)| s.as_str()).collect();
+        if !missing.is_empty() {
+            out.push(format!("no valid points: {}", missing.join(", ")));
+        }
+        if !self.want.is_empty() && self.parts.iter().any(|p| p.0.is_some()) {
+            format!("want {}: {}", self.want, out.join("; "))
+        } else {
+            out.join("; ")
+        }
+    }
 }
 
 /// A figure's verdict.
@@ -269,7 +295,7 @@ pub fn judge(rules: &[Rule], src: Source<'_>, recs: &[&Record]) -> Verdict {
 }
 
 fn in_range(r: &Rule, x: f64) -> bool {
-    r.from.map_or(true, |a| x >= a - 1e-9 * a.abs()) && r.to.map_or(true, |b| x <= b + 1e-9 * b.abs())
+    r.from.is_none_or(|a| x >= a - 1e-9 * a.abs()) && r.to.is_none_or(|b| x <= b + 1e-9 * b.abs())
 }
 
 fn reduce(of: Of, pts: &[&LinePoint]) -> Option<f64> {
@@ -323,14 +349,16 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
         },
     );
     let (lo, hi) = rule.bounds();
-    let ok = |v: f64| lo.map_or(true, |b| v >= b) && hi.map_or(true, |b| v <= b);
+    let ok = |v: f64| lo.is_none_or(|b| v >= b) && hi.is_none_or(|b| v <= b);
     let names: Vec<String> = if rule.series.is_empty() {
         data.lines.iter().map(|(n, _)| n.clone()).collect()
     } else {
         rule.series.clone()
     };
     let pts_of = |name: &str| -> Vec<&LinePoint> {
-        data.get(name).map(|p| p.iter().filter(|p| in_range(rule, p.x)).collect()).unwrap_or_default()
+        data.get(name)
+            .map(|p| p.iter().filter(|p| in_range(rule, p.x)).collect())
+            .unwrap_or_default()
     };
     let want = rule.want();
     let mut parts: Vec<Part> = Vec::new();
@@ -339,7 +367,7 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
             for n in &names {
                 let p = pts_of(n);
                 if p.len() < 2 {
-                    parts.push((None, format!("{n}: fewer than 2 valid points")));
+                    parts.push((None, n.clone()));
                     continue;
                 }
                 let (a, b) = (p[0], p[p.len() - 1]);
@@ -347,7 +375,7 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
                 parts.push((
                     Some(ok(g)),
                     format!(
-                        "{n} {} → {} ({}, want {want}) from {} to {}",
+                        "{n} {}→{} = {} ({}→{})",
                         fmt_value(a.y),
                         fmt_value(b.y),
                         fmt_ratio(g),
@@ -361,34 +389,24 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
             for n in &names {
                 let p = pts_of(n);
                 if p.is_empty() {
-                    parts.push((None, format!("{n}: no valid point in range")));
+                    parts.push((None, n.clone()));
                     continue;
                 }
                 if rule.of == Of::Each {
                     // The point furthest outside the bounds, or the one closest to them.
                     let worst = p
                         .iter()
-                        .max_by(|a, b| {
-                            excess(a.y, lo, hi).total_cmp(&excess(b.y, lo, hi))
-                        })
+                        .max_by(|a, b| excess(a.y, lo, hi).total_cmp(&excess(b.y, lo, hi)))
                         .copied()
                         .unwrap_or(p[0]);
                     let all = p.iter().all(|q| ok(q.y));
                     parts.push((
                         Some(all),
-                        format!(
-                            "{n} {} at {} (worst of {}, want {want})",
-                            fmt_value(worst.y),
-                            fmt_value(worst.x),
-                            p.len()
-                        ),
+                        format!("{n} {} at {}", fmt_value(worst.y), fmt_value(worst.x)),
                     ));
                 } else {
                     let v = reduce(rule.of, &p).unwrap_or(f64::NAN);
-                    parts.push((
-                        Some(ok(v)),
-                        format!("{n} {} {} (want {want})", of_word(rule.of), fmt_value(v)),
-                    ));
+                    parts.push((Some(ok(v)), format!("{n} {} {}", of_word(rule.of), fmt_value(v))));
                 }
             }
         }
@@ -402,14 +420,17 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
                             .filter_map(|p| b.iter().find(|q| q.x == p.x).map(|q| (p.x, p.y, q.y)))
                             .collect();
                         if common.is_empty() {
-                            parts.push((None, format!("{n} vs {t}: no common valid x")));
+                            parts.push((None, format!("{n} vs {t}")));
                             continue;
                         }
                         let worst = common
                             .iter()
                             .max_by(|u, v| {
-                                excess(ratio(u.1, u.2), lo, hi)
-                                    .total_cmp(&excess(ratio(v.1, v.2), lo, hi))
+                                excess(ratio(u.1, u.2), lo, hi).total_cmp(&excess(
+                                    ratio(v.1, v.2),
+                                    lo,
+                                    hi,
+                                ))
                             })
                             .copied()
                             .unwrap_or(common[0]);
@@ -417,12 +438,11 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
                         parts.push((
                             Some(all),
                             format!(
-                                "{n}/{t} = {} at {} ({} vs {}; worst of {}, want {want})",
+                                "{n}/{t} {} at {} ({} vs {})",
                                 fmt_ratio(ratio(worst.1, worst.2)),
                                 fmt_value(worst.0),
                                 fmt_value(worst.1),
-                                fmt_value(worst.2),
-                                common.len()
+                                fmt_value(worst.2)
                             ),
                         ));
                     } else {
@@ -432,7 +452,7 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
                                 parts.push((
                                     Some(ok(r)),
                                     format!(
-                                        "{n}/{t} {} = {} ({} vs {}, want {want})",
+                                        "{n}/{t} {} {} ({} vs {})",
                                         of_word(rule.of),
                                         fmt_ratio(r),
                                         fmt_value(u),
@@ -440,7 +460,7 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
                                     ),
                                 ));
                             }
-                            _ => parts.push((None, format!("{n} vs {t}: not measured"))),
+                            _ => parts.push((None, format!("{n} vs {t}"))),
                         }
                     }
                 }
@@ -448,7 +468,7 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
         }
     }
     if names.is_empty() {
-        parts.push((None, "no valid line".into()));
+        parts.push((None, "any line".into()));
     }
     let measured: Vec<bool> = parts.iter().filter_map(|p| p.0).collect();
     let outcome = if measured.is_empty() {
@@ -460,19 +480,12 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
     } else {
         Outcome::Holds
     };
-    let numbers = parts
-        .into_iter()
-        .map(|(pass, s)| match pass {
-            Some(true) => format!("{s} ✓"),
-            Some(false) => format!("{s} ✗"),
-            None => s,
-        })
-        .collect();
     Judged {
         says: rule.says.clone(),
         outcome,
-        numbers,
-        reason: if outcome == Outcome::Holds { None } else { rule.reason.clone() },
+        want,
+        parts,
+        reason: if outcome == Outcome::Fails { rule.reason.clone() } else { None },
     }
 }
 
@@ -524,7 +537,8 @@ mod tests {
             }
         }
         // An INVALID point that would break every rule if it were judged.
-        let mut bad = rec("epoll", &[("idle", 6000.0)], &[("cpu_us_per_req", 9999.0), ("overflows", 7.0)]);
+        let mut bad =
+            rec("epoll", &[("idle", 6000.0)], &[("cpu_us_per_req", 9999.0), ("overflows", 7.0)]);
         bad.valid = false;
         v.push(bad);
         v
@@ -543,10 +557,17 @@ mod tests {
 
     #[test]
     fn growth_holds_and_fails() {
-        let j = run(&rule("kind = 'growth'\nsays = 'poll grows'\nseries = ['poll', 'select']\nat_least = 2.0"));
+        let j = run(&rule(
+            "kind = 'growth'\nsays = 'poll grows'\nseries = ['poll', 'select']\nat_least = 2.0",
+        ));
         assert_eq!(j.outcome, Outcome::Holds, "{j:?}");
-        assert!(j.numbers[0].starts_with("poll 140 → 434 (3.1x, want ≥ 2) from 250 to 3,000 ✓"), "{j:?}");
-        let j = run(&rule("kind = 'growth'\nsays = 'epoll flat'\nseries = ['epoll']\nat_most = 1.3"));
+        assert_eq!(j.parts[0].1, "poll 140→434 = 3.1x (250→3,000)");
+        assert!(
+            j.numbers().starts_with("want ≥ 2: poll 140→434 = 3.1x (250→3,000) ✓; select"),
+            "{j:?}"
+        );
+        let j =
+            run(&rule("kind = 'growth'\nsays = 'epoll flat'\nseries = ['epoll']\nat_most = 1.3"));
         assert_eq!(j.outcome, Outcome::Holds, "the INVALID 6000 point is not judged: {j:?}");
         let j = run(&rule(
             "kind = 'growth'\nsays = 's'\nseries = ['poll']\nat_most = 1.3\nreason = 'why'",
@@ -557,7 +578,9 @@ mod tests {
         let j = run(&rule("kind = 'growth'\nsays = 's'\nseries = ['select']\nto = 1000\nat_least = 3.5\nat_most = 3.7"));
         assert_eq!(j.outcome, Outcome::Holds, "{j:?}");
         // Tolerance widens the bound.
-        let j = run(&rule("kind = 'growth'\nsays = 's'\nseries = ['poll']\nat_least = 3.3\ntolerance = 0.1"));
+        let j = run(&rule(
+            "kind = 'growth'\nsays = 's'\nseries = ['poll']\nat_least = 3.3\ntolerance = 0.1",
+        ));
         assert_eq!(j.outcome, Outcome::Holds, "{j:?}");
     }
 
@@ -565,10 +588,15 @@ mod tests {
     fn compare_at_each_x_and_over_aggregates() {
         let j = run(&rule("kind = 'compare'\nsays = 'epoll cheaper'\nseries = ['epoll']\nthan = ['poll', 'select']\nat_most = 0.5"));
         assert_eq!(j.outcome, Outcome::Holds, "{j:?}");
-        assert_eq!(j.numbers.len(), 2);
-        let j = run(&rule("kind = 'compare'\nsays = 's'\nseries = ['select']\nthan = ['poll']\nat_most = 1.0"));
+        assert_eq!(j.parts.len(), 2);
+        let j = run(&rule(
+            "kind = 'compare'\nsays = 's'\nseries = ['select']\nthan = ['poll']\nat_most = 1.0",
+        ));
         assert_eq!(j.outcome, Outcome::Fails, "{j:?}");
-        assert!(j.numbers[0].contains("at 3,000"), "the worst x is named: {j:?}");
+        assert_eq!(
+            j.parts[0].1, "select/poll 3.25x at 3,000 (1,411 vs 434)",
+            "the worst x is named"
+        );
         let j = run(&rule("kind = 'compare'\nsays = 's'\nseries = ['select']\nthan = ['poll']\nof = 'max'\nat_least = 3.0"));
         assert_eq!(j.outcome, Outcome::Holds, "{j:?}");
         let j = run(&rule("kind = 'compare'\nsays = 's'\nseries = ['select']\nthan = ['poll']\nof = 'first'\nat_least = 3.0"));
@@ -579,14 +607,24 @@ mod tests {
     fn range_and_zero() {
         let j = run(&rule("kind = 'range'\nsays = 's'\nseries = ['epoll']\nat_most = 50"));
         assert_eq!(j.outcome, Outcome::Holds, "{j:?}");
-        let j = run(&rule("kind = 'range'\nsays = 's'\nseries = ['epoll']\nfrom = 1000\nat_least = 42"));
+        let j = run(&rule(
+            "kind = 'range'\nsays = 's'\nseries = ['epoll']\nfrom = 1000\nat_least = 42",
+        ));
         assert_eq!(j.outcome, Outcome::Fails, "{j:?}");
-        let j = run(&rule("kind = 'range'\nsays = 's'\nseries = ['select']\nof = 'max'\nat_least = 1000"));
+        let j = run(&rule(
+            "kind = 'range'\nsays = 's'\nseries = ['select']\nof = 'max'\nat_least = 1000",
+        ));
         assert_eq!(j.outcome, Outcome::Holds, "{j:?}");
-        let j = run(&rule("kind = 'range'\nsays = 's'\nseries = ['select']\nof = 'mean'\nat_most = 500"));
+        let j = run(&rule(
+            "kind = 'range'\nsays = 's'\nseries = ['select']\nof = 'mean'\nat_most = 500",
+        ));
         assert_eq!(j.outcome, Outcome::Fails, "{j:?}");
         let j = run(&rule("kind = 'zero'\nsays = 'no overflow'\nmetric = 'overflows'"));
-        assert_eq!(j.outcome, Outcome::Holds, "the INVALID point's 7 overflows are not judged: {j:?}");
+        assert_eq!(
+            j.outcome,
+            Outcome::Holds,
+            "the INVALID point's 7 overflows are not judged: {j:?}"
+        );
         let j = run(&rule("kind = 'zero'\nsays = 's'\nmetric = 'cpu_us_per_req'\nseries = ['epoll']\nat_most = 40"));
         assert_eq!(j.outcome, Outcome::Fails);
         let j = run(&rule("kind = 'zero'\nsays = 's'\nmetric = 'cpu_us_per_req'\nseries = ['epoll']\nat_most = 40\ntolerance = 0.1"));
@@ -597,18 +635,26 @@ mod tests {
 
     #[test]
     fn lines_not_measured_make_a_rule_incomplete_or_not_measured() {
-        let j = run(&rule("kind = 'growth'\nsays = 's'\nseries = ['poll', 'devpoll']\nat_least = 2"));
+        let j =
+            run(&rule("kind = 'growth'\nsays = 's'\nseries = ['poll', 'devpoll']\nat_least = 2"));
         assert_eq!(j.outcome, Outcome::Incomplete, "{j:?}");
-        assert!(j.numbers[1].contains("devpoll: fewer than 2"), "{j:?}");
+        assert!(j.numbers().ends_with("✓; no valid points: devpoll"), "{j:?}");
         let j = run(&rule("kind = 'growth'\nsays = 's'\nseries = ['devpoll']\nat_least = 2"));
         assert_eq!(j.outcome, Outcome::NotMeasured);
-        let j = run(&rule("kind = 'range'\nsays = 's'\nseries = ['poll']\nfrom = 5000\nat_least = 2"));
+        let j =
+            run(&rule("kind = 'range'\nsays = 's'\nseries = ['poll']\nfrom = 5000\nat_least = 2"));
         assert_eq!(j.outcome, Outcome::NotMeasured);
     }
 
     #[test]
     fn verdicts_combine_rules() {
-        let j = |o| Judged { says: String::new(), outcome: o, numbers: vec![], reason: None };
+        let j = |o| Judged {
+            says: String::new(),
+            outcome: o,
+            want: String::new(),
+            parts: vec![],
+            reason: None,
+        };
         use Outcome::*;
         assert_eq!(Verdict::of(vec![j(Holds), j(Holds)]).status, Status::Reproduced);
         assert_eq!(Verdict::of(vec![j(Holds), j(Fails)]).status, Status::Partly);
@@ -625,7 +671,8 @@ mod tests {
         assert!(r.check(false).unwrap_err().contains("needs `than`"));
         let r: Rule = toml::from_str("kind = 'growth'\nsays = 's'").unwrap();
         assert!(r.check(false).unwrap_err().contains("at_least or at_most"));
-        let r: Rule = toml::from_str("kind = 'range'\nsays = 's'\nat_most = 1\nfrom = 3\nto = 1").unwrap();
+        let r: Rule =
+            toml::from_str("kind = 'range'\nsays = 's'\nat_most = 1\nfrom = 3\nto = 1").unwrap();
         assert!(r.check(false).is_err());
         let r: Rule = toml::from_str("kind = 'zero'\nsays = 's'").unwrap();
         assert!(r.check(true).unwrap_err().contains("needs `x` and `metric`"));

@@ -44,6 +44,8 @@ pub enum Rule {
         /// The largest value accepted.
         max: f64,
     },
+    /// Any finite number (integer or decimal).
+    Number,
     /// One of these words.
     Choice(&'static [&'static str]),
     /// One of these whole numbers.
@@ -73,6 +75,7 @@ impl Rule {
             }
             Rule::Whole { min, max } => format!("a whole number from {min} to {max}"),
             Rule::Positive { max } => format!("a number above 0 and at most {max}"),
+            Rule::Number => "a number".into(),
             Rule::Choice(words) => format!("one of {}", words.join(", ")),
             Rule::Among(nums) => {
                 format!("one of {}", nums.iter().map(i64::to_string).collect::<Vec<_>>().join(", "))
@@ -102,6 +105,7 @@ impl Rule {
                 let x = number(v);
                 x.is_finite() && x > 0.0 && x <= *max
             }
+            (Rule::Number, T::Integer(_) | T::Float(_)) => number(v).is_finite(),
             (Rule::Choice(words), T::String(s)) => words.contains(&s.as_str()),
             (Rule::Among(nums), T::Integer(i)) => nums.contains(i),
             (Rule::Budget, T::Integer(_) | T::Float(_)) => {
@@ -238,13 +242,77 @@ pub const FIGURE: &[Key] = &[
     key("log_x", Rule::Flag, "false", "logarithmic x axis"),
     key("log_y", Rule::Flag, "false", "logarithmic y axis"),
     key("paper_finding", Rule::Text, REQUIRED, "what the paper found"),
+    key("marks", Rule::Text, "none", "a list drawn as vertical marks (`switch_times`, hybrid)"),
     key(
-        "reference",
+        "rule",
+        Rule::Sections(VERDICT_RULE),
+        "none",
+        "the paper's finding as checkable rules: the figure's verdict (`[[figure.rule]]`)",
+    ),
+    key(
+        "in_summary",
+        Rule::Flag,
+        "false (the first figure)",
+        "this figure's lines make the experiment's table in summary.md",
+    ),
+];
+
+/// `[[figure.rule]]` and `[[table.rule]]`: one checkable statement of the paper's finding,
+/// judged on the VALID points only (`crates/lab/src/report/verdict.rs`).
+pub const VERDICT_RULE: &[Key] = &[
+    key(
+        "kind",
+        Rule::Choice(&["growth", "compare", "range", "zero"]),
+        REQUIRED,
+        "growth: y at the largest x over y at the smallest x, per line; compare: each `series` \
+         line's y over each `than` line's; range: y (or `of` it) within the bounds; zero: y is 0 \
+         (at most `at_most`) at every point",
+    ),
+    key("says", Rule::Text, REQUIRED, "the finding in words, as the verdict table prints it"),
+    key(
+        "series",
+        Rule::Words,
+        "[] (every line)",
+        "the lines it judges, as the legend names them (a mechanism, or e.g. `inactive=251`)",
+    ),
+    key("than", Rule::Words, "[]", "compare: the lines the `series` are compared with"),
+    key(
+        "metric",
+        Rule::Text,
+        "the figure's y",
+        "the value judged: a metric or parameter, or `a/b` of two (e.g. `reply_rate_avg/rate`); \
+         required in a table's rules",
+    ),
+    key(
+        "x",
+        Rule::Text,
+        "the figure's x",
+        "the x the range is taken on (e.g. `rate_fraction` where the figure draws `rate`); \
+         required in a table's rules",
+    ),
+    key("where", Rule::Filter, "{}", "only points whose parameters also match these"),
+    key("from", Rule::Number, "none", "the smallest x judged"),
+    key("to", Rule::Number, "none", "the largest x judged"),
+    key("at_least", Rule::Number, "none", "lower bound (on the growth, the ratio, or the value)"),
+    key("at_most", Rule::Number, "none (zero: 0)", "upper bound"),
+    key(
+        "of",
+        Rule::Choice(&["each", "max", "min", "mean", "first", "last"]),
+        "\"each\"",
+        "range and compare: every point (every common x) must pass, or an aggregate of each line",
+    ),
+    key(
+        "tolerance",
+        Rule::Number,
+        "0",
+        "slack on the bounds: a fraction of the bound (0.1 = 10%), absolute where the bound is 0",
+    ),
+    key(
+        "reason",
         Rule::Text,
         "none",
-        "a line (e.g. \"nginx\") whose growth the finding divides the others' by",
+        "why this machine or run may differ from the paper; printed where a measured line fails",
     ),
-    key("marks", Rule::Text, "none", "a list drawn as vertical marks (`switch_times`, hybrid)"),
 ];
 
 /// `[[table]]`.
@@ -256,6 +324,12 @@ pub const TABLE: &[Key] = &[
     key("columns", Rule::Words, REQUIRED, "metrics that make the columns"),
     key("where", Rule::Filter, "{}", "only points whose parameters (or `mechanism`) equal these"),
     key("paper_finding", Rule::Text, REQUIRED, "what the paper found"),
+    key(
+        "rule",
+        Rule::Sections(VERDICT_RULE),
+        "none",
+        "the paper's finding as checkable rules: the table's verdict (`[[table.rule]]`)",
+    ),
 ];
 
 /// The top level of an experiment file.
@@ -317,6 +391,7 @@ pub const SECTIONS: &[(&str, &[Key])] = &[
     ("[quick] and [full]", VARIANT),
     ("[[figure]]", FIGURE),
     ("[[table]]", TABLE),
+    ("[[figure.rule]] and [[table.rule]]", VERDICT_RULE),
 ];
 
 const IDLE: Key = key(
@@ -638,6 +713,7 @@ pub fn coherence(e: &Experiment) -> Result<(), Problem> {
             metric(e, &format!("{at}.columns"), c)?;
         }
         filter(e, &t.filter, &at)?;
+        verdict_rules(e, &t.rules, true, &at)?;
     }
     Ok(())
 }
@@ -804,19 +880,37 @@ fn figure(e: &Experiment, f: &super::Figure, at: &str) -> Result<(), Problem> {
     for m in &f.y_extra {
         metric(e, &format!("{at}.y_extra"), m)?;
     }
-    if let Some(r) = &f.reference {
-        let mut lines = e.mechanisms.clone();
-        if e.nginx {
-            lines.push("nginx".into());
-        }
-        name_in(&format!("{at}.reference"), r, &lines, "a line of this experiment")?;
-    }
     if let Some(m) = &f.marks {
         let lists: Vec<String> =
             crate::kinds::http::POINT_LISTS.iter().map(|s| s.to_string()).collect();
         name_in(&format!("{at}.marks"), m, &lists, "a list the points record")?;
     }
-    filter(e, &f.filter, at)
+    filter(e, &f.filter, at)?;
+    verdict_rules(e, &f.rules, false, at)
+}
+
+/// A figure's or table's verdict rules: each consistent in itself, its metric (each side of
+/// `a/b`) a metric or parameter of the points, its x a parameter (or a metric), its `where` as
+/// a figure's.
+fn verdict_rules(
+    e: &Experiment,
+    rules: &[crate::report::verdict::Rule],
+    table: bool,
+    at: &str,
+) -> Result<(), Problem> {
+    let params = params(e);
+    for (j, r) in rules.iter().enumerate() {
+        let at = format!("{at}.rule[{}]", j + 1);
+        r.check(table).map_err(|message| Problem::Inconsistent { key: at.clone(), message })?;
+        for name in r.metric.iter().flat_map(|m| m.split('/')).chain(r.x.as_deref()) {
+            let name = name.trim();
+            if !params.iter().any(|p| p == name) {
+                metric(e, &format!("{at}.metric"), name)?;
+            }
+        }
+        filter(e, &r.filter, &at)?;
+    }
+    Ok(())
 }
 
 /// A `where` table: each key `mechanism` or a parameter, each value one some variant has.

@@ -6,6 +6,7 @@
 //! and value is checked before anything runs ([`check`]; the keys are listed in
 //! `experiments/README.md`).
 
+use crate::report::verdict::Rule;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -122,11 +123,14 @@ pub struct Figure {
     pub log_y: bool,
     /// What the paper found.
     pub paper_finding: String,
-    /// A line (e.g. `nginx`) whose own growth the finding divides every other line's by: the
-    /// part of a growth every server shows (cold caches) is then told from the mechanism's.
-    pub reference: Option<String>,
     /// Metric holding a timestamp list of mode switches, drawn as vertical marks (hybrid).
     pub marks: Option<String>,
+    /// The paper's finding as checkable rules; the figure's verdict (`[[figure.rule]]`).
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Rule>,
+    /// This figure's data make the experiment's table in summary.md (default: the first figure).
+    #[serde(default)]
+    pub in_summary: bool,
 }
 
 fn default_series() -> String {
@@ -152,6 +156,9 @@ pub struct Table {
     pub filter: BTreeMap<String, Value>,
     /// What the paper found.
     pub paper_finding: String,
+    /// The paper's finding as checkable rules; the table's verdict (`[[table.rule]]`).
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Rule>,
 }
 
 /// Server settings for `http` experiments.

@@ -84,6 +84,11 @@ const LEGEND_FONT: f64 = 13.0;
 /// Width of a digit or letter of the figures' sans-serif face, per pixel of font size.
 const CHAR_W: f64 = 0.62;
 const MARKER_R: f64 = 4.6;
+/// The widest spread of markers set side by side at one x, in pixels.
+const MAX_DODGE: f64 = 44.0;
+/// Margins inside the plot area, between the axes and the first and last values.
+const PAD_X: f64 = 16.0;
+const PAD_Y: f64 = 10.0;
 const FONT: &str = "DejaVu Sans, Helvetica, Arial, sans-serif";
 
 fn esc(s: &str) -> String {
@@ -110,7 +115,10 @@ pub struct Rect {
 impl Rect {
     /// Whether (px, py), widened by `r`, falls inside.
     pub fn contains(&self, px: f64, py: f64, r: f64) -> bool {
-        px + r >= self.x && px - r <= self.x + self.w && py + r >= self.y && py - r <= self.y + self.h
+        px + r >= self.x
+            && px - r <= self.x + self.w
+            && py + r >= self.y
+            && py - r <= self.y + self.h
     }
 }
 
@@ -183,15 +191,14 @@ impl Chart {
             self.y_scale,
             &self.y_values(),
             Fit {
-                len: plot_h,
+                len: plot_h - 2.0 * PAD_Y,
                 per_char: 0.0,
-                fixed: TICK_FONT + 8.0,
+                fixed: TICK_FONT + 16.0,
                 zero_baseline: true,
                 integer: self.y_integer,
             },
         );
-        let y_label_w =
-            y_axis.labels().map(|(_, l)| text_w(l, TICK_FONT)).fold(0.0f64, f64::max);
+        let y_label_w = y_axis.labels().map(|(_, l)| text_w(l, TICK_FONT)).fold(0.0f64, f64::max);
         let left = 10.0 + LABEL_FONT + 10.0 + y_label_w + 5.0 + 5.0;
         let right = legend_w + 16.0;
         let plot_w = WIDTH - left - right;
@@ -199,7 +206,7 @@ impl Chart {
             self.x_scale,
             &self.x_values(),
             Fit {
-                len: plot_w,
+                len: plot_w - 2.0 * PAD_X,
                 per_char: TICK_FONT * CHAR_W,
                 fixed: 16.0,
                 zero_baseline: false,
@@ -207,17 +214,20 @@ impl Chart {
             },
         );
         let plot = Rect { x: left, y: top, w: plot_w, h: plot_h };
-        let px = |v: f64| plot.x + x_axis.frac(v) * plot.w;
-        let py = |v: f64| plot.y + plot.h - y_axis.frac(v) * plot.h;
+        // Values map inside the plot area with a margin, so no point sits on an axis.
+        let px = |v: f64| plot.x + PAD_X + x_axis.frac(v) * (plot.w - 2.0 * PAD_X);
+        let py = |v: f64| plot.y + plot.h - PAD_Y - y_axis.frac(v) * (plot.h - 2.0 * PAD_Y);
 
         let mut s = String::new();
         let _ = write!(
             s,
             "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" \
 width=\"100%\" role=\"img\" aria-label=\"{}\" class=\"chart\" data-figure=\"{}\" \
-font-family=\"{FONT}\"><title>{}</title>",
+data-x-scale=\"{}\" data-y-scale=\"{}\" font-family=\"{FONT}\"><title>{}</title>",
             esc(&self.title),
             esc(&self.id),
+            scale_name(self.x_scale),
+            scale_name(self.y_scale),
             esc(&self.title)
         );
         let _ = write!(
@@ -260,7 +270,7 @@ fill=\"#fff\" stroke=\"none\"/>",
             plot.x + plot.w
         );
         if x_axis.zero_slot > 0.0 {
-            let bx = plot.x + x_axis.zero_slot * plot.w * 0.6;
+            let bx = plot.x + PAD_X + x_axis.zero_slot * (plot.w - 2.0 * PAD_X) * 0.5 + 3.0;
             let by = plot.y + plot.h;
             let _ = write!(
                 s,
@@ -275,7 +285,8 @@ fill=\"#fff\" stroke=\"none\"/>",
             );
         }
         if y_axis.zero_slot > 0.0 {
-            let by = plot.y + plot.h - y_axis.zero_slot * plot.h * 0.6;
+            let by =
+                plot.y + plot.h - PAD_Y - y_axis.zero_slot * (plot.h - 2.0 * PAD_Y) * 0.5 + 3.0;
             let _ = write!(
                 s,
                 "<path class=\"axis-break\" d=\"M{:.1},{:.1}l12,-6M{:.1},{:.1}l12,-6\" stroke-width=\"1.4\"/>",
@@ -359,8 +370,12 @@ y2=\"{:.1}\" stroke=\"#777\" stroke-width=\"1.2\" stroke-dasharray=\"3 3\"/>",
                 st.color
             );
             for e in &ser.extras {
-                let mut pts: Vec<(f64, f64)> =
-                    e.points.iter().copied().filter(|p| x_axis.shows(p.0) && y_axis.shows(p.1)).collect();
+                let mut pts: Vec<(f64, f64)> = e
+                    .points
+                    .iter()
+                    .copied()
+                    .filter(|p| x_axis.shows(p.0) && y_axis.shows(p.1))
+                    .collect();
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
                 if pts.len() >= 2 {
                     let d: Vec<String> =
@@ -375,9 +390,23 @@ stroke=\"{}\" stroke-width=\"1.2\" stroke-dasharray=\"4 3\" opacity=\"0.8\"/>",
                     );
                 }
             }
-            if valid.len() >= 2 {
+            // A line joins valid points only; it breaks where an INVALID point lies between two.
+            let invalid_x: Vec<f64> =
+                ser.points.iter().filter(|p| p.invalid.is_some()).map(|p| p.x).collect();
+            let mut segments: Vec<Vec<&Point>> = Vec::new();
+            for p in &valid {
+                let joins = segments
+                    .last()
+                    .and_then(|seg| seg.last())
+                    .is_some_and(|q| !invalid_x.iter().any(|x| *x > q.x && *x < p.x));
+                match segments.last_mut() {
+                    Some(seg) if joins => seg.push(*p),
+                    _ => segments.push(vec![*p]),
+                }
+            }
+            for seg in segments.iter().filter(|seg| seg.len() >= 2) {
                 let d: Vec<String> =
-                    valid.iter().map(|p| format!("{:.1},{:.1}", px(p.x), py(p.y))).collect();
+                    seg.iter().map(|p| format!("{:.1},{:.1}", px(p.x), py(p.y))).collect();
                 let dash = if st.dash.is_empty() {
                     String::new()
                 } else {
@@ -416,7 +445,11 @@ stroke=\"{}\" stroke-width=\"1.2\"/>",
                 }
             }
         }
-        let dodge = dodge_offsets(&placed, 2.0 * MARKER_R + 1.0);
+        let mut dodge = dodge_offsets(&placed, 2.0 * MARKER_R + 1.0);
+        for (k, p) in placed.iter().enumerate() {
+            let x = (p.2 + dodge[k]).clamp(plot.x + MARKER_R, plot.x + plot.w - MARKER_R);
+            dodge[k] = x - p.2;
+        }
         for (si, ser) in self.series.iter().enumerate() {
             let st = ser.style;
             let _ = write!(
@@ -442,7 +475,9 @@ stroke=\"{}\" stroke-width=\"1.2\"/>",
                 );
                 let (class, fill, title) = match &p.invalid {
                     None => ("pt", st.color.to_string(), what),
-                    Some(why) => ("pt invalid", "#fff".to_string(), format!("INVALID — {why}. {what}")),
+                    Some(why) => {
+                        ("pt invalid", "#fff".to_string(), format!("INVALID — {why}. {what}"))
+                    }
                 };
                 let _ = write!(
                     s,
@@ -547,6 +582,13 @@ stroke=\"#777\" stroke-width=\"1.2\" stroke-dasharray=\"3 3\"/>",
     }
 }
 
+fn scale_name(s: Scale) -> &'static str {
+    match s {
+        Scale::Linear => "linear",
+        Scale::Log => "log",
+    }
+}
+
 /// Horizontal offsets that set markers side by side where several lines' points would cover
 /// each other (same x, y within `gap` pixels). Points of one x are grouped by proximity in y and
 /// each group is centred on its x.
@@ -564,7 +606,9 @@ fn dodge_offsets(placed: &[(usize, usize, f64, f64)], gap: f64) -> Vec<f64> {
             j += 1;
         }
         let mut col: Vec<usize> = idx[i..j].to_vec();
-        col.sort_by(|a, b| placed[*a].3.total_cmp(&placed[*b].3).then(placed[*a].0.cmp(&placed[*b].0)));
+        col.sort_by(|a, b| {
+            placed[*a].3.total_cmp(&placed[*b].3).then(placed[*a].0.cmp(&placed[*b].0))
+        });
         let mut k = 0;
         while k < col.len() {
             let mut m = k + 1;
@@ -573,11 +617,13 @@ fn dodge_offsets(placed: &[(usize, usize, f64, f64)], gap: f64) -> Vec<f64> {
             }
             let n = m - k;
             if n > 1 {
-                // Keep the lines' own order within the group.
+                // Keep the lines' own order within the group; a crowd overlaps partly rather than
+                // drifting far from its x.
+                let step = gap.min(MAX_DODGE / (n as f64 - 1.0)).max(gap / 3.0);
                 let mut group: Vec<usize> = col[k..m].to_vec();
                 group.sort_by_key(|g| placed[*g].0);
                 for (r, g) in group.iter().enumerate() {
-                    out[*g] = (r as f64 - (n as f64 - 1.0) / 2.0) * gap;
+                    out[*g] = (r as f64 - (n as f64 - 1.0) / 2.0) * step;
                 }
             }
             k = m;
@@ -628,11 +674,8 @@ mod tests {
         assert_eq!(svg.matches("class=\"pt invalid\"").count(), 3);
         assert!(svg.contains("INVALID — schedule lag p99 15 ms"));
         // epoll and poll coincide: their markers are not at the same place.
-        let pxs: Vec<&str> = svg
-            .split("data-px=\"")
-            .skip(1)
-            .map(|r| &r[..r.find('"').unwrap()])
-            .collect();
+        let pxs: Vec<&str> =
+            svg.split("data-px=\"").skip(1).map(|r| &r[..r.find('"').unwrap()]).collect();
         let mut uniq = pxs.clone();
         uniq.sort();
         uniq.dedup();

@@ -120,7 +120,8 @@ fn next_nice(step: f64) -> f64 {
 
 fn decimals_for(step: f64) -> usize {
     let mut d = 0;
-    while d < 9 && ((step * 10f64.powi(d as i32)).round() - step * 10f64.powi(d as i32)).abs() > 1e-6
+    while d < 9
+        && ((step * 10f64.powi(d as i32)).round() - step * 10f64.powi(d as i32)).abs() > 1e-6
     {
         d += 1;
     }
@@ -128,9 +129,8 @@ fn decimals_for(step: f64) -> usize {
 }
 
 fn linear_axis(vals: &[f64], fit: Fit) -> Axis {
-    let (mut lo, mut hi) = vals
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
+    let (mut lo, mut hi) =
+        vals.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
     if !lo.is_finite() {
         (lo, hi) = (0.0, 1.0);
     }
@@ -148,7 +148,7 @@ fn linear_axis(vals: &[f64], fit: Fit) -> Axis {
     if fit.zero_baseline && hi < 0.0 && hi >= 0.5 * lo {
         hi = 0.0;
     }
-    let mut step = nice_step_at_least((hi - lo) / 9.0);
+    let mut step = nice_step_at_least((hi - lo) / 15.0);
     if fit.integer {
         step = step.max(1.0).round();
     }
@@ -211,7 +211,8 @@ fn grid(set: &[f64], every: i32, lo: f64, hi: f64) -> Vec<f64> {
 }
 
 fn log_axis(pos: &[f64], has_zero: bool, fit: Fit) -> Axis {
-    let (mut lo, mut hi) = pos.iter().fold((f64::INFINITY, 0.0f64), |(a, b), v| (a.min(*v), b.max(*v)));
+    let (mut lo, mut hi) =
+        pos.iter().fold((f64::INFINITY, 0.0f64), |(a, b), v| (a.min(*v), b.max(*v)));
     if hi / lo < 1.0 + 1e-9 {
         (lo, hi) = (lo / 1.5, hi * 1.5);
     }
@@ -344,7 +345,7 @@ pub fn fmt_int(v: f64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -373,8 +374,10 @@ pub fn parse_label(s: &str) -> Option<f64> {
 mod tests {
     use super::*;
 
-    const Y: Fit = Fit { len: 360.0, per_char: 0.0, fixed: 20.0, zero_baseline: true, integer: false };
-    const X: Fit = Fit { len: 560.0, per_char: 8.0, fixed: 14.0, zero_baseline: false, integer: false };
+    const Y: Fit =
+        Fit { len: 360.0, per_char: 0.0, fixed: 20.0, zero_baseline: true, integer: false };
+    const X: Fit =
+        Fit { len: 560.0, per_char: 8.0, fixed: 14.0, zero_baseline: false, integer: false };
 
     fn labels(a: &Axis) -> Vec<f64> {
         a.labels().map(|(v, _)| v).collect()
@@ -384,7 +387,8 @@ mod tests {
     /// its own value.
     fn covers(a: &Axis, data: &[f64]) {
         let l = labels(a);
-        let pos: Vec<f64> = data.iter().copied().filter(|v| *v > 0.0 || a.scale == Scale::Linear).collect();
+        let pos: Vec<f64> =
+            data.iter().copied().filter(|v| *v > 0.0 || a.scale == Scale::Linear).collect();
         let lo = pos.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = pos.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         assert!(l.iter().any(|v| *v <= lo * (1.0 + 1e-9) + 1e-12), "{l:?} vs {lo}");
