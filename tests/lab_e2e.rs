@@ -97,8 +97,9 @@ fn tiny_dispatch_experiment_end_to_end() {
 
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert_eq!(html.matches("<svg").count(), 2, "one SVG per declared figure");
-    assert!(html.contains("Reproduces test figure 1") && html.contains("Reproduces test figure 2"));
-    assert!(html.contains("This run:"));
+    assert!(html.contains("test figure 1") && html.contains("test figure 2"));
+    // Each figure's verdict: in the verdict table and beside its caption.
+    assert_eq!(html.matches("class=\"badge no-rule\"").count(), 4);
     assert!(std::fs::read_to_string(out.join("summary.md")).unwrap().contains("## tiny"));
 
     // Resume skips every point already measured; report re-renders from the results alone.
