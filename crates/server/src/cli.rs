@@ -1,4 +1,9 @@
-//! `ioscale serve`: the command-line arguments and the exit codes.
+//! `ioscale serve`: the command-line options, the `--config` file and the exit codes.
+//!
+//! The command line is parsed once, by clap, into [`ServeArgs`]: the typed [`ServeOptions`]
+//! and which of them the command line gave (clap's [`clap::parser::ValueSource`]). A
+//! `--config` file fills in the options the command line did not give ([`ServeArgs::resolve`]);
+//! every default is a constant of [`crate::defaults`].
 //!
 //! | exit code | meaning |
 //! | --- | --- |
@@ -9,37 +14,42 @@
 //! | 4 | the root is missing, not a directory or not readable |
 //! | 5 | the mechanism does not work on this kernel (or cannot do what was asked, e.g. `--exclusive`) |
 
-use crate::{Config, Engine, ListenerMode, Server, StartErrorKind};
+use crate::{defaults, Config, Engine, ListenerMode, Server, StartErrorKind};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, FromArgMatches};
+use ioscale_http::Limits;
 use std::ffi::OsString;
+use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Arguments of `ioscale serve`.
+/// The options of `ioscale serve`, typed. Defaults come from [`crate::defaults`] (and from
+/// [`Limits::default`] and [`crate::CacheLimits::default`] for the request and cache limits).
 #[derive(clap::Args, Debug, Clone)]
-pub struct ServeArgs {
+pub struct ServeOptions {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value_t = defaults::BIND)]
     pub bind: IpAddr,
     /// Port to listen on (0 picks a free one and prints it).
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, default_value_t = defaults::PORT)]
     pub port: u16,
     /// Directory to serve (nothing outside it is ever served).
-    #[arg(long, default_value = ".")]
+    #[arg(long, default_value = defaults::ROOT)]
     pub root: PathBuf,
     /// Event-dispatch mechanism, or `uring-completion` for the io_uring completion engine (see
     /// `ioscale mechanisms`).
-    #[arg(long, default_value = "epoll", value_parser = parse_engine)]
+    #[arg(long, default_value_t = defaults::ENGINE, value_parser = parse_engine)]
     pub dispatch: Engine,
     /// Accept until the listen queue is empty on each notice (Chandra & Mosberger §4).
     #[arg(long)]
     pub multi_accept: bool,
     /// Event loops (threads), each with its own dispatcher.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    #[arg(long, default_value_t = defaults::WORKERS, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub workers: u64,
     /// How workers share the port: one shared socket, or one SO_REUSEPORT socket each.
-    #[arg(long, default_value = "shared", value_parser = parse_listener)]
+    #[arg(long, default_value_t = defaults::LISTENER, value_parser = parse_listener)]
     pub listener: ListenerMode,
     /// Register the shared listener with EPOLLEXCLUSIVE (epoll mechanisms only).
     #[arg(long)]
@@ -48,11 +58,13 @@ pub struct ServeArgs {
     /// next connection wakes another worker (EPOLLEXCLUSIVE alone favours the first registrant).
     #[arg(long)]
     pub exclusive_rotate: bool,
-    /// Close persistent connections idle this long between requests, e.g. 60s, 500ms.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    /// Close persistent connections idle this long between requests (a unit is required:
+    /// 60s, 500ms, 2m).
+    #[arg(long, default_value = defaults::IDLE_TIMEOUT_TEXT, value_parser = parse_timeout)]
     pub idle_timeout: Duration,
-    /// Close connections whose request head has not arrived this long after its first byte (408).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// Close connections whose request head has not arrived this long after its first byte
+    /// (408).
+    #[arg(long, default_value = defaults::HEADER_TIMEOUT_TEXT, value_parser = parse_timeout)]
     pub header_timeout: Duration,
     /// Most open connections (default: the descriptor limit less a reserve); more are closed at once.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
@@ -61,16 +73,16 @@ pub struct ServeArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub sigqueue_max: Option<u64>,
     /// Largest request head in bytes (431 beyond).
-    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u64).range(256..=1_048_576))]
+    #[arg(long, default_value_t = Limits::default().max_head as u64, value_parser = clap::value_parser!(u64).range(256..=1_048_576))]
     pub max_head: u64,
     /// Longest request target in bytes (414 beyond).
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    #[arg(long, default_value_t = Limits::default().max_target as u64, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     pub max_target: u64,
     /// Most header fields (431 beyond).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100))]
+    #[arg(long, default_value_t = Limits::default().max_headers as u64, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub max_headers: u64,
     /// Files up to this many bytes are held in memory; larger ones are sent with sendfile.
-    #[arg(long, default_value_t = 262_144)]
+    #[arg(long, default_value_t = crate::CacheLimits::default().max_file)]
     pub cache_max_file: u64,
     /// Add `Cache-Control: VALUE` to file responses (200, 206, 304), e.g. 'public, max-age=3600'.
     #[arg(long, value_name = "VALUE", value_parser = parse_cache_control)]
@@ -82,12 +94,12 @@ pub struct ServeArgs {
     /// Answer /.ioscale/stats and /.ioscale/metrics to every client, not only loopback ones.
     #[arg(long)]
     pub stats_public: bool,
-    /// Longest wait for in-flight requests after SIGTERM or SIGINT.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    /// Longest wait for in-flight requests after SIGTERM or SIGINT (0s: close at once).
+    #[arg(long, default_value = defaults::DRAIN_TIMEOUT_TEXT, value_parser = parse_duration)]
     pub drain_timeout: Duration,
     /// Provided receive buffers per io_uring ring (uring-completion; a power of two). For tests
     /// that exhaust the buffer ring.
-    #[arg(long, hide = true, default_value_t = 512, value_parser = parse_buffers)]
+    #[arg(long, hide = true, default_value_t = defaults::URING_BUFFERS, value_parser = parse_buffers)]
     pub uring_buffers: u16,
     /// Write one Combined Log Format line per request to this file (`-`: standard output);
     /// buffered per worker (32 KiB or 1 s); SIGUSR1 reopens it (for logrotate). Off by default.
@@ -98,6 +110,201 @@ pub struct ServeArgs {
     /// line override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// The arguments of `ioscale serve`: the options as clap parsed them, and the options the
+/// command line gave (by clap's value source), so that a `--config` file can fill in the rest
+/// without the command line being read again.
+#[derive(Debug, Clone)]
+pub struct ServeArgs {
+    /// The options: the command line's, and defaults for the rest.
+    pub options: ServeOptions,
+    /// The options the command line gave, as clap kept them: `--name` and its raw values.
+    given: Vec<Given>,
+}
+
+#[derive(Debug, Clone)]
+struct Given {
+    id: String,
+    long: String,
+    values: Option<Vec<OsString>>,
+}
+
+impl clap::FromArgMatches for ServeArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let options = ServeOptions::from_arg_matches(m)?;
+        let mut given = Vec::new();
+        for arg in serve_command().get_arguments() {
+            let id = arg.get_id().as_str();
+            let Some(long) = arg.get_long() else { continue };
+            if m.try_contains_id(id).unwrap_or(false)
+                && m.value_source(id) == Some(ValueSource::CommandLine)
+            {
+                let values = arg
+                    .get_action()
+                    .takes_values()
+                    .then(|| m.get_raw(id).into_iter().flatten().map(OsString::from).collect());
+                given.push(Given { id: id.to_string(), long: long.to_string(), values });
+            }
+        }
+        Ok(ServeArgs { options, given })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for ServeArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        ServeOptions::augment_args(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        ServeOptions::augment_args_for_update(cmd)
+    }
+}
+
+impl ServeArgs {
+    /// Whether the command line gave the option with this clap id (e.g. `"workers"`).
+    pub fn given(&self, id: &str) -> bool {
+        self.given.iter().any(|g| g.id == id)
+    }
+
+    /// The options in force: the command line's, then the `--config` file's (read again at
+    /// each call, so a reload sees its changes), then the defaults. `Err` is one sentence.
+    pub fn resolve(&self) -> Result<ServeOptions, String> {
+        match &self.options.config {
+            None => Ok(self.options.clone()),
+            Some(path) => self.with_file(path),
+        }
+    }
+
+    fn with_file(&self, path: &Path) -> Result<ServeOptions, String> {
+        let shown = path.display();
+        let text = read_bounded(path)?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line =
+                e.span().map_or(0, |s| text[..s.start.min(text.len())].lines().count().max(1));
+            let why = e.message().trim().replace('\n', "; ");
+            format!("--config '{shown}' is not valid TOML (line {line}): {why}")
+        })?;
+        let cmd = serve_command();
+        let mut argv: Vec<OsString> = vec!["ioscale serve".into()];
+        for (key, value) in &table {
+            if key == "config" {
+                return Err(format!(
+                    "key 'config' in --config '{shown}': a config file cannot name another one"
+                ));
+            }
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(key.as_str()) && !a.is_hide_set())
+                .or_else(|| cmd.get_arguments().find(|a| a.get_long() == Some(key.as_str())))
+                .ok_or_else(|| unknown_key(key, &shown.to_string(), &cmd))?;
+            let args = file_args(key, value, arg.get_action().takes_values())
+                .map_err(|want| format!("key '{key}' in --config '{shown}' is {value}: {want}"))?;
+            // Each key alone first: clap's own parser and message, named by the key.
+            let one = std::iter::once(OsString::from("ioscale serve")).chain(args.iter().cloned());
+            if let Err(e) = serve_command().try_get_matches_from(one) {
+                return Err(format!(
+                    "key '{key}' = {value} in --config '{shown}': {}",
+                    clap_sentence(&e)
+                ));
+            }
+            // The command line wins: the file's value is checked but not used.
+            if !self.given(arg.get_id().as_str()) {
+                argv.extend(args);
+            }
+        }
+        for g in &self.given {
+            argv.push(format!("--{}", g.long).into());
+            argv.extend(g.values.iter().flatten().cloned());
+        }
+        let m = serve_command().try_get_matches_from(argv).map_err(|e| clap_sentence(&e))?;
+        ServeOptions::from_arg_matches(&m).map_err(|e| clap_sentence(&e))
+    }
+}
+
+/// Largest `--config` file read (a serve configuration is a few hundred bytes).
+pub const CONFIG_MAX_BYTES: u64 = 1 << 20;
+
+/// Reads a `--config` file of at most [`CONFIG_MAX_BYTES`]; never reads more than one byte
+/// past the limit (so `/dev/zero` or a huge file is refused at once).
+fn read_bounded(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("--config '{shown}': cannot read it: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(CONFIG_MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("--config '{shown}': cannot read it: {e}"))?;
+    if bytes.len() as u64 > CONFIG_MAX_BYTES {
+        return Err(format!(
+            "--config '{shown}' is larger than {} KiB: expected a short TOML file of options",
+            CONFIG_MAX_BYTES / 1024
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        format!("--config '{shown}' is not UTF-8 text (byte {at}): expected a TOML file")
+    })
+}
+
+/// The command-line arguments a file's `key = value` stands for; `Err` says what was expected.
+fn file_args(key: &str, value: &toml::Value, takes_value: bool) -> Result<Vec<OsString>, String> {
+    match value {
+        toml::Value::Boolean(b) if !takes_value => {
+            Ok(if *b { vec![format!("--{key}").into()] } else { Vec::new() })
+        }
+        toml::Value::String(_) | toml::Value::Integer(_) | toml::Value::Float(_) if takes_value => {
+            let v = match value {
+                toml::Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            Ok(vec![format!("--{key}").into(), v.into()])
+        }
+        _ if takes_value => Err("expected a string or a number".into()),
+        _ => Err("expected true or false (it is a switch)".into()),
+    }
+}
+
+/// The sentence for a key that is no option: the key, the accepted ones, and the nearest.
+fn unknown_key(key: &str, file: &str, cmd: &clap::Command) -> String {
+    let names: Vec<&str> = cmd
+        .get_arguments()
+        .filter(|a| !a.is_hide_set())
+        .filter_map(|a| a.get_long())
+        .filter(|l| *l != "config" && *l != "help")
+        .collect();
+    let nearest = names
+        .iter()
+        .map(|n| (edit_distance(key, n), *n))
+        .min()
+        .filter(|(d, _)| *d <= 2)
+        .map_or(String::new(), |(_, n)| format!(" (did you mean '{n}'?)"));
+    format!(
+        "unknown key '{key}' in --config '{file}'{nearest}: expected a long option name of \
+         ioscale serve without '--': {}",
+        names.join(", ")
+    )
+}
+
+/// Levenshtein distance (for "did you mean").
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn parse_buffers(s: &str) -> Result<u16, String> {
@@ -119,28 +326,57 @@ fn parse_listener(s: &str) -> Result<ListenerMode, String> {
     s.parse()
 }
 
-/// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
+/// Longest duration accepted (about 31 years: far past any timeout, short of overflowing a
+/// deadline).
+const DURATION_MAX_S: f64 = 1e9;
+
+/// Parses a duration with its unit: `500ms`, `10s`, `1.5s`, `2m`, `1h`, `250us`; zero is
+/// accepted (`0s`). A bare number is refused: seconds or milliseconds cannot be guessed.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad =
-        || format!("invalid duration '{s}': expected a number with ms, s or m, e.g. 500ms or 10s");
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
+    const UNITS: [(&str, f64); 7] = [
+        ("ns", 1e-9),
+        ("us", 1e-6),
+        ("µs", 1e-6),
+        ("ms", 1e-3),
+        ("s", 1.0),
+        ("m", 60.0),
+        ("h", 3600.0),
+    ];
+    let t = s.trim();
+    let Some((num, mult)) = UNITS
+        .iter()
+        .filter_map(|(u, m)| t.strip_suffix(u).map(|n| (n, *m)))
+        .find(|(n, _)| n.ends_with(|c: char| c.is_ascii_digit() || c == '.'))
+    else {
+        let why = if t.parse::<f64>().is_ok() { "a unit is required" } else { "not a duration" };
+        return Err(format!(
+            "invalid duration '{s}': {why}; expected a number with ms, s, m or h, e.g. 500ms or 10s"
+        ));
     };
-    let v: f64 = num.trim().parse().map_err(|_| bad())?;
-    if !v.is_finite() || v <= 0.0 || v * mult > 1e7 {
-        return Err(bad());
+    let v: f64 = num.trim().parse().map_err(|_| {
+        format!("invalid duration '{s}': expected a number with ms, s, m or h, e.g. 500ms or 10s")
+    })?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("invalid duration '{s}': expected a number of 0 or more with a unit"));
+    }
+    if v * mult > DURATION_MAX_S {
+        return Err(format!("duration '{s}' is too long: at most {DURATION_MAX_S:.0}s"));
     }
     Ok(Duration::from_secs_f64(v * mult))
 }
 
-impl ServeArgs {
-    /// The server configuration these arguments describe.
+/// [`parse_duration`], refusing zero (a timeout of zero would close every connection at once).
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => {
+            Err(format!("invalid timeout '{s}': expected a duration above zero, e.g. 10s"))
+        }
+        d => Ok(d),
+    }
+}
+
+impl ServeOptions {
+    /// The server configuration these options describe.
     pub fn config(&self) -> Config {
         let mut c = Config::new(&self.root, self.port, self.dispatch);
         c.bind = self.bind;
@@ -167,19 +403,10 @@ impl ServeArgs {
     }
 }
 
-/// The arguments of `ioscale serve` on this process's command line (after `serve` for the
-/// `ioscale` program, after the program name for `ioscale-serve`).
-fn command_line_tail() -> Vec<OsString> {
-    let all: Vec<OsString> = std::env::args_os().collect();
-    let skip = if all.get(1).is_some_and(|a| a == "serve") { 2 } else { 1 };
-    all.into_iter().skip(skip).collect()
-}
-
-/// `ServeArgs`' own clap command, with repeated options allowed (the last one wins: the
-/// command line, placed after the file's options, overrides them).
+/// The options' own clap command.
 fn serve_command() -> clap::Command {
     use clap::Args;
-    ServeArgs::augment_args(clap::Command::new("ioscale serve").args_override_self(true))
+    ServeOptions::augment_args(clap::Command::new("ioscale serve"))
 }
 
 /// The first line of a clap error, without its `error: ` prefix.
@@ -189,97 +416,16 @@ fn clap_sentence(e: &clap::Error) -> String {
     line.strip_prefix("error: ").unwrap_or(line).to_string()
 }
 
-/// Reads `--config FILE` and parses its options followed by `user` (the command line's), so
-/// the command line wins; every key is checked on its own first, so a bad one is named.
-pub fn with_config_file(path: &Path, user: &[OsString]) -> Result<ServeArgs, String> {
-    use clap::FromArgMatches;
-    let shown = path.display();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("--config '{shown}': cannot read it: {e}"))?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].lines().count().max(1));
-        let why = e.message().trim().replace('\n', "; ");
-        format!("--config '{shown}' is not valid TOML (line {line}): {why}")
-    })?;
-    let cmd = serve_command();
-    let mut file_args: Vec<OsString> = Vec::new();
-    for (key, value) in &table {
-        if key == "config" {
-            return Err(format!(
-                "key 'config' in --config '{shown}': a config file cannot name another one"
-            ));
-        }
-        let arg = cmd
-            .get_arguments()
-            .find(|a| a.get_long() == Some(key.as_str()))
-            .ok_or_else(|| {
-                format!(
-                    "unknown key '{key}' in --config '{shown}': expected a long option name of ioscale serve without '--', e.g. workers, idle-timeout, multi-accept"
-                )
-            })?;
-        let takes_value = arg.get_action().takes_values();
-        let mut args: Vec<OsString> = Vec::new();
-        match value {
-            toml::Value::Boolean(b) if !takes_value => {
-                if *b {
-                    args.push(format!("--{key}").into());
-                }
-            }
-            toml::Value::String(_) | toml::Value::Integer(_) | toml::Value::Float(_)
-                if takes_value =>
-            {
-                let v = match value {
-                    toml::Value::String(s) => s.clone(),
-                    v => v.to_string(),
-                };
-                args.push(format!("--{key}").into());
-                args.push(v.into());
-            }
-            _ => {
-                let want = if takes_value {
-                    "a string or a number"
-                } else {
-                    "true or false (it is a switch)"
-                };
-                return Err(format!(
-                    "key '{key}' in --config '{shown}' is {value}: expected {want}"
-                ));
-            }
-        }
-        // Each key alone first: clap's own parser and message, named by the key.
-        let one = std::iter::once(OsString::from("ioscale serve")).chain(args.iter().cloned());
-        if let Err(e) = serve_command().try_get_matches_from(one) {
-            return Err(format!(
-                "key '{key}' = {value} in --config '{shown}': {}",
-                clap_sentence(&e)
-            ));
-        }
-        file_args.extend(args);
-    }
-    let argv = std::iter::once(OsString::from("ioscale serve"))
-        .chain(file_args)
-        .chain(user.iter().cloned());
-    let m = serve_command().try_get_matches_from(argv).map_err(|e| clap_sentence(&e))?;
-    ServeArgs::from_arg_matches(&m).map_err(|e| clap_sentence(&e))
-}
-
 /// Runs `ioscale serve`; returns the exit code (see the module docs).
 pub fn run(args: &ServeArgs) -> ExitCode {
-    let merged;
-    let args = match &args.config {
-        None => args,
-        Some(path) => match with_config_file(path, &command_line_tail()) {
-            Ok(a) => {
-                merged = a;
-                &merged
-            }
-            Err(e) => {
-                eprintln!("ioscale serve: {e}");
-                return ExitCode::from(2);
-            }
-        },
+    let options = match args.resolve() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ioscale serve: {e}");
+            return ExitCode::from(2);
+        }
     };
-    let server = match Server::bind(args.config()) {
+    let server = match Server::bind(options.config()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ioscale serve: {e}");
@@ -299,7 +445,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         c.root.display(),
         c.engine,
         c.workers,
-        if c.listener == ListenerMode::Shared { "shared" } else { "reuseport" },
+        c.listener,
         if c.multi_accept { " multi-accept" } else { "" },
         if c.exclusive { " exclusive" } else { "" },
     );
@@ -315,14 +461,67 @@ pub fn run(args: &ServeArgs) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("0s").unwrap_err().contains("'0s'"));
-        assert!(parse_duration("x").is_err());
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("100000000s"), Ok(Duration::from_secs(100_000_000)));
+        assert!(parse_duration("3").unwrap_err().contains("a unit is required"));
+        assert!(parse_duration("x").unwrap_err().contains("'x'"));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("nans").is_err());
+        assert!(parse_duration("1e12s").unwrap_err().contains("too long"));
+        assert!(parse_timeout("0s").unwrap_err().contains("above zero"));
+        assert!(parse_timeout("0ms").is_err());
+        assert_eq!(parse_timeout("5s"), Ok(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn the_help_shows_the_defaults_config_uses() {
+        for (text, value) in [
+            (defaults::IDLE_TIMEOUT_TEXT, defaults::IDLE_TIMEOUT),
+            (defaults::HEADER_TIMEOUT_TEXT, defaults::HEADER_TIMEOUT),
+            (defaults::DRAIN_TIMEOUT_TEXT, defaults::DRAIN_TIMEOUT),
+        ] {
+            assert_eq!(parse_duration(text), Ok(value));
+        }
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        // No option given: the options' configuration is Config::new's.
+        let from_cli = P::parse_from(["p"]).serve.options.config();
+        let new = Config::new(defaults::ROOT, defaults::PORT, defaults::ENGINE);
+        assert_eq!(format!("{from_cli:?}"), format!("{new:?}"));
+    }
+
+    #[test]
+    fn the_command_line_is_known_by_its_value_source() {
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let a = P::parse_from(["p", "--workers", "3", "--multi-accept", "--port=9"]).serve;
+        assert!(a.given("workers") && a.given("multi_accept") && a.given("port"));
+        assert!(!a.given("bind") && !a.given("idle_timeout"));
+        assert_eq!(a.resolve().unwrap().workers, 3);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_accepted_ones_and_the_nearest() {
+        let m = unknown_key("worker", "f.toml", &serve_command());
+        assert!(m.contains("'worker'") && m.contains("did you mean 'workers'?"), "{m}");
+        assert!(m.contains("idle-timeout") && m.contains("bind") && !m.contains("uring-buffers"));
+        let m = unknown_key("zzzzzzzz", "f.toml", &serve_command());
+        assert!(!m.contains("did you mean"), "{m}");
     }
 }

@@ -32,6 +32,7 @@
 mod access_log;
 pub mod cli;
 mod completion_engine;
+mod config;
 pub mod files;
 pub mod metrics;
 mod respond;
@@ -42,38 +43,15 @@ mod wheel;
 mod worker;
 
 use ioscale_dispatch::Mechanism;
-use ioscale_http::Limits;
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+pub use config::{check_cache_control, defaults, Config, ListenerMode};
 pub use files::CacheLimits;
-
-/// How workers share the listening port.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum ListenerMode {
-    /// One socket registered in every worker's dispatcher (the thundering-herd setting;
-    /// `--exclusive` adds `EPOLLEXCLUSIVE`).
-    Shared,
-    /// One `SO_REUSEPORT` socket per worker: the kernel spreads connections.
-    Reuseport,
-}
-
-impl std::str::FromStr for ListenerMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "shared" => Ok(ListenerMode::Shared),
-            "reuseport" => Ok(ListenerMode::Reuseport),
-            _ => Err(format!("unknown listener mode '{s}': expected shared or reuseport")),
-        }
-    }
-}
 
 /// Which engine carries the bytes: the readiness event loop over a dispatch [`Mechanism`], or
 /// the completion engine over io_uring (the proactor of [`ioscale_dispatch::completion`]). Both
@@ -155,117 +133,6 @@ impl std::str::FromStr for Engine {
                 Self::URING_COMPLETION
             )
         })
-    }
-}
-
-/// Everything `ioscale serve` is told.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Address to bind (default 127.0.0.1).
-    pub bind: IpAddr,
-    /// Port (0: any free port).
-    pub port: u16,
-    /// Document root.
-    pub root: PathBuf,
-    /// The engine: a readiness dispatch mechanism, or the io_uring completion engine.
-    pub engine: Engine,
-    /// Accept until `EAGAIN` on each listener notice.
-    pub multi_accept: bool,
-    /// Event loops (threads).
-    pub workers: usize,
-    /// How workers share the port.
-    pub listener: ListenerMode,
-    /// Register a shared listener with `EPOLLEXCLUSIVE` (epoll mechanisms only).
-    pub exclusive: bool,
-    /// With `exclusive`: re-register the listener after each wakeup that accepted (the wait
-    /// queue then rotates among workers; see docs/herd.md on EPOLLEXCLUSIVE's fairness).
-    pub exclusive_rotate: bool,
-    /// Close a persistent connection idle this long between requests (also the send timeout).
-    pub idle_timeout: Duration,
-    /// Close a connection whose request head has not fully arrived this long after its first
-    /// byte (408).
-    pub header_timeout: Duration,
-    /// Most open connections (all workers); more are accepted and closed at once.
-    pub max_conns: usize,
-    /// `RLIMIT_SIGPENDING` for the RT-signal mechanisms' queue.
-    pub sigqueue_max: Option<u64>,
-    /// Request limits.
-    pub limits: Limits,
-    /// Cache limits.
-    pub cache: CacheLimits,
-    /// Answer `/.ioscale/stats` to any client, not only loopback ones.
-    pub stats_public: bool,
-    /// Longest wait for in-flight requests after SIGTERM/SIGINT.
-    pub drain_timeout: Duration,
-    /// Listen backlog.
-    pub backlog: i32,
-    /// Provided receive buffers per completion-engine ring (a power of two; a tiny ring is how
-    /// the tests exhaust it). Ignored by the readiness engine.
-    pub uring_buffers: u16,
-    /// Write a Combined Log Format line per request here (`-`: standard output); reopened on
-    /// SIGUSR1.
-    pub access_log: Option<PathBuf>,
-    /// A `Cache-Control` value added to every file response (200, 206, 304); checked by
-    /// [`check_cache_control`].
-    pub cache_control: Option<String>,
-    /// Serve `NAME.gz` for `NAME` to clients that accept gzip, when it exists and is not older
-    /// (nginx's `gzip_static`).
-    pub precompressed: bool,
-}
-
-/// Checks a `Cache-Control` value: non-empty, visible ASCII and spaces only (no control
-/// character, so no header injection), at most 1024 bytes; `Err` is one sentence.
-pub fn check_cache_control(v: &str) -> Result<(), String> {
-    let ok = !v.trim().is_empty()
-        && v.len() <= 1024
-        && v.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid Cache-Control value {v:?}: expected 1 to 1024 visible ASCII characters or \
-             spaces, e.g. 'public, max-age=3600'"
-        ))
-    }
-}
-
-impl Config {
-    /// Defaults for serving `root` on `port` with `engine` (a [`Mechanism`] or an [`Engine`]).
-    pub fn new(root: impl Into<PathBuf>, port: u16, engine: impl Into<Engine>) -> Config {
-        Config {
-            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port,
-            root: root.into(),
-            engine: engine.into(),
-            multi_accept: false,
-            workers: 1,
-            listener: ListenerMode::Shared,
-            exclusive: false,
-            exclusive_rotate: false,
-            idle_timeout: Duration::from_secs(60),
-            header_timeout: Duration::from_secs(10),
-            max_conns: 0,
-            sigqueue_max: None,
-            limits: Limits::default(),
-            cache: CacheLimits::default(),
-            stats_public: false,
-            drain_timeout: Duration::from_secs(10),
-            backlog: 4096,
-            uring_buffers: 512,
-            access_log: None,
-            cache_control: None,
-            precompressed: false,
-        }
-    }
-}
-
-impl Config {
-    /// The options the dispatcher is opened with (the signal-queue length for the mechanisms
-    /// that use signals; the rest ignore it).
-    pub fn dispatch_options(&self) -> ioscale_dispatch::Options {
-        let mut o = ioscale_dispatch::Options::default();
-        o.sigqueue_max = self.sigqueue_max;
-        o
     }
 }
 

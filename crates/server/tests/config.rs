@@ -61,7 +61,17 @@ fn a_bad_file_is_one_sentence_naming_key_value_and_what_is_accepted() {
     let file = root.parent().unwrap().join("bad.toml");
     let f = file.to_str().unwrap();
     for (content, words) in [
-        ("worker = 2", &["unknown key 'worker'", "long option name"][..]),
+        (
+            "worker = 2",
+            &[
+                "unknown key 'worker'",
+                "long option name",
+                "did you mean 'workers'",
+                "idle-timeout, ",
+            ][..],
+        ),
+        ("idle-timeout = \"5\"", &["'idle-timeout'", "a unit is required"]),
+        ("header-timeout = \"0s\"", &["'header-timeout'", "above zero"]),
         ("idle-timeout = \"soon\"", &["'idle-timeout'", "soon", "expected a number with ms"]),
         ("workers = 0", &["'workers'", "'0'", "1..=1024"]),
         ("workers = true", &["'workers'", "true", "expected a string or a number"]),
@@ -83,4 +93,47 @@ fn a_bad_file_is_one_sentence_naming_key_value_and_what_is_accepted() {
     let (code, err) = refused(&["--config", "/nonexistent/serve.toml"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("'/nonexistent/serve.toml': cannot read it"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_too_large_or_not_text_is_one_sentence_and_read_no_further() {
+    let root = root("config-big");
+    // /dev/zero never ends: it must be refused after at most the limit, not read until memory
+    // runs out.
+    let (code, err) = refused(&["--config", "/dev/zero", "--root", root.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--config '/dev/zero' is larger than 1024 KiB"), "{err}");
+    let file = root.parent().unwrap().join("latin1.toml");
+    std::fs::write(&file, b"cache-control = \"caf\xe9\"\n").unwrap();
+    let (code, err) = refused(&["--config", file.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is not UTF-8 text (byte 20)"), "{err}");
+}
+
+#[test]
+fn durations_need_a_unit_and_timeouts_are_above_zero_on_the_command_line() {
+    for (args, words) in [
+        (&["--header-timeout", "5"][..], &["'5'", "a unit is required", "--header-timeout"][..]),
+        (&["--idle-timeout", "0s"], &["'0s'", "above zero"]),
+        (&["--drain-timeout", "soon"], &["'soon'", "expected a number with ms"]),
+    ] {
+        let (code, err) = refused(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        for w in words {
+            assert!(err.contains(w), "{args:?}: {err:?} lacks {w:?}");
+        }
+    }
+}
+
+#[test]
+fn the_command_line_wins_over_the_file_option_by_option() {
+    let root = root("config-wins");
+    let file = root.parent().unwrap().join("serve.toml");
+    std::fs::write(&file, "workers = 3\nheader-timeout = \"5s\"\nstats-public = true\n").unwrap();
+    let args = format!("--config '{}' --root '{}' --workers 1", file.display(), root.display());
+    let mut srv = ServerProc::spawn("", &args).unwrap_or_else(|l| panic!("did not start: {l}"));
+    assert_eq!(srv.stats()["workers"], 1);
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
 }
