@@ -35,13 +35,11 @@
 //!   operation on the descriptor, then closes it (a hard link, so the close runs whatever the
 //!   cancel found); the cancelled operations complete with `ECANCELED` under their own tokens.
 
-use crate::sys::uring::setup_refusal;
+use crate::sys::uring::{self as sys_ring, setup_refusal, BufRing, Sqe};
 use crate::Token;
 use io_uring::{cqueue, opcode, register::Probe, squeue, types, IoUring};
-use std::alloc::{self, Layout};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -254,97 +252,6 @@ struct Op {
     timespec: Option<Box<types::Timespec>>,
 }
 
-/// The provided-buffer ring: entries shared with the kernel, and the buffers they point to.
-struct BufRing {
-    ring: *mut types::BufRingEntry,
-    ring_layout: Layout,
-    bufs: *mut u8,
-    bufs_layout: Layout,
-    count: u16,
-    size: u32,
-    tail: u16,
-    lent: Vec<bool>,
-    /// Set when operations may still use the memory: it is then never freed.
-    leak: bool,
-}
-
-// SAFETY: the raw pointers are owned allocations reached only through `&mut self` (or `&self`
-// for reads of buffers the kernel handed back); nothing is tied to the creating thread.
-unsafe impl Send for BufRing {}
-
-const BGID: u16 = 0;
-
-impl BufRing {
-    fn new(count: u16, size: u32) -> io::Result<BufRing> {
-        let entry = std::mem::size_of::<types::BufRingEntry>();
-        let ring_layout = Layout::from_size_align(entry * usize::from(count), 4096)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let bufs_layout = Layout::from_size_align(usize::from(count) * size as usize, 64)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        // SAFETY: both layouts have a non-zero size (count and size are checked to be >= 1).
-        let ring = unsafe { alloc::alloc_zeroed(ring_layout) }.cast::<types::BufRingEntry>();
-        // SAFETY: as above.
-        let bufs = unsafe { alloc::alloc_zeroed(bufs_layout) };
-        if ring.is_null() || bufs.is_null() {
-            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "buffer ring allocation"));
-        }
-        Ok(BufRing {
-            ring,
-            ring_layout,
-            bufs,
-            bufs_layout,
-            count,
-            size,
-            tail: 0,
-            lent: vec![true; usize::from(count)],
-            leak: false,
-        })
-    }
-
-    /// Hands buffer `bid` to the kernel (at the ring's tail).
-    fn provide(&mut self, bid: u16) {
-        let mask = self.count - 1;
-        // SAFETY: the index is masked into the ring's `count` entries; the entry at the tail is
-        // not owned by the kernel until the tail is published below.
-        let e = unsafe { &mut *self.ring.add(usize::from(self.tail & mask)) };
-        // SAFETY: bid < count, so the buffer lies inside the allocation.
-        e.set_addr(unsafe { self.bufs.add(usize::from(bid) * self.size as usize) } as u64);
-        e.set_len(self.size);
-        e.set_bid(bid);
-        self.tail = self.tail.wrapping_add(1);
-        self.lent[usize::from(bid)] = false;
-        // SAFETY: the tail field lives in the first entry of the page-aligned ring; it is a u16
-        // the kernel reads atomically, so it is published with a release store.
-        unsafe {
-            let tail = types::BufRingEntry::tail(self.ring).cast_mut().cast::<AtomicU16>();
-            (*tail).store(self.tail, Ordering::Release);
-        }
-    }
-
-    fn slice(&self, b: &BufId) -> &[u8] {
-        let len = b.len.min(self.size as usize);
-        // SAFETY: bid < count (the kernel only returns ids we provided) and len <= size; the
-        // kernel handed this buffer back and writes to it again only after `provide`.
-        unsafe {
-            std::slice::from_raw_parts(self.bufs.add(usize::from(b.bid) * self.size as usize), len)
-        }
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        if self.leak {
-            return;
-        }
-        // SAFETY: both were allocated in `new` with these layouts; the io_uring that used them
-        // is dropped before (field order in `Proactor`) or unregistered the group.
-        unsafe {
-            alloc::dealloc(self.ring.cast(), self.ring_layout);
-            alloc::dealloc(self.bufs, self.bufs_layout);
-        }
-    }
-}
-
 /// The completion-based interface (see the module docs).
 pub struct Proactor {
     // Dropped first: closing the ring ends every operation before the buffers are freed.
@@ -370,10 +277,7 @@ impl Drop for Proactor {
     /// on a thread other than its single issuer), the buffers are leaked instead.
     fn drop(&mut self) {
         if self.in_flight > 0 {
-            let any =
-                opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(TRIAL);
-            // SAFETY: a cancellation points at no memory of this process.
-            let _ = unsafe { self.ring.submission().push(&any) };
+            let _ = sys_ring::push(&mut self.ring, &Sqe::cancel_any(TRIAL));
             let deadline = Instant::now() + Duration::from_secs(1);
             let mut out = Vec::new();
             while self.in_flight > 0 && Instant::now() < deadline {
@@ -387,7 +291,7 @@ impl Drop for Proactor {
         if self.in_flight > 0 {
             // Leak the memory rather than free what the kernel may still touch.
             std::mem::forget(std::mem::take(&mut self.ops));
-            self.bufs.leak = true;
+            self.bufs.leak();
         }
     }
 }
@@ -468,6 +372,8 @@ fn build(c: &CompletionConfig) -> io::Result<(IoUring, Vec<&'static str>)> {
 }
 
 const TRIAL: u64 = 1 << 63;
+/// The buffer group of the provided-buffer ring.
+const BGID: u16 = 0;
 
 /// Checks the opcodes, the buffer ring and (by trial operations) multishot accept and receive
 /// and cancellation by descriptor, on a fresh ring whose buffer ring is registered as group
@@ -508,11 +414,9 @@ fn run_checks(ring: &mut IoUring, bufs: &mut BufRing) -> Vec<FeatureCheck> {
             }),
         });
     }
-    // SAFETY: the ring memory is a live, page-aligned allocation of `count` entries owned by
-    // `bufs`, which outlives the io_uring (see `Proactor`'s field order and `probe_features`).
-    let reg = unsafe {
-        ring.submitter().register_buf_ring_with_flags(bufs.ring as u64, bufs.count, BGID, 0)
-    };
+    // SAFETY: `bufs` outlives the io_uring: `Proactor` drops its ring first (field order) or
+    // leaks the buffers, and `probe_features` drops the ring before the buffers.
+    let reg = unsafe { bufs.register(ring, BGID) };
     checks.push(FeatureCheck {
         name: "provided-buffer ring (IORING_REGISTER_PBUF_RING)",
         required: true,
@@ -522,7 +426,7 @@ fn run_checks(ring: &mut IoUring, bufs: &mut BufRing) -> Vec<FeatureCheck> {
     if reg.is_ok() {
         // Every buffer goes to the kernel now: the trial receive needs some, and so does the
         // proactor.
-        for bid in 0..bufs.count {
+        for bid in 0..bufs.count() {
             bufs.provide(bid);
         }
     }
@@ -549,22 +453,15 @@ type Trial = (Result<(), String>, Result<(), String>, Result<(), String>);
 fn trial_ops(ring: &mut IoUring) -> io::Result<Trial> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let (a, _b) = std::os::unix::net::UnixStream::pair()?;
-    let entries = [
-        opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd())).build().user_data(TRIAL | 1),
-        opcode::RecvMulti::new(types::Fd(a.as_raw_fd()), BGID).build().user_data(TRIAL | 2),
-        opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(listener.as_raw_fd())).all())
-            .build()
-            .user_data(TRIAL | 3),
-        opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(a.as_raw_fd())).all())
-            .build()
-            .user_data(TRIAL | 4),
-    ];
-    for e in &entries {
-        // SAFETY: none of these entries points at memory of this process (the receive picks a
-        // buffer from the registered ring, which outlives the ring).
-        if unsafe { ring.submission().push(e) }.is_err() {
-            return Err(io::Error::other("submission ring too small for the trial"));
-        }
+    let recv = opcode::RecvMulti::new(types::Fd(a.as_raw_fd()), BGID).build().user_data(TRIAL | 2);
+    // SAFETY: the receive picks a buffer from the ring registered as BGID, which outlives the
+    // io_uring (see `run_checks`); it points at no other memory.
+    let pushed = sys_ring::push(ring, &Sqe::accept_multi(listener.as_raw_fd(), TRIAL | 1))
+        && unsafe { sys_ring::push_all(ring, &[recv]) }
+        && sys_ring::push(ring, &Sqe::cancel_fd(listener.as_raw_fd(), TRIAL | 3))
+        && sys_ring::push(ring, &Sqe::cancel_fd(a.as_raw_fd(), TRIAL | 4));
+    if !pushed {
+        return Err(io::Error::other("submission ring too small for the trial"));
     }
     let mut res = [None::<i32>; 5];
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -718,17 +615,17 @@ impl Proactor {
 
     /// Provided buffers currently held by the caller (received and not recycled).
     pub fn buffers_lent(&self) -> usize {
-        self.bufs.lent.iter().filter(|&&l| l).count()
+        self.bufs.lent()
     }
 
     /// The bytes of a received buffer.
     pub fn buffer(&self, b: &BufId) -> &[u8] {
-        self.bufs.slice(b)
+        self.bufs.slice(b.bid, b.len)
     }
 
     /// Gives a received buffer back to the kernel.
     pub fn recycle(&mut self, b: BufId) {
-        if self.bufs.lent.get(usize::from(b.bid)) == Some(&true) {
+        if self.bufs.is_lent(b.bid) {
             self.bufs.provide(b.bid);
         }
     }
@@ -768,14 +665,13 @@ impl Proactor {
     unsafe fn queue(&mut self, i: usize, entries: &[squeue::Entry]) -> io::Result<OpId> {
         let ud = entries.last().map_or(0, |e| e.get_user_data());
         // SAFETY: the caller's contract covers the entries' memory.
-        let pushed = unsafe { self.ring.submission().push_multiple(entries) };
-        if pushed.is_err() {
+        if !unsafe { sys_ring::push_all(&mut self.ring, entries) } {
             if let Err(e) = self.enter(0, None) {
                 self.release(i);
                 return Err(e);
             }
             // SAFETY: as above.
-            if unsafe { self.ring.submission().push_multiple(entries) }.is_err() {
+            if !unsafe { sys_ring::push_all(&mut self.ring, entries) } {
                 self.release(i);
                 return Err(io::Error::other("io_uring submission ring full after a submit"));
             }
@@ -816,7 +712,7 @@ impl Proactor {
 
     /// Receives once into a provided buffer.
     pub fn recv(&mut self, fd: RawFd, token: Token) -> io::Result<OpId> {
-        let len = self.bufs.size;
+        let len = self.bufs.size();
         self.simple(token, OpKind::Recv, || {
             opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), len)
                 .buf_group(BGID)
@@ -1063,11 +959,10 @@ impl Proactor {
                 OpKind::Accept | OpKind::AcceptMulti => {
                     // SAFETY: a successful accept's result is a new descriptor that nothing
                     // else owns.
-                    Value::Accepted(unsafe { OwnedFd::from_raw_fd(res) })
+                    Value::Accepted(unsafe { ioscale_sys::fd::owned(res) })
                 }
                 OpKind::Recv | OpKind::RecvMulti => match cqueue::buffer_select(flags) {
-                    Some(bid) if usize::from(bid) < self.bufs.lent.len() => {
-                        self.bufs.lent[usize::from(bid)] = true;
+                    Some(bid) if self.bufs.lend(bid) => {
                         if n == 0 {
                             // An empty buffer: give it straight back.
                             self.bufs.provide(bid);
@@ -1107,7 +1002,7 @@ pub fn overhead(
     use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
     const NAME: &str = "uring-completion";
     const ACTIVE: Token = Token(usize::MAX - 1);
-    let _ = crate::sys::raise_nofile_limit();
+    let _ = ioscale_sys::limits::raise_nofile();
     let mut counts = idle_counts.to_vec();
     counts.sort_unstable();
     counts.dedup();
@@ -1123,7 +1018,7 @@ pub fn overhead(
     let mut idle: Vec<TcpStream> = Vec::new();
     let mut holders = Vec::new();
     let mut held_error = None;
-    let (soft, _) = crate::sys::nofile_limit()?;
+    let (soft, _) = ioscale_sys::limits::nofile()?;
     for &n in &counts {
         if n <= idle.len() {
             continue;
@@ -1197,7 +1092,7 @@ pub fn overhead(
                 }
                 let before = p.counters();
                 let wall = Instant::now();
-                let cpu0 = crate::sys::thread_cpu_time();
+                let cpu0 = ioscale_sys::cpu::thread_time()?;
                 let mut cycles = 0u64;
                 loop {
                     for _ in 0..64 {
@@ -1208,7 +1103,7 @@ pub fn overhead(
                         break;
                     }
                 }
-                let cpu = crate::sys::thread_cpu_time() - cpu0;
+                let cpu = ioscale_sys::cpu::thread_time()? - cpu0;
                 let after = p.counters();
                 Ok((
                     cpu.as_nanos() as f64 / cycles as f64,

@@ -277,7 +277,7 @@ pub struct Waker {
 impl Waker {
     /// Creates the pipe and registers its read end on `dispatcher` under `token`.
     pub fn new(dispatcher: &mut dyn Dispatcher, token: Token) -> io::Result<Waker> {
-        let (fd, tx) = sys::pipe()?;
+        let (fd, tx) = ioscale_sys::fd::pipe(true)?;
         dispatcher.register(fd.as_raw_fd(), token, Interest::READABLE)?;
         Ok(Waker { fd, tx, token })
     }
@@ -286,13 +286,13 @@ impl Waker {
     /// [`Waker::as_raw_fd`] itself (the completion engine keeps a multishot receive on it in
     /// its ring; io_uring receives need a socket).
     pub fn detached(token: Token) -> io::Result<Waker> {
-        let (fd, tx) = sys::socketpair()?;
+        let (fd, tx) = ioscale_sys::fd::socketpair()?;
         Ok(Waker { fd, tx, token })
     }
 
     /// Makes the waker readable; safe to call from any thread, any number of times.
     pub fn wake(&self) -> io::Result<()> {
-        match sys::write(self.tx.as_raw_fd(), &[1u8]) {
+        match ioscale_sys::fd::write(self.tx.as_raw_fd(), &[1u8]) {
             Ok(_) => Ok(()),
             // The pipe is full: it is readable already.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
@@ -304,7 +304,7 @@ impl Waker {
     pub fn reset(&self, dispatcher: &mut dyn Dispatcher) -> io::Result<()> {
         let mut b = [0u8; 64];
         loop {
-            match sys::read(self.fd.as_raw_fd(), &mut b) {
+            match ioscale_sys::fd::read(self.fd.as_raw_fd(), &mut b) {
                 Ok(n) if n == b.len() => continue,
                 Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

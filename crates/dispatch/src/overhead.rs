@@ -99,7 +99,7 @@ impl Rig {
             return Ok(());
         }
         let need = n - self.idle.len();
-        let (soft, _) = sys::nofile_limit()?;
+        let (soft, _) = ioscale_sys::limits::nofile()?;
         let budget = soft.saturating_sub(64) as usize;
         if n > budget {
             return Err(io::Error::other(format!(
@@ -145,7 +145,7 @@ fn round(
     }
     let before = d.counters();
     let wall = Instant::now();
-    let cpu0 = sys::thread_cpu_time();
+    let cpu0 = ioscale_sys::cpu::thread_time()?;
     let mut cycles = 0u64;
     loop {
         for _ in 0..64 {
@@ -156,7 +156,7 @@ fn round(
             break;
         }
     }
-    let cpu = sys::thread_cpu_time() - cpu0;
+    let cpu = ioscale_sys::cpu::thread_time()? - cpu0;
     let after = d.counters();
     let diff = crate::Counters {
         wait_calls: after.wait_calls - before.wait_calls,
@@ -182,7 +182,7 @@ fn cycle(
         for ev in events.iter() {
             if ev.token() == ACTIVE {
                 let mut buf = [0u8; 64];
-                match sys::read(afd, &mut buf) {
+                match ioscale_sys::fd::read(afd, &mut buf) {
                     Ok(n) if n > 0 => got = true,
                     Ok(_) => return Err(io::Error::other("the active connection closed")),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -215,7 +215,7 @@ fn median(v: &mut [f64]) -> Option<f64> {
 
 /// Runs the measurement. `progress` is told what is being measured.
 pub fn run(cfg: &Config, mut progress: impl FnMut(&str)) -> io::Result<Vec<Point>> {
-    let _ = sys::raise_nofile_limit();
+    let _ = ioscale_sys::limits::raise_nofile();
     let mut idle_counts = cfg.idle.clone();
     idle_counts.sort_unstable();
     idle_counts.dedup();

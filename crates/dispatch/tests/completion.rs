@@ -5,7 +5,7 @@
 use ioscale_dispatch::completion::{
     probe_features, Completion, CompletionConfig, OpKind, Proactor, SendBuf, Value,
 };
-use ioscale_dispatch::{sys, Token};
+use ioscale_dispatch::Token;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -354,7 +354,7 @@ fn peer_reset_mid_send_is_an_error_not_a_hang() {
     peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut b = [0u8; 1024];
     peer.read_exact(&mut b).unwrap();
-    sys::set_linger_zero(peer.as_raw_fd()).unwrap();
+    ioscale_sys::net::set_linger_zero(peer.as_raw_fd()).unwrap();
     drop(peer);
     let mut failed = None;
     let ok = run(&mut p, Duration::from_secs(20), |p, c| {

@@ -2,7 +2,7 @@
 
 mod util;
 
-use ioscale_dispatch::{sys, Events, Interest, Mechanism, Token, Waker};
+use ioscale_dispatch::{Events, Interest, Mechanism, Token, Waker};
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
@@ -69,11 +69,14 @@ fn writable_on_connect(m: Mechanism) {
     let Some(mut d) = open(m) else { return };
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let std::net::SocketAddr::V4(addr) = l.local_addr().unwrap() else { unreachable!() };
-    let s = sys::connect_nonblocking(addr).unwrap();
+    let s = ioscale_sys::net::connect_nonblocking(addr.into()).unwrap();
     d.register(s.as_raw_fd(), Token(9), Interest::WRITABLE).unwrap();
     let ev = wait_for(&mut *d, Token(9), SEC).unwrap_or_else(|| panic!("{m}: no writable event"));
     assert!(ev.is_writable(), "{m}: {ev:?}");
-    assert!(sys::take_socket_error(s.as_raw_fd()).unwrap().is_none(), "{m}: connect failed");
+    assert!(
+        ioscale_sys::net::take_socket_error(s.as_raw_fd()).unwrap().is_none(),
+        "{m}: connect failed"
+    );
     let _accepted = l.accept().unwrap();
 }
 
@@ -96,7 +99,7 @@ fn error_on_reset(m: Mechanism) {
     let Some(mut d) = open(m) else { return };
     let (client, server) = tcp_pair();
     d.register(server.as_raw_fd(), Token(3), Interest::READABLE).unwrap();
-    sys::set_linger_zero(client.as_raw_fd()).unwrap();
+    ioscale_sys::net::set_linger_zero(client.as_raw_fd()).unwrap();
     drop(client); // sends RST
     let ev = wait_for(&mut *d, Token(3), SEC).unwrap_or_else(|| panic!("{m}: nothing on reset"));
     assert!(ev.is_readable(), "{m}: {ev:?}");
@@ -151,7 +154,7 @@ fn no_stale_event_under_reused_fd(m: Mechanism) {
     d.deregister(number).unwrap();
     let (fresh, _fresh_peer) = pair();
     let old_owned: std::os::fd::OwnedFd = old.into();
-    sys::dup_onto(fresh.as_raw_fd(), &old_owned).unwrap();
+    ioscale_sys::fd::dup_onto(fresh.as_raw_fd(), &old_owned).unwrap();
     drop(fresh);
     d.register(number, Token(11), Interest::READABLE).unwrap();
     let evs = collect(&mut *d, QUIET);
@@ -256,7 +259,7 @@ fn many_descriptors(m: Mechanism) {
 fn high_descriptor_numbers(m: Mechanism) {
     let Some(mut d) = open(m) else { return };
     let (a, mut b) = pair();
-    let high = sys::dup_at_least(a.as_raw_fd(), 1500).unwrap();
+    let high = ioscale_sys::fd::dup_at_least(a.as_raw_fd(), 1500).unwrap();
     let r = d.register(high.as_raw_fd(), Token(1), Interest::READABLE);
     if m == Mechanism::Select {
         let e = r.expect_err("select must refuse fds >= FD_SETSIZE");

@@ -5,7 +5,7 @@
 
 use ioscale_dispatch::mechanism::uring::{Uring, UringConfig};
 use ioscale_dispatch::sys::uring::setup_refusal;
-use ioscale_dispatch::{sys, Dispatcher, Event, Events, Interest, Token};
+use ioscale_dispatch::{Dispatcher, Event, Events, Interest, Token};
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -148,7 +148,7 @@ fn cancel_in_flight_with_descriptor_reuse() {
         d.deregister(number).unwrap(); // removal queued, not yet submitted
         let (fresh, fresh_peer) = pair();
         let old_owned: OwnedFd = old.into();
-        sys::dup_onto(fresh.as_raw_fd(), &old_owned).unwrap();
+        ioscale_sys::fd::dup_onto(fresh.as_raw_fd(), &old_owned).unwrap();
         drop(fresh);
         d.register(number, Token(11), Interest::READABLE).unwrap();
         // The old poll still holds the old file until the removal is submitted: more notices.
@@ -218,7 +218,7 @@ fn failed_arm_is_reported_as_an_error_event() {
     // before the batch went in, breaking the contract) comes back as an error under its token.
     let Some(mut d) = open(8, 16) else { return };
     let (a, _b) = pair();
-    let fd = sys::dup_at_least(a.as_raw_fd(), 900).unwrap();
+    let fd = ioscale_sys::fd::dup_at_least(a.as_raw_fd(), 900).unwrap();
     let number = fd.as_raw_fd();
     d.register(number, Token(5), Interest::READABLE).unwrap();
     drop(fd);

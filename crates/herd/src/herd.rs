@@ -91,7 +91,7 @@ fn interrupted_error() -> io::Error {
 fn dup_listener(listener: &OwnedFd, spec: &HerdSpec, ctrl: &OwnedFd) -> io::Result<Vec<OwnedFd>> {
     let mut dups = Vec::with_capacity(spec.dups);
     for _ in 0..spec.dups {
-        let d = sys::dup(listener.as_raw_fd()).map_err(|e| {
+        let d = ioscale_sys::fd::dup_at_least(listener.as_raw_fd(), 0).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("could not duplicate the listening socket {} times: {e}", spec.dups),
@@ -210,7 +210,7 @@ impl Herd {
     /// returns here. On an error the waiters forked so far are ended when the herd is dropped.
     fn fork_waiters(&mut self, plan: &mut Plan) -> io::Result<()> {
         for i in 0..self.spec.waiters {
-            if sys::interrupted() {
+            if ioscale_sys::interrupt::requested() {
                 return Err(interrupted_error());
             }
             // SAFETY: the child runs only `waiter::run`, which calls async-signal-safe wrappers,
@@ -255,11 +255,11 @@ impl Herd {
     /// separate wakeup of a quiet herd. Returns the duration of the `connect()` call.
     pub fn connect_once(&mut self) -> io::Result<ConnectTiming> {
         let sock = sys::client_socket()?;
-        let c = sys::thread_cpu_time();
+        let c = ioscale_sys::cpu::thread_time()?;
         let t = Instant::now();
         sys::connect(&sock, self.addr)?;
         let wall = t.elapsed();
-        let cpu = sys::thread_cpu_time().saturating_sub(c);
+        let cpu = ioscale_sys::cpu::thread_time()?.saturating_sub(c);
         let want = self.accepted + 1;
         let deadline = Instant::now()
             + Duration::from_secs(10)
@@ -303,7 +303,7 @@ impl Herd {
     /// Reads whatever records are on the report pipe (waiting up to `wait_ms` for some); errors on a
     /// waiter's failure, on the deadline (naming `what` the waiters failed to do) or on Ctrl-C.
     fn pump(&mut self, deadline: Instant, what: &str, wait_ms: i32) -> io::Result<()> {
-        if sys::interrupted() {
+        if ioscale_sys::interrupt::requested() {
             return Err(interrupted_error());
         }
         if Instant::now() > deadline {

@@ -316,7 +316,7 @@ pub fn run(cfg: &Config, mut progress: impl FnMut(&str)) -> io::Result<Vec<Point
                     Ok(p) => points.push(p),
                     // Ctrl-C also kills the waiters (same process group); report the interruption,
                     // not the dead waiter it caused.
-                    Err(_) if sys::interrupted() => {
+                    Err(_) if ioscale_sys::interrupt::requested() => {
                         return Err(io::Error::new(
                             io::ErrorKind::Interrupted,
                             "interrupted (Ctrl-C); every waiter was killed and reaped",
@@ -369,10 +369,11 @@ pub fn table(points: &[Point]) -> String {
     s
 }
 
-/// Installs the Ctrl-C handler for a herd run: `SIGINT` only sets a flag; the running herd sees
-/// it within ~100 ms, returns an `Interrupted` error, and its `Drop` kills and reaps every waiter.
+/// Installs the Ctrl-C handler for a herd run: `SIGINT` (or `SIGTERM`) only sets a flag; the
+/// running herd sees it within ~100 ms, returns an `Interrupted` error, and its `Drop` kills and
+/// reaps every waiter.
 pub fn install_interrupt_handler() -> io::Result<()> {
-    sys::install_sigint_flag()
+    ioscale_sys::interrupt::install()
 }
 
 #[cfg(test)]

@@ -85,7 +85,7 @@ impl Machine {
     /// Reads the facts now (raising the soft descriptor limit to the hard one first, as a herd
     /// run does).
     pub fn read() -> Machine {
-        let _ = sys::raise_nofile_limit();
+        let _ = ioscale_sys::limits::raise_nofile();
         let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|s| {
@@ -97,7 +97,8 @@ impl Machine {
             .unwrap_or_else(|| "unknown".to_string());
         let uid = sys::geteuid();
         let (all, mine) = count_tasks(uid);
-        let rlimit_nproc = sys::getrlimit(sys::RLIMIT_NPROC).unwrap_or((u64::MAX, u64::MAX));
+        let rlimit_nproc =
+            ioscale_sys::limits::get(ioscale_sys::limits::NPROC).unwrap_or((u64::MAX, u64::MAX));
         let nproc_enforced = uid != 0;
         let pid_max = read_u64("/proc/sys/kernel/pid_max").unwrap_or(32_768);
         let threads_max = read_u64("/proc/sys/kernel/threads-max").unwrap_or(u64::MAX);
@@ -109,7 +110,7 @@ impl Machine {
             kernel: read_trim("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into()),
             cpu_model,
             cores: std::thread::available_parallelism().map_or(1, usize::from),
-            rlimit_nofile: sys::getrlimit(sys::RLIMIT_NOFILE).unwrap_or((0, 0)),
+            rlimit_nofile: ioscale_sys::limits::nofile().unwrap_or((0, 0)),
             rlimit_nproc,
             nproc_enforced,
             pid_max,
@@ -141,7 +142,7 @@ pub fn check(waiters: usize, wait_in: WaitIn, dups: usize) -> io::Result<()> {
     if waiters == 0 {
         return bad("--waiters 0: a herd needs at least one waiter".into());
     }
-    let nofile = sys::raise_nofile_limit()?;
+    let nofile = ioscale_sys::limits::raise_nofile()?;
     let per_waiter = 1 + dups as u64 + WAITER_OVERHEAD_FDS;
     if per_waiter > nofile {
         return bad(format!(

@@ -1,5 +1,5 @@
-//! The only file of this crate that calls libc: thin wrappers that turn `-1`/`errno` into
-//! `io::Result`.
+//! The herd's own system calls (the waiters' three ways to wait, their listeners and
+//! duplicates); what every crate needs comes from `ioscale-sys`, re-exported here.
 //!
 //! Most of them are also used by the forked waiters, which may run in a copy of a multi-threaded
 //! process (the test harness): every wrapper marked *async-signal-safe* below makes exactly one
@@ -8,84 +8,26 @@
 
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 
+use ioscale_sys::syscall;
 use std::io;
-use std::net::SocketAddrV4;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 
-/// Calls a libc function and maps a `-1` return to the thread's `errno`.
-macro_rules! syscall {
-    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-        // SAFETY: every caller passes arguments that satisfy the named libc function's contract
-        // (valid descriptors, pointers into live, correctly sized buffers); the macro only adds
-        // the errno check.
-        let res = unsafe { libc::$fn($($arg),*) };
-        if res == -1 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(res)
-        }
-    }};
-}
-
-/// Wraps a descriptor the kernel just returned.
-fn owned(fd: libc::c_int) -> OwnedFd {
-    // SAFETY: `fd` was just returned by a successful system call that creates a descriptor, so
-    // it is open and owned by nobody else.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
-fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(*addr.ip()).to_be() },
-        sin_zero: [0; 8],
-    }
-}
-
-const SIN_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+pub use ioscale_sys::fd::{close_range, close_raw as close, pipe, read};
+pub use ioscale_sys::process::{exit_now, fork, getpid, waitpid, Forked};
 
 // ---------------------------------------------------------------------------------------------
 // processes
 
-/// What [`fork`] returned in this process.
-pub enum Forked {
-    /// This is the new child.
-    Child,
-    /// This is the parent; the child has this process id.
-    Parent(libc::pid_t),
-}
-
-/// `fork()`.
-///
-/// # Safety
-///
-/// If the calling process has other threads, the child may only call async-signal-safe functions
-/// (the wrappers of this file marked so, no allocation, no locks, no panics) and must end with
-/// [`exit_now`]: a lock another thread held at the fork stays locked forever in the child.
-pub unsafe fn fork() -> io::Result<Forked> {
-    match syscall!(fork())? {
-        0 => Ok(Forked::Child),
-        pid => Ok(Forked::Parent(pid)),
-    }
-}
-
-/// `_exit(code)`: ends the process without running destructors or `atexit` handlers.
-/// Async-signal-safe.
-pub fn exit_now(code: i32) -> ! {
-    // SAFETY: _exit never returns and is async-signal-safe; no Rust state needs dropping in a
-    // forked waiter.
-    unsafe { libc::_exit(code) }
-}
-
-/// Prepares a forked waiter (async-signal-safe): default `SIGINT` (Ctrl-C reaches the whole
-/// foreground group; a waiter should simply die), `SIGKILL` when the forking thread dies, and a
-/// check that the parent `parent` did not die before that was set.
+/// Prepares a forked waiter (async-signal-safe): default `SIGINT` and `SIGTERM` (Ctrl-C reaches
+/// the whole foreground group; a waiter should simply die), `SIGKILL` when the forking thread
+/// dies, and a check that the parent `parent` did not die before that was set.
 pub fn waiter_prepare(parent: libc::pid_t) -> io::Result<()> {
-    // SAFETY: resetting a signal disposition to SIG_DFL is async-signal-safe.
-    if unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) } == libc::SIG_ERR {
-        return Err(io::Error::last_os_error());
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: resetting a signal disposition to SIG_DFL is async-signal-safe.
+        if unsafe { libc::signal(sig, libc::SIG_DFL) } == libc::SIG_ERR {
+            return Err(io::Error::last_os_error());
+        }
     }
     syscall!(prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0))?;
     // SAFETY: getppid cannot fail.
@@ -93,12 +35,6 @@ pub fn waiter_prepare(parent: libc::pid_t) -> io::Result<()> {
         return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the parent exited"));
     }
     Ok(())
-}
-
-/// This process's id.
-pub fn getpid() -> libc::pid_t {
-    // SAFETY: getpid cannot fail.
-    unsafe { libc::getpid() }
 }
 
 /// The effective user id.
@@ -109,24 +45,9 @@ pub fn geteuid() -> u32 {
 
 /// `kill(pid, SIGKILL)`; an already-gone process is not an error.
 pub fn kill(pid: libc::pid_t) -> io::Result<()> {
-    match syscall!(kill(pid, libc::SIGKILL)) {
+    match ioscale_sys::process::kill(pid as u32, libc::SIGKILL) {
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
-        r => r.map(drop),
-    }
-}
-
-/// `waitpid(pid)`, blocking unless `nohang`; returns the raw status once the child has ended
-/// (`None` if `nohang` and it still runs). `EINTR` is retried.
-pub fn waitpid(pid: libc::pid_t, nohang: bool) -> io::Result<Option<i32>> {
-    let mut status = 0;
-    let flags = if nohang { libc::WNOHANG } else { 0 };
-    loop {
-        match syscall!(waitpid(pid, &mut status, flags)) {
-            Ok(0) => return Ok(None),
-            Ok(_) => return Ok(Some(status)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
+        r => r,
     }
 }
 
@@ -134,131 +55,24 @@ pub fn waitpid(pid: libc::pid_t, nohang: bool) -> io::Result<Option<i32>> {
 /// one sleep, so the difference over a period counts the wakeups that ended those sleeps.
 /// Async-signal-safe.
 pub fn voluntary_switches() -> io::Result<u64> {
-    // SAFETY: rusage is plain old data; all-zero is a valid value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    syscall!(getrusage(libc::RUSAGE_SELF, &mut ru))?;
-    Ok(ru.ru_nvcsw as u64)
+    ioscale_sys::cpu::usage().map(|u| u.voluntary_switches)
 }
 
-/// CPU time consumed by the calling thread (`CLOCK_THREAD_CPUTIME_ID`): time it ran, excluding
-/// time it was preempted.
-pub fn thread_cpu_time() -> std::time::Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is a valid, writable timespec; this clock always exists on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return std::time::Duration::ZERO;
-    }
-    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Ctrl-C
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Installs a `SIGINT` handler that only sets a flag (no `SA_RESTART`, so a blocked `poll`
-/// returns `EINTR` and the caller sees the flag at once).
-pub fn install_sigint_flag() -> io::Result<()> {
-    // SAFETY: sigaction is plain old data; all-zero is a valid (empty) value.
-    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
-    sa.sa_sigaction = on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: sa.sa_mask is a valid sigset_t owned by sa.
-    unsafe { libc::sigemptyset(&mut sa.sa_mask) };
-    syscall!(sigaction(libc::SIGINT, &sa, std::ptr::null_mut())).map(drop)
-}
-
-/// Whether `SIGINT` arrived since [`install_sigint_flag`].
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
-
-// ---------------------------------------------------------------------------------------------
-// limits
-
-/// Soft and hard limit of an `RLIMIT_*` resource (`u64::MAX` = unlimited).
-pub fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    syscall!(getrlimit(resource, &mut r))?;
-    Ok((r.rlim_cur, r.rlim_max))
-}
-
-/// `RLIMIT_NOFILE`.
-pub const RLIMIT_NOFILE: libc::__rlimit_resource_t = libc::RLIMIT_NOFILE;
-/// `RLIMIT_NPROC`.
-pub const RLIMIT_NPROC: libc::__rlimit_resource_t = libc::RLIMIT_NPROC;
 /// select's bitmap size: descriptor numbers must be below it.
 pub const FD_SETSIZE: usize = libc::FD_SETSIZE;
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
-pub fn raise_nofile_limit() -> io::Result<u64> {
-    let (soft, hard) = getrlimit(libc::RLIMIT_NOFILE)?;
-    if soft < hard {
-        let r = libc::rlimit { rlim_cur: hard, rlim_max: hard };
-        syscall!(setrlimit(libc::RLIMIT_NOFILE, &r))?;
-    }
-    Ok(hard)
-}
-
 // ---------------------------------------------------------------------------------------------
 // descriptors and sockets
-
-/// A pipe with `O_CLOEXEC` (and `O_NONBLOCK` if asked): (read end, write end).
-pub fn pipe(nonblocking: bool) -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut p = [0 as libc::c_int; 2];
-    let flags = libc::O_CLOEXEC | if nonblocking { libc::O_NONBLOCK } else { 0 };
-    syscall!(pipe2(p.as_mut_ptr(), flags))?;
-    Ok((owned(p[0]), owned(p[1])))
-}
-
-/// `read(2)`. Async-signal-safe.
-pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len())).map(|n| n as usize)
-}
 
 /// `write(2)` of the whole buffer in one call (callers write at most `PIPE_BUF` bytes to a pipe,
 /// which the kernel writes atomically); `EINTR` is retried. Async-signal-safe.
 pub fn write_all(fd: RawFd, buf: &[u8]) -> io::Result<()> {
     loop {
-        match syscall!(write(fd, buf.as_ptr().cast(), buf.len())) {
-            Ok(n) if n as usize == buf.len() => return Ok(()),
+        match ioscale_sys::fd::write(fd, buf) {
+            Ok(n) if n == buf.len() => return Ok(()),
             Ok(_) => return Err(io::Error::new(io::ErrorKind::WriteZero, "short pipe write")),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
-        }
-    }
-}
-
-/// `close(fd)` of a raw descriptor. Async-signal-safe.
-pub fn close(fd: RawFd) {
-    // SAFETY: the caller owns `fd` and never uses the number again.
-    unsafe { libc::close(fd) };
-}
-
-/// Closes every descriptor in `lo..=hi` (`close_range`, falling back to a loop over the open
-/// ones below a bound if the kernel lacks it). Async-signal-safe.
-pub fn close_range(lo: RawFd, hi: RawFd) {
-    if lo > hi || lo < 0 {
-        return;
-    }
-    // SAFETY: close_range only closes descriptors; the caller uses none of them again.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            lo as libc::c_uint,
-            hi as libc::c_uint,
-            0 as libc::c_uint,
-        )
-    };
-    if rc != 0 {
-        let end = hi.min(65_535);
-        for fd in lo..=end {
-            close(fd);
         }
     }
 }
@@ -267,11 +81,6 @@ pub fn close_range(lo: RawFd, hi: RawFd) {
 /// Async-signal-safe; the raw number is returned so that a forked waiter need not drop anything.
 pub fn dup_raw(fd: RawFd, min: RawFd) -> io::Result<RawFd> {
     syscall!(fcntl(fd, libc::F_DUPFD_CLOEXEC, min))
-}
-
-/// [`dup_raw`], owned (for the parent).
-pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
-    dup_raw(fd, 0).map(owned)
 }
 
 /// A non-blocking TCP listening socket on `addr` (async-signal-safe; returns the raw number).
@@ -284,33 +93,7 @@ pub fn tcp_listener_raw(
     listen: bool,
     backlog: i32,
 ) -> io::Result<RawFd> {
-    let fd = syscall!(socket(
-        libc::AF_INET,
-        libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        0
-    ))?;
-    let setup = || -> io::Result<()> {
-        let one: libc::c_int = 1;
-        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        let opt = (&one as *const libc::c_int).cast();
-        syscall!(setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, opt, len))?;
-        if reuseport {
-            syscall!(setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, opt, len))?;
-        }
-        let sin = sockaddr(addr);
-        syscall!(bind(fd, (&sin as *const libc::sockaddr_in).cast(), SIN_LEN))?;
-        if listen {
-            syscall!(listen(fd, backlog))?;
-        }
-        Ok(())
-    };
-    match setup() {
-        Ok(()) => Ok(fd),
-        Err(e) => {
-            close(fd);
-            Err(e)
-        }
-    }
+    tcp_listener(addr, reuseport, listen, backlog).map(IntoRawFd::into_raw_fd)
 }
 
 /// [`tcp_listener_raw`], owned (for the parent).
@@ -320,18 +103,15 @@ pub fn tcp_listener(
     listen: bool,
     backlog: i32,
 ) -> io::Result<OwnedFd> {
-    tcp_listener_raw(addr, reuseport, listen, backlog).map(owned)
+    ioscale_sys::net::listener(addr.into(), reuseport, listen.then_some(backlog))
 }
 
 /// The IPv4 address a socket is bound to (`getsockname`).
 pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddrV4> {
-    let mut sin = sockaddr(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
-    let mut len = SIN_LEN;
-    syscall!(getsockname(fd.as_raw_fd(), (&mut sin as *mut libc::sockaddr_in).cast(), &mut len))?;
-    Ok(SocketAddrV4::new(
-        std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
-        u16::from_be(sin.sin_port),
-    ))
+    match ioscale_sys::net::local_addr(fd.as_raw_fd())? {
+        SocketAddr::V4(a) => Ok(a),
+        SocketAddr::V6(a) => Err(io::Error::other(format!("{a} is not an IPv4 address"))),
+    }
 }
 
 /// `accept4(fd, SOCK_NONBLOCK)`; returns the raw number of the new connection (the waiter closes
@@ -348,33 +128,15 @@ pub fn accept_raw(fd: RawFd) -> io::Result<RawFd> {
 /// A non-blocking TCP socket with `SO_LINGER {1, 0}` (its close sends a reset, so thousands of
 /// measured connects leave no `TIME_WAIT` behind to exhaust the ephemeral ports).
 pub fn client_socket() -> io::Result<OwnedFd> {
-    let fd = syscall!(socket(
-        libc::AF_INET,
-        libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        0
-    ))
-    .map(owned)?;
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
-    let len = std::mem::size_of::<libc::linger>() as libc::socklen_t;
-    syscall!(setsockopt(
-        fd.as_raw_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_LINGER,
-        (&l as *const libc::linger).cast(),
-        len
-    ))?;
+    let fd = ioscale_sys::net::tcp_socket(&SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    ioscale_sys::net::set_linger_zero(fd.as_raw_fd())?;
     Ok(fd)
 }
 
 /// `connect(fd, addr)` on a non-blocking socket: `EINPROGRESS` counts as success. Nothing else
 /// happens in this call, so timing it times the kernel's connect path alone.
 pub fn connect(fd: &OwnedFd, addr: SocketAddrV4) -> io::Result<()> {
-    let sin = sockaddr(addr);
-    match syscall!(connect(fd.as_raw_fd(), (&sin as *const libc::sockaddr_in).cast(), SIN_LEN)) {
-        Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(()),
-        Err(e) => Err(e),
-    }
+    ioscale_sys::net::connect(fd.as_raw_fd(), addr.into())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ impl Machine {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|k| k.parse::<u64>().ok())
             .map_or(0, |k| k / 1024);
-        let nofile = crate::sys::nofile_soft();
+        let nofile = ioscale_sys::limits::nofile().map_or(0, |(soft, _)| soft);
         let host = read("/proc/sys/kernel/hostname").trim().to_string();
         Machine { kernel, cpu, cores, memory_mib, nofile, host }
     }

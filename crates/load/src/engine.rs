@@ -20,7 +20,6 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -893,8 +892,8 @@ pub fn run_with_log(
     mut hdr: Option<&mut HdrLog>,
 ) -> io::Result<Report> {
     plan.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.0))?;
-    sys::install_signals();
-    let nofile = sys::raise_nofile();
+    sys::install_signals()?;
+    let nofile = ioscale_sys::limits::raise_nofile()?;
     let need = plan.held() as u64 + 64;
     if need > nofile {
         return Err(io::Error::other(format!(
@@ -987,7 +986,7 @@ pub fn run_with_log(
         level: trigger == Trigger::Level,
         oneshot: trigger == Trigger::Oneshot,
     };
-    let cpu0 = sys::cpu_time();
+    let cpu0 = sys::cpu_time()?;
     let hdr_interval = hdr.as_ref().map_or(0, |h| ns(h.interval).max(1_000_000));
     // Intervals start when measuring does; timestamps count from the run's start (BaseTime).
     let mut hdr_from = warm;
@@ -1025,7 +1024,7 @@ pub fn run_with_log(
     let mut held_at_window: Option<(u64, u64)> = None;
     loop {
         let now = e.now();
-        if sys::STOP.load(Ordering::SeqCst) && e.scheduling {
+        if ioscale_sys::interrupt::requested() && e.scheduling {
             interrupted = true;
             e.warm_end = e.warm_end.min(now);
             e.end = e.end.min(now);
@@ -1216,7 +1215,7 @@ pub fn run_with_log(
         }
     }
     let wall = e.t0.elapsed();
-    let cpu = sys::cpu_time() - cpu0;
+    let cpu = sys::cpu_time()? - cpu0;
     // The last (partial) interval: replies drained after the window belong to the record too.
     if let (Some(h), Some(hist)) = (hdr, e.hdr.as_deref_mut()) {
         let end = ns(wall).max(hdr_from);

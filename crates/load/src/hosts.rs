@@ -94,7 +94,7 @@ pub fn follow_stdin() {
             }
         }
         STDIN_CLOSED.store(true, Ordering::SeqCst);
-        sys::STOP.store(true, Ordering::SeqCst);
+        ioscale_sys::interrupt::request();
     });
 }
 
@@ -336,7 +336,7 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
             humantime::format_rfc3339_millis(start_at)
         ));
     }
-    sys::install_signals();
+    let _ = sys::install_signals(); // as before: a run without the handlers still runs
     let t_start = Instant::now() + lead;
     let start_unix = unix(start_at);
     let (tx, rx) = mpsc::channel::<Note>();
@@ -427,7 +427,7 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
                 h.failure = Some(format!("exited ({st}) before it was ready: {tail}"));
             }
         }
-        if sys::STOP.load(Ordering::SeqCst) {
+        if ioscale_sys::interrupt::requested() {
             interrupted = true;
             break;
         }
@@ -493,7 +493,7 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
         if running == 0 {
             break;
         }
-        if sys::STOP.load(Ordering::SeqCst) && stopping.is_none() {
+        if ioscale_sys::interrupt::requested() && stopping.is_none() {
             interrupted = true;
         }
         let failed = hosts.iter().any(|h| h.failure.is_some());

@@ -299,31 +299,33 @@ impl Server {
                 "--exclusive applies to a shared listener, not --listener reuseport".into(),
             ));
         }
-        let nofile = sys::raise_nofile_limit().unwrap_or(1024);
+        let nofile = ioscale_sys::limits::raise_nofile().unwrap_or(1024);
         if config.max_conns == 0 {
             // Leave room for the listener(s), the dispatchers, cached files and the reserve.
             config.max_conns = (nofile as usize).saturating_sub(64 + 4 * config.workers).max(16);
         }
         if let Some(q) = config.sigqueue_max {
-            sys::set_sigpending_limit(q).map_err(|e| {
+            ioscale_sys::limits::set_soft(ioscale_sys::limits::SIGPENDING, q).map_err(|e| {
                 start_err(StartErrorKind::Config, format!("--sigqueue-max {q}: {e}"))
             })?;
         }
-        sys::ignore_sigpipe().map_err(|e| start_err(StartErrorKind::Other, e.to_string()))?;
+        ioscale_sys::process::ignore_sigpipe()
+            .map_err(|e| start_err(StartErrorKind::Other, e.to_string()))?;
         let reuseport = config.listener == ListenerMode::Reuseport;
         let n = if reuseport { config.workers } else { 1 };
         let mut listeners = Vec::with_capacity(n);
         let mut addr = SocketAddr::new(config.bind, config.port);
         for _ in 0..n {
-            let fd = sys::listen(addr, reuseport, config.backlog).map_err(|e| {
-                let why = if e.kind() == io::ErrorKind::AddrInUse {
-                    "the address is already in use".to_string()
-                } else {
-                    e.to_string()
-                };
-                start_err(StartErrorKind::Bind, format!("cannot listen on {addr}: {why}"))
-            })?;
-            addr = sys::local_addr(fd.as_raw_fd())
+            let fd =
+                ioscale_sys::net::listener(addr, reuseport, Some(config.backlog)).map_err(|e| {
+                    let why = if e.kind() == io::ErrorKind::AddrInUse {
+                        "the address is already in use".to_string()
+                    } else {
+                        e.to_string()
+                    };
+                    start_err(StartErrorKind::Bind, format!("cannot listen on {addr}: {why}"))
+                })?;
+            addr = ioscale_sys::net::local_addr(fd.as_raw_fd())
                 .map_err(|e| start_err(StartErrorKind::Bind, e.to_string()))?;
             listeners.push(fd);
         }

@@ -67,7 +67,8 @@ impl Snapshot {
         // in it, answered at once) less those in the others.
         let slower: u64 = durations.iter().map(|d| d.1).sum();
         durations[0].1 = c.requests.saturating_sub(slower);
-        let (user, system) = crate::sys::process_cpu();
+        let u = ioscale_sys::cpu::usage().unwrap_or_default();
+        let (user, system) = (u.user, u.system);
         Snapshot {
             mechanism: s.mechanism.name(),
             workers: s.workers.len(),

@@ -587,7 +587,8 @@ impl Shared {
             .zip(&all)
             .map(|(w, c)| {
                 let tid = w.tid.load(Relaxed);
-                let (voluntary, involuntary) = crate::sys::thread_switches(tid).unwrap_or((0, 0));
+                let (voluntary, involuntary) =
+                    ioscale_sys::cpu::thread_switches(tid as i32).unwrap_or((0, 0));
                 wakeups += voluntary;
                 json!({
                     "tid": tid,
@@ -613,7 +614,8 @@ impl Shared {
             .flat_map(|w| w.switches.lock().map(|s| s.clone()).unwrap_or_default())
             .map(|s| json!({"at": s.at.as_secs_f64(), "to": s.to, "reason": s.reason}))
             .collect();
-        let (user, system) = crate::sys::process_cpu();
+        let u = ioscale_sys::cpu::usage().unwrap_or_default();
+        let (user, system) = (u.user, u.system);
         let mut m = Map::new();
         m.insert("server".into(), "ioscale".into());
         m.insert("mechanism".into(), self.mechanism.name().into());

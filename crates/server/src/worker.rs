@@ -118,7 +118,7 @@ pub(crate) fn run(
     shared.wakers.lock().map_err(|_| io::Error::other("poisoned"))?.push(waker.clone());
     let now = Instant::now();
     let st = &shared.stats.workers[id];
-    st.tid.store(sys::gettid(), Ordering::Relaxed);
+    st.tid.store(ioscale_sys::cpu::gettid() as u64, Ordering::Relaxed);
     let resp = Responder::new(cfg, shared, st)?;
     let mut w = Worker {
         id,

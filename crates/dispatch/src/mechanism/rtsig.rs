@@ -377,8 +377,7 @@ impl Core {
             epoch: 0,
             mature_upto: 0,
             need_marker: false,
-            // SAFETY: getpid cannot fail.
-            pid: unsafe { libc::getpid() },
+            pid: sig::getpid(),
             next_gen: 1,
             sigio_seen: SIGIO_EPOCH.with(Cell::get),
             sbuf: Vec::new(),

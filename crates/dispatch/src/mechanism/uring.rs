@@ -50,7 +50,7 @@
 use super::poll::{interest_events, revents_flags};
 use super::{already_registered, check_fd, not_registered, Dispatcher, Mechanism, Trigger};
 use crate::sys::uring::{self as ring, Sqe};
-use crate::{sys, Counters, Event, Events, Interest, Token};
+use crate::{Counters, Event, Events, Interest, Token};
 use io_uring::{cqueue, opcode, register::Probe, types, IoUring};
 use std::collections::VecDeque;
 use std::io;
@@ -420,7 +420,7 @@ fn probe(ring: &mut IoUring) -> io::Result<()> {
         }
     }
     // A trial multishot poll on an empty pipe, removed at once: an old kernel rejects the flag.
-    let (rd, _wr) = sys::pipe()?;
+    let (rd, _wr) = ioscale_sys::fd::pipe(true)?;
     let mask = libc::POLLIN as u32;
     let ok = ring::push(ring, &Sqe::poll_multishot(rd.as_raw_fd(), mask, UD_PROBE))
         && ring::push(ring, &Sqe::poll_remove(UD_PROBE, UD_REMOVE));

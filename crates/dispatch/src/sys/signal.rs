@@ -6,7 +6,8 @@
 //! Each wrapper is one system call (two for [`arm_async`], which reads then writes the file
 //! status flags), so the mechanisms can count their system calls honestly.
 
-use super::{owned, syscall};
+use ioscale_sys::fd::owned;
+use ioscale_sys::{cvt_pthread, limits, syscall};
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::Duration;
@@ -24,11 +25,8 @@ struct FOwnerEx {
     pid: libc::pid_t,
 }
 
-/// The calling thread's kernel id (`gettid`).
-pub fn gettid() -> libc::pid_t {
-    // SAFETY: gettid takes no arguments and cannot fail.
-    unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t }
-}
+pub use ioscale_sys::cpu::gettid;
+pub use ioscale_sys::process::getpid;
 
 /// The lowest real-time signal the C library leaves to applications (`SIGRTMIN`).
 pub fn sigrtmin() -> libc::c_int {
@@ -77,21 +75,14 @@ impl SigSet {
 pub fn block(set: &SigSet) -> io::Result<SigSet> {
     let mut old = SigSet::of(&[]);
     // SAFETY: both pointers are to valid sigset_t values.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set.0, &mut old.0) };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
+    cvt_pthread(unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set.0, &mut old.0) })?;
     Ok(old)
 }
 
 /// Removes `set` from the calling thread's blocked mask.
 pub fn unblock(set: &SigSet) -> io::Result<()> {
     // SAFETY: set points to a valid sigset_t; the old mask is not wanted (null).
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set.0, std::ptr::null_mut()) };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
-    Ok(())
+    cvt_pthread(unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set.0, std::ptr::null_mut()) })
 }
 
 /// Whether the process's disposition for `sig` is the default one (no handler, not ignored).
@@ -191,7 +182,9 @@ pub fn sigtimedwait(set: &SigSet, timeout: Option<Duration>) -> io::Result<Optio
 /// A non-blocking, close-on-exec `signalfd` for `set` (the set must be blocked in the threads
 /// that read it; a read dequeues the *reading* thread's pending signals).
 pub fn signalfd(set: &SigSet) -> io::Result<OwnedFd> {
-    syscall!(signalfd(-1, &set.0, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)).map(owned)
+    let fd = syscall!(signalfd(-1, &set.0, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC))?;
+    // SAFETY: signalfd(-1, …) succeeded: `fd` is a new descriptor owned by nobody else.
+    Ok(unsafe { owned(fd) })
 }
 
 /// An all-zero `signalfd_siginfo` for read buffers.
@@ -225,18 +218,13 @@ pub fn notice_of(s: &libc::signalfd_siginfo) -> Notice {
 /// Queues `signo` with `value` (`SI_QUEUE`) to thread `tid` of this process
 /// (`rt_tgsigqueueinfo`). Fails with `EAGAIN` when the signal queue is full.
 pub fn queue_to_thread(tid: libc::pid_t, signo: libc::c_int, value: u64) -> io::Result<()> {
-    // SAFETY: getpid and getuid cannot fail.
-    let (pid, uid) = unsafe { (libc::getpid(), libc::getuid()) };
+    // SAFETY: getuid cannot fail.
+    let (pid, uid) = (getpid(), unsafe { libc::getuid() });
     let mut info = RawSigInfo { _size: [0; 16] };
     info.queue = QueueInfo { signo, errno: 0, code: SI_QUEUE, pid, uid, value: value as usize };
-    // SAFETY: info is a fully initialised, siginfo_t-sized buffer that outlives the call.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, signo, &info as *const RawSigInfo)
-    };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    // `info` is a fully initialised, siginfo_t-sized buffer that outlives the call.
+    syscall!(syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, signo, &info as *const RawSigInfo))
+        .map(drop)
 }
 
 /// `fcntl(fd, F_SETSIG, sig)`: `O_ASYNC` notices for `fd` become queued `sig` signals carrying
@@ -258,25 +246,15 @@ pub fn arm_async(fd: RawFd) -> io::Result<()> {
     syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_ASYNC | libc::O_NONBLOCK)).map(drop)
 }
 
-/// Clears `O_ASYNC` on `fd` (`F_GETFL` then `F_SETFL`).
-pub fn clear_async(fd: RawFd) -> io::Result<()> {
-    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
-    syscall!(fcntl(fd, libc::F_SETFL, flags & !libc::O_ASYNC)).map(drop)
-}
-
 /// The soft and hard `RLIMIT_SIGPENDING` (how many signals may be queued for this process's
 /// real user, counted over all of that user's processes).
 pub fn sigpending_limit() -> io::Result<(u64, u64)> {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    syscall!(getrlimit(libc::RLIMIT_SIGPENDING, &mut r))?;
-    Ok((r.rlim_cur, r.rlim_max))
+    limits::get(limits::SIGPENDING)
 }
 
 /// Sets the soft `RLIMIT_SIGPENDING` of this process to `soft` (at most the hard limit).
 pub fn set_sigpending_limit(soft: u64) -> io::Result<()> {
-    let (_, hard) = sigpending_limit()?;
-    let r = libc::rlimit { rlim_cur: soft, rlim_max: hard };
-    syscall!(setrlimit(libc::RLIMIT_SIGPENDING, &r)).map(drop)
+    limits::set_soft(limits::SIGPENDING, soft)
 }
 
 /// `SigQ` from `/proc/self/status`: (signals queued now for this real user, the limit).

@@ -143,7 +143,7 @@ pub fn run(plan: &Plan, exe: &Path) -> Result<Outcome, Error> {
         Some(r) => r.clone(),
         None => make_root(&plan.out)?,
     };
-    lsys::catch_interrupt();
+    let _ = lsys::catch_interrupt(); // without it Ctrl-C kills the run, as before
     let mut kids = Children::default();
     let (spid, port) = start_server(&mut kids, exe, plan, &root)?;
     // The baseline: the server with no connection.
@@ -460,7 +460,7 @@ pub fn check(a: &Plan) -> Result<(), String> {
     if a.rate == 0.0 && a.idle == 0 {
         return Err("nothing to load: give --rate above 0 or --idle above 0".into());
     }
-    let limit = lsys::nofile_soft().max(hard_nofile().unwrap_or(0));
+    let limit = ioscale_sys::limits::nofile().map_or(0, |(soft, hard)| soft.max(hard));
     if (a.idle as u64) + 256 > limit {
         return Err(format!(
             "--idle {} needs more descriptors than a process may open here ({limit}): give at most {}",
@@ -469,12 +469,6 @@ pub fn check(a: &Plan) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn hard_nofile() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let l = s.lines().find(|l| l.starts_with("Max open files"))?;
-    l.split_whitespace().nth(4)?.parse().ok()
 }
 
 /// The summary document: the server's memory and descriptors over the run, latency in the

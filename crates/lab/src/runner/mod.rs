@@ -140,7 +140,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, Error> {
     let total: usize = work.iter().map(|(_, p)| p.len()).sum();
     let total_ms: u64 =
         work.iter().map(|(plan, p)| progress::weight_ms(plan) * p.len() as u64).sum();
-    sys::catch_interrupt();
+    let _ = sys::catch_interrupt(); // without it Ctrl-C kills the run, as before
     let mut ctx = Ctx {
         cfg,
         machine: Machine::detect(),
