@@ -31,8 +31,7 @@ impl Proc {
 
     /// Sends `sig` to it (by PID).
     pub fn signal(&self, sig: i32) {
-        // SAFETY: a signal to our own child by its PID has no memory-safety preconditions.
-        unsafe { libc::kill(self.0.id() as i32, sig) };
+        let _ = ioscale_sys::process::kill(self.0.id(), sig);
     }
 
     /// Its exit code (`None`: ended by a signal) within `limit`; `Err` (after killing it) if it
@@ -223,19 +222,8 @@ pub fn proc_cpu_s(pid: u32) -> f64 {
 
 /// Sets SO_LINGER to 0 on `s`: its next close sends a reset.
 pub fn linger_zero(s: &TcpStream) {
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
     let fd = std::os::fd::AsRawFd::as_raw_fd(s);
-    // SAFETY: `fd` is open for the call; `l` is a valid linger struct of the given size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
+    ioscale_sys::net::set_linger_zero(fd).unwrap_or_else(|e| panic!("SO_LINGER: {e}"));
 }
 
 /// Debian's nginx binary, or `None` with a printed reason when it is not installed.
