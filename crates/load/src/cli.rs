@@ -57,10 +57,14 @@ pub struct LoadArgs {
     /// Period of an idle connection's requests (jittered ±10%).
     #[arg(long, default_value = "1s", value_parser = plan::parse_duration)]
     pub idle_period: Duration,
-    /// Connect and response timeout.
-    #[arg(long, default_value = "5s", value_parser = plan::parse_duration)]
+    /// Connect and response timeout, each phase on its own. A connection past it is counted
+    /// (connect or response timeout) and reset, which frees its descriptor and port at once.
+    /// The 5 s default lets a connection whose SYN a full accept queue dropped be retried
+    /// twice by the kernel (after 1 s and 3 s) before it counts; wrk uses 2 s, httperf none.
+    #[arg(long, default_value = "5s", value_parser = plan::parse_timeout)]
     pub timeout: Duration,
-    /// Source addresses: a count N (127.0.0.1..N) or a list of 127.x.y.z.
+    /// Source addresses, used in turn: a count N (127.0.0.1..N) or a list of 127.x.y.z.
+    /// Default for loopback targets: 4 (each address has its own ~28,000 ephemeral ports).
     #[arg(long, value_parser = |s: &str| plan::parse_sources(s).map_err(|e| e.0))]
     pub source_addrs: Option<std::vec::Vec<std::net::Ipv4Addr>>,
     /// Event-dispatch mechanism of the generator itself.

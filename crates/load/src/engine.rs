@@ -120,6 +120,8 @@ struct Engine<'p> {
     timeout: u64,
     rng: Rng,
     source_i: usize,
+    /// Source addresses, used round-robin (empty: the system's choice).
+    sources: Vec<std::net::Ipv4Addr>,
     active: PopStats,
     idle: PopStats,
     inactive: PopStats,
@@ -129,6 +131,8 @@ struct Engine<'p> {
     /// `--hdr-log`: the interval's histograms (None without a log: nothing recorded).
     hdr: Option<Box<IntervalHists>>,
     timers: BinaryHeap<Reverse<(u64, usize, u32)>>,
+    /// Connect and response deadlines in order: (deadline, slot, generation).
+    deadlines: VecDeque<(u64, u32, u32)>,
     retry: VecDeque<(u64, Pop)>,
     /// While re-opening held connections fails, one attempt per 100 ms: not before this time
     /// (0: not failing).
@@ -140,8 +144,26 @@ struct Engine<'p> {
     started_in_window: u64,
     scheduling: bool,
     open: usize,
+    /// Active connections open, and how many the descriptor budget allows (the process's
+    /// limit less the held populations and a margin): an arrival beyond it is counted as "fd
+    /// unavailable" at once, as httperf's fd-unavail, without a system call.
+    open_active: usize,
+    active_budget: usize,
+    /// The open-loop arrival schedule.
+    arr: Arrivals,
     level: bool,
     oneshot: bool,
+}
+
+/// The open-loop arrivals still to come: this process's share of the global schedule.
+struct Arrivals {
+    sched: crate::plan::Schedule,
+    /// When the next one is due, ns after t0.
+    next: f64,
+    /// This process's rate (0: no open-loop arrivals).
+    rate: f64,
+    /// Requests per session.
+    calls: u32,
 }
 
 fn ns(d: Duration) -> u64 {
@@ -174,23 +196,26 @@ impl<'p> Engine<'p> {
     /// Opens a connection of population `pop`; returns its slot.
     fn open(&mut self, pop: Pop, calls: u32, intended: u64) -> Option<usize> {
         let target = self.pick_target();
-        let source = if self.plan.sources.is_empty() {
-            None
+        let src = if self.sources.is_empty() {
+            0
         } else {
             self.source_i += 1;
-            Some(self.plan.sources[self.source_i % self.plan.sources.len()])
+            self.source_i % self.sources.len()
         };
         let now = self.now();
         let count = pop != Pop::Active || self.in_window(intended);
         if count {
             self.stats(pop).asked += 1;
         }
-        let fd = match sys::connect(source, self.plan.targets[target].addr) {
-            Ok(fd) => fd,
+        let connected = if pop == Pop::Active && self.open_active >= self.active_budget {
+            Err(io::Error::from_raw_os_error(libc::EMFILE))
+        } else {
+            sys::connect(self.sources.get(src).copied(), self.plan.targets[target].addr)
+        };
+        let fd = match connected {
+            Ok(c) => c,
             Err(e) => {
-                if count {
-                    self.stats(pop).error(ErrorKind::of(&e));
-                }
+                self.count_error(pop, ErrorKind::of(&e), 1, count);
                 if self.held(pop) && self.scheduling {
                     self.retry.push_back((now + 100_000_000, pop));
                 }
@@ -205,9 +230,7 @@ impl<'p> Engine<'p> {
         self.gens[slot] = self.gens[slot].wrapping_add(1);
         if let Err(e) = self.d.register(fd.as_raw_fd(), Token(slot), Interest::WRITABLE) {
             self.free.push(slot);
-            if count {
-                self.stats(pop).error(ErrorKind::of(&e));
-            }
+            self.count_error(pop, ErrorKind::of(&e), 1, count);
             return None;
         }
         self.slab[slot] = Some(Conn {
@@ -232,11 +255,38 @@ impl<'p> Engine<'p> {
             unsent: calls,
             pooled: false,
         });
+        self.arm(slot);
         self.open += 1;
+        if pop == Pop::Active {
+            self.open_active += 1;
+        }
         if pop == Pop::Active && self.in_window(intended) {
             self.active.sessions += 1;
         }
         Some(slot)
+    }
+
+    /// Counts `n` errors of `kind` for `pop`: in the population's totals when `counted` (the
+    /// request or connection belongs to the window), and in the per-second series by when they
+    /// happened (any error inside the window, whatever it belongs to: the server's figure for
+    /// that second).
+    fn count_error(&mut self, pop: Pop, kind: ErrorKind, n: u32, counted: bool) {
+        let now = self.now();
+        let second = self.window_second(now);
+        let s = self.stats(pop);
+        if counted {
+            for _ in 0..n {
+                s.error(kind);
+            }
+        }
+        if let Some(i) = second {
+            s.error_at(i, u64::from(n));
+        }
+    }
+
+    /// The second of the measured window `t` falls in.
+    fn window_second(&self, t: u64) -> Option<usize> {
+        self.in_window(t).then(|| ((t - self.warm_end) / 1_000_000_000) as usize)
     }
 
     fn close(&mut self, slot: usize) -> Option<Conn> {
@@ -244,7 +294,12 @@ impl<'p> Engine<'p> {
         let _ = self.d.deregister(c.fd.as_raw_fd());
         self.free.push(slot);
         self.open -= 1;
-        self.pool_free.retain(|&s| s != slot);
+        if c.pop == Pop::Active {
+            self.open_active -= 1;
+        }
+        if c.pooled {
+            self.pool_free.retain(|&s| s != slot);
+        }
         Some(c)
     }
 
@@ -266,11 +321,7 @@ impl<'p> Engine<'p> {
             Pop::Active => self.in_window(c.intended),
             _ => self.in_window(now),
         };
-        if count {
-            for _ in 0..c.inflight.max(1) {
-                self.stats(c.pop).error(kind);
-            }
-        }
+        self.count_error(c.pop, kind, c.inflight.max(1), count);
         if c.st == St::Connecting && self.held(c.pop) {
             // It never connected: re-opened through the retry queue and its gate, not at once
             // (at once, a dead server or an exhausted port range makes a connect() loop).
@@ -319,7 +370,8 @@ impl<'p> Engine<'p> {
         let now = self.now();
         let timeout = self.timeout;
         let Some(c) = self.slab[slot].as_mut() else { return };
-        if c.inflight == 0 {
+        let first = c.inflight == 0;
+        if first {
             c.intended = intended;
             c.sent = now;
             c.deadline = now + timeout;
@@ -339,6 +391,9 @@ impl<'p> Engine<'p> {
         }
         if self.in_window(intended) {
             self.stats(pop).requests += 1;
+        }
+        if first {
+            self.arm(slot);
         }
     }
 
@@ -376,10 +431,9 @@ impl<'p> Engine<'p> {
 
     /// A held connection closed with requests still unanswered: each is lost.
     fn lost(&mut self, pop: Pop, intended: u64, n: u32) {
-        if n > 0 && self.in_window(intended) {
-            for _ in 0..n {
-                self.stats(pop).error(ErrorKind::ClosedEarly);
-            }
+        if n > 0 {
+            let counted = self.in_window(intended);
+            self.count_error(pop, ErrorKind::ClosedEarly, n, counted);
         }
     }
 
@@ -466,6 +520,7 @@ impl<'p> Engine<'p> {
                     c.sent = now; // the handshake's start, until a request is sent
                     c.deadline = now + timeout;
                 }
+                self.arm(slot);
                 return self.handshake(slot);
             }
         }
@@ -572,18 +627,25 @@ impl<'p> Engine<'p> {
         c.calls_left = c.calls_left.saturating_sub(1);
         let calls_left = c.calls_left;
         c.inflight = c.inflight.saturating_sub(1);
-        if let Some((i, s)) = c.later.as_mut().and_then(|l| l.pop_front()) {
+        let next = c.later.as_mut().and_then(|l| l.pop_front());
+        if let Some((i, s)) = next {
             // The next pipelined request's reply is due: its own times, a fresh timeout.
             c.intended = i;
             c.sent = s;
             c.deadline = now + timeout;
         }
         let (inflight, unsent) = (c.inflight, c.unsent);
+        if next.is_some() {
+            self.arm(slot);
+        }
+        // The per-second series counts every reply received in each second of the window,
+        // whenever its request was sent (httperf's reply rate: what the server delivered then).
+        if let Some(i) = self.window_second(now) {
+            self.stats(pop).reply_at(i);
+        }
         if self.in_window(intended) {
-            let second = (now < self.end)
-                .then(|| (now.saturating_sub(self.warm_end) / 1_000_000_000) as usize);
             let s = self.stats(pop);
-            s.reply(second, status);
+            s.reply(status);
             s.bytes += body_bytes;
             record_us(&mut s.latency, (now - intended) / 1000);
             record_us(&mut s.latency_actual, (now - sent) / 1000);
@@ -623,11 +685,10 @@ impl<'p> Engine<'p> {
                 } else {
                     if calls_left == 0 && self.in_window(intended) {
                         self.active.sessions_ok += 1;
-                    } else if calls_left > 0 && self.in_window(intended) {
+                    } else if calls_left > 0 {
                         // The session ended early; pipelined requests still owed are lost.
-                        for _ in 0..inflight.max(1) {
-                            self.active.error(ErrorKind::ClosedEarly);
-                        }
+                        let counted = self.in_window(intended);
+                        self.count_error(pop, ErrorKind::ClosedEarly, inflight.max(1), counted);
                     }
                     self.close(slot);
                 }
@@ -833,18 +894,105 @@ impl<'p> Engine<'p> {
         }
     }
 
-    fn sweep_timeouts(&mut self) {
-        let now = self.now();
-        for slot in 0..self.slab.len() {
-            let Some(c) = self.slab[slot].as_ref() else { continue };
-            if c.deadline != 0 && now > c.deadline {
-                let kind = if matches!(c.st, St::Connecting | St::Handshaking) {
-                    ErrorKind::ConnectTimeout
-                } else {
-                    ErrorKind::ResponseTimeout
-                };
-                self.fail(slot, kind);
+    /// Puts the connection's current deadline in the timeout queue. Every deadline is "now +
+    /// the timeout", so the queue is in deadline order; an entry whose connection has since
+    /// moved on (answered, closed, a later deadline of its own queued) is skipped when it
+    /// comes up.
+    fn arm(&mut self, slot: usize) {
+        if let Some(c) = self.slab[slot].as_ref().filter(|c| c.deadline != 0) {
+            self.deadlines.push_back((c.deadline, slot as u32, self.gens[slot]));
+        }
+    }
+
+    /// Ends the connections past their deadline, each with a reset (so its descriptor, its port
+    /// and the kernel's socket are free at once, and the server learns the client gave up), and
+    /// counts as timeouts the request-rate arrivals that waited longer than the timeout for a
+    /// free connection of the pool. The cost is per expired connection, never per open one, and
+    /// due arrivals go out between expiries: a burst of thousands of timeouts (an overloaded
+    /// server) must not hold up the schedule.
+    fn expire(&mut self) {
+        let mut done = 0u32;
+        while let Some(&(at, slot, gen)) = self.deadlines.front() {
+            let now = self.now();
+            if at >= now {
+                break;
             }
+            self.deadlines.pop_front();
+            let slot = slot as usize;
+            let Some(c) = self.slab[slot].as_ref() else { continue };
+            if self.gens[slot] != gen || c.deadline == 0 || c.deadline >= now {
+                continue;
+            }
+            let kind = if matches!(c.st, St::Connecting | St::Handshaking) {
+                ErrorKind::ConnectTimeout
+            } else {
+                ErrorKind::ResponseTimeout
+            };
+            sys::abort_on_close(c.fd.as_raw_fd());
+            self.fail(slot, kind);
+            done += 1;
+            if done.is_multiple_of(32) {
+                self.issue_arrivals();
+            }
+        }
+        let now = self.now();
+        while self.queue.front().is_some_and(|&t| now.saturating_sub(t) > self.timeout) {
+            let t = self.queue.pop_front().expect("checked");
+            let counted = self.in_window(t);
+            if counted {
+                self.active.requests += 1;
+            }
+            self.count_error(Pop::Active, ErrorKind::ResponseTimeout, 1, counted);
+        }
+    }
+
+    /// Issues the open-loop arrivals that are due. How late each one is issued is the schedule
+    /// lag: the generator's own lateness, whatever the server does (an arrival the server does
+    /// not accept or answer in time is the server's result, counted as a timeout or error).
+    fn issue_arrivals(&mut self) {
+        if !self.scheduling || self.arr.rate <= 0.0 {
+            return;
+        }
+        loop {
+            let now = self.now();
+            let t = self.arr.next as u64;
+            if t > now
+                || t >= self.end
+                || self.plan.sessions.is_some_and(|s| self.arr.sched.index() >= s)
+            {
+                return;
+            }
+            if self.in_window(t) {
+                record_us(&mut self.lag, (now - t) / 1000 + 1);
+                if self.in_window(now) {
+                    self.started_in_window += 1;
+                }
+            }
+            match self.plan.mode {
+                Mode::Sessions { .. } => {
+                    self.open(Pop::Active, self.arr.calls, t);
+                }
+                Mode::RequestRate { .. } => {
+                    if let Some(slot) = self.pool_free.pop() {
+                        if let Some(c) = self.slab[slot].as_mut() {
+                            c.pooled = false;
+                        }
+                        self.send(slot, t);
+                        // Pipelining: the slot takes more arrivals while it has room.
+                        if let Some(c) = self.slab[slot].as_mut() {
+                            if c.inflight < self.pipeline && c.st != St::Waiting {
+                                c.pooled = true;
+                                self.pool_free.push(slot);
+                            }
+                        }
+                    } else {
+                        self.queue.push_back(t);
+                    }
+                }
+                _ => {}
+            }
+            self.arr.sched.advance();
+            self.arr.next = self.start as f64 + self.arr.sched.at();
         }
     }
 
@@ -947,6 +1095,9 @@ pub fn run_with_log(
         .map_or(0, |at| ns(at.duration_since(std::time::SystemTime::now()).unwrap_or_default()));
     let warm = start + ns(plan.warmup);
     let end = plan.duration.map_or(u64::MAX, |d| warm + ns(d));
+    // This process's share of the rate; its arrivals are its segment of the global schedule.
+    let rate = plan.segment_rate();
+    let sources = plan.source_addrs();
     let mut e = Engine {
         plan,
         d,
@@ -975,6 +1126,7 @@ pub fn run_with_log(
         tick_latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
         hdr: hdr.is_some().then(Box::default),
         timers: BinaryHeap::new(),
+        deadlines: VecDeque::new(),
         retry: VecDeque::new(),
         retry_gate: 0,
         queue: VecDeque::new(),
@@ -983,6 +1135,15 @@ pub fn run_with_log(
         started_in_window: 0,
         scheduling: true,
         open: 0,
+        open_active: 0,
+        active_budget: (nofile.saturating_sub(64 + plan.held() as u64)) as usize,
+        sources,
+        arr: Arrivals {
+            sched: crate::plan::Schedule::new(plan, rate * plan.segment.count as f64),
+            next: 0.0,
+            rate,
+            calls: if let Mode::Sessions { calls, .. } = plan.mode { calls } else { 0 },
+        },
         level: trigger == Trigger::Level,
         oneshot: trigger == Trigger::Oneshot,
     };
@@ -1008,18 +1169,14 @@ pub fn run_with_log(
         }
         _ => {}
     }
-    // This process's share of the rate; its arrivals are its segment of the global schedule.
-    let rate = plan.segment_rate();
-    let calls = if let Mode::Sessions { calls, .. } = plan.mode { calls } else { 0 };
-    let mut sched = crate::plan::Schedule::new(plan, rate * plan.segment.count as f64);
-    let mut next_arrival = start as f64 + sched.at();
+    e.arr.next = start as f64 + e.arr.sched.at();
     let mut seg_start: Option<(std::time::SystemTime, bool)> = None;
     let mut events = Events::with_capacity(1024);
     let mut scratch = vec![0u8; 64 * 1024];
-    let mut next_sweep = 250_000_000u64;
     let mut next_tick = 1_000_000_000u64;
     let mut last_series_second = 0usize;
     let mut drain_deadline = u64::MAX;
+    let mut next_drain_check = 0u64;
     let mut interrupted = false;
     let mut held_at_window: Option<(u64, u64)> = None;
     loop {
@@ -1029,7 +1186,8 @@ pub fn run_with_log(
             e.warm_end = e.warm_end.min(now);
             e.end = e.end.min(now);
         }
-        if e.scheduling && (now >= e.end || plan.sessions.is_some_and(|s| sched.index() >= s)) {
+        if e.scheduling && (now >= e.end || plan.sessions.is_some_and(|s| e.arr.sched.index() >= s))
+        {
             e.scheduling = false;
             if e.end == u64::MAX {
                 e.end = now;
@@ -1060,49 +1218,16 @@ pub fn run_with_log(
                 }
             }
         }
-        if !e.scheduling && (e.in_flight() == 0 || now > drain_deadline) {
+        // Draining: done when nothing is in flight (counted at most every 10 ms: the count
+        // walks every connection) or when the drain time is up.
+        if !e.scheduling && (now > drain_deadline || now >= next_drain_check && e.in_flight() == 0)
+        {
             break;
         }
-        // Open-loop arrivals due by now.
-        if e.scheduling && rate > 0.0 {
-            while (next_arrival as u64) <= now && e.scheduling {
-                let t = next_arrival as u64;
-                if t >= e.end || plan.sessions.is_some_and(|s| sched.index() >= s) {
-                    break;
-                }
-                if e.in_window(t) {
-                    record_us(&mut e.lag, (now - t) / 1000 + 1);
-                    if e.in_window(now) {
-                        e.started_in_window += 1;
-                    }
-                }
-                match plan.mode {
-                    Mode::Sessions { .. } => {
-                        e.open(Pop::Active, calls, t);
-                    }
-                    Mode::RequestRate { .. } => {
-                        if let Some(slot) = e.pool_free.pop() {
-                            if let Some(c) = e.slab[slot].as_mut() {
-                                c.pooled = false;
-                            }
-                            e.send(slot, t);
-                            // Pipelining: the slot takes more arrivals while it has room.
-                            if let Some(c) = e.slab[slot].as_mut() {
-                                if c.inflight < e.pipeline && c.st != St::Waiting {
-                                    c.pooled = true;
-                                    e.pool_free.push(slot);
-                                }
-                            }
-                        } else {
-                            e.queue.push_back(t);
-                        }
-                    }
-                    _ => {}
-                }
-                sched.advance();
-                next_arrival = start as f64 + sched.at();
-            }
+        if !e.scheduling && now >= next_drain_check {
+            next_drain_check = now + 10_000_000;
         }
+        e.issue_arrivals();
         // Idle connections due to send.
         while let Some(Reverse((at, slot, gen))) = e.timers.peek().copied() {
             if at > now {
@@ -1138,10 +1263,7 @@ pub fn run_with_log(
                 hdr_from += hdr_interval;
             }
         }
-        if now >= next_sweep {
-            e.sweep_timeouts();
-            next_sweep = now + 250_000_000;
-        }
+        e.expire();
         if now >= next_tick {
             next_tick += 1_000_000_000;
             let s = now as f64 / 1e9;
@@ -1181,9 +1303,15 @@ pub fn run_with_log(
             }
         }
         // Sleep until the next thing due.
-        let mut due = next_sweep.min(next_tick);
+        let mut due = next_tick;
+        if let Some(d) = e.deadlines.front() {
+            due = due.min(d.0 + 1);
+        }
+        if let Some(&t) = e.queue.front() {
+            due = due.min(t + e.timeout + 1);
+        }
         if e.scheduling && rate > 0.0 {
-            due = due.min(next_arrival as u64);
+            due = due.min(e.arr.next as u64);
         }
         if let Some(Reverse((at, _, _))) = e.timers.peek() {
             due = due.min(*at);
@@ -1208,9 +1336,12 @@ pub fn run_with_log(
             Err(err) => return Err(err),
         };
         if n > 0 {
-            let evs: Vec<ioscale_dispatch::Event> = events.iter().copied().collect();
-            for ev in &evs {
+            for (i, ev) in events.iter().enumerate() {
                 e.event(ev.token().0, ev, &mut scratch);
+                // A long batch of events must not hold up the schedule.
+                if i % 32 == 31 {
+                    e.issue_arrivals();
+                }
             }
         }
     }
@@ -1308,6 +1439,11 @@ fn finish(
         Mode::None => json!({"kind": "none"}),
     };
     let active = stats::population_json(&e.active, window_s);
+    let per_arrival = match plan.mode {
+        Mode::Sessions { calls, .. } => f64::from(calls),
+        _ => 1.0,
+    };
+    let server = stats::server_verdict(&active, rate * per_arrival * plan.segment.count as f64);
     let record = json!({
         "tool": "ioscale load",
         "version": env!("CARGO_PKG_VERSION"),
@@ -1315,6 +1451,7 @@ fn finish(
         "mode": mode,
         "arrival": if plan.arrival == Arrival::Poisson { "poisson" } else { "fixed" },
         "dispatch": plan.dispatch.name(),
+        "source_addrs": plan.source_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "warmup_s": plan.warmup.as_secs_f64(),
         "window_s": window_s,
         "wall_s": wall.as_secs_f64(),
@@ -1324,6 +1461,7 @@ fn finish(
         "target_rate": rate,
         "achieved_rate": achieved,
         "generator_cpu_util": cpu_util,
+        "server": server,
         "self_check": {
             "target_rate": rate,
             "achieved_rate": achieved,
@@ -1332,6 +1470,7 @@ fn finish(
             "cpu_s": cpu.as_secs_f64(),
             "cpu_util": cpu_util,
             "cpu_us_per_reply": if e.active.replies + e.idle.replies > 0 { cpu.as_secs_f64() * 1e6 / (e.active.replies + e.idle.replies) as f64 } else { 0.0 },
+            "cpu_us_per_arrival": if e.started_in_window > 0 { cpu.as_secs_f64() * 1e6 / e.started_in_window as f64 } else { 0.0 },
             "connections_asked": e.active.asked + e.idle.asked + e.inactive.asked,
             "connections_established": e.active.established + e.idle.established + e.inactive.established,
         },
@@ -1377,11 +1516,11 @@ pub fn summary_text(r: &Value) -> String {
                 "{pop:>8}: sessions {} ok {}  requests {} replies {}  connections {}/{} reconnects {}\n\
                  {:>8}  reply rate [/s]: avg {:.1} min {:.0} max {:.0} stddev {:.1} ({} samples)\n\
                  {:>8}  response ms (from intended): p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}; actual p50 {:.3} p99 {:.3}; connect p50 {:.3}\n\
-                 {:>8}  errors {} (connect timeout {}, response timeout {}, refused {}, reset {}, fd unavailable {}, addr unavailable {}, bad response {}, closed early {}, other {}, tls {})\n",
+                 {:>8}  errors {} = {:.1}% (connect timeout {}, response timeout {}, refused {}, reset {}, fd unavailable {}, addr unavailable {}, bad response {}, closed early {}, other {}, tls {})\n",
                 p["sessions"], p["sessions_ok"], p["requests"], p["replies"], p["connections_established"], p["connections_asked"], p["reconnects"],
                 "", f(&p["reply_rate"]["avg"]), f(&p["reply_rate"]["min"]), f(&p["reply_rate"]["max"]), f(&p["reply_rate"]["stddev"]), p["reply_rate"]["samples"],
                 "", f(&p["latency_ms"]["p50"]), f(&p["latency_ms"]["p90"]), f(&p["latency_ms"]["p99"]), f(&p["latency_ms"]["max"]), f(&p["latency_actual_ms"]["p50"]), f(&p["latency_actual_ms"]["p99"]), f(&p["connect_ms"]["p50"]),
-                "", p["errors"]["total"], p["errors"]["connect_timeout"], p["errors"]["response_timeout"], p["errors"]["refused"], p["errors"]["reset"], p["errors"]["fd_unavailable"], p["errors"]["addr_unavailable"], p["errors"]["bad_response"], p["errors"]["closed_early"], p["errors"]["other"], p["errors"]["tls"],
+                "", p["errors"]["total"], f(&p["error_percent"]), p["errors"]["connect_timeout"], p["errors"]["response_timeout"], p["errors"]["refused"], p["errors"]["reset"], p["errors"]["fd_unavailable"], p["errors"]["addr_unavailable"], p["errors"]["bad_response"], p["errors"]["closed_early"], p["errors"]["other"], p["errors"]["tls"],
             ),
         );
         let t = &p["tls"];
@@ -1398,6 +1537,12 @@ pub fn summary_text(r: &Value) -> String {
                 ),
             );
         }
+    }
+    let sv = &r["server"];
+    if sv["kept_up"].as_bool() == Some(false) {
+        let reasons: Vec<&str> =
+            sv["reasons"].as_array().into_iter().flatten().filter_map(|x| x.as_str()).collect();
+        s.push_str(&format!("server: did not keep up: {}\n", reasons.join("; ")));
     }
     let c = &r["self_check"];
     let _ = std::fmt::Write::write_fmt(

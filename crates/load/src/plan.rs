@@ -212,6 +212,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v * mult))
 }
 
+/// Parses `--timeout`: a duration longer than zero (a zero timeout would time every connection
+/// out at the first sweep).
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("invalid --timeout '{s}': expected a duration longer than 0, e.g. 5s"));
+    }
+    Ok(d)
+}
+
 impl Plan {
     /// Checks the plan as a whole.
     pub fn validate(&self) -> Result<(), PlanError> {
@@ -244,10 +254,29 @@ impl Plan {
                 "{held} held connections exceed what one process may open here (about 19,500 of its 20,000 descriptors)"
             )));
         }
+        if self.timeout.is_zero() {
+            return Err(PlanError("the timeout must be longer than 0".into()));
+        }
         if self.idle > 0 && self.idle_period.is_zero() {
             return Err(PlanError("--idle-period must be longer than 0".into()));
         }
         Ok(())
+    }
+
+    /// The source addresses connections come from, round-robin: `--source-addrs`, or, when it
+    /// is not given and every target is on loopback, [`DEFAULT_LOOPBACK_SOURCES`] addresses
+    /// 127.0.0.1, 127.0.0.2, ... — several client addresses, as the papers used several client
+    /// machines, so that the connections an overloaded server leaves pending and the
+    /// generator's own TIME_WAIT do not exhaust one address's ~28,000 ephemeral ports. Empty:
+    /// the system chooses (a target off loopback).
+    pub fn source_addrs(&self) -> Vec<Ipv4Addr> {
+        if !self.sources.is_empty() {
+            return self.sources.clone();
+        }
+        if self.targets.iter().all(|t| t.addr.ip().is_loopback()) {
+            return (1..=DEFAULT_LOOPBACK_SOURCES).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect();
+        }
+        Vec::new()
     }
 
     /// Connections the plan holds open for its whole length.
@@ -255,6 +284,9 @@ impl Plan {
         self.inactive + self.idle
     }
 }
+
+/// How many loopback source addresses a run uses when `--source-addrs` is not given.
+pub const DEFAULT_LOOPBACK_SOURCES: u8 = 4;
 
 /// One process's share of a multi-host run (`--segment I/N`, `--start-at T`): the `index`-th
 /// (0-based here, 1-based on the command line) of `count` interleaved slices of one global
@@ -532,5 +564,7 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("fast").unwrap_err().contains("'fast'"));
+        assert!(parse_timeout("0s").unwrap_err().contains("longer than 0"));
+        assert_eq!(parse_timeout("2s").unwrap(), Duration::from_secs(2));
     }
 }

@@ -77,8 +77,11 @@ pub struct PopStats {
     pub tls_handshakes: u64,
     /// TLS handshakes that resumed a stored session.
     pub tls_resumed: u64,
-    /// Replies completed in each second of the measured window.
+    /// Replies received in each second of the measured window (whenever their requests were
+    /// sent: the server's reply rate in that second, httperf's sample).
     pub per_second: Vec<u64>,
+    /// Errors that happened in each second of the measured window.
+    pub errors_per_second: Vec<u64>,
     /// Sessions (or held connections) started.
     pub sessions: u64,
     /// Sessions that ended with every call answered.
@@ -111,6 +114,7 @@ impl Default for PopStats {
             tls_handshakes: 0,
             tls_resumed: 0,
             per_second: Vec::new(),
+            errors_per_second: Vec::new(),
             sessions: 0,
             sessions_ok: 0,
             requests: 0,
@@ -131,17 +135,21 @@ pub fn record_us(h: &mut Histogram<u64>, us: u64) {
 }
 
 impl PopStats {
-    /// Counts one reply completed `second` seconds into the window (`None`: after the window
-    /// closed, while in-flight requests drain — counted, but not in the per-second series).
-    pub fn reply(&mut self, second: Option<usize>, status: u16) {
+    /// Counts one reply to a request of the window.
+    pub fn reply(&mut self, status: u16) {
         self.replies += 1;
         let class = (status / 100) as usize;
         self.status[if (1..=5).contains(&class) { class } else { 0 }] += 1;
-        let Some(second) = second else { return };
-        if self.per_second.len() <= second {
-            self.per_second.resize(second + 1, 0);
-        }
-        self.per_second[second] += 1;
+    }
+
+    /// Counts a reply received `second` seconds into the window in the per-second series.
+    pub fn reply_at(&mut self, second: usize) {
+        add_at(&mut self.per_second, second, 1);
+    }
+
+    /// Counts `n` errors that happened `second` seconds into the window.
+    pub fn error_at(&mut self, second: usize, n: u64) {
+        add_at(&mut self.errors_per_second, second, n);
     }
 
     /// Counts an error.
@@ -155,10 +163,19 @@ impl PopStats {
     }
 }
 
-/// Mean, min, max and standard deviation of per-second samples (httperf's reply-rate figures).
+fn add_at(series: &mut Vec<u64>, i: usize, n: u64) {
+    if series.len() <= i {
+        series.resize(i + 1, 0);
+    }
+    series[i] += n;
+}
+
+/// Mean, min, max and standard deviation of per-second samples (httperf's reply-rate figures),
+/// and how many seconds had no reply at all (a server that starved every connection then:
+/// Provos & Lever's minimum reply rate of zero).
 pub fn rate_stats(samples: &[u64]) -> Value {
     if samples.is_empty() {
-        return json!({"avg": 0.0, "min": 0.0, "max": 0.0, "stddev": 0.0, "samples": 0});
+        return json!({"avg": 0.0, "min": 0.0, "max": 0.0, "stddev": 0.0, "samples": 0, "zero_seconds": 0});
     }
     let n = samples.len() as f64;
     let mean = samples.iter().sum::<u64>() as f64 / n;
@@ -169,6 +186,7 @@ pub fn rate_stats(samples: &[u64]) -> Value {
         "max": *samples.iter().max().unwrap_or(&0) as f64,
         "stddev": var.sqrt(),
         "samples": samples.len(),
+        "zero_seconds": samples.iter().filter(|&&s| s == 0).count(),
     })
 }
 
@@ -223,6 +241,11 @@ pub fn population_json(p: &PopStats, window_s: f64) -> Value {
         errors.insert((*k).into(), v.into());
     }
     errors.insert("total".into(), p.error_total().into());
+    // httperf's error figure: errors as a share of what was tried (connections for sessions of
+    // one connection each, requests for the persistent-connection modes).
+    let tried = p.asked.max(p.requests);
+    let error_percent =
+        if tried > 0 { (100.0 * p.error_total() as f64 / tried as f64).min(100.0) } else { 0.0 };
     json!({
         "sessions": p.sessions,
         "sessions_ok": p.sessions_ok,
@@ -234,6 +257,8 @@ pub fn population_json(p: &PopStats, window_s: f64) -> Value {
         "reconnects": p.reconnects,
         "status": {"1xx": p.status[1], "2xx": p.status[2], "3xx": p.status[3], "4xx": p.status[4], "5xx": p.status[5], "other": p.status[0]},
         "errors": errors,
+        "error_percent": error_percent,
+        "errors_per_second": full_seconds(&p.errors_per_second, window_s),
         "reply_rate": rate_stats(&full_seconds(&p.per_second, window_s)),
         "replies_per_s": if window_s > 0.0 { p.replies as f64 / window_s } else { 0.0 },
         "latency_ms": percentiles_ms(&p.latency),
@@ -248,6 +273,30 @@ pub fn population_json(p: &PopStats, window_s: f64) -> Value {
             "handshake_us": encode(&p.handshake),
         },
     })
+}
+
+/// Whether the server kept up with the active load, from the figures alone: errors (httperf's
+/// share of connections or requests), seconds with no reply at all (Provos & Lever's starved
+/// connections), and, for an open loop, the reply rate against the `offered` one (replies per
+/// second the plan asked for; 0 for a closed loop). A server that did not keep up is a result,
+/// not a fault of the run: the run stays VALID when the generator kept its own schedule.
+pub fn server_verdict(active: &Value, offered: f64) -> Value {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let mut reasons: Vec<String> = Vec::new();
+    let pct = f(&active["error_percent"]);
+    if pct >= 1.0 {
+        reasons.push(format!("{pct:.1}% of the active load failed"));
+    }
+    let rate = &active["reply_rate"];
+    let zero = rate["zero_seconds"].as_u64().unwrap_or(0);
+    if zero > 0 {
+        reasons.push(format!("no reply at all in {zero} of {} seconds", rate["samples"]));
+    }
+    let avg = f(&rate["avg"]);
+    if offered > 0.0 && rate["samples"].as_u64().unwrap_or(0) > 0 && avg < 0.95 * offered {
+        reasons.push(format!("replied {avg:.0}/s of the {offered:.0}/s offered"));
+    }
+    json!({"kept_up": reasons.is_empty(), "reasons": reasons})
 }
 
 /// Merges several records of the same plan (e.g. the segments of a multi-host run, or repeated
@@ -299,12 +348,14 @@ pub fn merge(records: &[Value]) -> Result<Value, String> {
             for (i, k) in ERROR_KINDS.iter().enumerate() {
                 merged.errors[i] += p["errors"][k].as_u64().unwrap_or(0);
             }
-            if let Some(series) = p["per_second"].as_array() {
-                if merged.per_second.len() < series.len() {
-                    merged.per_second.resize(series.len(), 0);
-                }
-                for (i, v) in series.iter().enumerate() {
-                    merged.per_second[i] += v.as_u64().unwrap_or(0);
+            for (dst, key) in [
+                (&mut merged.per_second, "per_second"),
+                (&mut merged.errors_per_second, "errors_per_second"),
+            ] {
+                if let Some(series) = p[key].as_array() {
+                    for (i, v) in series.iter().enumerate() {
+                        add_at(dst, i, v.as_u64().unwrap_or(0));
+                    }
                 }
             }
         }
@@ -324,6 +375,8 @@ pub fn merge(records: &[Value]) -> Result<Value, String> {
     out["self_check"]["target_rate"] = json!(sum("target_rate"));
     out["self_check"]["achieved_rate"] = json!(sum("achieved_rate"));
     out["target_rate"] = out["self_check"]["target_rate"].clone();
+    let calls = first["mode"]["calls"].as_f64().unwrap_or(1.0);
+    out["server"] = server_verdict(&out["active"], sum("target_rate") * calls);
     out["achieved_rate"] = out["self_check"]["achieved_rate"].clone();
     // The generators' own figures: schedule lag merged losslessly when every part has it, CPU
     // summed (and the busiest generator's utilisation, the one the 95% check is about).

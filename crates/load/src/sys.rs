@@ -38,3 +38,10 @@ pub fn install_signals() -> io::Result<()> {
     ioscale_sys::process::ignore_sigpipe()?;
     ioscale_sys::interrupt::install()
 }
+
+/// Makes the next `close` of `fd` abortive (`SO_LINGER` 0: a reset, no TIME_WAIT and no FIN_WAIT
+/// orphan), so a connection given up on frees its port at once. Best effort: without it the
+/// connection still closes, only in the ordinary way.
+pub fn abort_on_close(fd: std::os::fd::RawFd) {
+    let _ = ioscale_sys::net::set_linger_zero(fd);
+}
