@@ -13,7 +13,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStderr, Command};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -25,13 +24,7 @@ pub fn six_k() -> Vec<u8> {
 /// A fresh document root: `1b.txt` (one byte), `6k.bin`, `big.bin` (300 KB: sent with
 /// sendfile), `sub/index.html`, `empty/`, a symlink out of the root, and a secret beside it.
 pub fn root(tag: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let base = std::env::temp_dir().join(format!(
-        "ioscale-srv-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = ioscale_testutil::temp_dir(&format!("srv-{tag}"));
     let root = base.join("www");
     std::fs::create_dir_all(root.join("sub")).unwrap();
     std::fs::create_dir_all(root.join("empty")).unwrap();
