@@ -120,6 +120,8 @@ fn tiny_dispatch_experiment_end_to_end() {
         .unwrap();
     assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
     assert!(out.join("report.html").exists());
+    let _ = std::fs::remove_dir_all(&exps);
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]
@@ -131,6 +133,8 @@ fn unknown_experiment_is_one_sentence() {
     assert!(!run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("unknown experiment 'nope': expected one of tiny"), "{err}");
+    let _ = std::fs::remove_dir_all(&exps);
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 const TINY_HTTP: &str = r#"
@@ -189,6 +193,8 @@ fn tiny_http_experiment_serves_and_loads_for_real() {
     }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert_eq!(html.matches("<svg").count(), 1);
+    let _ = std::fs::remove_dir_all(&exps);
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// Each bad experiment file: one sentence naming the file and the key, exit 1, nothing run and
