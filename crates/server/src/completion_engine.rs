@@ -25,38 +25,26 @@
 //! | `EMFILE` | a multishot accept ending with `EMFILE`/`ENFILE`: the reserve descriptor is freed, queued connections are accepted and closed, the accept re-armed (or paused 200 ms if nothing could be shed): no spin |
 //! | shutdown | queued connections are taken in, the accept cancelled and the listener shut; idle connections are closed after one more short wait (a request already in a socket is answered), the rest once their response is out (up to the drain timeout) |
 
-use crate::respond::{Body, Peer, Responder};
-use crate::shed::Shedder;
-use crate::stats::{bump, ServerError, WorkerStats};
-use crate::wheel::Wheel;
-use crate::{sys, Config, Shared};
+use crate::conns::{answer, AcceptFailure, Close, Io, Phase, Table, LISTENER, WAKER, WBUF_HIGH};
+use crate::respond::{Body, Responder};
+use crate::stats::{bump, WorkerStats};
+use crate::{Config, Shared};
 use ioscale_dispatch::completion::{
     BufId, Completion, CompletionConfig, OpId, OpKind, Proactor, SendBuf, Value,
 };
 use ioscale_dispatch::{Token, Waker};
-use ioscale_http::response::write_error;
-use ioscale_http::{Connection, Step, Timer};
 use std::io;
-use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-const LISTENER: Token = Token(usize::MAX);
-const WAKER: Token = Token(usize::MAX - 1);
-/// Responses are batched into the write buffer up to this size (pipelining).
-const WBUF_HIGH: usize = 64 * 1024;
 /// File bodies go out in chunks of this size (one read and one send each).
 const CHUNK: usize = 64 * 1024;
 /// Spare output buffers kept for reuse.
 const POOL_MAX: usize = 256;
 /// A spare buffer larger than this is freed rather than kept.
 const POOL_KEEP_CAP: usize = 256 * 1024;
-/// How long a refused connection is drained before it is closed (see `worker.rs`).
-const LINGER: Duration = Duration::from_secs(2);
-/// How long the listener rests when no descriptor can be had even for shedding.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
 /// Bytes of each provided receive buffer.
 const RECV_BUFFER: u32 = 4096;
 
@@ -82,32 +70,11 @@ pub(crate) fn check(cfg: &Config) -> io::Result<()> {
     Proactor::open(ring_config(cfg)).map(drop)
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Phase {
-    Idle,
-    Header,
-    Send,
-    Linger,
-}
-
-/// Why a connection closes.
-#[derive(Copy, Clone, Debug)]
-enum Close {
-    Done,
-    Reset,
-    Io,
-}
-
+/// The completion engine's own per-connection state.
 #[derive(Debug)]
-struct Conn {
+struct Ring {
     /// `None` once the close is submitted.
     fd: Option<OwnedFd>,
-    gen: u32,
-    http: Connection,
-    /// Input not consumed yet (a partial head, or pipelined requests waiting for output).
-    pending: Vec<u8>,
-    /// What must follow the output in flight.
-    body: Body,
     /// A send or a file read is in flight (one at a time: responses go out in order).
     out_busy: bool,
     /// The armed multishot receive.
@@ -116,57 +83,41 @@ struct Conn {
     recv_cancelled: bool,
     /// Operations submitted under this connection's token and not yet finished.
     inflight: u32,
-    phase: Phase,
-    deadline: Instant,
-    filed: Option<Instant>,
-    timer_seq: u32,
-    /// Learnt on the first request that needs it (the stats endpoint).
-    loopback: Option<bool>,
-    /// Learnt on the first request when the access log is on (a getpeername).
-    addr: Option<IpAddr>,
-    read_closed: bool,
-    rejected: bool,
+    /// The close is submitted: the slot waits for the last operation.
     closing: bool,
 }
 
-impl Conn {
-    fn has_output(&self) -> bool {
-        self.out_busy || !matches!(self.body, Body::None)
+impl Io for Ring {
+    #[inline]
+    fn busy(&self) -> bool {
+        self.out_busy
     }
 
-    fn raw(&self) -> RawFd {
+    #[inline]
+    fn fd(&self) -> RawFd {
         self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
     }
+
+    #[inline]
+    fn live(&self) -> bool {
+        !self.closing
+    }
 }
 
-fn token_of(idx: usize, gen: u32) -> Token {
-    Token((gen as usize) << 32 | idx)
-}
+type Conn = crate::conns::Conn<Ring>;
 
 struct Engine<'a> {
-    id: usize,
-    cfg: &'a Config,
-    shared: &'a Shared,
+    t: Table<'a, Ring>,
     st: &'a WorkerStats,
     p: Proactor,
     listener: RawFd,
     accept: Option<OpId>,
     accept_cancelled: bool,
-    paused_until: Option<Instant>,
-    conns: Vec<Option<Conn>>,
-    free: Vec<usize>,
-    open: usize,
-    next_gen: u32,
-    wheel: Wheel,
-    expired: Vec<u64>,
     wbuf: Vec<u8>,
     pool: Vec<Vec<u8>>,
     resp: Responder<'a>,
-    shed: Shedder,
-    now: Instant,
     waker: Arc<Waker>,
     wake_armed: bool,
-    stopping: Option<Instant>,
     /// Set at the stop: after the next batch of completions, idle connections are closed.
     sweep: bool,
     pending_max: usize,
@@ -178,33 +129,20 @@ pub(crate) fn run(id: usize, cfg: &Config, shared: &Shared, listener: RawFd) -> 
     let p = Proactor::open(ring_config(cfg))?;
     let waker = Arc::new(Waker::detached(WAKER)?);
     shared.wakers.lock().map_err(|_| io::Error::other("poisoned"))?.push(waker.clone());
-    let now = Instant::now();
-    let st = &shared.stats.workers[id];
-    let resp = Responder::new(cfg, shared, st)?;
+    let t = Table::new(id, cfg, shared, Instant::now());
+    let resp = Responder::new(cfg, shared, t.st)?;
     let mut e = Engine {
-        id,
-        cfg,
-        shared,
-        st,
+        st: t.st,
+        t,
         p,
         listener,
         accept: None,
         accept_cancelled: false,
-        paused_until: None,
-        conns: Vec::new(),
-        free: Vec::new(),
-        open: 0,
-        next_gen: 1,
-        wheel: Wheel::new(now),
-        expired: Vec::new(),
         wbuf: Vec::with_capacity(8192),
         pool: Vec::new(),
         resp,
-        shed: Shedder::new(),
-        now,
         waker,
         wake_armed: false,
-        stopping: None,
         sweep: false,
         pending_max: cfg.limits.max_head + WBUF_HIGH,
     };
@@ -232,28 +170,17 @@ impl Engine<'_> {
     fn main_loop(&mut self, out: &mut Vec<Completion>) -> io::Result<()> {
         loop {
             // ops hook: counter snapshots (SIGUSR2), one relaxed load per pass.
-            self.shared.stats.poll_snapshot(self.id, self.st);
-            if self.stopping.is_none() && self.shared.stop.load(Ordering::Relaxed) {
+            self.t.shared.stats.poll_snapshot(self.t.id, self.st);
+            if self.t.stopping.is_none() && self.t.shared.stop.load(Ordering::Relaxed) {
                 self.begin_stop();
             }
-            if let Some(until) = self.stopping {
-                if self.open == 0 || self.now >= until {
-                    return Ok(());
-                }
+            if self.t.drain_over() {
+                return Ok(());
             }
-            if let Some(t) = self.paused_until {
-                if self.now >= t && self.stopping.is_none() {
-                    self.paused_until = None;
-                    if self.accept.is_none() {
-                        self.arm_accept()?;
-                    }
-                }
+            if self.t.resume_due() && self.accept.is_none() {
+                self.arm_accept()?;
             }
-            let mut timeout = self.wheel.timeout(self.now);
-            for t in [self.paused_until, self.stopping].into_iter().flatten() {
-                let d = t.saturating_duration_since(self.now) + Duration::from_millis(1);
-                timeout = Some(timeout.map_or(d, |x| x.min(d)));
-            }
+            let mut timeout = self.t.wait_timeout();
             if self.sweep {
                 // One short wait that runs the kernel's pending work: a request already in an
                 // idle connection's socket arrives now and is answered.
@@ -265,9 +192,9 @@ impl Engine<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-            self.now = Instant::now();
+            self.t.now = Instant::now();
             self.resp.date.update(SystemTime::now());
-            self.resp.tick(self.now);
+            self.resp.tick(self.t.now);
             for c in out.drain(..) {
                 self.on_completion(c)?;
             }
@@ -276,17 +203,20 @@ impl Engine<'_> {
                 self.close_idle();
             }
             self.st.publish_completion(&self.p.counters());
-            self.expire();
+            self.t.collect_due();
+            while let Some((idx, c)) = self.t.next_expired(&self.resp.date) {
+                self.close(c, idx, Close::Done);
+            }
         }
     }
 
     /// After the loop: closes what is left and lets the ring finish its operations (bounded),
     /// so that no operation outlives the descriptors and buffers it uses.
     fn finish(&mut self, out: &mut Vec<Completion>) {
-        for idx in 0..self.conns.len() {
-            if let Some(c) = self.conns[idx].take() {
-                if c.closing {
-                    self.conns[idx] = Some(c);
+        for idx in 0..self.t.slots() {
+            if let Some(c) = self.t.take_slot(idx) {
+                if c.x.closing {
+                    self.t.put(idx, c);
                 } else {
                     self.close(c, idx, Close::Done);
                 }
@@ -326,27 +256,22 @@ impl Engine<'_> {
                 }
                 if !c.more {
                     self.wake_armed = false;
-                    if self.stopping.is_none() || self.open > 0 {
+                    if self.t.stopping.is_none() || self.t.open > 0 {
                         self.arm_wake()?;
                     }
                 }
                 Ok(())
             }
-            Token(t) => {
-                let idx = t & 0xffff_ffff;
-                let gen = (t >> 32) as u32;
-                let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) else {
-                    return self.stray(c);
+            tok => {
+                // A completion for an earlier connection in this slot is never acted on.
+                let Ok((idx, mut conn)) = self.t.take(tok) else {
+                    self.drop_result(c);
+                    return Ok(());
                 };
-                if conn.gen != gen {
-                    // A completion for an earlier connection in this slot: never acted on.
-                    self.conns[idx] = Some(conn);
-                    return self.stray(c);
-                }
                 if !c.more {
-                    conn.inflight = conn.inflight.saturating_sub(1);
+                    conn.x.inflight = conn.x.inflight.saturating_sub(1);
                 }
-                if conn.closing {
+                if conn.x.closing {
                     self.drop_result(c);
                     self.release_or_keep(conn, idx);
                     return Ok(());
@@ -358,12 +283,7 @@ impl Engine<'_> {
         }
     }
 
-    /// A completion nobody can act on: give back what it carries.
-    fn stray(&mut self, c: Completion) -> io::Result<()> {
-        self.drop_result(c);
-        Ok(())
-    }
-
+    /// Gives back what a completion nobody acts on carries.
     fn drop_result(&mut self, c: Completion) {
         if let Ok(Value::Received(b)) = c.result {
             self.p.recycle(b);
@@ -374,11 +294,11 @@ impl Engine<'_> {
     }
 
     fn release_or_keep(&mut self, conn: Conn, idx: usize) {
-        if conn.inflight == 0 {
+        if conn.x.inflight == 0 {
             drop(conn);
-            self.free.push(idx);
+            self.t.release(idx);
         } else {
-            self.conns[idx] = Some(conn);
+            self.t.put(idx, conn);
         }
     }
 
@@ -403,112 +323,48 @@ impl Engine<'_> {
             Ok(Value::Accepted(fd)) => {
                 // Also while stopping: a connection the kernel completed before the listener
                 // was shut is answered, not dropped.
-                self.shed.accepted(self.id);
+                self.t.accepted();
                 self.add_conn(fd);
             }
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                ) =>
-            {
-                self.shed(&e);
-                if c.more && !self.accept_cancelled {
-                    // The kernel would keep failing on the same queued connection: stop it;
-                    // its last completion re-arms (or the pause does).
-                    if let Some(op) = self.accept {
-                        self.p.cancel(op, LISTENER)?;
-                        self.accept_cancelled = true;
+            Err(e) => match self.t.accept_failure(&e) {
+                AcceptFailure::Empty | AcceptFailure::Transient | AcceptFailure::Stopped => {}
+                AcceptFailure::NoDescriptors => {
+                    self.t.shed(self.listener, &e);
+                    if c.more && !self.accept_cancelled {
+                        // The kernel would keep failing on the same queued connection: stop it;
+                        // its last completion re-arms (or the pause does).
+                        if let Some(op) = self.accept {
+                            self.p.cancel(op, LISTENER)?;
+                            self.accept_cancelled = true;
+                        }
                     }
                 }
-            }
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(
-                        libc::ECONNABORTED
-                            | libc::EPROTO
-                            | libc::EPERM
-                            | libc::EINTR
-                            | libc::EAGAIN
-                    )
-                ) => {}
-            Err(e) => {
-                self.st.error(ServerError::AcceptFailed);
-                eprintln!("ioscale serve: worker {}: accept failed: {e}", self.id);
-                self.paused_until = Some(self.now + ACCEPT_PAUSE);
-            }
+                AcceptFailure::Failed => self.t.accept_failed(&e),
+            },
         }
-        if self.accept.is_none() && self.stopping.is_none() && self.paused_until.is_none() {
+        if self.accept.is_none() && self.t.stopping.is_none() && self.t.paused_until.is_none() {
             self.arm_accept()?;
         }
         Ok(())
     }
 
-    /// Out of descriptors: sheds what is queued ([`Shedder`]); pauses accepting when nothing could
-    /// be shed.
-    fn shed(&mut self, e: &io::Error) {
-        if self.shed.shed(self.id, self.listener, self.st, e) {
-            self.paused_until = Some(self.now + ACCEPT_PAUSE);
-        }
-    }
-
     fn add_conn(&mut self, fd: OwnedFd) {
-        if self.shared.open.fetch_add(1, Ordering::Relaxed) >= self.cfg.max_conns {
-            self.shared.open.fetch_sub(1, Ordering::Relaxed);
-            self.st.error(ServerError::ShedMaxConns);
-            return;
-        }
-        let idx = self.free.pop().unwrap_or_else(|| {
-            self.conns.push(None);
-            self.conns.len() - 1
-        });
-        let gen = self.next_gen;
-        self.next_gen = self.next_gen.wrapping_add(1).max(1);
-        let recv = match self.p.recv_multi(fd.as_raw_fd(), token_of(idx, gen)) {
+        let Some((idx, tok)) = self.t.admit() else { return };
+        let recv = match self.p.recv_multi(fd.as_raw_fd(), tok) {
             Ok(op) => op,
-            Err(e) => {
-                self.shared.open.fetch_sub(1, Ordering::Relaxed);
-                self.free.push(idx);
-                self.st.error(ServerError::RegisterFailed);
-                if self.st.server_errors[ServerError::RegisterFailed as usize]
-                    .load(Ordering::Relaxed)
-                    == 1
-                {
-                    eprintln!(
-                        "ioscale serve: worker {}: cannot arm a receive: {e}; connection closed",
-                        self.id
-                    );
-                }
-                return;
-            }
+            Err(e) => return self.t.refuse(idx, "cannot arm a receive", &e),
         };
-        bump(&self.st.accepted, 1);
-        self.open += 1;
-        let deadline = self.now + self.cfg.idle_timeout;
-        self.wheel.insert(wheel_key(idx, gen, 0), deadline);
-        self.conns[idx] = Some(Conn {
+        let x = Ring {
             fd: Some(fd),
-            gen,
-            http: Connection::new(self.cfg.limits),
-            pending: Vec::new(),
-            body: Body::None,
             out_busy: false,
             recv: Some(recv),
             recv_cancelled: false,
             inflight: 1,
-            phase: Phase::Idle,
-            deadline,
-            filed: Some(deadline),
-            timer_seq: 0,
-            loopback: None,
-            addr: None,
-            read_closed: false,
-            rejected: false,
             closing: false,
-        });
+        };
+        self.t.install(idx, tok, None, x);
     }
 
     // -----------------------------------------------------------------------------------------
@@ -516,12 +372,12 @@ impl Engine<'_> {
 
     /// Acts on one completion of a live connection. `Err` closes it.
     fn on_conn(&mut self, conn: &mut Conn, idx: usize, c: Completion) -> Result<(), Close> {
-        let tok = token_of(idx, conn.gen);
+        let tok = conn.token(idx);
         match c.kind {
             OpKind::RecvMulti | OpKind::Recv => {
                 if !c.more {
-                    conn.recv = None;
-                    conn.recv_cancelled = false;
+                    conn.x.recv = None;
+                    conn.x.recv_cancelled = false;
                 }
                 match c.result {
                     Ok(Value::Received(b)) => self.on_data(conn, tok, b),
@@ -540,45 +396,13 @@ impl Engine<'_> {
                     Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(()),
                     Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Ok(()),
                     Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(()),
-                    Err(e) if conn.phase == Phase::Linger => {
-                        let _ = e;
-                        Err(Close::Done)
-                    }
-                    Err(e) => Err(io_close(&e)),
+                    Err(_) if conn.phase == Phase::Linger => Err(Close::Done),
+                    Err(e) => Err(Close::of(&e)),
                 }
             }
-            OpKind::Send => {
-                conn.out_busy = false;
-                let mut buf = c.buffer;
-                match c.result {
-                    Ok(Value::Sent(n)) => {
-                        bump(&self.st.bytes_out, n as u64);
-                        let Some(mut b) = buf.take() else { return Err(Close::Io) };
-                        b.advance(n);
-                        if !b.is_empty() {
-                            if n == 0 {
-                                return Err(Close::Io);
-                            }
-                            // A short send: the rest goes again.
-                            bump(&self.st.completion[5], 1);
-                            return self.send(conn, tok, b);
-                        }
-                        if let Some(v) = b.into_vec() {
-                            self.give_back(v);
-                        }
-                        self.pump(conn, tok)
-                    }
-                    Ok(_) => Err(Close::Io),
-                    Err(e) => {
-                        if let Some(v) = buf.take().and_then(SendBuf::into_vec) {
-                            self.give_back(v);
-                        }
-                        Err(io_close(&e))
-                    }
-                }
-            }
+            OpKind::Send => self.on_sent(conn, tok, c),
             OpKind::Read => {
-                conn.out_busy = false;
+                conn.x.out_busy = false;
                 match (c.result, c.buffer) {
                     (Ok(Value::Read(n)), Some(b)) if n > 0 => {
                         if let Body::File(_, off, _) = &mut conn.body {
@@ -600,6 +424,38 @@ impl Engine<'_> {
         }
     }
 
+    /// A send completed: the rest of a short send goes again, else the next output.
+    fn on_sent(&mut self, conn: &mut Conn, tok: Token, c: Completion) -> Result<(), Close> {
+        conn.x.out_busy = false;
+        let mut buf = c.buffer;
+        match c.result {
+            Ok(Value::Sent(n)) => {
+                bump(&self.st.bytes_out, n as u64);
+                let Some(mut b) = buf.take() else { return Err(Close::Io) };
+                b.advance(n);
+                if !b.is_empty() {
+                    if n == 0 {
+                        return Err(Close::Io);
+                    }
+                    // A short send: the rest goes again.
+                    bump(&self.st.completion[5], 1);
+                    return self.send(conn, tok, b);
+                }
+                if let Some(v) = b.into_vec() {
+                    self.give_back(v);
+                }
+                self.pump(conn, tok)
+            }
+            Ok(_) => Err(Close::Io),
+            Err(e) => {
+                if let Some(v) = buf.take().and_then(SendBuf::into_vec) {
+                    self.give_back(v);
+                }
+                Err(Close::of(&e))
+            }
+        }
+    }
+
     /// Received bytes: parsed straight from the provided buffer when nothing waits before them,
     /// else appended to the connection's pending input.
     fn on_data(&mut self, conn: &mut Conn, tok: Token, b: BufId) -> Result<(), Close> {
@@ -612,12 +468,12 @@ impl Engine<'_> {
             conn.pending.extend_from_slice(self.p.buffer(&b));
             self.p.recycle(b);
             if conn.has_output() {
-                if conn.pending.len() > self.pending_max && !conn.recv_cancelled {
+                if conn.pending.len() > self.pending_max && !conn.x.recv_cancelled {
                     // Input piles up behind output the peer does not read: stop receiving.
-                    if let Some(op) = conn.recv {
+                    if let Some(op) = conn.x.recv {
                         self.p.cancel(op, tok).map_err(|_| Close::Io)?;
-                        conn.inflight += 1;
-                        conn.recv_cancelled = true;
+                        conn.x.inflight += 1;
+                        conn.x.recv_cancelled = true;
                     }
                 }
                 return Ok(());
@@ -626,7 +482,7 @@ impl Engine<'_> {
         }
         // The hot path: parse and answer from the kernel's buffer.
         let data = self.p.buffer(&b);
-        let (used, _) = process(&mut self.resp, &mut self.wbuf, self.st, self.now, conn, data);
+        let (used, _) = answer(&mut self.resp, &mut self.wbuf, self.st, self.t.now, conn, data);
         if used < data.len() {
             conn.pending.extend_from_slice(&data[used..]);
         }
@@ -639,25 +495,25 @@ impl Engine<'_> {
     fn pump(&mut self, conn: &mut Conn, tok: Token) -> Result<(), Close> {
         loop {
             self.flush(conn, tok)?;
-            if conn.out_busy {
+            if conn.x.out_busy {
                 return Ok(());
             }
             if conn.http.is_closing() {
-                return self.finish_closing(conn);
+                return self.t.finish_closing(conn);
             }
             if conn.pending.is_empty() {
                 break;
             }
             let input = std::mem::take(&mut conn.pending);
             let (used, _) =
-                process(&mut self.resp, &mut self.wbuf, self.st, self.now, conn, &input);
+                answer(&mut self.resp, &mut self.wbuf, self.st, self.t.now, conn, &input);
             if used < input.len() {
                 conn.pending = input;
                 conn.pending.drain(..used);
             }
             if self.wbuf.is_empty() && matches!(conn.body, Body::None) {
                 if conn.http.is_closing() {
-                    return self.finish_closing(conn);
+                    return self.t.finish_closing(conn);
                 }
                 break; // an incomplete request: wait for more
             }
@@ -671,7 +527,7 @@ impl Engine<'_> {
 
     /// Starts the next output: the write buffer, else the rest of the body.
     fn flush(&mut self, conn: &mut Conn, tok: Token) -> Result<(), Close> {
-        if conn.out_busy {
+        if conn.x.out_busy {
             return Ok(());
         }
         if !self.wbuf.is_empty() {
@@ -698,101 +554,57 @@ impl Engine<'_> {
                 // The file stays open: the connection holds its `Arc` until the read completes
                 // (a closing connection keeps its slot, and its body, until then).
                 self.p.read_at(fd, v, at, tok).map_err(|_| Close::Io)?;
-                conn.inflight += 1;
-                conn.out_busy = true;
+                conn.x.inflight += 1;
+                conn.x.out_busy = true;
                 Ok(())
             }
         }
     }
 
     fn send(&mut self, conn: &mut Conn, tok: Token, b: SendBuf) -> Result<(), Close> {
-        self.p.send(conn.raw(), b, tok).map_err(|_| Close::Io)?;
-        conn.inflight += 1;
-        conn.out_busy = true;
+        self.p.send(conn.x.fd(), b, tok).map_err(|_| Close::Io)?;
+        conn.x.inflight += 1;
+        conn.x.out_busy = true;
         Ok(())
-    }
-
-    /// Output sent and no more requests: close, or drain a refused client before closing.
-    fn finish_closing(&mut self, conn: &mut Conn) -> Result<(), Close> {
-        if conn.rejected && !conn.read_closed {
-            let _ = sys::shutdown_write(conn.raw());
-            conn.phase = Phase::Linger;
-            conn.deadline = self.now + LINGER;
-            conn.pending = Vec::new();
-            return Ok(());
-        }
-        Err(Close::Done)
     }
 
     /// Puts a connection back with the receive and timer its state needs, or closes it.
     fn settle(&mut self, mut c: Conn, idx: usize, r: Result<(), Close>) {
-        if let Err(why) = r {
+        if let Some(why) = self.t.must_close(&mut c, r) {
             return self.close(c, idx, why);
         }
-        // Draining: a connection whose last response is out and that holds no partial request
-        // is done (its response said keep-alive if it began before the stop).
-        if self.stopping.is_some() && self.idle_for_drain(&mut c) {
-            return self.close(c, idx, Close::Done);
-        }
         // Keep a receive armed unless the peer is done or input piles up behind output.
-        if c.recv.is_none() && !c.read_closed && c.pending.len() <= self.pending_max {
-            match self.p.recv_multi(c.raw(), token_of(idx, c.gen)) {
+        if c.x.recv.is_none() && !c.read_closed && c.pending.len() <= self.pending_max {
+            match self.p.recv_multi(c.x.fd(), c.token(idx)) {
                 Ok(op) => {
-                    c.recv = Some(op);
-                    c.inflight += 1;
+                    c.x.recv = Some(op);
+                    c.x.inflight += 1;
                 }
                 Err(_) => return self.close(c, idx, Close::Io),
             }
         }
-        let phase = if c.phase == Phase::Linger {
-            Phase::Linger
-        } else if c.has_output() {
-            c.deadline = self.now + self.cfg.idle_timeout;
-            Phase::Send
-        } else if c.http.timer(c.pending.len()) == Timer::Header {
-            if c.phase != Phase::Header {
-                c.deadline = self.now + self.cfg.header_timeout;
-            }
-            Phase::Header
-        } else {
-            c.deadline = self.now + self.cfg.idle_timeout;
-            Phase::Idle
-        };
-        c.phase = phase;
-        if !matches!(c.filed, Some(f) if f <= c.deadline) {
-            c.timer_seq = c.timer_seq.wrapping_add(1);
-            self.wheel.insert(wheel_key(idx, c.gen, c.timer_seq), c.deadline);
-            c.filed = Some(c.deadline);
-        }
-        self.conns[idx] = Some(c);
+        self.t.keep(idx, c);
     }
 
     /// Closes through the ring: a plain close when nothing is in flight, else cancel-then-close.
     /// The slot stays taken until the connection's last operation has completed.
     fn close(&mut self, mut c: Conn, idx: usize, why: Close) {
-        match why {
-            Close::Done => {}
-            Close::Reset => self.st.error(ServerError::Reset),
-            Close::Io => self.st.error(ServerError::Io),
-        }
-        self.open -= 1;
-        self.shared.open.fetch_sub(1, Ordering::Relaxed);
-        bump(&self.st.closed, 1);
-        c.closing = true;
+        self.t.closed(why);
+        c.x.closing = true;
         c.pending = Vec::new();
-        if !c.out_busy {
+        if !c.x.out_busy {
             c.body = Body::None;
         }
-        let tok = token_of(idx, c.gen);
-        if let Some(fd) = c.fd.take() {
+        let tok = c.token(idx);
+        if let Some(fd) = c.x.fd.take() {
             let raw = fd.as_raw_fd();
-            let queued = if c.inflight == 0 {
+            let queued = if c.x.inflight == 0 {
                 self.p.close(fd, tok).map(|_| 1)
             } else {
                 self.p.cancel_and_close(fd, tok).map(|_| 2)
             };
             match queued {
-                Ok(n) => c.inflight += n,
+                Ok(n) => c.x.inflight += n,
                 Err(_) => {
                     // Nothing was queued (the submission ring stayed full): close directly;
                     // operations in flight still hold the socket and complete (cancelled or
@@ -806,157 +618,33 @@ impl Engine<'_> {
         self.release_or_keep(c, idx);
     }
 
-    /// Acts on the timers that are due.
-    fn expire(&mut self) {
-        let mut due = std::mem::take(&mut self.expired);
-        self.wheel.expire(self.now, &mut due);
-        for &key in &due {
-            let (idx, gen, seq) = split_key(key);
-            let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else { continue };
-            if (c.gen & 0xfffff) != gen || (c.timer_seq & 0xfff) != seq || c.closing {
-                continue; // a stale entry: a newer one is filed
-            }
-            if c.deadline > self.now {
-                c.timer_seq = c.timer_seq.wrapping_add(1);
-                c.filed = Some(c.deadline);
-                let (deadline, k) = (c.deadline, wheel_key(idx, c.gen, c.timer_seq));
-                self.wheel.insert(k, deadline);
-                continue;
-            }
-            let Some(mut c) = self.conns[idx].take() else { continue };
-            match c.phase {
-                Phase::Header => {
-                    self.st.error(ServerError::TimeoutHeader);
-                    if let Some(e) = c.http.timed_out(c.pending.len()) {
-                        self.st.http_error(e.kind());
-                        self.st.response(408);
-                        let mut out = Vec::new();
-                        write_error(&mut out, e.status(), &self.resp.date, false, false);
-                        // Nothing else is being sent (the header phase has no output), so a
-                        // direct non-blocking send cannot interleave with the ring's.
-                        let _ = sys::send2(c.raw(), &out, &[], false);
-                    }
-                }
-                Phase::Idle => self.st.error(ServerError::TimeoutIdle),
-                Phase::Send => self.st.error(ServerError::TimeoutSend),
-                Phase::Linger => {}
-            }
-            self.close(c, idx, Close::Done);
-        }
-        due.clear();
-        self.expired = due;
-    }
-
     /// SIGTERM/SIGINT: stop accepting, close idle connections, let the rest finish.
     ///
-    /// As the readiness engine does: connections the kernel has already completed are taken in
-    /// first, then the listener is shut (a new connect is refused at once instead of waiting
-    /// unanswered). Idle connections are closed after one more short wait, so a request already
-    /// in their sockets is answered (with `Connection: close`) rather than dropped.
+    /// As the readiness engine does, the table takes in the connections already queued and
+    /// shuts the listener ([`Table::begin_stop`]); the multishot accept is cancelled. Idle
+    /// connections are closed after one more short wait, so a request already in their sockets
+    /// is answered (with `Connection: close`) rather than dropped.
     fn begin_stop(&mut self) {
-        for _ in 0..4096 {
-            match sys::accept(self.listener) {
-                Ok((fd, _)) => self.add_conn(fd),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
+        for (fd, _) in self.t.begin_stop(self.listener) {
+            self.add_conn(fd);
         }
-        self.stopping = Some(self.now + self.cfg.drain_timeout);
-        self.paused_until = None;
         if let Some(op) = self.accept {
             if !self.accept_cancelled && self.p.cancel(op, LISTENER).is_ok() {
                 self.accept_cancelled = true;
             }
         }
-        let _ = sys::shutdown_read(self.listener);
         self.sweep = true;
-    }
-
-    /// Whether a connection has nothing left to do while the server drains (and tells its
-    /// state machine that the server is draining).
-    fn idle_for_drain(&self, c: &mut Conn) -> bool {
-        c.phase != Phase::Linger && !c.has_output() && c.http.drain(c.pending.len())
     }
 
     /// Closes every connection with nothing left to do (the drain's sweep).
     fn close_idle(&mut self) {
-        for idx in 0..self.conns.len() {
-            let Some(mut c) = self.conns[idx].take() else { continue };
-            if !c.closing && self.idle_for_drain(&mut c) {
+        for idx in 0..self.t.slots() {
+            let Some(mut c) = self.t.take_slot(idx) else { continue };
+            if c.x.live() && c.drained() {
                 self.close(c, idx, Close::Done);
             } else {
-                self.conns[idx] = Some(c);
+                self.t.put(idx, c);
             }
         }
-    }
-}
-
-/// Answers the complete requests in `input` into the write buffer. Returns the bytes used and
-/// whether it stopped early (output to send first) with input left.
-fn process(
-    resp: &mut Responder<'_>,
-    wbuf: &mut Vec<u8>,
-    st: &WorkerStats,
-    now: Instant,
-    c: &mut Conn,
-    input: &[u8],
-) -> (usize, bool) {
-    // The server's own endpoints (stats and its kin) are the only answers that depend on it.
-    const OWN_PREFIX: &[u8] = b"/.ioscale/";
-    let mut pos = 0;
-    // The first request completed here began in an earlier pass if a head was pending.
-    let mut waited = c.phase == Phase::Header;
-    loop {
-        if wbuf.len() >= WBUF_HIGH || !matches!(c.body, Body::None) {
-            return (pos, pos < input.len());
-        }
-        let at = pos;
-        let (used, step) = c.http.step(&input[pos..]);
-        pos += used;
-        match step {
-            Step::NeedMore | Step::Close => return (pos, false),
-            Step::Request(req) => {
-                bump(&st.requests, 1);
-                // Only the stats endpoint asks where the client is: learnt once, when needed
-                // (a getpeername), instead of with every accept.
-                let loopback = if req.path().starts_with(OWN_PREFIX) {
-                    let fd = c.raw();
-                    *c.loopback.get_or_insert_with(|| sys::peer_is_loopback(fd))
-                } else {
-                    c.loopback.unwrap_or(false)
-                };
-                if c.addr.is_none() && resp.logging() {
-                    c.addr = sys::peer_ip(c.raw());
-                }
-                let ka = c.http.keep_alive();
-                let peer = Peer { keep_alive: ka, loopback, addr: c.addr, head: &input[at..pos] };
-                if waited {
-                    waited = false;
-                    resp.head_waited(c.deadline, now);
-                }
-                c.body = resp.serve(&req, peer, now, wbuf);
-            }
-            Step::Reject(e) => {
-                resp.reject(&e, wbuf);
-                c.rejected = true;
-                return (input.len(), false);
-            }
-        }
-    }
-}
-
-/// Wheel keys: 32 bits of slot, 20 of generation, 12 of timer sequence.
-fn wheel_key(idx: usize, gen: u32, seq: u32) -> u64 {
-    (idx as u64) | (u64::from(gen & 0xfffff) << 32) | (u64::from(seq & 0xfff) << 52)
-}
-
-fn split_key(k: u64) -> (usize, u32, u32) {
-    ((k & 0xffff_ffff) as usize, ((k >> 32) & 0xfffff) as u32, (k >> 52) as u32)
-}
-
-fn io_close(e: &io::Error) -> Close {
-    match e.raw_os_error() {
-        Some(libc::ECONNRESET | libc::EPIPE | libc::ETIMEDOUT | libc::ECANCELED) => Close::Reset,
-        _ => Close::Io,
     }
 }

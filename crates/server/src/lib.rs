@@ -14,7 +14,7 @@
 //! | accept | one per readiness notice, or until `EAGAIN` with `--multi-accept` (Chandra & Mosberger §4); at `EMFILE` the reserve descriptor sheds new connections, the listener pauses, nothing spins | `worker.rs` |
 //! | files | phhttpd's static cache: small files in memory, large ones `sendfile`d, opened with `openat2(RESOLVE_BENEATH)` so nothing outside the root is ever served | [`files`] |
 //! | static serving | byte ranges (206/416; several ranges get the whole 200), HEAD with the GET's head, `/dir` → `/dir/`, types, `--cache-control`, `--precompressed` (`NAME.gz`, nginx's `gzip_static`); see docs/static.md | `respond.rs`, [`files`] |
-//! | timeouts | header (slowloris), idle (keep-alive) and send timeouts on a coarse timer wheel: no per-wait scan of all connections | `worker.rs` |
+//! | connections | one table for both engines: slots and generations, header (slowloris), idle (keep-alive) and send timeouts on a coarse timer wheel (no per-wait scan of all connections), admission under `--max-conns`, shedding, the drain | `conns.rs` |
 //! | stats | `GET /.ioscale/stats`, loopback only by default: connections, requests, bytes, the dispatch counters, errors by kind, CPU, and the counter snapshots taken at SIGUSR2 | [`stats`] |
 //!
 //! A second engine, `--dispatch uring-completion` ([`Engine::UringCompletion`],
@@ -33,6 +33,7 @@ mod access_log;
 pub mod cli;
 mod completion_engine;
 mod config;
+mod conns;
 pub mod files;
 pub mod metrics;
 mod respond;
