@@ -57,6 +57,14 @@ pub fn peer_is_loopback(fd: RawFd) -> bool {
     peer_ip(fd).is_some_and(|ip| ip.is_loopback())
 }
 
+/// Whether bytes wait unread in a connected socket's receive queue (`recv` with `MSG_PEEK |
+/// MSG_DONTWAIT`; `false` at end of stream or on an error).
+pub fn has_input(fd: RawFd) -> bool {
+    let mut b = [0u8; 1];
+    syscall!(recv(fd, b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT))
+        .is_ok_and(|n| n > 0)
+}
+
 /// `sendmsg(2)` of up to two slices with `MSG_NOSIGNAL` (a reset peer is an error, never a
 /// SIGPIPE) and `MSG_MORE` when more data follows (a sendfile'd body).
 pub fn send2(fd: RawFd, a: &[u8], b: &[u8], more: bool) -> io::Result<usize> {
