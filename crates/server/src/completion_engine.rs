@@ -585,7 +585,8 @@ impl Engine<'_> {
                 Err(_) => return self.close(c, idx, Close::Io),
             }
         }
-        self.t.keep(idx, c);
+        self.t.file_timer(idx, &mut c);
+        self.t.put(idx, c);
     }
 
     /// Closes through the ring: a plain close when nothing is in flight, else cancel-then-close.

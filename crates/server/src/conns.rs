@@ -111,9 +111,12 @@ pub(crate) struct Conn<X> {
     /// The deadline its newest wheel entry was filed under.
     filed: Option<Instant>,
     timer_seq: u32,
-    /// Whether the peer is on a loopback address: known at accept (readiness) or learnt on the
-    /// first request that needs it (the stats endpoint).
+    /// Whether the peer is on a loopback address: known since the accept (readiness), or learnt
+    /// on the first request that needs it (the stats endpoint; completion).
     pub loopback: Option<bool>,
+    /// Nothing about the peer is left to learn (`loopback`, and `addr` when the access log is
+    /// on): the request loop asks nothing more.
+    peer_known: bool,
     /// The peer's address: known at accept (readiness) or learnt on the first request when the
     /// access log is on.
     pub addr: Option<IpAddr>,
@@ -333,9 +336,9 @@ impl<'a, X: Io> Table<'a, X> {
         let gen = (tok.0 >> 32) as u32;
         let deadline = self.now + self.cfg.idle_timeout;
         self.wheel.insert(wheel_key(idx, gen, 0), deadline);
-        let (loopback, addr) = match peer {
-            Some(addr) => (Some(addr.is_some_and(|a| a.is_loopback())), addr),
-            None => (None, None),
+        let (peer_known, loopback, addr) = match peer {
+            Some(addr) => (true, Some(addr.is_some_and(|a| a.is_loopback())), addr),
+            None => (false, None, None),
         };
         self.slots[idx] = Some(Conn {
             gen,
@@ -347,6 +350,7 @@ impl<'a, X: Io> Table<'a, X> {
             filed: Some(deadline),
             timer_seq: 0,
             loopback,
+            peer_known,
             addr,
             read_closed: false,
             rejected: false,
@@ -393,19 +397,20 @@ impl<'a, X: Io> Table<'a, X> {
         }
     }
 
-    /// Puts a connection back as it is (no timer change).
+    /// Puts a connection back in its slot.
     #[inline]
     pub fn put(&mut self, idx: usize, c: Conn<X>) {
         self.slots[idx] = Some(c);
     }
 
-    /// Puts a connection back with the deadline its state calls for, filed in the wheel.
+    /// Sets the deadline of `c` (in slot `idx`) as its state calls for and files it in the
+    /// wheel; the engine then puts it back ([`Table::put`]).
     ///
     /// A request head must complete within the header timeout of its first byte (not of its
     /// last: slowloris), a send must progress within the idle timeout, and an idle connection
     /// must speak within it; a lingering connection keeps its linger deadline.
     #[inline]
-    pub fn keep(&mut self, idx: usize, mut c: Conn<X>) {
+    pub fn file_timer(&mut self, idx: usize, c: &mut Conn<X>) {
         let phase = if c.phase == Phase::Linger {
             Phase::Linger
         } else if c.has_output() {
@@ -426,7 +431,6 @@ impl<'a, X: Io> Table<'a, X> {
             self.wheel.insert(wheel_key(idx, c.gen, c.timer_seq), c.deadline);
             c.filed = Some(c.deadline);
         }
-        self.slots[idx] = Some(c);
     }
 
     /// Counts a close: the connection is no longer open (its slot is freed by [`Table::release`]
@@ -532,6 +536,24 @@ impl<'a, X: Io> Table<'a, X> {
     }
 }
 
+/// Learns what the request loop needs about the peer of `c` and was not told at the accept:
+/// whether it is on a loopback address, if `target` is one of the server's own endpoints (stats
+/// and its kin: the only answers that depend on it), and its address when `logging`. Each is a
+/// `getpeername`, made once per connection and only when needed.
+#[cold]
+#[inline(never)]
+fn learn_peer<X: Io>(c: &mut Conn<X>, target: &[u8], logging: bool) {
+    const OWN_PREFIX: &[u8] = b"/.ioscale/";
+    let fd = c.x.fd();
+    if logging && c.addr.is_none() {
+        c.addr = sys::peer_ip(fd);
+    }
+    if c.loopback.is_none() && target.starts_with(OWN_PREFIX) {
+        c.loopback = Some(sys::peer_is_loopback(fd));
+    }
+    c.peer_known = c.loopback.is_some() && (c.addr.is_some() || !logging);
+}
+
 /// Answers the complete requests in `input` into `wbuf` with `resp`. Returns the bytes used and
 /// whether it stopped early (output to send first) with input left.
 pub(crate) fn answer<X: Io>(
@@ -542,9 +564,6 @@ pub(crate) fn answer<X: Io>(
     c: &mut Conn<X>,
     input: &[u8],
 ) -> (usize, bool) {
-    // The server's own endpoints (stats and its kin) are the only answers that depend on where
-    // the client is.
-    const OWN_PREFIX: &[u8] = b"/.ioscale/";
     let mut pos = 0;
     // The first request completed here began in an earlier pass if a head was pending.
     let mut waited = c.phase == Phase::Header;
@@ -559,22 +578,16 @@ pub(crate) fn answer<X: Io>(
             Step::NeedMore | Step::Close => return (pos, false),
             Step::Request(req) => {
                 bump(&st.requests, 1);
-                // Learnt once, when needed (a getpeername), unless known since the accept.
-                let loopback = match c.loopback {
-                    Some(l) => l,
-                    None if req.target.get(1) == Some(&b'.')
-                        && req.path().starts_with(OWN_PREFIX) =>
-                    {
-                        let fd = c.x.fd();
-                        *c.loopback.get_or_insert_with(|| sys::peer_is_loopback(fd))
-                    }
-                    None => false,
-                };
-                if c.addr.is_none() && resp.logging() {
-                    c.addr = sys::peer_ip(c.x.fd());
+                if !c.peer_known {
+                    learn_peer(c, req.target, resp.logging());
                 }
                 let ka = c.http.keep_alive();
-                let peer = Peer { keep_alive: ka, loopback, addr: c.addr, head: &input[at..pos] };
+                let peer = Peer {
+                    keep_alive: ka,
+                    loopback: c.loopback == Some(true),
+                    addr: c.addr,
+                    head: &input[at..pos],
+                };
                 if waited {
                     waited = false;
                     resp.head_waited(c.deadline, now);

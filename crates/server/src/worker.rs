@@ -370,7 +370,8 @@ impl Worker<'_> {
             }
             c.x.interest = interest;
         }
-        self.t.keep(idx, c);
+        self.t.file_timer(idx, &mut c);
+        self.t.put(idx, c);
     }
 
     fn close(&mut self, c: Conn, idx: usize, why: Close) {
