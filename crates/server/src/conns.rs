@@ -114,8 +114,8 @@ pub(crate) struct Conn<X> {
     /// Whether the peer is on a loopback address: known since the accept (readiness), or learnt
     /// on the first request that needs it (the stats endpoint; completion).
     pub loopback: Option<bool>,
-    /// Nothing about the peer is left to learn (`loopback`, and `addr` when the access log is
-    /// on): the request loop asks nothing more.
+    /// The peer's address is known or not needed (it is for the access log); `loopback` is
+    /// learnt apart, on the first request for one of the server's own endpoints.
     peer_known: bool,
     /// The peer's address: known at accept (readiness) or learnt on the first request when the
     /// access log is on.
@@ -228,11 +228,13 @@ impl<'a, X: Io> Table<'a, X> {
     // the loop
 
     /// Whether the drain is over: nothing open, or the drain timeout passed.
+    #[inline]
     pub fn drain_over(&self) -> bool {
         self.stopping.is_some_and(|until| self.open == 0 || self.now >= until)
     }
 
     /// Whether a pause of the listener has run out (then it is cleared).
+    #[inline]
     pub fn resume_due(&mut self) -> bool {
         match self.paused_until {
             Some(t) if self.now >= t && self.stopping.is_none() => {
@@ -245,6 +247,7 @@ impl<'a, X: Io> Table<'a, X> {
 
     /// How long the next wait may last: until the next tick of the wheel, the end of a pause,
     /// or the drain timeout.
+    #[inline]
     pub fn wait_timeout(&self) -> Option<Duration> {
         let mut timeout = self.wheel.timeout(self.now);
         for t in [self.paused_until, self.stopping].into_iter().flatten() {
@@ -338,7 +341,7 @@ impl<'a, X: Io> Table<'a, X> {
         self.wheel.insert(wheel_key(idx, gen, 0), deadline);
         let (peer_known, loopback, addr) = match peer {
             Some(addr) => (true, Some(addr.is_some_and(|a| a.is_loopback())), addr),
-            None => (false, None, None),
+            None => (self.shared.access_log.is_none(), None, None),
         };
         self.slots[idx] = Some(Conn {
             gen,
@@ -468,6 +471,7 @@ impl<'a, X: Io> Table<'a, X> {
     // timers
 
     /// Moves the wheel's due entries into the table's list for [`Table::next_expired`].
+    #[inline]
     pub fn collect_due(&mut self) {
         self.wheel.expire(self.now, &mut self.due);
     }
@@ -475,7 +479,15 @@ impl<'a, X: Io> Table<'a, X> {
     /// The next connection whose deadline has passed, taken out of its slot for the engine to
     /// close; its timeout is counted, and a header timeout is answered with 408 first. Entries
     /// for gone connections are dropped and early ones re-filed on the way.
+    #[inline]
     pub fn next_expired(&mut self, date: &DateCache) -> Option<(usize, Conn<X>)> {
+        if self.due.is_empty() {
+            return None;
+        }
+        self.next_due(date)
+    }
+
+    fn next_due(&mut self, date: &DateCache) -> Option<(usize, Conn<X>)> {
         while let Some(key) = self.due.pop() {
             let (idx, gen, seq) = split_key(key);
             let Some(c) = self.slots.get_mut(idx).and_then(Option::as_mut) else { continue };
@@ -548,10 +560,10 @@ fn learn_peer<X: Io>(c: &mut Conn<X>, target: &[u8], logging: bool) {
     if logging && c.addr.is_none() {
         c.addr = sys::peer_ip(fd);
     }
+    c.peer_known = c.addr.is_some() || !logging;
     if c.loopback.is_none() && target.starts_with(OWN_PREFIX) {
         c.loopback = Some(sys::peer_is_loopback(fd));
     }
-    c.peer_known = c.loopback.is_some() && (c.addr.is_some() || !logging);
 }
 
 /// Answers the complete requests in `input` into `wbuf` with `resp`. Returns the bytes used and
@@ -578,7 +590,7 @@ pub(crate) fn answer<X: Io>(
             Step::NeedMore | Step::Close => return (pos, false),
             Step::Request(req) => {
                 bump(&st.requests, 1);
-                if !c.peer_known {
+                if !c.peer_known || (c.loopback.is_none() && req.target.get(1) == Some(&b'.')) {
                     learn_peer(c, req.target, resp.logging());
                 }
                 let ka = c.http.keep_alive();
