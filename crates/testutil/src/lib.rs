@@ -166,8 +166,14 @@ pub fn serial(m: &'static Mutex<()>) -> MutexGuard<'static, ()> {
 }
 
 /// A fresh, empty directory `ioscale-TAG-PID-N` under the system's temporary directory.
+///
+/// The first call in a process also removes the directories of this form that earlier test
+/// processes left behind (their PID is gone and they are over an hour old), so repeated runs do
+/// not fill the disk; a live test's directories are never touched.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(remove_stale_temp_dirs);
     let d = std::env::temp_dir().join(format!(
         "ioscale-{tag}-{}-{}",
         std::process::id(),
@@ -176,6 +182,34 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Removes `ioscale-*-PID-N` directories in the temporary directory whose process is gone and
+/// that were last changed over an hour ago.
+fn remove_stale_temp_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(stale_dir_pid) else { continue };
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(3600)));
+        if old && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// The PID in a name of the form `ioscale-TAG-PID-N` (TAG may hold dashes), or `None`.
+fn stale_dir_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("ioscale-")?;
+    let mut parts = rest.rsplitn(3, '-');
+    let n = parts.next()?;
+    let pid = parts.next()?;
+    let tag = parts.next()?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(n) && !tag.is_empty()).then(|| pid.parse().ok()).flatten()
 }
 
 /// Whether a program is on PATH.
@@ -260,4 +294,19 @@ fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n{ht
         .spawn()
         .unwrap();
     Some(Proc(child))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stale_dir_pid;
+
+    #[test]
+    fn only_names_of_the_temp_dir_form_are_read() {
+        assert_eq!(stale_dir_pid("ioscale-srv-rst-2137-1"), Some(2137));
+        assert_eq!(stale_dir_pid("ioscale-test-one-9-0"), Some(9));
+        assert_eq!(stale_dir_pid("ioscale-cg.AbC123"), None);
+        assert_eq!(stale_dir_pid("ioscale-bench-x"), None);
+        assert_eq!(stale_dir_pid("ioscale-12-3"), None);
+        assert_eq!(stale_dir_pid("other-srv-12-3"), None);
+    }
 }
