@@ -172,11 +172,6 @@ impl Uring {
         })
     }
 
-    /// The ring sizes the kernel granted (it rounds up to powers of two).
-    pub fn ring_sizes(&self) -> (u32, u32) {
-        (self.ring.params().sq_entries(), self.ring.params().cq_entries())
-    }
-
     /// Multishot polls the kernel ended (ring full, or cancelled) that were re-armed.
     pub fn rearms(&self) -> u64 {
         self.rearms
