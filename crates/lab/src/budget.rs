@@ -111,7 +111,8 @@ const QUOTA_US: u64 = 2000;
 /// The period and quota (µs) for a fraction: a 2 ms quota (1 ms where the period would pass
 /// 1 s) per the period that gives the fraction.
 pub fn quota_for(fraction: f64) -> (u64, u64) {
-    let quota = if QUOTA_US as f64 / fraction <= MAX_PERIOD_US as f64 { QUOTA_US } else { MIN_QUOTA_US };
+    let quota =
+        if QUOTA_US as f64 / fraction <= MAX_PERIOD_US as f64 { QUOTA_US } else { MIN_QUOTA_US };
     let period = ((quota as f64 / fraction).round() as u64).clamp(quota, MAX_PERIOD_US);
     (quota, period)
 }
@@ -157,7 +158,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -215,7 +219,13 @@ impl Budget {
                 remove_stale(&parent);
                 match make(m.version, &parent, &name, quota_us, period_us) {
                     Ok(dir) => {
-                        return Ok(Budget { fraction, quota_us, period_us, version: m.version, dir })
+                        return Ok(Budget {
+                            fraction,
+                            quota_us,
+                            period_us,
+                            version: m.version,
+                            dir,
+                        })
                     }
                     Err(e) => why.push(format!("{}: {e}", parent.display())),
                 }
@@ -379,7 +389,9 @@ mod tests {
                     34 25 0:29 / /sys/fs/cgroup/cpuacct rw - cgroup cgroup rw,cpuacct\n\
                     35 25 0:30 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
         let m = cpu_mounts(text);
-        assert!(m.iter().any(|m| m.version == Version::V1 && m.path == Path::new("/sys/fs/cgroup/cpu")));
+        assert!(m
+            .iter()
+            .any(|m| m.version == Version::V1 && m.path == Path::new("/sys/fs/cgroup/cpu")));
         assert!(!m.iter().any(|m| m.path == Path::new("/sys/fs/cgroup/cpuacct")));
     }
 

@@ -178,8 +178,8 @@ mod tests {
     fn capacity_counts_only_saturated_valid_probes() {
         let probes = vec![
             probe(1000.0, 1000.0, 0.04, 100.0, true),
-            probe(4000.0, 4000.0, 0.15, 90.0, true),  // 75% of a 0.2 budget: not saturated
-            probe(5600.0, 5200.0, 0.19, 85.0, true),  // saturated
+            probe(4000.0, 4000.0, 0.15, 90.0, true), // 75% of a 0.2 budget: not saturated
+            probe(5600.0, 5200.0, 0.19, 85.0, true), // saturated
             probe(8000.0, 5400.0, 0.195, 80.0, false), // generator invalid: not counted
         ];
         let c = Calibration::judge(probes, Some(0.2), 1.0, "epoll");
@@ -191,7 +191,10 @@ mod tests {
 
     #[test]
     fn a_server_that_never_saturates_is_said_so() {
-        let probes = vec![probe(10_000.0, 9_900.0, 0.6, 95.0, true), probe(14_000.0, 12_000.0, 0.7, 99.0, false)];
+        let probes = vec![
+            probe(10_000.0, 9_900.0, 0.6, 95.0, true),
+            probe(14_000.0, 12_000.0, 0.7, 99.0, false),
+        ];
         let c = Calibration::judge(probes, None, 1.0, "epoll");
         assert_eq!(c.capacity, None);
         assert_eq!(c.basis(), Some(9_900.0));

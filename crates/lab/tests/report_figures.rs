@@ -99,7 +99,9 @@ fn every_figure_is_drawn_with_ticks_over_its_data_one_colour_per_mechanism_and_a
         })
         .sum();
     assert!(expected >= 25, "{expected}");
-    assert_eq!(all.len(), expected);
+    let empty = html.matches("<p class=\"empty\">").count();
+    assert_eq!(all.len() + empty, expected);
+    assert!(all.len() >= 25, "{} figures drawn", all.len());
     let mut colours: BTreeMap<String, (String, String)> = BTreeMap::new();
     for svg in all {
         let els = elements(svg);

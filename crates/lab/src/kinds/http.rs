@@ -9,11 +9,11 @@
 //! calibrated on this machine at the start of the experiment ([`calibrate`]; the papers'
 //! 400 MHz rates do not carry over; the fractions do).
 
+use crate::capacity::Calibration;
 use crate::record::Record;
 use crate::runner::{blank, Ctx, Error};
 use crate::spec::{Plan, Point, Value};
 use crate::sys;
-use crate::capacity::Calibration;
 use generator::{CpuWindow, LoadRun};
 use server::Server;
 use std::path::Path;
@@ -77,17 +77,16 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, plan: &Plan, points: &[Point]) -> Result<()
     if let Some(c) = &prep.cal {
         eprintln!("lab: {}: capacity: {}", plan.exp.name, c.method);
     }
-    let basis = match prep.cal.as_ref().map(Calibration::basis) {
-        Some(Some(b)) => b,
-        Some(None) => {
-            return ctx.emit_errors(
+    let basis =
+        match prep.cal.as_ref().map(Calibration::basis) {
+            Some(Some(b)) => b,
+            Some(None) => return ctx.emit_errors(
                 plan,
                 points,
                 "calibration failed: the reference server gave no valid reply rate at any probe",
-            )
-        }
-        None => 0.0,
-    };
+            ),
+            None => 0.0,
+        };
     if plan.exp.load.ramp {
         return run_ramp(ctx, plan, points, &root, basis, &prep);
     }
@@ -226,7 +225,8 @@ fn cpu_metrics(rec: &mut Record, cpu: &CpuWindow, now: u64, window: f64, budget:
     if let (Some(a), Some(b)) = (cpu.throttle_start, cpu.throttle_end) {
         let d = b.since(&a);
         if d.periods > 0 {
-            rec.metrics.insert("throttled_pct".into(), 100.0 * d.throttled as f64 / d.periods as f64);
+            rec.metrics
+                .insert("throttled_pct".into(), 100.0 * d.throttled as f64 / d.periods as f64);
         }
     }
     if let (Some(h), true) = (cpu.held_at, cpu.from_events) {

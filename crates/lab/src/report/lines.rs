@@ -128,10 +128,12 @@ pub fn value(rec: &Record, expr: &str) -> Result<Option<f64>, String> {
     }
 }
 
+/// The point's numeric parameters (the words — budgets, methods, notes — are stated once per
+/// experiment and figure instead).
 fn fmt_params(r: &Record) -> String {
     r.params
         .iter()
-        .filter(|(k, _)| !k.contains("note"))
+        .filter(|(_, v)| matches!(v, Value::Num(_)))
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(" ")

@@ -235,7 +235,8 @@ table{border-collapse:collapse;margin:.8em 0;font-size:.92em}\
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;vertical-align:top}\
 th{background:#f3f3f3}td.l,th.l{text-align:left}\
 table.dropped{font-size:.85em}table.dropped caption{text-align:left;color:#444}\
-code{background:#f4f4f4;padding:0 .2em}";
+code{background:#f4f4f4;padding:0 .2em}ul.conditions{font-size:.9em;color:#333}\
+p.empty{color:#666;font-style:italic;border:1px dashed #ccc;padding:2em;text-align:center}";
 
 fn rule_items_html(v: &Verdict) -> String {
     let mut s = String::from("<ul class=\"rules\">");
@@ -269,18 +270,21 @@ fn badge(st: Status) -> String {
 }
 
 /// The deciding numbers of a verdict in one markdown cell.
+fn mark(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Holds => "✓",
+        Outcome::Fails => "✗",
+        Outcome::Incomplete => "✓?",
+        Outcome::NotMeasured => "–",
+    }
+}
+
+/// The deciding numbers of a verdict in one markdown cell, a line per rule (the rules' words
+/// are in the experiment's section).
 fn md_numbers(v: &Verdict) -> String {
     v.rules
         .iter()
-        .map(|r| {
-            let mark = match r.outcome {
-                Outcome::Holds => "✓",
-                Outcome::Fails => "✗",
-                Outcome::Incomplete => "✓?",
-                Outcome::NotMeasured => "–",
-            };
-            format!("{mark} {} — {}", r.says, r.numbers())
-        })
+        .map(|r| format!("{} {}", mark(r.outcome), r.numbers()))
         .collect::<Vec<_>>()
         .join("<br>")
 }
@@ -410,6 +414,16 @@ pub fn render(
             mine.len(),
             dropped
         );
+        let cond = conditions(&mine);
+        if !cond.is_empty() {
+            body.push_str("<ul class=\"conditions\">");
+            for (k, v) in &cond {
+                let _ = write!(body, "<li><b>{}:</b> {}</li>", esc(k), esc(v));
+                let _ = writeln!(md_body, "- {k}: {v}");
+            }
+            body.push_str("</ul>");
+            md_body.push('\n');
+        }
         for f in &e.figures {
             let anchor = format!("{}-{}", e.name, f.id);
             let in_variant = mine.iter().any(|r| lines::matches(r, &f.filter));
@@ -422,7 +436,13 @@ pub fn render(
             let mut data = Lines::default();
             if in_variant {
                 let (c, d) = chart(f, &mine);
-                body.push_str(&c.svg());
+                if c.series.iter().any(|s| !s.points.is_empty()) {
+                    body.push_str(&c.svg());
+                } else {
+                    body.push_str(
+                        "<p class=\"empty\">No point of this figure has a value to draw.</p>",
+                    );
+                }
                 data = d;
             }
             let _ = write!(
@@ -437,13 +457,20 @@ pub fn render(
             if let Some(n) = &note {
                 let _ = write!(body, "<p><i>{}</i></p>", inline_html(n));
             }
+            let fig_recs: Vec<&Record> =
+                mine.iter().copied().filter(|r| lines::matches(r, &f.filter)).collect();
+            let budgets = distinct_words(&fig_recs, "server_cpu");
+            if !budgets.is_empty() {
+                let _ =
+                    write!(body, "<p><b>Server CPU budget:</b> {}</p>", esc(&budgets.join("; ")));
+            }
             body.push_str(&rule_items_html(&v));
             body.push_str(&dropped_table(&data));
             body.push_str("</figcaption></figure>");
             verdicts.push(VerdictRow {
                 experiment: e.name.clone(),
                 anchor,
-                what: format!("{} — {}", f.reproduces, f.title),
+                what: f.reproduces.clone(),
                 finding: f.paper_finding.clone(),
                 verdict: v,
                 note,
@@ -496,24 +523,23 @@ pub fn render(
             verdicts.push(VerdictRow {
                 experiment: e.name.clone(),
                 anchor,
-                what: format!("{} — {}", t.reproduces, t.title),
+                what: t.reproduces.clone(),
                 finding: t.paper_finding.clone(),
                 verdict: v,
                 note: None,
             });
         }
-        let whys: Vec<String> = verdicts[first..]
-            .iter()
-            .flat_map(|v| v.verdict.rules.iter())
-            .filter_map(|r| r.reason.as_ref().map(|why| format!("- {}: {why}", r.says)))
-            .collect();
-        if !whys.is_empty() {
-            let _ = writeln!(
-                md_body,
-                "Rules that do not hold here, and why this machine or run may differ:\n\n{}\n",
-                whys.join("\n")
-            );
+        md_body.push_str("Verdicts:\n\n");
+        for v in &verdicts[first..] {
+            let _ = writeln!(md_body, "- {} — **{}**", v.what, v.verdict.status);
+            for r in &v.verdict.rules {
+                let _ = writeln!(md_body, "  - {} {} — {}", mark(r.outcome), r.says, r.numbers());
+                if let Some(why) = &r.reason {
+                    let _ = writeln!(md_body, "    (why this may differ here: {why})");
+                }
+            }
         }
+        md_body.push('\n');
     }
 
     let mut html = String::new();
@@ -596,6 +622,50 @@ pub fn render(
     (html, md)
 }
 
+/// The distinct values of a word parameter among some records, in order of first appearance.
+fn distinct_words(recs: &[&Record], key: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in recs {
+        if let Some(v) = r.params.get(key) {
+            let v = v.to_string();
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// How an experiment's points were measured, as the runner recorded it: the server's CPU
+/// budget and why, the capacity and how it was found, the generator's ceiling, scheduling.
+fn conditions(recs: &[&Record]) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for (key, label) in [
+        ("server_cpu", "server CPU budget"),
+        ("budget_why", "why this budget"),
+        ("capacity_method", "capacity found by"),
+        ("scheduling", "scheduling"),
+    ] {
+        let v = distinct_words(recs, key);
+        if !v.is_empty() {
+            out.push((label, v.join("; ")));
+        }
+    }
+    for (key, label) in [
+        ("capacity", "server capacity (replies/s)"),
+        ("generator_ceiling", "generator ceiling (requests/s)"),
+    ] {
+        let mut v: Vec<f64> = recs.iter().filter_map(|r| r.metric(key)).collect();
+        v.sort_by(f64::total_cmp);
+        v.dedup();
+        if !v.is_empty() {
+            let words: Vec<String> = v.iter().map(|x| fmt_int(*x)).collect();
+            out.push((label, words.join(", ")));
+        }
+    }
+    out
+}
+
 fn with_period(s: &str) -> String {
     let t = s.trim_end();
     if t.ends_with('.') {
@@ -657,11 +727,27 @@ pub fn splice_readme(out: &Path, readme: &Path) -> Result<(), Error> {
     if e < b {
         return Err(Error(format!("{}: {END} comes before {BEGIN}", readme.display())));
     }
-    // The summary's own title becomes a sub-heading of the README's section.
-    let body = summary.replacen("# ioscale lab summary", "", 1).replace("\n## ", "\n### ");
-    let new = format!("{}{BEGIN}\n{}\n{}", &text[..b], body.trim(), &text[e..]);
+    let new = format!("{}{BEGIN}\n{}\n{}", &text[..b], readme_part(&summary), &text[e..]);
     std::fs::write(readme, new)?;
     Ok(())
+}
+
+/// The README's part of a summary: everything up to the first experiment's section (the run,
+/// the machine, the verdict table), its headings one level down, and where the rest is.
+fn readme_part(summary: &str) -> String {
+    let body = summary.replacen("# ioscale lab summary", "", 1);
+    let cut = body
+        .find("## Verdicts")
+        .and_then(|v| body[v + 3..].find("\n## ").map(|i| v + 3 + i))
+        .unwrap_or(body.len());
+    let mut part = body[..cut].replace("## ", "### ").trim().to_string();
+    if cut < body.len() {
+        part.push_str(
+            "\n\nEach experiment's own table and the words of every rule are in the run's \
+             `summary.md`; its `report.html` draws every figure.",
+        );
+    }
+    part
 }
 
 /// A UTC date for a Unix time (civil-from-days; no time-zone database needed).
@@ -730,6 +816,14 @@ paper_finding = "grows"
     fn extra_labels_name_what_differs() {
         assert_eq!(extra_label("reply_rate_avg", "reply_rate_min"), "min");
         assert_eq!(extra_label("connect_p50_us", "connect_cpu_p50_us"), "cpu p50 us");
+    }
+
+    #[test]
+    fn the_readme_gets_the_run_and_the_verdict_table() {
+        let s = "# ioscale lab summary\n\nrun\n\n## Verdicts\n\n| a |\n\n## exp\n\ntable\n";
+        let p = readme_part(s);
+        assert!(p.starts_with("run\n\n### Verdicts\n\n| a |"), "{p}");
+        assert!(!p.contains("### exp") && p.contains("`summary.md`"), "{p}");
     }
 
     #[test]

@@ -178,6 +178,8 @@ pub struct Judged {
     /// One phrase per line judged: Some(pass) with its numbers ("poll 141→434 = 3.08x
     /// (250→3,000)"), or None with the line that could not be judged.
     pub parts: Vec<(Option<bool>, String)>,
+    /// Lines it names that have no point at all in this run (left out of this variant).
+    pub not_run: Vec<String>,
     /// The rule's reason, where a measured line fails it.
     pub reason: Option<String>,
 }
@@ -195,6 +197,9 @@ impl Judged {
             self.parts.iter().filter(|(p, _)| p.is_none()).map(|(_, s)| s.as_str()).collect();
         if !missing.is_empty() {
             out.push(format!("no valid points: {}", missing.join(", ")));
+        }
+        if !self.not_run.is_empty() {
+            out.push(format!("not in this run: {}", self.not_run.join(", ")));
         }
         if !self.want.is_empty() && self.parts.iter().any(|p| p.0.is_some()) {
             format!("want {}: {}", self.want, out.join("; "))
@@ -350,11 +355,21 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
     );
     let (lo, hi) = rule.bounds();
     let ok = |v: f64| lo.is_none_or(|b| v >= b) && hi.is_none_or(|b| v <= b);
+    // A line with no point at all in this run (a mechanism the quick variant leaves out) is not
+    // judged, and says so; a line whose points are all INVALID is "not measured".
+    let ran = |n: &str| data.get(n).is_some() || data.dropped.iter().any(|d| d.series == n);
+    let mut not_run: Vec<String> = Vec::new();
+    for n in rule.series.iter().chain(&rule.than) {
+        if !ran(n) && !not_run.contains(n) {
+            not_run.push(n.clone());
+        }
+    }
     let names: Vec<String> = if rule.series.is_empty() {
         data.lines.iter().map(|(n, _)| n.clone()).collect()
     } else {
-        rule.series.clone()
+        rule.series.iter().filter(|n| ran(n)).cloned().collect()
     };
+    let than: Vec<&String> = rule.than.iter().filter(|t| ran(t)).collect();
     let pts_of = |name: &str| -> Vec<&LinePoint> {
         data.get(name)
             .map(|p| p.iter().filter(|p| in_range(rule, p.x)).collect())
@@ -412,7 +427,7 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
         }
         Kind::Compare => {
             for n in &names {
-                for t in &rule.than {
+                for t in &than {
                     let (a, b) = (pts_of(n), pts_of(t));
                     if rule.of == Of::Each {
                         let common: Vec<(f64, f64, f64)> = a
@@ -467,7 +482,7 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
             }
         }
     }
-    if names.is_empty() {
+    if names.is_empty() && not_run.is_empty() {
         parts.push((None, "any line".into()));
     }
     let measured: Vec<bool> = parts.iter().filter_map(|p| p.0).collect();
@@ -485,6 +500,7 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
         outcome,
         want,
         parts,
+        not_run,
         reason: if outcome == Outcome::Fails { rule.reason.clone() } else { None },
     }
 }
@@ -539,6 +555,9 @@ mod tests {
         // An INVALID point that would break every rule if it were judged.
         let mut bad =
             rec("epoll", &[("idle", 6000.0)], &[("cpu_us_per_req", 9999.0), ("overflows", 7.0)]);
+        bad.valid = false;
+        v.push(bad);
+        let mut bad = rec("uring", &[("idle", 250.0)], &[("cpu_us_per_req", 50.0)]);
         bad.valid = false;
         v.push(bad);
         v
@@ -635,15 +654,26 @@ mod tests {
 
     #[test]
     fn lines_not_measured_make_a_rule_incomplete_or_not_measured() {
-        let j =
-            run(&rule("kind = 'growth'\nsays = 's'\nseries = ['poll', 'devpoll']\nat_least = 2"));
+        // uring ran, but its only point is INVALID: not measured.
+        let j = run(&rule("kind = 'growth'\nsays = 's'\nseries = ['poll', 'uring']\nat_least = 2"));
         assert_eq!(j.outcome, Outcome::Incomplete, "{j:?}");
-        assert!(j.numbers().ends_with("✓; no valid points: devpoll"), "{j:?}");
-        let j = run(&rule("kind = 'growth'\nsays = 's'\nseries = ['devpoll']\nat_least = 2"));
+        assert!(j.numbers().ends_with("✓; no valid points: uring"), "{j:?}");
+        let j = run(&rule("kind = 'growth'\nsays = 's'\nseries = ['uring']\nat_least = 2"));
         assert_eq!(j.outcome, Outcome::NotMeasured);
         let j =
             run(&rule("kind = 'range'\nsays = 's'\nseries = ['poll']\nfrom = 5000\nat_least = 2"));
         assert_eq!(j.outcome, Outcome::NotMeasured);
+        // A line with no point at all in this run (left out of the variant) is not judged, and
+        // is named.
+        let j =
+            run(&rule("kind = 'growth'\nsays = 's'\nseries = ['poll', 'devpoll']\nat_least = 2"));
+        assert_eq!(j.outcome, Outcome::Holds, "{j:?}");
+        assert!(j.numbers().ends_with("✓; not in this run: devpoll"), "{j:?}");
+        let j = run(&rule(
+            "kind = 'compare'\nsays = 's'\nseries = ['poll']\nthan = ['devpoll']\nat_least = 2",
+        ));
+        assert_eq!(j.outcome, Outcome::NotMeasured, "{j:?}");
+        assert_eq!(j.numbers(), "not in this run: devpoll");
     }
 
     #[test]
@@ -653,6 +683,7 @@ mod tests {
             outcome: o,
             want: String::new(),
             parts: vec![],
+            not_run: vec![],
             reason: None,
         };
         use Outcome::*;

@@ -69,7 +69,11 @@ pub(crate) fn prepare(
     let shape = shape(plan);
     let key = format!(
         "{:?}:{:?}:{:?}:{:?}:{:?}:{want:?}",
-        plan.exp.load.mode, plan.exp.load.calls, plan.exp.load.connections, plan.exp.load.args, shape
+        plan.exp.load.mode,
+        plan.exp.load.calls,
+        plan.exp.load.connections,
+        plan.exp.load.args,
+        shape
     );
     if let Some((fraction, cal, why)) = FOUND.with(|m| m.borrow().get(&key).cloned()) {
         let budget = fraction.map(Budget::create).transpose().map_err(|e| Error(e.0))?;
@@ -91,7 +95,11 @@ pub(crate) fn prepare(
         Some(r) => {
             ctx.message(format!("calibrating: light probe at {r:.0}/s"));
             let p = probe(ctx, plan, root, &shape, r, None)?;
-            if p.generator_valid && p.server_s_per_reply().is_some() { p } else { first.clone() }
+            if p.generator_valid && p.server_s_per_reply().is_some() {
+                p
+            } else {
+                first.clone()
+            }
         }
         None => first.clone(),
     };
@@ -152,9 +160,10 @@ fn shape(plan: &Plan) -> BTreeMap<String, Value> {
         if k == "rate_fraction" || k == "rate" {
             continue;
         }
-        let min = vals.iter().filter_map(Value::as_f64).fold(None, |m: Option<f64>, v| {
-            Some(m.map_or(v, |m| m.min(v)))
-        });
+        let min = vals
+            .iter()
+            .filter_map(Value::as_f64)
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))));
         if let Some(v) = min.map(Value::Num).or_else(|| vals.first().cloned()) {
             out.insert(k.clone(), v);
         }

@@ -77,7 +77,13 @@ fn open_guess(held: u64) -> f64 {
 }
 
 /// The `ioscale load` command line for one run against `server`.
-fn command(ctx: &Ctx<'_>, server: &Server, plan: &Plan, run: &LoadRun<'_>, events: bool) -> Command {
+fn command(
+    ctx: &Ctx<'_>,
+    server: &Server,
+    plan: &Plan,
+    run: &LoadRun<'_>,
+    events: bool,
+) -> Command {
     let (params, rate) = (run.params, run.rate);
     let size = params.get("file_size").and_then(Value::as_f64).unwrap_or(1.0) as u64;
     let url = format!("http://{}:{}/{}", server.ip, server.port, file_name(size));
@@ -182,7 +188,10 @@ pub(crate) fn run(
     let mut status = None;
     while status.is_none() {
         for line in lines.try_iter() {
-            match line.strip_prefix(EVENT).and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok()) {
+            match line
+                .strip_prefix(EVENT)
+                .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+            {
                 Some(ev) => {
                     let at = t.elapsed().as_secs_f64();
                     match ev["event"].as_str() {
@@ -203,7 +212,10 @@ pub(crate) fn run(
             if let Some(b) = run.budget {
                 for p in server.pids() {
                     b.add(p).map_err(|e| {
-                        Error(format!("cannot put the server (PID {p}) under its CPU budget in {}: {e}", b.dir().display()))
+                        Error(format!(
+                            "cannot put the server (PID {p}) under its CPU budget in {}: {e}",
+                            b.dir().display()
+                        ))
                     })?;
                 }
                 cpu.throttle_start = b.throttle();

@@ -85,7 +85,7 @@ const LEGEND_FONT: f64 = 13.0;
 const CHAR_W: f64 = 0.62;
 const MARKER_R: f64 = 4.6;
 /// The widest spread of markers set side by side at one x, in pixels.
-const MAX_DODGE: f64 = 44.0;
+const MAX_DODGE: f64 = 32.0;
 /// Margins inside the plot area, between the axes and the first and last values.
 const PAD_X: f64 = 16.0;
 const PAD_Y: f64 = 10.0;
@@ -193,7 +193,7 @@ impl Chart {
             Fit {
                 len: plot_h - 2.0 * PAD_Y,
                 per_char: 0.0,
-                fixed: TICK_FONT + 16.0,
+                fixed: TICK_FONT + 22.0,
                 zero_baseline: true,
                 integer: self.y_integer,
             },
