@@ -165,3 +165,84 @@ fn bad_input_gets_one_sentence() {
     assert_eq!(code, Some(2));
     assert!(err.contains("no bound"), "{err}");
 }
+
+/// The `--events` lines on stderr: (name, t_s) in the order written.
+fn events(stderr: &str) -> Vec<(String, f64)> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("ioscale-load-event "))
+        .map(|j| {
+            let v: Value = serde_json::from_str(j).expect("an event line is JSON");
+            (v["event"].as_str().unwrap().to_string(), f(&v["t_s"]))
+        })
+        .collect()
+}
+
+#[test]
+fn events_mark_held_and_the_window_and_the_warmup_can_start_when_held() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = docroot("events");
+    let (_s, port) = serve(&root, &[]);
+    let url = format!("http://127.0.0.1:{port}/one.txt");
+    let (code, r, err) = load(&[
+        &url,
+        "--rate",
+        "100",
+        "--idle",
+        "300",
+        "--inactive",
+        "20",
+        "--warmup",
+        "500ms",
+        "--warmup-from",
+        "held",
+        "--duration",
+        "1s",
+        "--events",
+        "--json",
+    ]);
+    assert!(code == Some(0) || code == Some(3), "{err}");
+    let ev = events(&err);
+    let names: Vec<&str> = ev.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names, ["held", "window_start", "window_end"], "{err}");
+    // The window starts one warm-up after the held connections were all up, and lasts the
+    // duration asked for.
+    assert!((ev[1].1 - (ev[0].1 + 0.5)).abs() < 1e-6, "{ev:?}");
+    assert!((ev[2].1 - ev[1].1 - 1.0).abs() < 1e-6, "{ev:?}");
+    assert!((f(&r["window_s"]) - 1.0).abs() < 1e-6, "{}", r["window_s"]);
+    assert_eq!(r["idle"]["connections_established"], 300);
+    // No held population: `held` at once.
+    let (_, _, err) = load(&[&url, "--rate", "100", "--duration", "500ms", "--events"]);
+    let names: Vec<String> = events(&err).into_iter().map(|e| e.0).collect();
+    assert_eq!(names, ["held", "window_start", "window_end"], "{err}");
+}
+
+#[test]
+fn warmup_from_held_starts_anyway_at_its_bound_and_says_invalid() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // A listener that never accepts: its queue (backlog 128) holds 129 connections at most, so
+    // 200 idle connections are never all up; the wait is bounded (5 s + 0.2 s here).
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}/", l.local_addr().unwrap().port());
+    let (code, r, err) = load(&[
+        &url,
+        "--idle",
+        "200",
+        "--warmup",
+        "200ms",
+        "--warmup-from",
+        "held",
+        "--duration",
+        "500ms",
+        "--events",
+        "--json",
+    ]);
+    drop(l);
+    assert_eq!(code, Some(3), "{err}");
+    let ev = events(&err);
+    let names: Vec<&str> = ev.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names, ["window_start", "window_end"], "{err}");
+    assert!(ev[0].1 >= 5.2 + 0.2 - 1e-6, "{ev:?}");
+    let reasons = r["invalid_reasons"].to_string();
+    assert!(reasons.contains("never all established"), "{reasons}");
+}

@@ -48,6 +48,17 @@ pub struct LoadArgs {
     /// Time at the start excluded from the statistics.
     #[arg(long, default_value = "0s", value_parser = plan::parse_duration)]
     pub warmup: Duration,
+    /// When the warm-up starts counting: at the start, or once every idle and inactive
+    /// connection is established (waiting at most 5 s + 1 s per 1,000 of them; later than
+    /// that, the warm-up starts anyway and the run is INVALID if they come up only after
+    /// measuring began). The active load runs from the start either way.
+    #[arg(long, default_value = "start", value_parser = ["start", "held"])]
+    pub warmup_from: String,
+    /// Write the run's events to stderr as they happen, one line each:
+    /// `ioscale-load-event {"event":NAME,"t_s":SECONDS}` for `held` (every idle and inactive
+    /// connection established, the first time), `window_start` and `window_end` (docs/load-json.md).
+    #[arg(long)]
+    pub events: bool,
     /// Inactive connections: each sends an incomplete request and holds; reopened when closed.
     #[arg(long, default_value_t = 0)]
     pub inactive: usize,
@@ -215,6 +226,12 @@ impl LoadArgs {
             request: self.request()?,
             tls: crate::tls::TlsOptions { cacert: self.cacert.clone(), insecure: self.insecure },
             segment: plan::Segment { start_at: self.start_at, ..Default::default() },
+            warmup_from: if self.warmup_from == "held" {
+                plan::WarmupFrom::Held
+            } else {
+                plan::WarmupFrom::Start
+            },
+            events: self.events,
         };
         p.validate()?;
         if p.tls.cacert.is_some() {

@@ -9,7 +9,7 @@
 
 use crate::hdrlog::{HdrLog, IntervalHists};
 use crate::http::{encode_incomplete, Feed, ResponseParser};
-use crate::plan::{Arrival, Mode, Plan};
+use crate::plan::{Arrival, Mode, Plan, WarmupFrom};
 use crate::stats::{self, record_us, ErrorKind, PopStats};
 use crate::sys;
 use crate::tls::{Io, Tls};
@@ -71,6 +71,10 @@ struct Conn {
     /// Request-rate pool: whether the slot is in `pool_free`.
     pooled: bool,
 }
+
+/// The first word of an event line on stderr (`--events`): `ioscale-load-event {"event":NAME,
+/// "t_s":SECONDS}`, seconds since the run's start.
+pub const EVENT: &str = "ioscale-load-event";
 
 /// What a run produced.
 #[derive(Debug)]
@@ -1093,8 +1097,14 @@ pub fn run_with_log(
         .segment
         .start_at
         .map_or(0, |at| ns(at.duration_since(std::time::SystemTime::now()).unwrap_or_default()));
-    let warm = start + ns(plan.warmup);
-    let end = plan.duration.map_or(u64::MAX, |d| warm + ns(d));
+    // With --warmup-from held the window is placed once the held connections are up.
+    let from_held = plan.warmup_from == WarmupFrom::Held;
+    let warm = if from_held { u64::MAX } else { start + ns(plan.warmup) };
+    let end = match plan.duration {
+        Some(d) if !from_held => warm + ns(d),
+        _ => u64::MAX,
+    };
+    let held_bound = start + ns(plan.held_bound());
     // This process's share of the rate; its arrivals are its segment of the global schedule.
     let rate = plan.segment_rate();
     let sources = plan.source_addrs();
@@ -1179,20 +1189,20 @@ pub fn run_with_log(
     let mut next_drain_check = 0u64;
     let mut interrupted = false;
     let mut held_at_window: Option<(u64, u64)> = None;
+    let mut window_started = false;
+    let event = |name: &str, at: u64| {
+        if plan.events {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "{EVENT} {}", json!({"event": name, "t_s": at as f64 / 1e9}));
+            let _ = err.flush();
+        }
+    };
     loop {
         let now = e.now();
         if ioscale_sys::interrupt::requested() && e.scheduling {
             interrupted = true;
             e.warm_end = e.warm_end.min(now);
             e.end = e.end.min(now);
-        }
-        if e.scheduling && (now >= e.end || plan.sessions.is_some_and(|s| e.arr.sched.index() >= s))
-        {
-            e.scheduling = false;
-            if e.end == u64::MAX {
-                e.end = now;
-            }
-            drain_deadline = now + e.timeout;
         }
         // When every held (idle, inactive) connection was first up at once.
         if held_at_window.is_none()
@@ -1201,9 +1211,35 @@ pub fn run_with_log(
             && (plan.segment.start_at.is_none() || now >= e.start || e.pool_connecting() == 0)
         {
             held_at_window = Some((now, 0));
+            event("held", now);
             if plan.segment.start_at.is_some() && now < e.start {
                 crate::hosts::ready(plan);
             }
+        }
+        // --warmup-from held: the window is placed when they are up, or at the bound.
+        if e.warm_end == u64::MAX && e.scheduling && (held_at_window.is_some() || now >= held_bound)
+        {
+            e.warm_end = now.max(e.start) + ns(plan.warmup);
+            e.end = plan.duration.map_or(u64::MAX, |d| e.warm_end + ns(d));
+            hdr_from = e.warm_end;
+        }
+        if !window_started && now >= e.warm_end {
+            window_started = true;
+            event("window_start", e.warm_end);
+        }
+        if e.scheduling && (now >= e.end || plan.sessions.is_some_and(|s| e.arr.sched.index() >= s))
+        {
+            e.scheduling = false;
+            if e.end == u64::MAX {
+                e.end = now;
+            }
+            if !window_started {
+                // Interrupted, or a --sessions bound met, before the window began.
+                window_started = true;
+                event("window_start", e.warm_end.min(now));
+            }
+            event("window_end", e.end.min(now));
+            drain_deadline = now + e.timeout;
         }
         if seg_start.is_none() && now >= e.start {
             // The arrival clock starts: note how far from the shared instant, and start the
@@ -1256,7 +1292,7 @@ pub fn run_with_log(
             }
         }
         if let (Some(h), Some(hist)) = (hdr.as_deref_mut(), e.hdr.as_deref_mut()) {
-            while now >= hdr_from + hdr_interval {
+            while now >= hdr_from.saturating_add(hdr_interval) {
                 let (from, len) =
                     (Duration::from_nanos(hdr_from), Duration::from_nanos(hdr_interval));
                 h.write(hist, from, len, plan.idle > 0);
@@ -1317,13 +1353,18 @@ pub fn run_with_log(
             due = due.min(*at);
         }
         if hdr.is_some() {
-            due = due.min(hdr_from + hdr_interval);
+            due = due.min(hdr_from.saturating_add(hdr_interval));
         }
         if let Some(r) = e.retry.front() {
             due = due.min(r.0.max(e.retry_gate));
         }
         if e.scheduling {
             due = due.min(e.end);
+            if e.warm_end == u64::MAX {
+                due = due.min(held_bound);
+            } else if !window_started {
+                due = due.min(e.warm_end);
+            }
         }
         if seg_start.is_none() {
             due = due.min(e.start);
