@@ -11,8 +11,10 @@
 //! stops — nginx's `access_log ... buffer=32k flush=1s`. The file is opened with `O_APPEND`, and
 //! a buffer holds whole lines only, so the workers' writes never interleave inside a line (for
 //! `-`, standard output, writes are cut at line ends into pieces of at most `PIPE_BUF` bytes,
-//! which a pipe keeps whole). SIGUSR1 reopens the path (logrotate's convention): the signal
-//! thread opens the new file and swaps it in; each worker's next write goes there.
+//! which a pipe keeps whole). SIGUSR1 and SIGHUP reopen the path (logrotate's convention; a
+//! reload may name another): the signal thread opens the new file and bumps an epoch; each
+//! worker, at its next loop pass, writes the lines it holds to the old file and takes the new
+//! one, so no buffered line is lost or written to a file opened after it.
 //!
 //! The status is the one sent; the size is the body's (0 for HEAD and 304), as it stood when the
 //! response was written (what follows the head in the buffer, plus a cached body or file range
@@ -28,6 +30,7 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,42 +45,68 @@ const PIPE_BUF: usize = 4096;
 /// `PIPE_BUF`, so a line is never split between two writes.
 const FIELD_MAX: usize = 1024;
 
-/// Where the lines go: a file reopened on SIGUSR1, or standard output.
+/// Where the lines go: a file (reopened on SIGUSR1 and SIGHUP, moved to another path by a
+/// reload), or standard output (`-`).
 #[derive(Debug)]
 pub struct Sink {
+    current: Mutex<Arc<Out>>,
+    /// Bumped at each reopen: a worker that sees it move writes what it holds to its file,
+    /// then takes the new one, so no line is lost and none goes to a file opened after it.
+    epoch: AtomicU64,
+}
+
+/// An open log file, or standard output.
+#[derive(Debug)]
+struct Out {
     path: Option<PathBuf>,
-    file: Mutex<Arc<File>>,
+    file: File,
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().append(true).create(true).open(path)
 }
 
+fn open_out(path: &Path) -> io::Result<Out> {
+    if path == Path::new("-") {
+        let fd = io::stdout().as_fd().try_clone_to_owned()?;
+        return Ok(Out { path: None, file: File::from(fd) });
+    }
+    Ok(Out { path: Some(path.to_path_buf()), file: open_append(path)? })
+}
+
 impl Sink {
     /// Opens `path` for appending (created if missing), or standard output for `-`.
     pub fn open(path: &Path) -> io::Result<Sink> {
-        if path == Path::new("-") {
-            let fd = io::stdout().as_fd().try_clone_to_owned()?;
-            return Ok(Sink { path: None, file: Mutex::new(Arc::new(File::from(fd))) });
-        }
-        Ok(Sink { path: Some(path.to_path_buf()), file: Mutex::new(Arc::new(open_append(path)?)) })
+        Ok(Sink { current: Mutex::new(Arc::new(open_out(path)?)), epoch: AtomicU64::new(0) })
     }
 
     /// Opens the path again (after logrotate renamed it); standard output stays as it is.
     pub fn reopen(&self) -> io::Result<()> {
-        let Some(path) = &self.path else { return Ok(()) };
-        let f = Arc::new(open_append(path)?);
-        *self.file.lock().map_err(|_| io::Error::other("poisoned"))? = f;
+        let path = self.get().0.path.clone();
+        match path {
+            Some(p) => self.reopen_at(&p),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes to `path` from now on (`-`: standard output).
+    pub fn reopen_at(&self, path: &Path) -> io::Result<()> {
+        let out = Arc::new(open_out(path)?);
+        let mut g = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        *g = out;
+        self.epoch.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
-    fn current(&self) -> Option<Arc<File>> {
-        self.file.lock().ok().map(|f| f.clone())
+    fn get(&self) -> (Arc<Out>, u64) {
+        let g = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        (g.clone(), self.epoch.load(Ordering::Acquire))
     }
+}
 
+impl Out {
     fn write(&self, buf: &[u8]) -> io::Result<()> {
-        let f = self.current().ok_or_else(|| io::Error::other("poisoned"))?;
-        let mut f = &*f;
+        let mut f = &self.file;
         if self.path.is_some() {
             return f.write_all(buf);
         }
@@ -100,6 +129,8 @@ impl Sink {
 #[derive(Debug)]
 pub(crate) struct AccessLog {
     sink: Arc<Sink>,
+    out: Arc<Out>,
+    epoch: u64,
     buf: Vec<u8>,
     lines: u64,
     oldest: Option<Instant>,
@@ -107,8 +138,11 @@ pub(crate) struct AccessLog {
 
 impl AccessLog {
     pub fn new(sink: Arc<Sink>) -> AccessLog {
+        let (out, epoch) = sink.get();
         AccessLog {
             sink,
+            out,
+            epoch,
             buf: Vec::with_capacity(FLUSH_SIZE + 2 * FIELD_MAX + 512),
             lines: 0,
             oldest: None,
@@ -179,10 +213,14 @@ impl AccessLog {
         }
     }
 
-    /// Writes the buffer if its oldest line has waited [`FLUSH_EVERY`].
+    /// Once per loop pass: writes the buffer if its oldest line has waited [`FLUSH_EVERY`];
+    /// after a reopen, writes it to the old file and takes the new one.
     #[inline]
     pub fn tick(&mut self, st: &WorkerStats, now: Instant) {
-        if self.oldest.is_some_and(|t| now.saturating_duration_since(t) >= FLUSH_EVERY) {
+        if self.sink.epoch.load(Ordering::Relaxed) != self.epoch {
+            self.flush(st);
+            (self.out, self.epoch) = self.sink.get();
+        } else if self.oldest.is_some_and(|t| now.saturating_duration_since(t) >= FLUSH_EVERY) {
             self.flush(st);
         }
     }
@@ -192,11 +230,11 @@ impl AccessLog {
         if self.buf.is_empty() {
             return;
         }
-        match self.sink.write(&self.buf) {
+        match self.out.write(&self.buf) {
             Ok(()) => bump(&st.log_lines, self.lines),
             Err(e) => {
-                if st.log_dropped.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-                    eprintln!("ioscale serve: cannot write the access log: {e}; lines are dropped");
+                if st.log_dropped.load(Ordering::Relaxed) == 0 {
+                    crate::error_log::error!("cannot write the access log: {e}; lines are dropped");
                 }
                 bump(&st.log_dropped, self.lines);
             }

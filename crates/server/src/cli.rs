@@ -105,9 +105,16 @@ pub struct ServeOptions {
     /// buffered per worker (32 KiB or 1 s); SIGUSR1 reopens it (for logrotate). Off by default.
     #[arg(long, value_name = "PATH|-")]
     pub access_log: Option<PathBuf>,
+    /// Write the server's own messages (start, signals, reloads, failures) to this file, one
+    /// timestamped line each, instead of standard error; SIGUSR1 and SIGHUP reopen it.
+    #[arg(long, value_name = "FILE")]
+    pub error_log: Option<PathBuf>,
+    /// Write the process id to this file once listening; removed at exit.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
     /// Read options from this TOML file: its keys are the long option names without `--`
     /// (`workers = 2`, `idle-timeout = "30s"`, `multi-accept = true`); options on the command
-    /// line override it.
+    /// line override it. SIGHUP reads it again.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -399,6 +406,8 @@ impl ServeOptions {
         c.cache_control = self.cache_control.clone();
         c.precompressed = self.precompressed;
         c.access_log = self.access_log.clone();
+        c.error_log = self.error_log.clone();
+        c.pid_file = self.pid_file.clone();
         c
     }
 }
@@ -439,8 +448,20 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         }
     };
     let c = server.config();
-    eprintln!(
-        "ioscale serve: http://{}/ root {} dispatch {} workers {} listener {}{}{}",
+    if let Err(e) = crate::error_log::open(c.error_log.as_deref()) {
+        let p = c.error_log.as_deref().unwrap_or(Path::new("")).display();
+        eprintln!("ioscale serve: --error-log '{p}': cannot open it for appending: {e}");
+        return ExitCode::from(2);
+    }
+    let pid_file = c.pid_file.clone();
+    if let Some(p) = &pid_file {
+        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
+            eprintln!("ioscale serve: --pid-file '{}': cannot write it: {e}", p.display());
+            return ExitCode::from(2);
+        }
+    }
+    let announce = format!(
+        "http://{}/ root {} dispatch {} workers {} listener {}{}{}",
         server.local_addr(),
         c.root.display(),
         c.engine,
@@ -449,10 +470,29 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         if c.multi_accept { " multi-accept" } else { "" },
         if c.exclusive { " exclusive" } else { "" },
     );
-    match server.run_until_signal() {
-        Ok(()) => ExitCode::SUCCESS,
+    // On standard error always (scripts and tests read the address there), and in the error
+    // log when it is a file.
+    eprintln!("ioscale serve: {announce}");
+    if c.error_log.is_some() {
+        crate::error_log::notice!("started, pid {}: {announce}", std::process::id());
+    }
+    let again = args.clone();
+    let result = server.run_until_signal_with(move || again.resolve().map(|o| o.config()));
+    if let Some(p) = &pid_file {
+        // Only our own: another server may have taken the file over since.
+        let ours =
+            std::fs::read_to_string(p).is_ok_and(|t| t.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    match result {
+        Ok(()) => {
+            crate::error_log::notice!("stopped");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            eprintln!("ioscale serve: {e}");
+            crate::error_log::error!("{e}");
             ExitCode::from(1)
         }
     }

@@ -143,6 +143,11 @@ pub struct Config {
     /// Serve `NAME.gz` for `NAME` to clients that accept gzip, when it exists and is not older
     /// (nginx's `gzip_static`).
     pub precompressed: bool,
+    /// Write the server's own messages here instead of standard error ([`crate::error_log`]);
+    /// installed by the command line for the whole process.
+    pub error_log: Option<PathBuf>,
+    /// Write the process id here at start and remove it at exit (the command line does).
+    pub pid_file: Option<PathBuf>,
 }
 
 /// Checks a `Cache-Control` value: non-empty, visible ASCII and spaces only (no control
@@ -188,6 +193,8 @@ impl Config {
             access_log: None,
             cache_control: None,
             precompressed: false,
+            error_log: None,
+            pid_file: None,
         }
     }
 
@@ -197,5 +204,80 @@ impl Config {
         let mut o = ioscale_dispatch::Options::default();
         o.sigqueue_max = self.sigqueue_max;
         o
+    }
+}
+
+/// One option's value as the messages show it.
+fn shown<T: fmt::Debug>(v: &T) -> String {
+    let s = format!("{v:?}");
+    match s.strip_prefix("Some(").and_then(|x| x.strip_suffix(')')) {
+        Some(inner) => inner.to_string(),
+        None if s == "None" => "none".to_string(),
+        None => s,
+    }
+}
+
+impl Config {
+    /// The options that differ between `self` (in force) and `new` and that only a restart can
+    /// change, each as `name (old -> new)`: everything but the [`Config::reload_changes`] ones.
+    /// Turning the access log on or off is one of them (the workers' buffers are made at
+    /// start); moving it to another path is not.
+    pub fn restart_changes(&self, new: &Config) -> Vec<String> {
+        let mut v = Vec::new();
+        macro_rules! each {
+            ($($name:literal: $($f:ident).+),* $(,)?) => {$(
+                if self.$($f).+ != new.$($f).+ {
+                    v.push(format!("{} ({} -> {})", $name, shown(&self.$($f).+), shown(&new.$($f).+)));
+                }
+            )*};
+        }
+        each!(
+            "bind": bind,
+            "port": port,
+            "root": root,
+            "dispatch": engine,
+            "multi-accept": multi_accept,
+            "workers": workers,
+            "listener": listener,
+            "exclusive": exclusive,
+            "exclusive-rotate": exclusive_rotate,
+            "idle-timeout": idle_timeout,
+            "header-timeout": header_timeout,
+            "max-conns": max_conns,
+            "sigqueue-max": sigqueue_max,
+            "max-head": limits.max_head,
+            "max-target": limits.max_target,
+            "max-headers": limits.max_headers,
+            "cache-max-file": cache.max_file,
+            "drain-timeout": drain_timeout,
+            "uring-buffers": uring_buffers,
+            "pid-file": pid_file,
+        );
+        if self.access_log.is_some() != new.access_log.is_some() {
+            let on = |c: &Config| if c.access_log.is_some() { "on" } else { "off" };
+            v.push(format!("access-log ({} -> {})", on(self), on(new)));
+        }
+        v
+    }
+
+    /// The options that differ between `self` (in force) and `new` and that a reload applies
+    /// (SIGHUP), each as `name old -> new`.
+    pub fn reload_changes(&self, new: &Config) -> Vec<String> {
+        let mut v = Vec::new();
+        macro_rules! each {
+            ($($name:literal: $f:ident),* $(,)?) => {$(
+                if self.$f != new.$f {
+                    v.push(format!("{} {} -> {}", $name, shown(&self.$f), shown(&new.$f)));
+                }
+            )*};
+        }
+        each!(
+            "cache-control": cache_control,
+            "precompressed": precompressed,
+            "stats-public": stats_public,
+            "access-log": access_log,
+            "error-log": error_log,
+        );
+        v
     }
 }

@@ -34,8 +34,10 @@ pub mod cli;
 mod completion_engine;
 mod config;
 mod conns;
+mod error_log;
 pub mod files;
 pub mod metrics;
+mod reload;
 mod respond;
 mod shed;
 pub mod stats;
@@ -182,6 +184,11 @@ pub(crate) struct Shared {
     pub(crate) open: AtomicUsize,
     pub(crate) stats: stats::Shared,
     pub(crate) access_log: Option<Arc<access_log::Sink>>,
+    /// The settings a reload changes, read by the workers once per loop pass.
+    pub(crate) live: reload::Live,
+    /// The configuration in force as it was given (before [`Server::bind`] filled in
+    /// defaults): what a reload compares the new one with.
+    pub(crate) running: Mutex<Config>,
 }
 
 /// A bound server, not yet running.
@@ -220,6 +227,32 @@ impl Handle {
         self.shared.stats.snapshot_list()
     }
 
+    /// Applies a configuration read again (what SIGHUP does with `--config`): refused whole,
+    /// with one sentence in the error log, if it is `Err` or changes an option that needs a
+    /// restart ([`Config::restart_changes`]); otherwise the logs are reopened (or moved to
+    /// their new paths) and every worker takes the new settings at its next loop pass, with
+    /// no connection dropped. Returns whether it was applied.
+    pub fn reload(&self, new: Result<Config, String>) -> bool {
+        let applied = {
+            let mut running = self.shared.running.lock().unwrap_or_else(|e| e.into_inner());
+            reload::apply(&self.shared, &mut running, new)
+        };
+        self.wake_all();
+        applied
+    }
+
+    /// Reopens the access log and the error log at their paths (what SIGUSR1 does, for
+    /// logrotate). Each worker writes the lines it holds to the old file first.
+    pub fn reopen_logs(&self) {
+        if let Some(Err(e)) = self.shared.access_log.as_ref().map(|l| l.reopen()) {
+            error_log::warning!("SIGUSR1: cannot reopen the access log: {e}");
+        }
+        if let Err(e) = error_log::reopen() {
+            error_log::warning!("SIGUSR1: cannot reopen the error log: {e}");
+        }
+        self.wake_all();
+    }
+
     fn wake_all(&self) {
         if let Ok(w) = self.shared.wakers.lock() {
             for k in w.iter() {
@@ -245,6 +278,7 @@ fn run_worker(id: usize, config: &Config, shared: &Shared, listener: i32) -> io:
 impl Server {
     /// Checks the configuration, opens the root, probes the mechanism and binds the port.
     pub fn bind(mut config: Config) -> Result<Server, StartError> {
+        let given = config.clone();
         if config.workers == 0 || config.workers > 1024 {
             return Err(start_err(
                 StartErrorKind::Config,
@@ -359,6 +393,8 @@ impl Server {
             open: AtomicUsize::new(0),
             stats: stats::Shared::new(config.workers, config.engine),
             access_log,
+            live: reload::Live::new(&config),
+            running: Mutex::new(given),
         });
         Ok(Server { config, listeners, addr, shared })
     }
@@ -407,24 +443,51 @@ impl Server {
         result
     }
 
-    /// Runs until SIGINT or SIGTERM, then drains and returns (the CLI exits 0). SIGUSR1
-    /// reopens the access log (logrotate's convention); SIGUSR2 takes a counter snapshot
-    /// ([`Handle::snapshot`]).
+    /// Runs until SIGTERM, SIGINT or SIGQUIT, then drains and returns (the CLI exits 0); the
+    /// other signals as [`Server::run_until_signal_with`] says, with SIGHUP reopening the logs
+    /// and keeping the configuration.
     pub fn run_until_signal(self) -> io::Result<()> {
+        let same = self.handle().shared.running.lock().map(|c| c.clone()).ok();
+        self.run_until_signal_with(move || same.clone().ok_or_else(|| "poisoned".to_string()))
+    }
+
+    /// Runs until a signal stops it, then drains and returns. The signals, taken by one
+    /// thread (`sigwait`; they are blocked in every other thread, so the RT-signal mechanisms'
+    /// waits never see them):
+    ///
+    /// | signal | what |
+    /// | --- | --- |
+    /// | SIGTERM, SIGINT, SIGQUIT | drain: stop accepting, answer what has arrived, close idle connections, wait for responses in flight up to `--drain-timeout`, write every buffered log line, return |
+    /// | SIGHUP | `reload()` reads the configuration again; applied without dropping a connection, or refused whole with one sentence in the error log ([`Handle::reload`]); the logs are reopened |
+    /// | SIGUSR1 | reopen the logs (logrotate) ([`Handle::reopen_logs`]) |
+    /// | SIGUSR2 | take a counter snapshot ([`Handle::snapshot`]) |
+    pub fn run_until_signal_with(
+        self,
+        mut reload: impl FnMut() -> Result<Config, String> + Send + 'static,
+    ) -> io::Result<()> {
         sys::block_termination()?;
         let handle = self.handle();
-        let log = self.shared.access_log.clone();
+        let drain = self.config.drain_timeout;
         std::thread::Builder::new().name("ioscale-signals".into()).spawn(move || loop {
             match sys::wait_termination() {
-                Ok(libc::SIGUSR1) => {
-                    if let Some(Err(e)) = log.as_ref().map(|l| l.reopen()) {
-                        eprintln!("ioscale serve: SIGUSR1: cannot reopen the access log: {e}");
-                    }
+                Ok(libc::SIGHUP) => {
+                    handle.reload(reload());
                 }
+                Ok(libc::SIGUSR1) => handle.reopen_logs(),
                 Ok(libc::SIGUSR2) => {
                     handle.snapshot();
                 }
-                Ok(_) => return handle.shutdown(),
+                Ok(sig) => {
+                    let name = match sig {
+                        libc::SIGQUIT => "SIGQUIT",
+                        libc::SIGINT => "SIGINT",
+                        _ => "SIGTERM",
+                    };
+                    error_log::notice!(
+                        "{name}: draining: no new connections; requests in flight get up to {drain:?}"
+                    );
+                    return handle.shutdown();
+                }
                 Err(_) => return,
             }
         })?;

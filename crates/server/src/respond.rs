@@ -61,6 +61,10 @@ pub(crate) struct Responder<'a> {
     files: Files,
     path: Vec<u8>,
     log: Option<AccessLog>,
+    /// The reload epoch whose settings are in force here, and the one of them read per
+    /// request (the others are in `files`).
+    live_seen: u64,
+    stats_public: bool,
     /// The per-second `Date` header, refreshed by the engine after each wait.
     pub date: DateCache,
 }
@@ -68,15 +72,14 @@ pub(crate) struct Responder<'a> {
 impl<'a> Responder<'a> {
     /// A responder for worker statistics `st`, with its own file cache.
     pub fn new(cfg: &'a Config, shared: &'a Shared, st: &'a WorkerStats) -> std::io::Result<Self> {
+        let (live, live_seen) = shared.live.get();
         Ok(Responder {
             cfg,
             shared,
             st,
-            files: {
-                let mut f = Files::open(&cfg.root, cfg.cache)?;
-                f.set_options(cfg.cache_control.clone(), cfg.precompressed);
-                f
-            },
+            files: open_files(cfg, &live)?,
+            live_seen,
+            stats_public: live.stats_public,
             path: Vec::with_capacity(cfg.limits.max_target + 16),
             date: DateCache::new(),
             log: shared.access_log.clone().map(AccessLog::new),
@@ -97,11 +100,32 @@ impl<'a> Responder<'a> {
         self.st.observe(now.saturating_duration_since(started));
     }
 
-    /// Once per loop pass: writes the access log's buffer if its oldest line is a second old.
+    /// Once per loop pass: takes the settings of a reload (SIGHUP) if there was one, and
+    /// writes the access log's buffer if its oldest line is a second old.
     #[inline]
     pub fn tick(&mut self, now: Instant) {
+        if self.shared.live.epoch() != self.live_seen {
+            self.reload();
+        }
         if let Some(log) = &mut self.log {
             log.tick(self.st, now);
+        }
+    }
+
+    /// Takes the reloaded settings: a fresh file cache (cached heads carry the old
+    /// `Cache-Control`; files being sent keep their descriptors), the stats audience.
+    #[cold]
+    #[inline(never)]
+    fn reload(&mut self) {
+        let (live, epoch) = self.shared.live.get();
+        self.live_seen = epoch;
+        self.stats_public = live.stats_public;
+        match open_files(self.cfg, &live) {
+            Ok(f) => self.files = f,
+            Err(e) => crate::error_log::error!(
+                "SIGHUP: cannot open the root '{}' again: {e}; its cache keeps the old settings",
+                self.cfg.root.display()
+            ),
         }
     }
 
@@ -117,8 +141,7 @@ impl<'a> Responder<'a> {
         let start = out.len();
         // `req.target[1]` first: an ordinary request pays one byte comparison, not a path scan.
         let own = req.target.get(1) == Some(&b'.');
-        let body = if own && req.path() == METRICS_PATH && (peer.loopback || self.cfg.stats_public)
-        {
+        let body = if own && req.path() == METRICS_PATH && (peer.loopback || self.stats_public) {
             let open = self.shared.open.load(Ordering::Relaxed) as u64;
             let text = crate::metrics::Snapshot::take(&self.shared.stats, open).encode();
             self.st.response(200);
@@ -150,7 +173,7 @@ impl<'a> Responder<'a> {
     ) -> Body {
         let ka = peer.keep_alive;
         let head = req.method.is_head();
-        if req.path() == STATS_PATH && (peer.loopback || self.cfg.stats_public) {
+        if req.path() == STATS_PATH && (peer.loopback || self.stats_public) {
             let doc = self.shared.stats.json(self.shared.open.load(Ordering::Relaxed) as u64);
             let body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
             write_simple(
@@ -259,6 +282,13 @@ impl<'a> Responder<'a> {
         self.st.response(kind.status().code());
         write_error_for(out, kind.status(), &self.date, head, req.version, ka);
     }
+}
+
+/// A worker's file cache of the root with the settings in force.
+fn open_files(cfg: &Config, live: &crate::reload::Settings) -> std::io::Result<Files> {
+    let mut f = Files::open(&cfg.root, cfg.cache)?;
+    f.set_options(live.cache_control.clone(), live.precompressed);
+    Ok(f)
 }
 
 /// The bytes `start..end` of `content`: copied beside the head when cached and small, else

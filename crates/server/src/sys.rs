@@ -122,13 +122,14 @@ fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
     set
 }
 
-/// The signals the signal thread takes: stop (SIGINT, SIGTERM), reopen the access log
-/// (SIGUSR1), take a counter snapshot (SIGUSR2).
-const CONTROL_SIGNALS: [libc::c_int; 4] =
-    [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1, libc::SIGUSR2];
+/// The signals the signal thread takes: drain and stop (SIGINT, SIGTERM, SIGQUIT), reload
+/// (SIGHUP), reopen the logs (SIGUSR1), take a counter snapshot (SIGUSR2).
+const CONTROL_SIGNALS: [libc::c_int; 6] =
+    [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2];
 
-/// Blocks the control signals (SIGINT, SIGTERM, SIGUSR1, SIGUSR2) in the calling thread (threads spawned later inherit the
-/// mask), so that only the thread in [`wait_termination`] receives them.
+/// Blocks the control signals (SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2) in the
+/// calling thread (threads spawned later inherit the mask), so that only the thread in
+/// [`wait_termination`] receives them.
 pub fn block_termination() -> io::Result<()> {
     let set = sigset(&CONTROL_SIGNALS);
     // SAFETY: `set` is valid; the old mask is not wanted.
@@ -136,7 +137,7 @@ pub fn block_termination() -> io::Result<()> {
 }
 
 /// Blocks every signal in this thread, then waits for a control signal (SIGINT, SIGTERM,
-/// SIGUSR1, SIGUSR2); returns its number.
+/// SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2); returns its number.
 pub fn wait_termination() -> io::Result<libc::c_int> {
     let mut all = MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: sigfillset initialises the set.
