@@ -278,7 +278,7 @@ impl<'a, X: Io> Table<'a, X> {
     /// Counts and reports an accept that failed for no known reason, and pauses accepting.
     pub fn accept_failed(&mut self, e: &io::Error) {
         self.st.error(ServerError::AcceptFailed);
-        eprintln!("ioscale serve: worker {}: accept failed: {e}", self.id);
+        crate::error_log::error!("worker {}: accept failed: {e}", self.id);
         self.pause();
     }
 
@@ -328,7 +328,7 @@ impl<'a, X: Io> Table<'a, X> {
         self.st.error(ServerError::RegisterFailed);
         if self.st.server_errors[ServerError::RegisterFailed as usize].load(Ordering::Relaxed) == 1
         {
-            eprintln!("ioscale serve: worker {}: {what}: {e}; connection closed", self.id);
+            crate::error_log::error!("worker {}: {what}: {e}; connection closed", self.id);
         }
     }
 

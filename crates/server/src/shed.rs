@@ -29,8 +29,8 @@ impl Shedder {
     #[inline]
     pub fn accepted(&mut self, worker: usize) {
         if self.shed > 0 {
-            eprintln!(
-                "ioscale serve: worker {worker}: descriptors available again after shedding {} connection(s)",
+            crate::error_log::notice!(
+                "worker {worker}: descriptors available again after shedding {} connection(s)",
                 self.shed
             );
             self.shed = 0;
@@ -47,8 +47,8 @@ impl Shedder {
         e: &io::Error,
     ) -> bool {
         if self.shed == 0 {
-            eprintln!(
-                "ioscale serve: worker {worker}: cannot accept: {e}; open connections are still served, new ones are closed until descriptors free up"
+            crate::error_log::error!(
+                "worker {worker}: cannot accept: {e}; open connections are still served, new ones are closed until descriptors free up"
             );
         }
         self.reserve = None;

@@ -223,8 +223,8 @@ impl Worker<'_> {
             // Back of the kernel's wait queue: the next connection wakes another worker.
             let _ = self.d.deregister(self.listener);
             if let Err(e) = self.d.register_exclusive(self.listener, LISTENER, Interest::READABLE) {
-                eprintln!(
-                    "ioscale serve: worker {}: cannot re-register the listener: {e}",
+                crate::error_log::error!(
+                    "worker {}: cannot re-register the listener: {e}",
                     self.t.id
                 );
                 self.listening = false;
@@ -232,7 +232,7 @@ impl Worker<'_> {
             }
         } else if self.oneshot && self.listening {
             if let Err(e) = self.d.reregister(self.listener, LISTENER, Interest::READABLE) {
-                eprintln!("ioscale serve: worker {}: cannot re-arm the listener: {e}", self.t.id);
+                crate::error_log::error!("worker {}: cannot re-arm the listener: {e}", self.t.id);
                 self.unlisten();
                 self.t.pause();
             }
