@@ -41,6 +41,8 @@ pub struct LinePoint {
     pub extras: Vec<Option<f64>>,
     /// How many valid rounds were merged.
     pub rounds: usize,
+    /// The smallest and largest y over the rounds, when there were two or more.
+    pub spread: Option<(f64, f64)>,
 }
 
 /// A point left out of the lines, and why.
@@ -216,6 +218,7 @@ pub fn collect(recs: &[&Record], sel: Select<'_>) -> Lines {
                     err: sel.err.and_then(m),
                     extras: sel.extras.iter().map(|e| m(e)).collect(),
                     rounds: j - i,
+                    spread: (j - i >= 2).then(|| (pts[i].1, pts[j - 1].1)),
                 });
                 i = j;
             }
@@ -305,6 +308,8 @@ pub(crate) mod tests {
         assert_eq!(l.get("poll").unwrap().len(), 1);
         assert_eq!(l.get("epoll").unwrap()[0].y, 11.0);
         assert_eq!(l.get("epoll").unwrap()[0].rounds, 3);
+        assert_eq!(l.get("epoll").unwrap()[0].spread, Some((9.0, 30.0)));
+        assert_eq!(l.get("select").unwrap()[0].spread, None);
         assert_eq!(l.dropped.len(), 3);
         assert!(l.dropped[0].reason.contains("no CPU reading"), "{:?}", l.dropped);
         assert_eq!(

@@ -83,11 +83,19 @@ pub fn chart(fig: &Figure, recs: &[&Record]) -> (Chart, Lines) {
         let st =
             if fig.series == "mechanism" { style::of_mechanism(name) } else { style::of_other(i) };
         let pts = data.get(name).unwrap_or(&[]);
-        let mut points: Vec<Point> =
-            pts.iter().map(|p| Point { x: p.x, y: p.y, err: p.err, invalid: None }).collect();
+        let mut points: Vec<Point> = pts
+            .iter()
+            .map(|p| Point { x: p.x, y: p.y, err: p.err, invalid: None, spread: p.spread })
+            .collect();
         for d in data.dropped.iter().filter(|d| &d.series == name) {
             if let (Some(x), Some(y)) = (d.x, d.y) {
-                points.push(Point { x, y, err: None, invalid: Some(d.reason.clone()) });
+                points.push(Point {
+                    x,
+                    y,
+                    err: None,
+                    invalid: Some(d.reason.clone()),
+                    spread: None,
+                });
             }
         }
         let extras = fig
@@ -350,7 +358,7 @@ fn summary_table(e: &Experiment, mine: &[&Record]) -> Option<String> {
     );
     let fmt = |v: f64| if count { fmt_int(v) } else { fmt_value(v) };
     let mut s = format!(
-        "{} ({}; valid points only, \"-\" where none):\n\n| {} \\ {} |",
+        "{} ({}; valid points only, the median of a point's rounds, \"-\" where none):\n\n| {} \\ {} |",
         fig.y_label,
         fig.title,
         if fig.series == "mechanism" { "mechanism" } else { &fig.series },

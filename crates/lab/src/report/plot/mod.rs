@@ -25,6 +25,9 @@ pub struct Point {
     pub err: Option<f64>,
     /// Why the point is not the server's figure (drawn hollow, left out of the line), or None.
     pub invalid: Option<String>,
+    /// The smallest and largest y of the rounds the point is the median of, drawn as a pale
+    /// bar behind it.
+    pub spread: Option<(f64, f64)>,
 }
 
 /// A thinner dashed line in a series' colour (e.g. its minimum or maximum).
@@ -128,6 +131,12 @@ impl Chart {
         for s in &self.series {
             for p in &s.points {
                 v.push(p.y);
+                if let Some((a, b)) = p.spread {
+                    v.push(b);
+                    if self.y_scale == Scale::Linear || a > 0.0 {
+                        v.push(a);
+                    }
+                }
                 if let Some(e) = p.err {
                     v.push(p.y + e);
                     let lo = p.y - e;
@@ -167,6 +176,10 @@ impl Chart {
         }
         if self.series.iter().any(|s| s.points.iter().any(|p| p.err.is_some())) {
             out.push(("bars: ± 1 stddev".into(), None, "err"));
+        }
+        let rounds = self.series.iter().flat_map(|s| &s.points).any(|p| p.spread.is_some());
+        if rounds {
+            out.push(("pale bar: range of the rounds".into(), None, "spread"));
         }
         if self.series.iter().any(|s| s.points.iter().any(|p| p.invalid.is_some())) {
             out.push(("hollow: INVALID (hover)".into(), None, "invalid"));
@@ -421,6 +434,15 @@ stroke-width=\"2\" stroke-linejoin=\"round\" opacity=\"0.9\"{dash}/>",
                 );
             }
             for p in &valid {
+                if let Some((a, b)) = p.spread {
+                    let (x, y0, y1) = (px(p.x), py(a.max(y_axis.lo)), py(b));
+                    let _ = write!(
+                        s,
+                        "<path class=\"spread\" d=\"M{x:.1},{y0:.1}V{y1:.1}\" stroke=\"{}\" \
+stroke-width=\"7\" stroke-linecap=\"round\" opacity=\"0.25\"/>",
+                        st.color
+                    );
+                }
                 if let Some(e) = p.err {
                     let (x, y0, y1) = (px(p.x), py((p.y - e).max(y_axis.lo)), py(p.y + e));
                     let _ = write!(
@@ -550,6 +572,15 @@ stroke=\"#555\" stroke-width=\"1.2\"/>",
                         y + 7.0
                     );
                 }
+                (None, "spread") => {
+                    let _ = write!(
+                        s,
+                        "<g class=\"legend-key\"><path d=\"M{:.1},{:.1}v14\" stroke=\"#555\" \
+stroke-width=\"7\" stroke-linecap=\"round\" opacity=\"0.25\"/>",
+                        x + 15.0,
+                        y - 7.0
+                    );
+                }
                 (None, "invalid") => {
                     let _ = write!(
                         s,
@@ -648,6 +679,7 @@ mod tests {
                     y: y + dy,
                     err: None,
                     invalid: (Some(*x) == invalid_at).then(|| "schedule lag p99 15 ms".to_string()),
+                    spread: None,
                 })
                 .collect(),
             extras: vec![],
@@ -688,6 +720,17 @@ mod tests {
         let pw = pa.split("width=\"").nth(1).unwrap();
         let pw: f64 = pw[..pw.find('"').unwrap()].parse().unwrap();
         assert!(lx > px + pw);
+    }
+
+    #[test]
+    fn rounds_are_drawn_as_their_median_with_a_pale_range() {
+        let mut c = chart(vec![(1.0, 10.0), (2.0, 20.0)], None);
+        c.series[0].points[0].spread = Some((8.0, 400.0));
+        let svg = c.svg();
+        assert_eq!(svg.matches("class=\"spread\"").count(), 1);
+        assert!(svg.contains("range of the rounds"));
+        // The axis covers the whole range, not only the medians.
+        assert!(svg.contains("data-axis=\"y\" data-v=\"500\"") || svg.contains("data-v=\"400\""));
     }
 
     #[test]
