@@ -47,8 +47,9 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct OverheadArgs {
-    /// Mechanisms to compare, comma-separated (default: all).
-    #[arg(long, value_delimiter = ',', value_parser = parse_mechanism)]
+    /// Mechanisms to compare, comma-separated (default: every readiness mechanism; name
+    /// uring-completion, or give --completion, to measure the completion model too).
+    #[arg(long, value_delimiter = ',', value_parser = ioscale_flags::mechanism)]
     mechanisms: Vec<Mechanism>,
     /// Idle connection counts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "0,100,1000,10000")]
@@ -69,11 +70,6 @@ struct OverheadArgs {
     /// Print one JSON array instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-/// Parses a mechanism name; an unknown one lists the valid names.
-pub fn parse_mechanism(s: &str) -> Result<Mechanism, String> {
-    s.parse::<Mechanism>().map_err(|e| e.to_string())
 }
 
 /// Runs the parsed command line.
@@ -134,7 +130,11 @@ impl StatusLine {
 }
 
 fn overhead_cmd(a: OverheadArgs) -> Result<ExitCode> {
-    let mechanisms = if a.mechanisms.is_empty() { Mechanism::ALL.to_vec() } else { a.mechanisms };
+    let mut mechanisms =
+        if a.mechanisms.is_empty() { Mechanism::READINESS.to_vec() } else { a.mechanisms };
+    if a.completion && !mechanisms.contains(&Mechanism::UringCompletion) {
+        mechanisms.push(Mechanism::UringCompletion);
+    }
     if a.idle.is_empty() {
         bail!("--idle needs at least one count, e.g. --idle 0,1000,10000");
     }
@@ -150,16 +150,8 @@ fn overhead_cmd(a: OverheadArgs) -> Result<ExitCode> {
         },
     };
     let status = StatusLine::new(a.json);
-    let mut points = overhead::run(&cfg, |msg| status.show(msg))
+    let points = overhead::run(&cfg, |msg| status.show(msg))
         .context("dispatch overhead measurement failed")?;
-    if a.completion {
-        let more =
-            ioscale_dispatch::completion::overhead(&cfg.idle, cfg.rounds, cfg.round_time, |msg| {
-                status.show(msg)
-            })
-            .context("completion-model overhead measurement failed")?;
-        points.extend(more);
-    }
     status.clear();
     print(a.json, |w| serde_json::to_writer_pretty(w, &points), || overhead::table(&points))
 }

@@ -11,17 +11,17 @@ use std::time::Duration;
 #[derive(clap::Args, Debug)]
 pub struct SoakArgs {
     /// How long to measure (after the warm-up), e.g. 30m, 2m, 10s.
-    #[arg(long, default_value = "30m", value_parser = ioscale_load::plan::parse_duration)]
+    #[arg(long, default_value = "30m", value_parser = ioscale_flags::duration)]
     duration: Duration,
     /// Sampling period.
-    #[arg(long, default_value = "5s", value_parser = ioscale_load::plan::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = ioscale_flags::duration)]
     every: Duration,
     /// Idle persistent connections the generator holds (each sends one request per --idle-period).
     #[arg(long, default_value_t = 15_000)]
     idle: usize,
     /// Period of an idle connection's requests; below the server's --idle-timeout (60 s) so
     /// they stay open.
-    #[arg(long, default_value = "30s", value_parser = ioscale_load::plan::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = ioscale_flags::duration)]
     idle_period: Duration,
     /// Open loop: new sessions (connections) per second (0: idle connections only).
     #[arg(long, default_value_t = 100.0)]
@@ -34,10 +34,10 @@ pub struct SoakArgs {
     #[arg(long)]
     connections: Option<usize>,
     /// The server's dispatch mechanism.
-    #[arg(long, default_value = "epoll", value_parser = crate::cli::parse_mechanism)]
+    #[arg(long, default_value = "epoll", value_parser = ioscale_flags::mechanism)]
     dispatch: ioscale_dispatch::Mechanism,
     /// Time for the idle connections to open, excluded from the generator's statistics.
-    #[arg(long, default_value = "15s", value_parser = ioscale_load::plan::parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = ioscale_flags::duration)]
     warmup: Duration,
     /// Where the samples, the summary and the children's logs go.
     #[arg(long, default_value = "soak-out")]

@@ -1000,7 +1000,7 @@ pub fn overhead(
 ) -> io::Result<Vec<crate::overhead::Point>> {
     use std::io::Write;
     use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-    const NAME: &str = "uring-completion";
+    let name = crate::Mechanism::UringCompletion.name();
     const ACTIVE: Token = Token(usize::MAX - 1);
     let _ = ioscale_sys::limits::raise_nofile();
     let mut counts = idle_counts.to_vec();
@@ -1079,7 +1079,7 @@ pub fn overhead(
             if per[k].4.is_some() {
                 continue;
             }
-            progress(&format!("round {}/{}: {NAME} with {n} idle", r + 1, rounds));
+            progress(&format!("round {}/{}: {name} with {n} idle", r + 1, rounds));
             let res = (|| -> io::Result<(f64, u64, u64, u64)> {
                 let mut p = Proactor::new()?;
                 p.recv_multi(active.as_raw_fd(), ACTIVE)?;
@@ -1120,7 +1120,7 @@ pub fn overhead(
                     per[k].3 += completions;
                 }
                 Err(e) => {
-                    per[k].4 = Some(format!("{NAME} cannot run with {n} idle descriptors: {e}"))
+                    per[k].4 = Some(format!("{name} cannot run with {n} idle descriptors: {e}"))
                 }
             }
         }
@@ -1144,7 +1144,7 @@ pub fn overhead(
             base = median;
         }
         points.push(crate::overhead::Point {
-            mechanism: NAME.to_string(),
+            mechanism: name.to_string(),
             idle: n,
             ns_per_cycle: if error.is_some() { None } else { median },
             rounds: rounds_ns,
@@ -1162,7 +1162,7 @@ pub fn overhead(
     if let Some((n, e)) = held_error {
         for &bad in counts.iter().filter(|&&x| x >= n) {
             points.push(crate::overhead::Point {
-                mechanism: NAME.to_string(),
+                mechanism: name.to_string(),
                 idle: bad,
                 ns_per_cycle: None,
                 rounds: Vec::new(),

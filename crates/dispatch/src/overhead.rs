@@ -214,7 +214,30 @@ fn median(v: &mut [f64]) -> Option<f64> {
 }
 
 /// Runs the measurement. `progress` is told what is being measured.
+/// The completion model (`uring-completion`) in `cfg.mechanisms` is measured after the readiness
+/// mechanisms by [`crate::completion::overhead`], at the same idle counts.
 pub fn run(cfg: &Config, mut progress: impl FnMut(&str)) -> io::Result<Vec<Point>> {
+    let readiness = Config {
+        mechanisms: cfg.mechanisms.iter().copied().filter(|m| !m.is_completion_based()).collect(),
+        ..cfg.clone()
+    };
+    let mut points = if readiness.mechanisms.is_empty() {
+        Vec::new()
+    } else {
+        run_readiness(&readiness, &mut progress)?
+    };
+    if cfg.mechanisms.iter().any(|m| m.is_completion_based()) {
+        points.extend(crate::completion::overhead(
+            &cfg.idle,
+            cfg.rounds,
+            cfg.round_time,
+            progress,
+        )?);
+    }
+    Ok(points)
+}
+
+fn run_readiness(cfg: &Config, progress: &mut dyn FnMut(&str)) -> io::Result<Vec<Point>> {
     let _ = ioscale_sys::limits::raise_nofile();
     let mut idle_counts = cfg.idle.clone();
     idle_counts.sort_unstable();

@@ -46,14 +46,20 @@ pub struct MechanismInfo {
 /// Probes every mechanism (opening each once) and gathers its limits.
 pub fn describe() -> Vec<MechanismInfo> {
     let limits = proc_limits();
-    let mut rows: Vec<MechanismInfo> =
-        Mechanism::ALL.iter().map(|&m| describe_one(m, &limits)).collect();
-    rows.push(describe_completion(&limits));
-    rows
+    Mechanism::ALL
+        .iter()
+        .map(|&m| {
+            if m.is_completion_based() {
+                describe_completion(&limits)
+            } else {
+                describe_one(m, &limits)
+            }
+        })
+        .collect()
 }
 
-/// The completion engine ([`crate::completion::Proactor`]): not a readiness [`Mechanism`], so
-/// it is described from its own feature probe.
+/// The completion model ([`crate::completion::Proactor`]): not a readiness dispatcher, so it is
+/// described from its own feature probe.
 fn describe_completion(proc: &[(String, String)]) -> MechanismInfo {
     let features = probe_features();
     let missing: Vec<String> = features
@@ -79,9 +85,10 @@ fn describe_completion(proc: &[(String, String)]) -> MechanismInfo {
         value: format!("{} x {} bytes", c.buffers, c.buffer_size),
         source: "ioscale's buffer ring",
     });
+    let m = Mechanism::UringCompletion;
     MechanismInfo {
-        name: "uring-completion",
-        facility: "io_uring operations (multishot accept and receive, send, close) completed by the kernel",
+        name: m.name(),
+        facility: m.facility(),
         kind: "completion",
         trigger: None,
         max_fds: None,
@@ -224,7 +231,7 @@ mod tests {
     #[test]
     fn every_mechanism_is_described_and_refusals_say_why() {
         let rows = describe();
-        assert_eq!(rows.len(), Mechanism::ALL.len() + 1);
+        assert_eq!(rows.len(), Mechanism::ALL.len());
         let completion = rows.last().unwrap();
         assert_eq!(completion.kind, "completion");
         assert!(!completion.features.is_empty());
@@ -235,7 +242,7 @@ mod tests {
             if let Some(why) = &r.reason {
                 assert!(!why.is_empty(), "{r:?}");
                 eprintln!("NOTE: {} is not supported here: {why}", r.name);
-            } else {
+            } else if r.kind == "readiness" {
                 assert!(r.trigger.is_some(), "{r:?}");
             }
             assert!(r.limits.iter().any(|l| l.source == "RLIMIT_NOFILE"), "{r:?}");

@@ -82,11 +82,7 @@ pub fn parse_fraction(s: &str) -> Result<Option<f64>, String> {
     if t.eq_ignore_ascii_case("none") {
         return Ok(None);
     }
-    let f: f64 = t.strip_suffix('%').map_or_else(
-        || t.parse::<f64>(),
-        |p| p.trim().parse::<f64>().map(|v| v / 100.0),
-    )
-    .map_err(|_| {
+    let f = ioscale_flags::fraction(t).map_err(|_| {
         format!("'{s}' is not a CPU budget: expected a fraction of one core such as 0.25 or 25%, or `none`")
     })?;
     check_fraction(f).map(Some).map_err(|e| format!("'{s}': {e}"))

@@ -40,13 +40,13 @@ pub struct LoadArgs {
     #[arg(long, default_value = "fixed", value_parser = ["fixed", "poisson"])]
     pub arrival: String,
     /// How long to measure (after the warm-up), e.g. 10s.
-    #[arg(long, value_parser = plan::parse_duration)]
+    #[arg(long, value_parser = ioscale_flags::duration)]
     pub duration: Option<Duration>,
     /// Stop after this many sessions (or requests) have started.
     #[arg(long)]
     pub sessions: Option<u64>,
     /// Time at the start excluded from the statistics.
-    #[arg(long, default_value = "0s", value_parser = plan::parse_duration)]
+    #[arg(long, default_value = "0s", value_parser = ioscale_flags::duration)]
     pub warmup: Duration,
     /// When the warm-up starts counting: at the start, or once every idle and inactive
     /// connection is established (waiting at most 5 s + 1 s per 1,000 of them; later than
@@ -66,20 +66,20 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 0)]
     pub idle: usize,
     /// Period of an idle connection's requests (jittered ±10%).
-    #[arg(long, default_value = "1s", value_parser = plan::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = ioscale_flags::duration)]
     pub idle_period: Duration,
     /// Connect and response timeout, each phase on its own. A connection past it is counted
     /// (connect or response timeout) and reset, which frees its descriptor and port at once.
     /// The 5 s default lets a connection whose SYN a full accept queue dropped be retried
     /// twice by the kernel (after 1 s and 3 s) before it counts; wrk uses 2 s, httperf none.
-    #[arg(long, default_value = "5s", value_parser = plan::parse_timeout)]
+    #[arg(long, default_value = "5s", value_parser = ioscale_flags::nonzero_duration)]
     pub timeout: Duration,
     /// Source addresses, used in turn: a count N (127.0.0.1..N) or a list of 127.x.y.z.
     /// Default for loopback targets: 4 (each address has its own ~28,000 ephemeral ports).
     #[arg(long, value_parser = |s: &str| plan::parse_sources(s).map_err(|e| e.0))]
     pub source_addrs: Option<std::vec::Vec<std::net::Ipv4Addr>>,
     /// Event-dispatch mechanism of the generator itself.
-    #[arg(long, default_value = "epoll", value_parser = |s: &str| s.parse::<Mechanism>().map_err(|e| e.to_string()))]
+    #[arg(long, default_value = "epoll", value_parser = ioscale_flags::readiness_mechanism)]
     pub dispatch: Mechanism,
     /// Print the JSON record (docs/load-json.md) instead of the summary.
     #[arg(long)]
@@ -114,7 +114,7 @@ pub struct LoadArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "hosts")]
     pub hdr_log: Option<PathBuf>,
     /// Interval of --hdr-log (at least 1ms).
-    #[arg(long, default_value = "1s", value_parser = plan::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = ioscale_flags::duration)]
     pub hdr_interval: Duration,
     /// https targets: trust only the PEM CA certificates in FILE (instead of the platform's roots).
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
@@ -146,7 +146,7 @@ pub struct LoadArgs {
     pub remote_cmd: String,
     /// With --hosts and no --start-at: start this long after launch (time for every host to
     /// connect and set up its populations).
-    #[arg(long, value_name = "DURATION", help_heading = "Multi-host", default_value = "5s", value_parser = plan::parse_duration)]
+    #[arg(long, value_name = "DURATION", help_heading = "Multi-host", default_value = "5s", value_parser = ioscale_flags::duration)]
     pub start_in: Duration,
     /// Run as a coordinated segment: stop when stdin closes (the coordinator, or its ssh, ended).
     #[arg(long, help_heading = "Multi-host")]

@@ -202,49 +202,13 @@ pub fn parse_sources(s: &str) -> Result<Vec<Ipv4Addr>, PlanError> {
         }
         return Ok((1..=n).map(|i| Ipv4Addr::new(127, 0, 0, i as u8)).collect());
     }
-    s.split(',')
-        .map(|a| {
-            let ip: Ipv4Addr = a.trim().parse().map_err(|_| {
-                PlanError(format!("invalid source address '{a}': expected an IPv4 address in 127.0.0.0/8"))
-            })?;
-            if ip.octets()[0] != 127 {
-                return Err(PlanError(format!(
-                    "source address '{a}' is not in 127.0.0.0/8: the generator only loads this machine's loopback"
-                )));
-            }
-            Ok(ip)
-        })
-        .collect()
-}
-
-/// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad =
-        || format!("invalid duration '{s}': expected a number with ms, s or m, e.g. 500ms or 10s");
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num.trim().parse().map_err(|_| bad())?;
-    if !v.is_finite() || v < 0.0 || v * mult > 1e7 {
-        return Err(bad());
+    let ips = ioscale_flags::ipv4_list(s).map_err(|e| PlanError(e.to_string()))?;
+    if let Some(ip) = ips.iter().find(|ip| ip.octets()[0] != 127) {
+        return Err(PlanError(format!(
+            "source address '{ip}' is not in 127.0.0.0/8: the generator only loads this machine's loopback"
+        )));
     }
-    Ok(Duration::from_secs_f64(v * mult))
-}
-
-/// Parses `--timeout`: a duration longer than zero (a zero timeout would time every connection
-/// out at the first sweep).
-pub fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d.is_zero() {
-        return Err(format!("invalid --timeout '{s}': expected a duration longer than 0, e.g. 5s"));
-    }
-    Ok(d)
+    Ok(ips)
 }
 
 impl Plan {
@@ -583,15 +547,5 @@ mod tests {
         assert_eq!(parse_sources("127.0.0.5,127.0.0.6").unwrap()[1], Ipv4Addr::new(127, 0, 0, 6));
         assert!(parse_sources("10.0.0.1").unwrap_err().0.contains("not in 127.0.0.0/8"));
         assert!(parse_sources("0").is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
-        assert!(parse_duration("fast").unwrap_err().contains("'fast'"));
-        assert!(parse_timeout("0s").unwrap_err().contains("longer than 0"));
-        assert_eq!(parse_timeout("2s").unwrap(), Duration::from_secs(2));
     }
 }

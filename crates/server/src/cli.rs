@@ -60,11 +60,11 @@ pub struct ServeOptions {
     pub exclusive_rotate: bool,
     /// Close persistent connections idle this long between requests (a unit is required:
     /// 60s, 500ms, 2m).
-    #[arg(long, default_value = defaults::IDLE_TIMEOUT_TEXT, value_parser = parse_timeout)]
+    #[arg(long, default_value = defaults::IDLE_TIMEOUT_TEXT, value_parser = ioscale_flags::nonzero_duration)]
     pub idle_timeout: Duration,
     /// Close connections whose request head has not arrived this long after its first byte
     /// (408).
-    #[arg(long, default_value = defaults::HEADER_TIMEOUT_TEXT, value_parser = parse_timeout)]
+    #[arg(long, default_value = defaults::HEADER_TIMEOUT_TEXT, value_parser = ioscale_flags::nonzero_duration)]
     pub header_timeout: Duration,
     /// Most open connections (default: the descriptor limit less a reserve); more are closed at once.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
@@ -95,7 +95,7 @@ pub struct ServeOptions {
     #[arg(long)]
     pub stats_public: bool,
     /// Longest wait for in-flight requests after SIGTERM or SIGINT (0s: close at once).
-    #[arg(long, default_value = defaults::DRAIN_TIMEOUT_TEXT, value_parser = parse_duration)]
+    #[arg(long, default_value = defaults::DRAIN_TIMEOUT_TEXT, value_parser = ioscale_flags::duration)]
     pub drain_timeout: Duration,
     /// Provided receive buffers per io_uring ring (uring-completion; a power of two). For tests
     /// that exhaust the buffer ring.
@@ -333,55 +333,6 @@ fn parse_listener(s: &str) -> Result<ListenerMode, String> {
     s.parse()
 }
 
-/// Longest duration accepted (about 31 years: far past any timeout, short of overflowing a
-/// deadline).
-const DURATION_MAX_S: f64 = 1e9;
-
-/// Parses a duration with its unit: `500ms`, `10s`, `1.5s`, `2m`, `1h`, `250us`; zero is
-/// accepted (`0s`). A bare number is refused: seconds or milliseconds cannot be guessed.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    const UNITS: [(&str, f64); 7] = [
-        ("ns", 1e-9),
-        ("us", 1e-6),
-        ("µs", 1e-6),
-        ("ms", 1e-3),
-        ("s", 1.0),
-        ("m", 60.0),
-        ("h", 3600.0),
-    ];
-    let t = s.trim();
-    let Some((num, mult)) = UNITS
-        .iter()
-        .filter_map(|(u, m)| t.strip_suffix(u).map(|n| (n, *m)))
-        .find(|(n, _)| n.ends_with(|c: char| c.is_ascii_digit() || c == '.'))
-    else {
-        let why = if t.parse::<f64>().is_ok() { "a unit is required" } else { "not a duration" };
-        return Err(format!(
-            "invalid duration '{s}': {why}; expected a number with ms, s, m or h, e.g. 500ms or 10s"
-        ));
-    };
-    let v: f64 = num.trim().parse().map_err(|_| {
-        format!("invalid duration '{s}': expected a number with ms, s, m or h, e.g. 500ms or 10s")
-    })?;
-    if !v.is_finite() || v < 0.0 {
-        return Err(format!("invalid duration '{s}': expected a number of 0 or more with a unit"));
-    }
-    if v * mult > DURATION_MAX_S {
-        return Err(format!("duration '{s}' is too long: at most {DURATION_MAX_S:.0}s"));
-    }
-    Ok(Duration::from_secs_f64(v * mult))
-}
-
-/// [`parse_duration`], refusing zero (a timeout of zero would close every connection at once).
-pub fn parse_timeout(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
-        d if d.is_zero() => {
-            Err(format!("invalid timeout '{s}': expected a duration above zero, e.g. 10s"))
-        }
-        d => Ok(d),
-    }
-}
-
 impl ServeOptions {
     /// The server configuration these options describe.
     pub fn config(&self) -> Config {
@@ -504,33 +455,13 @@ mod tests {
     use clap::Parser;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
-        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("100000000s"), Ok(Duration::from_secs(100_000_000)));
-        assert!(parse_duration("3").unwrap_err().contains("a unit is required"));
-        assert!(parse_duration("x").unwrap_err().contains("'x'"));
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("nans").is_err());
-        assert!(parse_duration("1e12s").unwrap_err().contains("too long"));
-        assert!(parse_timeout("0s").unwrap_err().contains("above zero"));
-        assert!(parse_timeout("0ms").is_err());
-        assert_eq!(parse_timeout("5s"), Ok(Duration::from_secs(5)));
-    }
-
-    #[test]
     fn the_help_shows_the_defaults_config_uses() {
         for (text, value) in [
             (defaults::IDLE_TIMEOUT_TEXT, defaults::IDLE_TIMEOUT),
             (defaults::HEADER_TIMEOUT_TEXT, defaults::HEADER_TIMEOUT),
             (defaults::DRAIN_TIMEOUT_TEXT, defaults::DRAIN_TIMEOUT),
         ] {
-            assert_eq!(parse_duration(text), Ok(value));
+            assert_eq!(ioscale_flags::duration(text), Ok(value));
         }
         #[derive(clap::Parser)]
         struct P {

@@ -69,23 +69,17 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// The command-line name of the completion engine.
-    pub const URING_COMPLETION: &'static str = "uring-completion";
-
-    /// Every engine: each readiness mechanism, then the completion engine.
+    /// Every engine, in the dispatch crate's table order (the readiness mechanisms, then the
+    /// completion engine).
     pub fn all() -> Vec<Engine> {
-        Mechanism::ALL
-            .iter()
-            .map(|&m| Engine::Readiness(m))
-            .chain(std::iter::once(Engine::UringCompletion))
-            .collect()
+        Mechanism::ALL.iter().map(|&m| Engine::from(m)).collect()
     }
 
-    /// The command-line name (`--dispatch`).
+    /// The command-line name (`--dispatch`), from the dispatch crate's table.
     pub const fn name(self) -> &'static str {
         match self {
             Engine::Readiness(m) => m.name(),
-            Engine::UringCompletion => Self::URING_COMPLETION,
+            Engine::UringCompletion => Mechanism::UringCompletion.name(),
         }
     }
 
@@ -112,8 +106,13 @@ impl Engine {
 }
 
 impl From<Mechanism> for Engine {
+    /// The completion model's name is the completion engine; every other name a readiness one.
     fn from(m: Mechanism) -> Engine {
-        Engine::Readiness(m)
+        if m.is_completion_based() {
+            Engine::UringCompletion
+        } else {
+            Engine::Readiness(m)
+        }
     }
 }
 
@@ -126,16 +125,7 @@ impl fmt::Display for Engine {
 impl std::str::FromStr for Engine {
     type Err = String;
     fn from_str(s: &str) -> Result<Engine, String> {
-        if s == Self::URING_COMPLETION {
-            return Ok(Engine::UringCompletion);
-        }
-        s.parse::<Mechanism>().map(Engine::Readiness).map_err(|_| {
-            format!(
-                "unknown mechanism '{s}': expected one of {}, {}",
-                Mechanism::names(),
-                Self::URING_COMPLETION
-            )
-        })
+        ioscale_flags::mechanism(s).map(Engine::from).map_err(|e| e.to_string())
     }
 }
 

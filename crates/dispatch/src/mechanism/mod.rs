@@ -145,14 +145,15 @@ pub struct Options {
 
 macro_rules! mechanisms {
     ($( $(#[$doc:meta])* $variant:ident = $name:literal, $facility:literal; )*) => {
-        /// Every mechanism, by the name the command line uses.
+        /// Every mechanism, by the name the command line uses: the readiness mechanisms and
+        /// the completion model. This table is the only source of the names.
         #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
         pub enum Mechanism {
             $( $(#[$doc])* $variant, )*
         }
 
         impl Mechanism {
-            /// All of them, in table order.
+            /// All of them, in table order (the completion model last).
             pub const ALL: &'static [Mechanism] = &[$(Mechanism::$variant),*];
 
             /// The command-line name.
@@ -191,10 +192,30 @@ mechanisms! {
     RtSigPerFd = "rtsig-perfd", "POSIX RT signals, signal-per-fd emulation";
     /// RT signals while light, epoll while heavy (Provos & Lever's imagined hybrid).
     Hybrid = "hybrid", "POSIX RT signals + epoll (level)";
+    /// The completion (proactor) model on io_uring: the kernel accepts, receives and sends
+    /// itself ([`crate::completion::Proactor`]); not a readiness [`Dispatcher`].
+    UringCompletion = "uring-completion", "io_uring operations (multishot accept and receive, send, close) completed by the kernel";
 }
 
 impl Mechanism {
-    /// Opens a dispatcher of this kind.
+    /// The readiness mechanisms: every one [`Mechanism::open`] opens (all but the completion
+    /// model), in table order.
+    pub const READINESS: &'static [Mechanism] = &[
+        Mechanism::Select,
+        Mechanism::Poll,
+        Mechanism::Devpoll,
+        Mechanism::Epoll,
+        Mechanism::EpollEt,
+        Mechanism::EpollOneshot,
+        Mechanism::Uring,
+        Mechanism::RtSig,
+        Mechanism::RtSigBatch,
+        Mechanism::RtSigPerFd,
+        Mechanism::Hybrid,
+    ];
+
+    /// Opens a dispatcher of this kind. The completion model is refused with `InvalidInput`: it
+    /// has no readiness contract (open a [`crate::completion::Proactor`]).
     pub fn open(self, options: &Options) -> io::Result<Box<dyn Dispatcher>> {
         Ok(match self {
             Mechanism::Select => Box::new(select::Select::new()),
@@ -208,17 +229,26 @@ impl Mechanism {
                 Box::new(rtsig::RtSig::open(self, options)?)
             }
             Mechanism::Hybrid => Box::new(hybrid::Hybrid::open(options)?),
+            Mechanism::UringCompletion => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "uring-completion is the completion (proactor) model, not a readiness mechanism: open it as a completion::Proactor",
+                ))
+            }
         })
     }
 
     /// Whether this is a completion (proactor) interface rather than a readiness one.
     pub const fn is_completion_based(self) -> bool {
-        false
+        matches!(self, Mechanism::UringCompletion)
     }
 
     /// Checks that this kernel supports the mechanism right now, by opening it once.
     pub fn probe(self) -> io::Result<()> {
-        self.open(&Options::default()).map(drop)
+        match self {
+            Mechanism::UringCompletion => crate::completion::Proactor::new().map(drop),
+            m => m.open(&Options::default()).map(drop),
+        }
     }
 
     /// The names, comma-separated, for error messages.

@@ -66,26 +66,18 @@ fn overhead(
 ) -> Result<Vec<serde_json::Value>, Error> {
     let idle: Vec<String> = num_list(plan, "idle").iter().map(|v| format!("{v}")).collect();
     ctx.message(format!("{} mechanisms × {} idle counts", runnable.len(), idle.len()));
-    // The completion model is measured by `--completion`, not named in `--mechanisms` (which
-    // takes readiness mechanisms; with none left, epoll is measured and its points unused).
-    let completion = runnable.iter().any(|m| m == "uring-completion");
-    let mut readiness: Vec<&str> =
-        runnable.iter().map(String::as_str).filter(|m| *m != "uring-completion").collect();
-    if readiness.is_empty() {
-        readiness.push("epoll");
-    }
+    // `--mechanisms` takes every name of the dispatch table, the completion model included.
     let mut cmd = pinned(&ctx.cfg.exe, 0);
     cmd.args([
         "overhead",
         "--json",
         "--mechanisms",
-        &readiness.join(","),
+        &runnable.join(","),
         "--idle",
         &idle.join(","),
     ])
     .args(["--rounds", &plan.rounds.to_string()])
     .args(["--round-ms", &((plan.duration * 1000.0).round().max(1.0) as u64).to_string()])
-    .args(completion.then_some("--completion"))
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     let pid = ctx.children.spawn(cmd)?;
