@@ -14,6 +14,7 @@
 //! | [`interrupt`] | a flag set by `SIGINT` or `SIGTERM`, so a run can stop cleanly |
 //! | [`cpu`] | CPU time of a thread, this process (clock and `getrusage`) or another one (`schedstat`) |
 //! | [`process`] | process ids, `kill`, `SIGPIPE` ignored |
+//! | [`time`] | the system clock as a UTC calendar time (no time-zone database) |
 //!
 //! One error convention: every fallible call returns `io::Result` with the kernel's `errno`;
 //! where a refusal needs explaining to a user, the error carries one sentence saying what was
@@ -30,6 +31,7 @@ pub mod interrupt;
 pub mod limits;
 pub mod net;
 pub mod process;
+pub mod time;
 
 /// Calls a libc function and maps a `-1` return to the thread's `errno` as an `io::Error`;
 /// any other value is returned as it is (`c_int`, `ssize_t` or `c_long`).
