@@ -19,8 +19,9 @@
 //! The status is the one sent; the size is the body's (0 for HEAD and 304), as it stood when the
 //! response was written (what follows the head in the buffer, plus a cached body or file range
 //! still to send): a client that leaves mid-body is logged with the full size. Each field is cut
-//! at [`FIELD_MAX`] escaped bytes, so a line is under `PIPE_BUF`. Requests refused before they parse (400, 408, 431, ...) have no request line and
-//! are not logged; they are counted in the stats and metrics.
+//! at [`FIELD_MAX`] escaped bytes, so a line is under `PIPE_BUF`. Every request is logged, those
+//! refused before they parse too (400, 405, 408, 413, 414, 431, 501, 505): their request field is
+//! the first line the client sent, escaped (`"\x16\x03\x01..."` for a TLS hello), or `-`.
 
 use crate::respond::Peer;
 use crate::stats::{bump, WorkerStats};
@@ -164,44 +165,55 @@ impl AccessLog {
         now: Instant,
     ) {
         let b = &mut self.buf;
-        match peer.addr {
-            Some(IpAddr::V4(a)) => {
-                for (i, o) in a.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        b.push(b'.');
-                    }
-                    b.extend_from_slice(itoa::Buffer::new().format(o).as_bytes());
-                }
-            }
-            Some(a) => {
-                let _ = write!(b, "{a}");
-            }
-            None => b.push(b'-'),
-        }
-        b.extend_from_slice(b" - - [");
-        // IMF-fixdate "Sun, 06 Nov 1994 08:49:37 GMT" -> "06/Nov/1994:08:49:37 +0000".
-        let d = date.text();
-        b.extend_from_slice(&d[5..7]);
-        b.push(b'/');
-        b.extend_from_slice(&d[8..11]);
-        b.push(b'/');
-        b.extend_from_slice(&d[12..16]);
-        b.push(b':');
-        b.extend_from_slice(&d[17..25]);
-        b.extend_from_slice(b" +0000] \"");
+        host_and_time(b, peer.addr, date);
         b.extend_from_slice(if req.method.is_head() { b"HEAD " } else { b"GET " });
         escape(b, req.target);
         b.extend_from_slice(match req.version {
             ioscale_http::Version::Http10 => b" HTTP/1.0\" ",
             ioscale_http::Version::Http11 => b" HTTP/1.1\" ",
         });
+        self.rest(st, head, body_after, peer.head, now);
+    }
+
+    /// Appends the line for a request refused before it parsed, or whose head did not arrive
+    /// in time (400, 405, 408, 413, 414, 431, 501, 505): `input` is what the client sent (its
+    /// first line is logged as the request, escaped, or `-` when there is none), `response`
+    /// the error response written for it.
+    pub fn refused(
+        &mut self,
+        st: &WorkerStats,
+        addr: Option<IpAddr>,
+        input: &[u8],
+        response: &[u8],
+        date: &DateCache,
+        now: Instant,
+    ) {
+        let b = &mut self.buf;
+        host_and_time(b, addr, date);
+        let start = input.iter().position(|&c| c != b'\r' && c != b'\n').unwrap_or(input.len());
+        let first = input[start..].split(|&c| c == b'\n').next().unwrap_or(&[]);
+        let first = first.strip_suffix(b"\r").unwrap_or(first);
+        if first.is_empty() {
+            b.push(b'-');
+        } else {
+            escape(b, first);
+        }
+        b.extend_from_slice(b"\" ");
+        self.rest(st, response, 0, input, now);
+    }
+
+    /// The status, the size, `Referer` and `User-Agent` (from the raw request `raw`), the line's
+    /// end, and the flush if the buffer is full.
+    #[inline(always)]
+    fn rest(&mut self, st: &WorkerStats, head: &[u8], body_after: u64, raw: &[u8], now: Instant) {
+        let b = &mut self.buf;
         let status = head.get(9..12).unwrap_or(b"000");
         b.extend_from_slice(status);
         b.push(b' ');
         let len = (head.len() - head_end(head)) as u64 + body_after;
         b.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
         b.extend_from_slice(b" \"");
-        let (referer, agent) = referer_and_agent(peer.head);
+        let (referer, agent) = referer_and_agent(raw);
         quoted(b, referer);
         b.extend_from_slice(b"\" \"");
         quoted(b, agent);
@@ -243,6 +255,36 @@ impl AccessLog {
         self.lines = 0;
         self.oldest = None;
     }
+}
+
+/// The client's address, the two `-`, the time and the opening quote of the request.
+#[inline(always)]
+fn host_and_time(b: &mut Vec<u8>, addr: Option<IpAddr>, date: &DateCache) {
+    match addr {
+        Some(IpAddr::V4(a)) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    b.push(b'.');
+                }
+                b.extend_from_slice(itoa::Buffer::new().format(o).as_bytes());
+            }
+        }
+        Some(a) => {
+            let _ = write!(b, "{a}");
+        }
+        None => b.push(b'-'),
+    }
+    b.extend_from_slice(b" - - [");
+    // IMF-fixdate "Sun, 06 Nov 1994 08:49:37 GMT" -> "06/Nov/1994:08:49:37 +0000".
+    let d = date.text();
+    b.extend_from_slice(&d[5..7]);
+    b.push(b'/');
+    b.extend_from_slice(&d[8..11]);
+    b.push(b'/');
+    b.extend_from_slice(&d[12..16]);
+    b.push(b':');
+    b.extend_from_slice(&d[17..25]);
+    b.extend_from_slice(b" +0000] \"");
 }
 
 /// The lines of a head after its first line, up to the empty line that ends it (without

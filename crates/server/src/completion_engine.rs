@@ -204,7 +204,7 @@ impl Engine<'_> {
             }
             self.st.publish_completion(&self.p.counters());
             self.t.collect_due();
-            while let Some((idx, c)) = self.t.next_expired(&self.resp.date) {
+            while let Some((idx, c)) = self.t.next_expired(&mut self.resp) {
                 self.close(c, idx, Close::Done);
             }
         }

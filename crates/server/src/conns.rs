@@ -23,8 +23,7 @@ use crate::stats::{bump, ServerError, WorkerStats};
 use crate::wheel::Wheel;
 use crate::{sys, Config, Shared};
 use ioscale_dispatch::Token;
-use ioscale_http::response::write_error;
-use ioscale_http::{Connection, DateCache, Step, Timer};
+use ioscale_http::{Connection, Step, Timer};
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{OwnedFd, RawFd};
@@ -480,14 +479,14 @@ impl<'a, X: Io> Table<'a, X> {
     /// close; its timeout is counted, and a header timeout is answered with 408 first. Entries
     /// for gone connections are dropped and early ones re-filed on the way.
     #[inline]
-    pub fn next_expired(&mut self, date: &DateCache) -> Option<(usize, Conn<X>)> {
+    pub fn next_expired(&mut self, resp: &mut Responder<'_>) -> Option<(usize, Conn<X>)> {
         if self.due.is_empty() {
             return None;
         }
-        self.next_due(date)
+        self.next_due(resp)
     }
 
-    fn next_due(&mut self, date: &DateCache) -> Option<(usize, Conn<X>)> {
+    fn next_due(&mut self, resp: &mut Responder<'_>) -> Option<(usize, Conn<X>)> {
         while let Some(key) = self.due.pop() {
             let (idx, gen, seq) = split_key(key);
             let Some(c) = self.slots.get_mut(idx).and_then(Option::as_mut) else { continue };
@@ -506,10 +505,11 @@ impl<'a, X: Io> Table<'a, X> {
                 Phase::Header => {
                     self.st.error(ServerError::TimeoutHeader);
                     if let Some(e) = c.http.timed_out(c.pending.len()) {
-                        self.st.http_error(e.kind());
-                        self.st.response(408);
+                        if !c.peer_known {
+                            learn_peer(&mut c, b"", resp.logging());
+                        }
                         let mut out = Vec::new();
-                        write_error(&mut out, e.status(), date, false, false);
+                        resp.reject(&e, c.addr, &c.pending, self.now, &mut out);
                         // Nothing else is being sent (the header phase has no output), so a
                         // direct non-blocking send cannot interleave with an engine's own.
                         let _ = sys::send2(c.x.fd(), &out, &[], false);
@@ -607,7 +607,10 @@ pub(crate) fn answer<X: Io>(
                 c.body = resp.serve(&req, peer, now, wbuf);
             }
             Step::Reject(e) => {
-                resp.reject(&e, wbuf);
+                if !c.peer_known {
+                    learn_peer(c, b"", resp.logging());
+                }
+                resp.reject(&e, c.addr, &input[at..], now, wbuf);
                 c.rejected = true;
                 return (input.len(), false);
             }

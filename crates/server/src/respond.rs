@@ -269,11 +269,24 @@ impl<'a> Responder<'a> {
         Body::None
     }
 
-    /// Writes the error response for a request the connection refused (it closes after it).
-    pub fn reject(&mut self, e: &HttpError, out: &mut Vec<u8>) {
+    /// Writes the error response for a request the connection refused (it closes after it),
+    /// or for a head that did not arrive in time (408), and logs it: `input` is what the client
+    /// sent of it, `addr` its address when known.
+    pub fn reject(
+        &mut self,
+        e: &HttpError,
+        addr: Option<IpAddr>,
+        input: &[u8],
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) {
         self.st.http_error(e.kind());
         self.st.response(e.status().code());
+        let start = out.len();
         write_error(out, e.status(), &self.date, false, false);
+        if let Some(log) = &mut self.log {
+            log.refused(self.st, addr, input, &out[start..], &self.date, now);
+        }
     }
 
     fn error(&mut self, kind: ErrorKind, req: &Request<'_>, ka: bool, out: &mut Vec<u8>) {

@@ -166,7 +166,7 @@ impl Worker<'_> {
                 }
             }
             self.t.collect_due();
-            while let Some((idx, c)) = self.t.next_expired(&self.resp.date) {
+            while let Some((idx, c)) = self.t.next_expired(&mut self.resp) {
                 self.close(c, idx, Close::Done);
             }
         }

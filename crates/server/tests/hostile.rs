@@ -117,3 +117,54 @@ fn garbage_floods_do_not_hurt_other_clients() {
         s.stop().unwrap();
     });
 }
+
+/// Every status the hostile cases get is in the access log, in order, one line each, in
+/// Combined Log Format (the request field of a refused request is the first line the client
+/// sent, escaped, or `-`), on both engines: the connection table logs for both.
+#[test]
+fn every_status_of_the_hostile_cases_is_in_the_access_log() {
+    let line = regex::Regex::new(
+        r#"^127\.0\.0\.1 - - \[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "((?:[^"\\]|\\.)*)" (\d{3}) (\d+) "((?:[^"\\]|\\.)*)" "((?:[^"\\]|\\.)*)"$"#,
+    )
+    .unwrap();
+    let mut engines = vec![ioscale_dispatch::Mechanism::Epoll.into()];
+    engines.extend(util::completion_engine());
+    for m in engines {
+        let root = root("hostile-log");
+        let log = root.parent().unwrap().join("access.log");
+        let s = TestServer::start(m, &root, |c| {
+            c.header_timeout = std::time::Duration::from_millis(500);
+            c.access_log = Some(log.clone());
+        });
+        let mut got = Vec::new();
+        for (req, _) in cases() {
+            if let Some(code) = one_shot(s.addr, &req) {
+                got.push(code);
+            }
+        }
+        // A head that stops coming: 408 (the client keeps its side open).
+        let mut slow = s.client();
+        slow.send(b"GET /1b.txt HTTP/1.1\r\nHost: t\r\nUser-Agent: slow/1\r\n");
+        assert_eq!(slow.response(false).unwrap().status, 408, "{m}");
+        got.push(408);
+        s.stop().unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let logged: Vec<u16> = text
+            .lines()
+            .map(|l| {
+                let c = line.captures(l).unwrap_or_else(|| panic!("{m}: not CLF: {l}"));
+                c[2].parse().unwrap()
+            })
+            .collect();
+        assert_eq!(logged, got, "{m}: the log's statuses are not the responses':\n{text}");
+        for code in [400, 403, 404, 405, 408, 413, 414, 431, 501, 505] {
+            assert!(logged.contains(&code), "{m}: no {code} in the log:\n{text}");
+        }
+        // What a refused request's line says.
+        assert!(text.contains(r#""DELETE /1b.txt HTTP/1.1" 405 "#), "{m}: {text}");
+        assert!(text.contains(r#""\x16\x03\x01\x02\x00\x01\x00\x01\xFC\x03\x03" 400 "#), "{m}");
+        let last = text.lines().last().unwrap();
+        assert!(last.contains(r#""GET /1b.txt HTTP/1.1" 408 "#), "{m}: {last}");
+        assert!(last.ends_with(r#" "-" "slow/1""#), "{m}: {last}");
+    }
+}
