@@ -388,25 +388,23 @@ fn summary_table(e: &Experiment, mine: &[&Record]) -> Option<String> {
     Some(s)
 }
 
-/// Renders the whole report. Returns (html, markdown summary).
-pub fn render(
-    exps: &[Experiment],
-    recs: &[Record],
-    machine: &Machine,
-    title_note: &str,
-) -> (String, String) {
-    let mut body = String::new();
-    let mut md_body = String::new();
-    let mut verdicts: Vec<VerdictRow> = Vec::new();
-    for e in exps {
-        let mine: Vec<&Record> = recs.iter().filter(|r| r.experiment == e.name).collect();
-        if mine.is_empty() {
-            continue;
-        }
+/// The report as it is written: its HTML body, its markdown body, and the verdicts so far.
+#[derive(Default)]
+struct Doc {
+    html: String,
+    md: String,
+    verdicts: Vec<VerdictRow>,
+}
+
+impl Doc {
+    /// One experiment: what it is and how it was measured, its figures, its summary table, its
+    /// tables, and the words and numbers of its verdicts.
+    fn experiment(&mut self, e: &Experiment, mine: &[&Record]) {
         let dropped = mine.iter().filter(|r| !r.usable()).count();
         let _ = write!(
-            body,
-            "<h2 id=\"{0}\">{0}</h2><p>{1} Reproduces {2}. {3} points, {4} INVALID or not measured.</p>",
+            self.html,
+            "<h2 id=\"{0}\">{0}</h2><p>{1} Reproduces {2}. {3} points, {4} INVALID or not \
+measured.</p>",
             esc(&e.name),
             inline_html(&with_period(&e.summary)),
             inline_html(&e.reproduces),
@@ -414,7 +412,7 @@ pub fn render(
             dropped
         );
         let _ = writeln!(
-            md_body,
+            self.md,
             "## {}\n\n{} Reproduces {}. {} points, {} INVALID or not measured.\n",
             e.name,
             with_period(&e.summary),
@@ -422,134 +420,159 @@ pub fn render(
             mine.len(),
             dropped
         );
-        let cond = conditions(&mine);
+        let cond = conditions(mine);
         if !cond.is_empty() {
-            body.push_str("<ul class=\"conditions\">");
+            self.html.push_str("<ul class=\"conditions\">");
             for (k, v) in &cond {
-                let _ = write!(body, "<li><b>{}:</b> {}</li>", esc(k), esc(v));
-                let _ = writeln!(md_body, "- {k}: {v}");
+                let _ = write!(self.html, "<li><b>{}:</b> {}</li>", esc(k), esc(v));
+                let _ = writeln!(self.md, "- {k}: {v}");
             }
-            body.push_str("</ul>");
-            md_body.push('\n');
+            self.html.push_str("</ul>");
+            self.md.push('\n');
         }
+        let first = self.verdicts.len();
         for f in &e.figures {
-            let anchor = format!("{}-{}", e.name, f.id);
-            let in_variant = mine.iter().any(|r| lines::matches(r, &f.filter));
-            let v = figure_verdict(f, &mine);
-            let note = (!in_variant).then(|| {
-                "no point of this run's variant falls in this figure; `--full` measures it"
-                    .to_string()
-            });
-            let _ = write!(body, "<figure id=\"{}\">", esc(&anchor));
-            let mut data = Lines::default();
-            if in_variant {
-                let (c, d) = chart(f, &mine);
-                if c.series.iter().any(|s| !s.points.is_empty()) {
-                    body.push_str(&c.svg());
-                } else {
-                    body.push_str(
-                        "<p class=\"empty\">No point of this figure has a value to draw.</p>",
-                    );
-                }
-                data = d;
-            }
-            let _ = write!(
-                body,
-                "<figcaption><div class=\"cap\">{}<span><b>{}</b> — {}</span></div>\
-<p><b>Paper:</b> {}</p>",
-                badge(v.status),
-                inline_html(&f.reproduces),
-                inline_html(&f.title),
-                inline_html(&f.paper_finding)
-            );
-            if let Some(n) = &note {
-                let _ = write!(body, "<p><i>{}</i></p>", inline_html(n));
-            }
-            let fig_recs: Vec<&Record> =
-                mine.iter().copied().filter(|r| lines::matches(r, &f.filter)).collect();
-            let budgets = distinct_words(&fig_recs, "server_cpu");
-            if !budgets.is_empty() {
-                let _ =
-                    write!(body, "<p><b>Server CPU budget:</b> {}</p>", esc(&budgets.join("; ")));
-            }
-            body.push_str(&rule_items_html(&v));
-            body.push_str(&dropped_table(&data));
-            body.push_str("</figcaption></figure>");
-            verdicts.push(VerdictRow {
-                experiment: e.name.clone(),
-                anchor,
-                what: f.reproduces.clone(),
-                finding: f.paper_finding.clone(),
-                verdict: v,
-                note,
-            });
+            self.figure(e, f, mine);
         }
-        if let Some(t) = summary_table(e, &mine) {
-            md_body.push_str(&t);
-            md_body.push('\n');
+        if let Some(t) = summary_table(e, mine) {
+            self.md.push_str(&t);
+            self.md.push('\n');
         }
-        let first = verdicts.len() - e.figures.len();
         for t in &e.tables {
-            let anchor = format!("{}-{}", e.name, t.id);
-            let v = table_verdict(t, &mine);
-            let (header, rows) = table_rows(t, &mine);
-            let _ = write!(
-                body,
-                "<div id=\"{}\"><div class=\"cap\">{}<span><b>{}</b> — {}</span></div><table><tr>",
-                esc(&anchor),
-                badge(v.status),
-                inline_html(&t.reproduces),
-                inline_html(&t.title)
-            );
-            for (i, h) in header.iter().enumerate() {
-                let l = if i == 0 { " class=\"l\"" } else { "" };
-                let _ = write!(body, "<th{l}>{}</th>", esc(&h.replace('_', " ")));
-            }
-            body.push_str("<th class=\"l\">validity</th></tr>");
-            let _ = write!(
-                md_body,
-                "**{}** ({}):\n\n| {} | validity |\n|{}---|\n",
-                t.title,
-                t.reproduces,
-                header.iter().map(|h| h.replace('_', " ")).collect::<Vec<_>>().join(" | "),
-                "---|".repeat(header.len())
-            );
-            for (cells, why) in &rows {
-                body.push_str("<tr>");
-                for (i, c) in cells.iter().enumerate() {
-                    let l = if i == 0 { " class=\"l\"" } else { "" };
-                    let _ = write!(body, "<td{l}>{}</td>", esc(c));
-                }
-                let w = why.clone().unwrap_or_else(|| "valid".into());
-                let _ = write!(body, "<td class=\"l\">{}</td></tr>", esc(&w));
-                let _ = writeln!(md_body, "| {} | {} |", cells.join(" | "), md_cell(&w));
-            }
-            let _ = write!(body, "</table><p><b>Paper:</b> {}</p>", inline_html(&t.paper_finding));
-            body.push_str(&rule_items_html(&v));
-            body.push_str("</div>");
-            md_body.push('\n');
-            verdicts.push(VerdictRow {
-                experiment: e.name.clone(),
-                anchor,
-                what: t.reproduces.clone(),
-                finding: t.paper_finding.clone(),
-                verdict: v,
-                note: None,
-            });
+            self.table(e, t, mine);
         }
-        md_body.push_str("Verdicts:\n\n");
-        for v in &verdicts[first..] {
-            let _ = writeln!(md_body, "- {} — **{}**", v.what, v.verdict.status);
+        self.md.push_str("Verdicts:\n\n");
+        for v in &self.verdicts[first..] {
+            let _ = writeln!(self.md, "- {} — **{}**", v.what, v.verdict.status);
             for r in &v.verdict.rules {
-                let _ = writeln!(md_body, "  - {} {} — {}", mark(r.outcome), r.says, r.numbers());
+                let _ = writeln!(self.md, "  - {} {} — {}", mark(r.outcome), r.says, r.numbers());
                 if let Some(why) = &r.reason {
-                    let _ = writeln!(md_body, "    (why this may differ here: {why})");
+                    let _ = writeln!(self.md, "    (why this may differ here: {why})");
                 }
             }
         }
-        md_body.push('\n');
+        self.md.push('\n');
     }
 
+    /// One figure: its chart, caption, verdict with its rules, and the points not drawn.
+    fn figure(&mut self, e: &Experiment, f: &Figure, mine: &[&Record]) {
+        let anchor = format!("{}-{}", e.name, f.id);
+        let in_variant = mine.iter().any(|r| lines::matches(r, &f.filter));
+        let v = figure_verdict(f, mine);
+        let note = (!in_variant).then(|| {
+            "no point of this run's variant falls in this figure; `--full` measures it".to_string()
+        });
+        let _ = write!(self.html, "<figure id=\"{}\">", esc(&anchor));
+        let mut data = Lines::default();
+        if in_variant {
+            let (c, d) = chart(f, mine);
+            if c.series.iter().any(|s| !s.points.is_empty()) {
+                self.html.push_str(&c.svg());
+            } else {
+                self.html.push_str(
+                    "<p class=\"empty\">No point of this figure has a value to draw.</p>",
+                );
+            }
+            data = d;
+        }
+        let _ = write!(
+            self.html,
+            "<figcaption><div class=\"cap\">{}<span><b>{}</b> — {}</span></div>\
+<p><b>Paper:</b> {}</p>",
+            badge(v.status),
+            inline_html(&f.reproduces),
+            inline_html(&f.title),
+            inline_html(&f.paper_finding)
+        );
+        if let Some(n) = &note {
+            let _ = write!(self.html, "<p><i>{}</i></p>", inline_html(n));
+        }
+        let fig_recs: Vec<&Record> =
+            mine.iter().copied().filter(|r| lines::matches(r, &f.filter)).collect();
+        let budgets = distinct_words(&fig_recs, "server_cpu");
+        if !budgets.is_empty() {
+            let _ =
+                write!(self.html, "<p><b>Server CPU budget:</b> {}</p>", esc(&budgets.join("; ")));
+        }
+        self.html.push_str(&rule_items_html(&v));
+        self.html.push_str(&dropped_table(&data));
+        self.html.push_str("</figcaption></figure>");
+        self.verdicts.push(VerdictRow {
+            experiment: e.name.clone(),
+            anchor,
+            what: f.reproduces.clone(),
+            finding: f.paper_finding.clone(),
+            verdict: v,
+            note,
+        });
+    }
+
+    /// One table (Chandra & Mosberger's Table 1): its rows, validity, and verdict.
+    fn table(&mut self, e: &Experiment, t: &Table, mine: &[&Record]) {
+        let anchor = format!("{}-{}", e.name, t.id);
+        let v = table_verdict(t, mine);
+        let (header, rows) = table_rows(t, mine);
+        let _ = write!(
+            self.html,
+            "<div id=\"{}\"><div class=\"cap\">{}<span><b>{}</b> — {}</span></div><table><tr>",
+            esc(&anchor),
+            badge(v.status),
+            inline_html(&t.reproduces),
+            inline_html(&t.title)
+        );
+        for (i, h) in header.iter().enumerate() {
+            let l = if i == 0 { " class=\"l\"" } else { "" };
+            let _ = write!(self.html, "<th{l}>{}</th>", esc(&h.replace('_', " ")));
+        }
+        self.html.push_str("<th class=\"l\">validity</th></tr>");
+        let _ = write!(
+            self.md,
+            "**{}** ({}):\n\n| {} | validity |\n|{}---|\n",
+            t.title,
+            t.reproduces,
+            header.iter().map(|h| h.replace('_', " ")).collect::<Vec<_>>().join(" | "),
+            "---|".repeat(header.len())
+        );
+        for (cells, why) in &rows {
+            self.html.push_str("<tr>");
+            for (i, c) in cells.iter().enumerate() {
+                let l = if i == 0 { " class=\"l\"" } else { "" };
+                let _ = write!(self.html, "<td{l}>{}</td>", esc(c));
+            }
+            let w = why.clone().unwrap_or_else(|| "valid".into());
+            let _ = write!(self.html, "<td class=\"l\">{}</td></tr>", esc(&w));
+            let _ = writeln!(self.md, "| {} | {} |", cells.join(" | "), md_cell(&w));
+        }
+        let _ = write!(self.html, "</table><p><b>Paper:</b> {}</p>", inline_html(&t.paper_finding));
+        self.html.push_str(&rule_items_html(&v));
+        self.html.push_str("</div>");
+        self.md.push('\n');
+        self.verdicts.push(VerdictRow {
+            experiment: e.name.clone(),
+            anchor,
+            what: t.reproduces.clone(),
+            finding: t.paper_finding.clone(),
+            verdict: v,
+            note: None,
+        });
+    }
+}
+
+/// Renders the whole report. Returns (html, markdown summary).
+pub fn render(
+    exps: &[Experiment],
+    recs: &[Record],
+    machine: &Machine,
+    title_note: &str,
+) -> (String, String) {
+    let mut doc = Doc::default();
+    for e in exps {
+        let mine: Vec<&Record> = recs.iter().filter(|r| r.experiment == e.name).collect();
+        if !mine.is_empty() {
+            doc.experiment(e, &mine);
+        }
+    }
+    let Doc { html: body, md: md_body, verdicts } = doc;
     let mut html = String::new();
     let _ = write!(
         html,

@@ -125,6 +125,33 @@ impl Rect {
     }
 }
 
+/// A laid-out chart: where the plot area is, its axes, and its legend's entries.
+struct Frame {
+    plot: Rect,
+    x: Axis,
+    y: Axis,
+    entries: Vec<(String, Option<Style>, &'static str)>,
+    legend_w: f64,
+}
+
+impl Frame {
+    /// The pixel column of x: values map inside the plot area with a margin, so no point sits
+    /// on an axis.
+    fn px(&self, v: f64) -> f64 {
+        self.plot.x + PAD_X + self.x.frac(v) * (self.plot.w - 2.0 * PAD_X)
+    }
+
+    /// The pixel row of y.
+    fn py(&self, v: f64) -> f64 {
+        self.plot.y + self.plot.h - PAD_Y - self.y.frac(v) * (self.plot.h - 2.0 * PAD_Y)
+    }
+
+    /// Whether a point can be drawn on these axes.
+    fn drawable(&self, p: &Point) -> bool {
+        self.x.shows(p.x) && self.y.shows(p.y)
+    }
+}
+
 impl Chart {
     fn y_values(&self) -> Vec<f64> {
         let mut v = Vec::new();
@@ -192,6 +219,36 @@ impl Chart {
 
     /// Draws the chart as a standalone `<svg>` element.
     pub fn svg(&self) -> String {
+        let f = self.frame();
+        let mut s = String::new();
+        let _ = write!(
+            s,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" \
+width=\"100%\" role=\"img\" aria-label=\"{}\" class=\"chart\" data-figure=\"{}\" \
+data-x-scale=\"{}\" data-y-scale=\"{}\" font-family=\"{FONT}\"><title>{}</title>",
+            esc(&self.title),
+            esc(&self.id),
+            scale_name(self.x_scale),
+            scale_name(self.y_scale),
+            esc(&self.title)
+        );
+        let _ = write!(
+            s,
+            "<rect class=\"plot-area\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" \
+fill=\"#fff\" stroke=\"none\"/>",
+            f.plot.x, f.plot.y, f.plot.w, f.plot.h
+        );
+        self.axes(&f, &mut s);
+        self.labels(&f, &mut s);
+        self.lines(&f, &mut s);
+        self.markers(&f, &mut s);
+        self.legend(&f, &mut s);
+        s.push_str("</svg>");
+        s
+    }
+
+    /// Lays out the plot area, the axes and the legend.
+    fn frame(&self) -> Frame {
         let entries = self.legend_entries();
         let legend_w = 14.0
             + 34.0
@@ -227,48 +284,31 @@ impl Chart {
             },
         );
         let plot = Rect { x: left, y: top, w: plot_w, h: plot_h };
-        // Values map inside the plot area with a margin, so no point sits on an axis.
-        let px = |v: f64| plot.x + PAD_X + x_axis.frac(v) * (plot.w - 2.0 * PAD_X);
-        let py = |v: f64| plot.y + plot.h - PAD_Y - y_axis.frac(v) * (plot.h - 2.0 * PAD_Y);
+        Frame { plot, x: x_axis, y: y_axis, entries, legend_w }
+    }
 
-        let mut s = String::new();
-        let _ = write!(
-            s,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" \
-width=\"100%\" role=\"img\" aria-label=\"{}\" class=\"chart\" data-figure=\"{}\" \
-data-x-scale=\"{}\" data-y-scale=\"{}\" font-family=\"{FONT}\"><title>{}</title>",
-            esc(&self.title),
-            esc(&self.id),
-            scale_name(self.x_scale),
-            scale_name(self.y_scale),
-            esc(&self.title)
-        );
-        let _ = write!(
-            s,
-            "<rect class=\"plot-area\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" \
-fill=\"#fff\" stroke=\"none\"/>",
-            plot.x, plot.y, plot.w, plot.h
-        );
+    /// The grid, the axes (with a break at a zero slot) and their ticks.
+    fn axes(&self, f: &Frame, s: &mut String) {
         // Grid and ticks.
         s.push_str("<g class=\"grid\" stroke-width=\"1\">");
-        for t in &y_axis.ticks {
-            let y = py(t.v);
+        for t in &f.y.ticks {
+            let y = f.py(t.v);
             let c = if t.label.is_some() { "#e3e3e3" } else { "#f2f2f2" };
             let _ = write!(
                 s,
                 "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"{c}\"/>",
-                plot.x,
-                plot.x + plot.w
+                f.plot.x,
+                f.plot.x + f.plot.w
             );
         }
-        for t in &x_axis.ticks {
-            let x = px(t.v);
+        for t in &f.x.ticks {
+            let x = f.px(t.v);
             let c = if t.label.is_some() { "#e3e3e3" } else { "#f2f2f2" };
             let _ = write!(
                 s,
                 "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"{c}\"/>",
-                plot.y,
-                plot.y + plot.h
+                f.plot.y,
+                f.plot.y + f.plot.h
             );
         }
         s.push_str("</g>");
@@ -277,14 +317,14 @@ fill=\"#fff\" stroke=\"none\"/>",
         let _ = write!(
             s,
             "<path d=\"M{:.1},{:.1}V{:.1}H{:.1}\"/>",
-            plot.x,
-            plot.y,
-            plot.y + plot.h,
-            plot.x + plot.w
+            f.plot.x,
+            f.plot.y,
+            f.plot.y + f.plot.h,
+            f.plot.x + f.plot.w
         );
-        if x_axis.zero_slot > 0.0 {
-            let bx = plot.x + PAD_X + x_axis.zero_slot * (plot.w - 2.0 * PAD_X) * 0.5 + 3.0;
-            let by = plot.y + plot.h;
+        if f.x.zero_slot > 0.0 {
+            let bx = f.plot.x + PAD_X + f.x.zero_slot * (f.plot.w - 2.0 * PAD_X) * 0.5 + 3.0;
+            let by = f.plot.y + f.plot.h;
             let _ = write!(
                 s,
                 "<path class=\"axis-break\" d=\"M{:.1},{:.1}l6,-12M{:.1},{:.1}l6,-12\" stroke-width=\"1.4\"/>\
@@ -297,47 +337,51 @@ fill=\"#fff\" stroke=\"none\"/>",
                 by - 2.0
             );
         }
-        if y_axis.zero_slot > 0.0 {
+        if f.y.zero_slot > 0.0 {
             let by =
-                plot.y + plot.h - PAD_Y - y_axis.zero_slot * (plot.h - 2.0 * PAD_Y) * 0.5 + 3.0;
+                f.plot.y + f.plot.h - PAD_Y - f.y.zero_slot * (f.plot.h - 2.0 * PAD_Y) * 0.5 + 3.0;
             let _ = write!(
                 s,
                 "<path class=\"axis-break\" d=\"M{:.1},{:.1}l12,-6M{:.1},{:.1}l12,-6\" stroke-width=\"1.4\"/>",
-                plot.x - 6.0,
+                f.plot.x - 6.0,
                 by + 5.0,
-                plot.x - 6.0,
+                f.plot.x - 6.0,
                 by
             );
         }
-        for t in &y_axis.ticks {
-            let y = py(t.v);
+        for t in &f.y.ticks {
+            let y = f.py(t.v);
             let len = if t.label.is_some() { 5.0 } else { 3.0 };
-            let _ = write!(s, "<path d=\"M{:.1},{y:.1}h{:.1}\"/>", plot.x, -len);
+            let _ = write!(s, "<path d=\"M{:.1},{y:.1}h{:.1}\"/>", f.plot.x, -len);
         }
-        for t in &x_axis.ticks {
-            let x = px(t.v);
+        for t in &f.x.ticks {
+            let x = f.px(t.v);
             let len = if t.label.is_some() { 5.0 } else { 3.0 };
-            let _ = write!(s, "<path d=\"M{x:.1},{:.1}v{len:.1}\"/>", plot.y + plot.h);
+            let _ = write!(s, "<path d=\"M{x:.1},{:.1}v{len:.1}\"/>", f.plot.y + f.plot.h);
         }
         s.push_str("</g>");
+    }
+
+    /// The tick labels, the axis labels and the marks.
+    fn labels(&self, f: &Frame, s: &mut String) {
         let _ = write!(s, "<g class=\"tick-labels\" font-size=\"{TICK_FONT}\" fill=\"#222\">");
-        for (v, l) in y_axis.labels() {
+        for (v, l) in f.y.labels() {
             let _ = write!(
                 s,
                 "<text class=\"tick-label\" data-axis=\"y\" data-v=\"{v}\" x=\"{:.1}\" y=\"{:.1}\" \
 text-anchor=\"end\">{}</text>",
-                plot.x - 8.0,
-                py(v) + TICK_FONT * 0.35,
+                f.plot.x - 8.0,
+                f.py(v) + TICK_FONT * 0.35,
                 esc(l)
             );
         }
-        for (v, l) in x_axis.labels() {
+        for (v, l) in f.x.labels() {
             let _ = write!(
                 s,
                 "<text class=\"tick-label\" data-axis=\"x\" data-v=\"{v}\" x=\"{:.1}\" y=\"{:.1}\" \
 text-anchor=\"middle\">{}</text>",
-                px(v),
-                plot.y + plot.h + 9.0 + TICK_FONT,
+                f.px(v),
+                f.plot.y + f.plot.h + 9.0 + TICK_FONT,
                 esc(l)
             );
         }
@@ -346,7 +390,7 @@ text-anchor=\"middle\">{}</text>",
             s,
             "<text class=\"axis-label\" x=\"{:.1}\" y=\"{:.1}\" font-size=\"{LABEL_FONT}\" \
 text-anchor=\"middle\">{}</text>",
-            plot.x + plot.w / 2.0,
+            f.plot.x + f.plot.w / 2.0,
             HEIGHT - 10.0,
             esc(&self.x_label)
         );
@@ -355,26 +399,29 @@ text-anchor=\"middle\">{}</text>",
             "<text class=\"axis-label\" transform=\"translate({:.1},{:.1}) rotate(-90)\" \
 font-size=\"{LABEL_FONT}\" text-anchor=\"middle\">{}</text>",
             10.0 + LABEL_FONT,
-            plot.y + plot.h / 2.0,
+            f.plot.y + f.plot.h / 2.0,
             esc(&self.y_label)
         );
         // Marks (e.g. mode switches).
         for m in &self.marks {
-            let x = px(*m);
+            let x = f.px(*m);
             let _ = write!(
                 s,
                 "<line class=\"mark\" data-x=\"{m}\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.1}\" \
 y2=\"{:.1}\" stroke=\"#777\" stroke-width=\"1.2\" stroke-dasharray=\"3 3\"/>",
-                plot.y,
-                plot.y + plot.h
+                f.plot.y,
+                f.plot.y + f.plot.h
             );
         }
+    }
+
+    /// Each line (broken at INVALID points), its dashed companions, error bars and rounds.
+    fn lines(&self, f: &Frame, s: &mut String) {
         // Series: lines first (all of them), then markers on top.
-        let drawable = |p: &Point| x_axis.shows(p.x) && y_axis.shows(p.y);
         for (si, ser) in self.series.iter().enumerate() {
             let st = ser.style;
             let mut valid: Vec<&Point> =
-                ser.points.iter().filter(|p| p.invalid.is_none() && drawable(p)).collect();
+                ser.points.iter().filter(|p| p.invalid.is_none() && f.drawable(p)).collect();
             valid.sort_by(|a, b| a.x.total_cmp(&b.x));
             let _ = write!(
                 s,
@@ -383,16 +430,12 @@ y2=\"{:.1}\" stroke=\"#777\" stroke-width=\"1.2\" stroke-dasharray=\"3 3\"/>",
                 st.color
             );
             for e in &ser.extras {
-                let mut pts: Vec<(f64, f64)> = e
-                    .points
-                    .iter()
-                    .copied()
-                    .filter(|p| x_axis.shows(p.0) && y_axis.shows(p.1))
-                    .collect();
+                let mut pts: Vec<(f64, f64)> =
+                    e.points.iter().copied().filter(|p| f.x.shows(p.0) && f.y.shows(p.1)).collect();
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
                 if pts.len() >= 2 {
                     let d: Vec<String> =
-                        pts.iter().map(|p| format!("{:.1},{:.1}", px(p.0), py(p.1))).collect();
+                        pts.iter().map(|p| format!("{:.1},{:.1}", f.px(p.0), f.py(p.1))).collect();
                     let _ = write!(
                         s,
                         "<polyline class=\"extra\" data-label=\"{}\" points=\"{}\" fill=\"none\" \
@@ -419,7 +462,7 @@ stroke=\"{}\" stroke-width=\"1.2\" stroke-dasharray=\"4 3\" opacity=\"0.8\"/>",
             }
             for seg in segments.iter().filter(|seg| seg.len() >= 2) {
                 let d: Vec<String> =
-                    seg.iter().map(|p| format!("{:.1},{:.1}", px(p.x), py(p.y))).collect();
+                    seg.iter().map(|p| format!("{:.1},{:.1}", f.px(p.x), f.py(p.y))).collect();
                 let dash = if st.dash.is_empty() {
                     String::new()
                 } else {
@@ -435,7 +478,7 @@ stroke-width=\"2\" stroke-linejoin=\"round\" opacity=\"0.9\"{dash}/>",
             }
             for p in &valid {
                 if let Some((a, b)) = p.spread {
-                    let (x, y0, y1) = (px(p.x), py(a.max(y_axis.lo)), py(b));
+                    let (x, y0, y1) = (f.px(p.x), f.py(a.max(f.y.lo)), f.py(b));
                     let _ = write!(
                         s,
                         "<path class=\"spread\" d=\"M{x:.1},{y0:.1}V{y1:.1}\" stroke=\"{}\" \
@@ -444,7 +487,7 @@ stroke-width=\"7\" stroke-linecap=\"round\" opacity=\"0.25\"/>",
                     );
                 }
                 if let Some(e) = p.err {
-                    let (x, y0, y1) = (px(p.x), py((p.y - e).max(y_axis.lo)), py(p.y + e));
+                    let (x, y0, y1) = (f.px(p.x), f.py((p.y - e).max(f.y.lo)), f.py(p.y + e));
                     let _ = write!(
                         s,
                         "<path class=\"err\" d=\"M{x:.1},{y0:.1}V{y1:.1}M{:.1},{y0:.1}h8M{:.1},{y1:.1}h8\" \
@@ -458,18 +501,22 @@ stroke=\"{}\" stroke-width=\"1.2\"/>",
             s.push_str("</g>");
             let _ = si;
         }
+    }
+
+    /// The points, set side by side where several lines' points coincide; INVALID ones hollow.
+    fn markers(&self, f: &Frame, s: &mut String) {
         // Markers, set side by side where points of several lines coincide.
         let mut placed: Vec<(usize, usize, f64, f64)> = Vec::new(); // (series, point, px, py)
         for (si, ser) in self.series.iter().enumerate() {
             for (pi, p) in ser.points.iter().enumerate() {
-                if drawable(p) {
-                    placed.push((si, pi, px(p.x), py(p.y)));
+                if f.drawable(p) {
+                    placed.push((si, pi, f.px(p.x), f.py(p.y)));
                 }
             }
         }
         let mut dodge = dodge_offsets(&placed, 2.0 * MARKER_R + 1.0);
         for (k, p) in placed.iter().enumerate() {
-            let x = (p.2 + dodge[k]).clamp(plot.x + MARKER_R, plot.x + plot.w - MARKER_R);
+            let x = (p.2 + dodge[k]).clamp(f.plot.x + MARKER_R, f.plot.x + f.plot.w - MARKER_R);
             dodge[k] = x - p.2;
         }
         for (si, ser) in self.series.iter().enumerate() {
@@ -515,20 +562,24 @@ d=\"{}\" fill=\"{fill}\" stroke=\"{}\" stroke-width=\"{}\"><title>{}</title></pa
             }
             s.push_str("</g>");
         }
+    }
+
+    /// The legend, right of the plot area.
+    fn legend(&self, f: &Frame, s: &mut String) {
         // The legend, right of the plot area.
         let row = LEGEND_FONT + 8.0;
         let legend = Rect {
-            x: plot.x + plot.w + 16.0,
-            y: plot.y,
-            w: legend_w,
-            h: entries.len() as f64 * row + 10.0,
+            x: f.plot.x + f.plot.w + 16.0,
+            y: f.plot.y,
+            w: f.legend_w,
+            h: f.entries.len() as f64 * row + 10.0,
         };
         let _ = write!(
             s,
             "<g class=\"legend\" data-box=\"{:.1},{:.1},{:.1},{:.1}\" font-size=\"{LEGEND_FONT}\">",
             legend.x, legend.y, legend.w, legend.h
         );
-        for (i, (name, st, kind)) in entries.iter().enumerate() {
+        for (i, (name, st, kind)) in f.entries.iter().enumerate() {
             let y = legend.y + 5.0 + row * (i as f64 + 0.5);
             let x = legend.x + 4.0;
             match (st, *kind) {
@@ -608,8 +659,7 @@ stroke=\"#777\" stroke-width=\"1.2\" stroke-dasharray=\"3 3\"/>",
                 esc(name)
             );
         }
-        s.push_str("</g></svg>");
-        s
+        s.push_str("</g>");
     }
 }
 
