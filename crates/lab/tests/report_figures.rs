@@ -101,7 +101,9 @@ fn every_figure_is_drawn_with_ticks_over_its_data_one_colour_per_mechanism_and_a
     assert!(expected >= 25, "{expected}");
     let empty = html.matches("<p class=\"empty\">").count();
     assert_eq!(all.len() + empty, expected);
-    assert!(all.len() >= 25, "{} figures drawn", all.len());
+    // A figure whose metric this (older) run did not record is a placeholder, not an SVG; most
+    // figures must still be drawn.
+    assert!(all.len() >= 20, "{} figures drawn", all.len());
     let mut colours: BTreeMap<String, (String, String)> = BTreeMap::new();
     for svg in all {
         let els = elements(svg);
