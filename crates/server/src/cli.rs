@@ -66,7 +66,10 @@ pub struct ServeOptions {
     /// (408).
     #[arg(long, default_value = defaults::HEADER_TIMEOUT_TEXT, value_parser = ioscale_flags::nonzero_duration)]
     pub header_timeout: Duration,
-    /// Most open connections (default: the descriptor limit less a reserve); more are closed at once.
+    /// Most open connections; more are closed at once. Default: the descriptor limit less a
+    /// reserve (64 + 4 per worker) and a sixteenth for the file caches. The file caches keep at
+    /// most what connections and the reserve leave of the limit open, split among the workers
+    /// (`files.budget` in the stats); a large file beyond that is opened for its response only.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_conns: Option<u64>,
     /// RT-signal queue length (RLIMIT_SIGPENDING) for the signal mechanisms (others ignore it).

@@ -180,7 +180,7 @@ impl Engine<'_> {
             if self.t.resume_due() && self.accept.is_none() {
                 self.arm_accept()?;
             }
-            let mut timeout = self.t.wait_timeout();
+            let mut timeout = self.t.wait_timeout(self.resp.next_tick());
             if self.sweep {
                 // One short wait that runs the kernel's pending work: a request already in an
                 // idle connection's socket arrives now and is answered.

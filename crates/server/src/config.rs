@@ -117,7 +117,8 @@ pub struct Config {
     /// Close a connection whose request head has not fully arrived this long after its first
     /// byte (408).
     pub header_timeout: Duration,
-    /// Most open connections (all workers); more are accepted and closed at once.
+    /// Most open connections (all workers); more are accepted and closed at once. 0: derived
+    /// from the descriptor limit at bind ([`crate::descriptor_budget`]).
     pub max_conns: usize,
     /// `RLIMIT_SIGPENDING` for the RT-signal mechanisms' queue.
     pub sigqueue_max: Option<u64>,

@@ -245,11 +245,11 @@ impl<'a, X: Io> Table<'a, X> {
     }
 
     /// How long the next wait may last: until the next tick of the wheel, the end of a pause,
-    /// or the drain timeout.
+    /// the drain timeout, or `also` (the responder's next chore: the file cache's idle entries).
     #[inline]
-    pub fn wait_timeout(&self) -> Option<Duration> {
+    pub fn wait_timeout(&self, also: Option<Instant>) -> Option<Duration> {
         let mut timeout = self.wheel.timeout(self.now);
-        for t in [self.paused_until, self.stopping].into_iter().flatten() {
+        for t in [self.paused_until, self.stopping, also].into_iter().flatten() {
             let d = t.saturating_duration_since(self.now) + Duration::from_millis(1);
             timeout = Some(timeout.map_or(d, |x| x.min(d)));
         }

@@ -6,6 +6,16 @@
 //! descriptor) and the HTTP header lines rendered once ([`Entity`]). A change on disk (size,
 //! modification time, inode) is seen within a second, when the entry is next used after its
 //! check interval: the path is opened again beneath the root and compared.
+//!
+//! The cache is bounded so that no client can make it take what the rest of the server needs:
+//! at most [`CacheLimits::max_entries`] entries, [`CacheLimits::max_total`] bytes in memory and
+//! [`CacheLimits::max_open`] open descriptors (the worker's share of the descriptor limit, see
+//! [`crate::descriptor_budget`]). Over a limit the least recently used entries go; an entry
+//! unused for [`CacheLimits::idle`] goes too ([`Files::sweep`]), so the descriptors and memory of
+//! a crawl come back when it ends. A large file that cannot be kept open within the budget is
+//! opened for its response only, and when the process runs out of descriptors the cache gives
+//! back all of its own before the open is tried again: a request is never refused because the
+//! cache holds descriptors.
 
 use crate::sys;
 use ioscale_http::encoding::accepts_gzip;
@@ -43,6 +53,7 @@ pub struct Entry {
     /// With `--precompressed`: the gzip variant (`NAME.gz`, not older than the file).
     pub gz: Option<Variant>,
     checked: Instant,
+    used: Instant,
     ident: Ident,
     gz_ident: Option<Ident>,
 }
@@ -70,6 +81,12 @@ impl Entry {
     fn held(&self) -> u64 {
         let mem = |c: &Content| if let Content::Memory(m) = c { m.len() as u64 } else { 0 };
         mem(&self.content) + self.gz.as_ref().map_or(0, |v| mem(&v.content))
+    }
+
+    /// Descriptors it holds open (its own and its variant's).
+    fn fds(&self) -> usize {
+        let open = |c: &Content| usize::from(matches!(c, Content::Open(_)));
+        open(&self.content) + self.gz.as_ref().map_or(0, |v| open(&v.content))
     }
 }
 
@@ -100,23 +117,83 @@ pub struct CacheLimits {
     pub max_total: u64,
     /// Most entries (memory and open descriptors).
     pub max_entries: usize,
+    /// Most descriptors the cache keeps open (per worker): its share of the descriptor limit,
+    /// set by [`crate::Server::bind`] from the limit and `--max-conns`. A large file that finds
+    /// the budget spent (after the least recently used entries are evicted) is opened for its
+    /// response only and closed after it.
+    pub max_open: usize,
+    /// An entry unused this long is dropped: its descriptor closed, its memory freed.
+    pub idle: Duration,
 }
 
 impl Default for CacheLimits {
     fn default() -> Self {
-        CacheLimits { max_file: 256 * 1024, max_total: 64 << 20, max_entries: 4096 }
+        CacheLimits {
+            max_file: 256 * 1024,
+            max_total: 64 << 20,
+            max_entries: 4096,
+            max_open: 1024,
+            idle: IDLE,
+        }
     }
 }
 
+/// How long an unused entry stays cached (see [`CacheLimits::idle`]).
+pub const IDLE: Duration = Duration::from_secs(10);
+
+/// What the cache holds and has done, for the stats.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    /// Entries cached.
+    pub entries: u64,
+    /// Descriptors the cached entries hold open.
+    pub open: u64,
+    /// Files opened for one response only (the descriptor budget was spent).
+    pub transient: u64,
+    /// Entries evicted: least recently used (over a limit) or idle.
+    pub evicted: u64,
+}
+
+/// A cached entry and its key.
+#[derive(Debug)]
+struct Slot {
+    key: Box<[u8]>,
+    entry: Entry,
+}
+
+/// What [`Files::load`] did.
+enum Loaded {
+    /// The path names something that is not a cached file (a directory to redirect).
+    Answer(Found<'static>),
+    /// The entry in this slot is current.
+    Cached(usize),
+    /// The file is in [`Files::transient`], for this response only.
+    Transient,
+}
+
 /// The root and the cache of one worker.
+///
+/// Entries live in a slab (`slots`) found through `index`, so a hit is one hash lookup. Each
+/// records when it was last used: over a limit (entries, or the descriptor budget) the least
+/// recently used eighth of the candidates goes at once (amortised: no scan per miss), and
+/// [`Files::sweep`] drops what has been idle longer than [`CacheLimits::idle`].
 #[derive(Debug)]
 pub struct Files {
     root: OwnedFd,
     root_path: PathBuf,
     beneath: bool,
-    map: HashMap<Box<[u8]>, Entry>,
+    index: HashMap<Box<[u8]>, usize>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
     limits: CacheLimits,
     held: u64,
+    counts: CacheCounts,
+    /// `counts` changed since [`Files::take_counts`] last looked.
+    dirty: bool,
+    /// When the next idle entry is due ([`Files::sweep`]).
+    next_sweep: Option<Instant>,
+    /// The last file served without caching.
+    transient: Option<Entry>,
     key: Vec<u8>,
     cache_control: Option<String>,
     precompressed: bool,
@@ -139,9 +216,15 @@ impl Files {
             root: dir.into(),
             root_path,
             beneath,
-            map: HashMap::new(),
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             limits,
             held: 0,
+            counts: CacheCounts::default(),
+            dirty: false,
+            next_sweep: None,
+            transient: None,
             key: Vec::with_capacity(256),
             cache_control: None,
             precompressed: false,
@@ -172,32 +255,63 @@ impl Files {
             }
             self.key.extend_from_slice(b"index.html");
         }
-        let fresh = match self.map.get(&self.key[..]) {
-            Some(e) => now.saturating_duration_since(e.checked) < REVALIDATE,
-            None => false,
-        };
-        if !fresh {
-            let key = std::mem::take(&mut self.key);
-            let r = self.load(&key, now);
-            self.key = key;
-            match r {
-                Ok(Some(found)) => return Ok(found),
-                Ok(None) => {}
-                // Out of descriptors: a cached copy is served as it is rather than refused.
-                Err(LookupError::Unavailable) if self.map.contains_key(&self.key[..]) => {}
-                Err(e) => return Err(e),
+        // The hot path: one hash lookup, a fresh entry, its use noted.
+        let hit = self.index.get(&self.key[..]).copied();
+        if let Some(i) = hit {
+            if self.fresh(i, now) {
+                return Ok(self.use_slot(i, now));
             }
         }
-        match self.map.get(&self.key[..]) {
-            Some(e) => Ok(Found::File(e)),
-            None => Err(LookupError::Http(Error::new(ErrorKind::NotFound, "no such file"))),
+        let key = std::mem::take(&mut self.key);
+        let r = self.load(&key, now);
+        self.key = key;
+        match r {
+            Ok(Loaded::Answer(found)) => Ok(found),
+            Ok(Loaded::Cached(i)) => Ok(self.use_slot(i, now)),
+            Ok(Loaded::Transient) => match &self.transient {
+                Some(e) => Ok(Found::File(e)),
+                None => Err(LookupError::Unavailable),
+            },
+            // Out of descriptors: a cached copy is served as it is rather than refused.
+            Err(LookupError::Unavailable) if hit.is_some_and(|i| self.live(i)) => {
+                Ok(self.use_slot(hit.unwrap_or_default(), now))
+            }
+            Err(e) => Err(e),
         }
     }
 
-    /// (Re)loads `key` into the map. `Some` for an answer that is not a cached file.
-    fn load(&mut self, key: &[u8], now: Instant) -> Result<Option<Found<'static>>, LookupError> {
+    #[inline]
+    fn fresh(&self, i: usize, now: Instant) -> bool {
+        matches!(&self.slots[i], Some(s) if now.saturating_duration_since(s.entry.checked) < REVALIDATE)
+    }
+
+    fn live(&self, i: usize) -> bool {
+        matches!(self.slots.get(i), Some(Some(_)))
+    }
+
+    /// The entry in slot `i` (which must be live), its use noted.
+    #[inline]
+    fn use_slot(&mut self, i: usize, now: Instant) -> Found<'_> {
+        match &mut self.slots[i] {
+            Some(s) => {
+                s.entry.used = now;
+                Found::File(&s.entry)
+            }
+            None => unreachable!("a lookup returns only live slots"),
+        }
+    }
+
+    /// (Re)loads `key`: the file's entry, cached or (over the descriptor budget) transient, or
+    /// the answer for what is not a file.
+    fn load(&mut self, key: &[u8], now: Instant) -> Result<Loaded, LookupError> {
         let fd = match self.open_rel(key) {
             Ok(fd) => fd,
+            // Out of descriptors: the cache gives back every one it holds, and the open is
+            // tried again (the cache never costs a request its answer).
+            Err(e) if is_out_of_descriptors(&e) && self.counts.open > 0 => {
+                self.release_descriptors();
+                self.open_rel(key).map_err(|e| map_open_error(&e))?
+            }
             Err(e) => {
                 let err = map_open_error(&e);
                 if !matches!(err, LookupError::Unavailable) {
@@ -213,7 +327,7 @@ impl Files {
             return if key.ends_with(b"index.html") {
                 Err(LookupError::Http(Error::new(ErrorKind::NotFound, "no such file")))
             } else {
-                Ok(Some(Found::Directory))
+                Ok(Loaded::Answer(Found::Directory))
             };
         }
         if !meta.is_file() {
@@ -223,13 +337,29 @@ impl Files {
         let ident = (meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec());
         let gz = if self.precompressed { self.open_gz(key, &ident) } else { None };
         let gz_ident = gz.as_ref().map(|(_, i, _)| *i);
-        if let Some(e) = self.map.get_mut(key) {
-            if e.ident == ident && e.gz_ident == gz_ident {
-                e.checked = now;
-                return Ok(None);
+        if let Some(&i) = self.index.get(key) {
+            if let Some(s) = &mut self.slots[i] {
+                if s.entry.ident == ident && s.entry.gz_ident == gz_ident {
+                    s.entry.checked = now;
+                    return Ok(Loaded::Cached(i));
+                }
             }
         }
         self.evict(key);
+        let entry = self.entry(key, file, &meta, ident, gz, now)?;
+        self.insert(key, entry, now)
+    }
+
+    /// Builds the entry for `file` (with its metadata and identity) and its gzip variant.
+    fn entry(
+        &mut self,
+        key: &[u8],
+        file: File,
+        meta: &std::fs::Metadata,
+        ident: Ident,
+        gz: Option<(File, Ident, std::time::SystemTime)>,
+        now: Instant,
+    ) -> Result<Entry, LookupError> {
         let gz = match gz {
             Some((gz_file, gz_ident, modified)) => {
                 let opts = EntityOptions {
@@ -240,7 +370,7 @@ impl Files {
                 // Typed as the original file: the name without `.gz` picks the type.
                 let entity = Entity::with_options(key, gz_ident.2, modified, opts);
                 let content = self.content(gz_file, gz_ident.2)?;
-                Some(Variant { entity, content })
+                Some((Variant { entity, content }, gz_ident))
             }
             None => None,
         };
@@ -255,20 +385,127 @@ impl Files {
         let content = match self.content(file, len) {
             Ok(c) => c,
             Err(e) => {
-                if let Some(Variant { content: Content::Memory(m), .. }) = &gz {
+                if let Some((Variant { content: Content::Memory(m), .. }, _)) = &gz {
                     self.held -= m.len() as u64;
                 }
                 return Err(e);
             }
         };
-        let entry = Entry { entity, content, gz, checked: now, ident, gz_ident };
-        if self.map.len() >= self.limits.max_entries {
-            // Crude but bounded: start over (the hot set comes back at once).
-            self.map.clear();
-            self.held = entry.held();
+        let gz_ident = gz.as_ref().map(|(_, i)| *i);
+        let gz = gz.map(|(v, _)| v);
+        Ok(Entry { entity, content, gz, checked: now, used: now, ident, gz_ident })
+    }
+
+    /// Caches `entry` under `key`, making room: over the entry limit or the descriptor budget
+    /// the least recently used entries go; an entry whose descriptors still do not fit is not
+    /// cached but served once ([`Loaded::Transient`]).
+    fn insert(&mut self, key: &[u8], entry: Entry, now: Instant) -> Result<Loaded, LookupError> {
+        let fds = entry.fds();
+        if fds > 0 && self.counts.open as usize + fds > self.limits.max_open {
+            self.evict_lru(fds, true);
+            if self.counts.open as usize + fds > self.limits.max_open {
+                self.held -= entry.held();
+                self.transient = Some(entry);
+                self.counts.transient += 1;
+                self.dirty = true;
+                return Ok(Loaded::Transient);
+            }
         }
-        self.map.insert(key.into(), entry);
-        Ok(None)
+        if self.index.len() >= self.limits.max_entries {
+            self.evict_lru(1, false);
+        }
+        self.counts.open += fds as u64;
+        self.counts.entries += 1;
+        self.dirty = true;
+        let slot = Slot { key: key.into(), entry };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(slot);
+                i
+            }
+            None => {
+                self.slots.push(Some(slot));
+                self.slots.len() - 1
+            }
+        };
+        self.index.insert(key.into(), i);
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + self.limits.idle);
+        }
+        Ok(Loaded::Cached(i))
+    }
+
+    /// Evicts the least recently used entries (only those holding descriptors when
+    /// `descriptors`): at least `need` of them and an eighth of the candidates, so that a run of
+    /// misses pays for one scan per eighth.
+    fn evict_lru(&mut self, need: usize, descriptors: bool) {
+        let mut cands: Vec<(Instant, usize)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (s, i)))
+            .filter(|(s, _)| !descriptors || s.entry.fds() > 0)
+            .map(|(s, i)| (s.entry.used, i))
+            .collect();
+        let n = need.max(cands.len() / 8).min(cands.len());
+        if n == 0 {
+            return;
+        }
+        if n < cands.len() {
+            cands.select_nth_unstable(n - 1);
+        }
+        for &(_, i) in &cands[..n] {
+            self.evict_slot(i);
+        }
+    }
+
+    /// Drops every entry unused for [`CacheLimits::idle`] by `now` (their descriptors closed,
+    /// unless a response still holds one); the next sweep is due when the oldest that is left
+    /// turns idle.
+    pub fn sweep(&mut self, now: Instant) {
+        let idle = self.limits.idle;
+        let mut oldest: Option<Instant> = None;
+        for i in 0..self.slots.len() {
+            let Some(s) = &self.slots[i] else { continue };
+            if now.saturating_duration_since(s.entry.used) >= idle {
+                self.evict_slot(i);
+            } else {
+                oldest = Some(oldest.map_or(s.entry.used, |o| o.min(s.entry.used)));
+            }
+        }
+        self.next_sweep = oldest.map(|o| o + idle);
+    }
+
+    /// When [`Files::sweep`] is next due (`None`: nothing is cached).
+    #[inline]
+    pub fn next_sweep(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    /// Gives back every descriptor the cache holds (the process is out of them).
+    fn release_descriptors(&mut self) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].as_ref().is_some_and(|s| s.entry.fds() > 0) {
+                self.evict_slot(i);
+            }
+        }
+    }
+
+    fn evict(&mut self, key: &[u8]) {
+        if let Some(&i) = self.index.get(key) {
+            self.evict_slot(i);
+        }
+    }
+
+    fn evict_slot(&mut self, i: usize) {
+        let Some(s) = self.slots[i].take() else { return };
+        self.index.remove(&s.key);
+        self.free.push(i);
+        self.held -= s.entry.held();
+        self.counts.open -= s.entry.fds() as u64;
+        self.counts.entries -= 1;
+        self.counts.evicted += 1;
+        self.dirty = true;
     }
 
     /// `KEY.gz` when it is a regular file not older than the file (whose identity is `of`):
@@ -300,12 +537,6 @@ impl Files {
         Ok(Content::Open(Arc::new(file)))
     }
 
-    fn evict(&mut self, key: &[u8]) {
-        if let Some(e) = self.map.remove(key) {
-            self.held -= e.held();
-        }
-    }
-
     fn open_rel(&self, rel: &[u8]) -> io::Result<OwnedFd> {
         if self.beneath {
             return sys::open_beneath(self.root.as_raw_fd(), rel);
@@ -325,6 +556,30 @@ impl Files {
     pub fn held(&self) -> u64 {
         self.held
     }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &CacheLimits {
+        &self.limits
+    }
+
+    /// What the cache holds and has done, if that changed since the last call.
+    #[inline]
+    pub fn take_counts(&mut self) -> Option<CacheCounts> {
+        if !self.dirty {
+            return None;
+        }
+        self.dirty = false;
+        Some(self.counts)
+    }
+
+    /// What the cache holds and has done.
+    pub fn counts(&self) -> CacheCounts {
+        self.counts
+    }
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 fn map_open_error(e: &io::Error) -> LookupError {
@@ -390,6 +645,74 @@ mod tests {
         assert!(
             matches!(f.lookup(b"", false, now), Err(LookupError::Http(e)) if e.kind() == ErrorKind::NotFound)
         );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A root of `n` files `f0.bin`.. of 8 bytes each (held open: `max_file` is 0 below).
+    fn many(name: &str, n: usize) -> PathBuf {
+        let d = tmp(name);
+        for i in 0..n {
+            std::fs::write(d.join(format!("f{i}.bin")), b"12345678").unwrap();
+        }
+        d
+    }
+
+    fn get(f: &mut Files, i: usize, now: Instant) -> bool {
+        let Ok(Found::File(e)) = f.lookup(format!("f{i}.bin").as_bytes(), false, now) else {
+            return false;
+        };
+        matches!(e.content, Content::Open(_))
+    }
+
+    #[test]
+    fn descriptors_stay_within_the_budget_least_recently_used_go_first() {
+        let d = many("budget", 200);
+        let limits = CacheLimits { max_file: 0, max_open: 16, ..CacheLimits::default() };
+        let mut f = Files::open(&d, limits).unwrap();
+        let t0 = Instant::now();
+        // f0 is used all along; a crawl of 200 distinct files passes it by.
+        for i in 1..200 {
+            let now = t0 + Duration::from_millis(i as u64);
+            assert!(get(&mut f, 0, now) && get(&mut f, i, now), "file {i} served");
+            assert!(f.counts().open <= 16, "{} descriptors cached", f.counts().open);
+        }
+        let c = f.counts();
+        assert!(c.evicted > 150 && c.transient == 0, "{c:?}");
+        assert!(f.index.contains_key(&b"f0.bin"[..]), "the file in use stays cached");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn without_a_budget_every_large_file_is_opened_for_its_response_only() {
+        let d = many("nobudget", 3);
+        let limits = CacheLimits { max_file: 0, max_open: 0, ..CacheLimits::default() };
+        let mut f = Files::open(&d, limits).unwrap();
+        let now = Instant::now();
+        for i in [0, 1, 2, 0] {
+            assert!(get(&mut f, i, now), "file {i} served");
+        }
+        let c = f.counts();
+        assert_eq!((c.open, c.entries, c.transient), (0, 0, 4), "{c:?}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn idle_entries_are_dropped_and_the_next_sweep_is_when_the_oldest_turns_idle() {
+        let d = many("idle", 3);
+        let idle = Duration::from_secs(10);
+        let limits = CacheLimits { max_file: 0, idle, ..CacheLimits::default() };
+        let mut f = Files::open(&d, limits).unwrap();
+        let t0 = Instant::now();
+        assert!(get(&mut f, 0, t0) && get(&mut f, 1, t0));
+        assert_eq!(f.next_sweep(), Some(t0 + idle));
+        let t1 = t0 + Duration::from_secs(6);
+        assert!(get(&mut f, 1, t1) && get(&mut f, 2, t1));
+        f.sweep(t0 + idle);
+        assert_eq!(f.counts().entries, 2, "f0, unused for 10 s, is dropped");
+        assert_eq!(f.next_sweep(), Some(t1 + idle));
+        f.sweep(t1 + idle);
+        assert_eq!((f.counts().entries, f.counts().open), (0, 0));
+        assert_eq!(f.next_sweep(), None, "nothing left to sweep: no timer");
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -257,6 +257,28 @@ impl Handle {
     }
 }
 
+/// Descriptors kept for what is neither a connection nor a cached file: the listener(s), each
+/// worker's dispatcher, waker and shedding reserve, the root, the access log, standard streams.
+pub fn descriptor_reserve(workers: usize) -> usize {
+    64 + 4 * workers
+}
+
+/// Splits the descriptor limit `nofile` among connections and the workers' file caches:
+/// returns `--max-conns` (as given, or by default the limit less the reserve and a sixteenth
+/// for the caches) and each worker's cache budget (what the connections and the reserve leave,
+/// split evenly). The caches never hold more, so clients cannot make them take the descriptors
+/// connections need; a large file beyond a worker's budget is opened for its response only.
+pub fn descriptor_budget(nofile: usize, workers: usize, max_conns: usize) -> (usize, usize) {
+    let reserve = descriptor_reserve(workers);
+    let max_conns = if max_conns == 0 {
+        nofile.saturating_sub(reserve + nofile / 16).max(16)
+    } else {
+        max_conns
+    };
+    let caches = nofile.saturating_sub(reserve + max_conns);
+    (max_conns, caches / workers.max(1))
+}
+
 /// Runs worker `id` on the configured engine.
 fn run_worker(id: usize, config: &Config, shared: &Shared, listener: i32) -> io::Result<()> {
     match config.engine {
@@ -325,10 +347,10 @@ impl Server {
             ));
         }
         let nofile = ioscale_sys::limits::raise_nofile().unwrap_or(1024);
-        if config.max_conns == 0 {
-            // Leave room for the listener(s), the dispatchers, cached files and the reserve.
-            config.max_conns = (nofile as usize).saturating_sub(64 + 4 * config.workers).max(16);
-        }
+        let (max_conns, max_open) =
+            descriptor_budget(nofile as usize, config.workers, config.max_conns);
+        config.max_conns = max_conns;
+        config.cache.max_open = max_open.min(config.cache.max_entries);
         if let Some(q) = config.sigqueue_max {
             ioscale_sys::limits::set_soft(ioscale_sys::limits::SIGPENDING, q).map_err(|e| {
                 start_err(StartErrorKind::Config, format!("--sigqueue-max {q}: {e}"))
@@ -482,5 +504,21 @@ impl Server {
             }
         })?;
         self.run()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_descriptor_limit_is_split_among_connections_and_file_caches() {
+        // Default --max-conns: a sixteenth of the limit goes to the caches.
+        assert_eq!(descriptor_budget(20_000, 1, 0), (20_000 - 68 - 1250, 1250));
+        assert_eq!(descriptor_budget(20_000, 4, 0), (20_000 - 80 - 1250, 312));
+        assert_eq!(descriptor_budget(256, 1, 0), (172, 16));
+        // A given --max-conns: the caches get what is left, none when nothing is.
+        assert_eq!(descriptor_budget(256, 1, 100), (100, 88));
+        assert_eq!(descriptor_budget(48, 1, 10_000), (10_000, 0));
     }
 }

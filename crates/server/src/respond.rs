@@ -9,7 +9,7 @@
 
 use crate::access_log::AccessLog;
 use crate::files::{Content, Files, Found, LookupError};
-use crate::stats::{ServerError, WorkerStats};
+use crate::stats::{ServerError, WorkerStats, FILES_BUDGET};
 use crate::{Config, Shared};
 use ioscale_http::response::{
     write_entity_head, write_error, write_error_for, write_partial_head, write_redirect,
@@ -77,7 +77,10 @@ impl<'a> Responder<'a> {
             cfg,
             shared,
             st,
-            files: open_files(cfg, &live)?,
+            files: {
+                st.files[FILES_BUDGET].store(cfg.cache.max_open as u64, Ordering::Relaxed);
+                open_files(cfg, &live)?
+            },
             live_seen,
             stats_public: live.stats_public,
             path: Vec::with_capacity(cfg.limits.max_target + 16),
@@ -100,8 +103,9 @@ impl<'a> Responder<'a> {
         self.st.observe(now.saturating_duration_since(started));
     }
 
-    /// Once per loop pass: takes the settings of a reload (SIGHUP) if there was one, and
-    /// writes the access log's buffer if its oldest line is a second old.
+    /// Once per loop pass: takes the settings of a reload (SIGHUP) if there was one, writes
+    /// the access log's buffer if its oldest line is a second old, drops the cache's idle
+    /// entries when they are due, and publishes the cache's counts when they changed.
     #[inline]
     pub fn tick(&mut self, now: Instant) {
         if self.shared.live.epoch() != self.live_seen {
@@ -110,6 +114,19 @@ impl<'a> Responder<'a> {
         if let Some(log) = &mut self.log {
             log.tick(self.st, now);
         }
+        if self.files.next_sweep().is_some_and(|t| now >= t) {
+            self.files.sweep(now);
+        }
+        if let Some(c) = self.files.take_counts() {
+            self.st.publish_files(&c);
+        }
+    }
+
+    /// When [`Self::tick`] next has work that no connection's timer brings (the cache's idle
+    /// entries): the engine's wait must not outlast it.
+    #[inline]
+    pub fn next_tick(&self) -> Option<Instant> {
+        self.files.next_sweep()
     }
 
     /// Takes the reloaded settings: a fresh file cache (cached heads carry the old
@@ -121,7 +138,10 @@ impl<'a> Responder<'a> {
         self.live_seen = epoch;
         self.stats_public = live.stats_public;
         match open_files(self.cfg, &live) {
-            Ok(f) => self.files = f,
+            Ok(f) => {
+                self.files = f;
+                self.st.publish_files(&self.files.counts());
+            }
             Err(e) => crate::error_log::error!(
                 "SIGHUP: cannot open the root '{}' again: {e}; its cache keeps the old settings",
                 self.cfg.root.display()

@@ -95,7 +95,16 @@ pub struct WorkerStats {
     pub log_dropped: AtomicU64,
     /// The last snapshot sequence number this worker has recorded (see [`Shared::poll_snapshot`]).
     pub snap_seen: AtomicU64,
+    /// The open-file cache ([`FILES_NAMES`]): entries, descriptors held, descriptor budget,
+    /// files opened for one response only, evictions.
+    pub files: [AtomicU64; 5],
 }
+
+/// The open-file cache's figures in the stats document (`"files"`), in [`WorkerStats::files`]
+/// order.
+pub const FILES_NAMES: [&str; 5] = ["entries", "open", "budget", "transient_opens", "evicted"];
+/// Index of the descriptor budget in [`WorkerStats::files`].
+pub const FILES_BUDGET: usize = 2;
 
 /// Lowest status code counted on its own ([`StatusCounts`]).
 const STATUS_MIN: u16 = 100;
@@ -182,6 +191,14 @@ impl WorkerStats {
         self.dispatch[0].store(c.enter_calls, Relaxed);
         self.dispatch[1].store(c.completions, Relaxed);
         self.dispatch[5].store(c.cq_overflows, Relaxed);
+    }
+
+    /// Copies the open-file cache's counts (the budget is set once, at start).
+    pub fn publish_files(&self, c: &crate::files::CacheCounts) {
+        let v = [c.entries, c.open, self.files[FILES_BUDGET].load(Relaxed), c.transient, c.evicted];
+        for (a, v) in self.files.iter().zip(v) {
+            a.store(v, Relaxed);
+        }
     }
 
     /// Counts a server error.
@@ -632,6 +649,11 @@ impl Shared {
                 "system_s": system.as_secs_f64(),
             }),
         );
+        let mut files = Map::new();
+        for (i, name) in FILES_NAMES.iter().enumerate() {
+            files.insert((*name).into(), self.sum(|w| &w.files[i]).into());
+        }
+        m.insert("files".into(), Value::Object(files));
         m.insert("per_worker".into(), Value::Array(per_worker));
         m.insert("snapshots".into(), self.snapshots_json());
         Value::Object(m)

@@ -134,7 +134,7 @@ impl Worker<'_> {
             if self.t.resume_due() {
                 self.listen()?;
             }
-            match self.d.wait(events, self.t.wait_timeout()) {
+            match self.d.wait(events, self.t.wait_timeout(self.resp.next_tick())) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
