@@ -67,7 +67,7 @@ pub struct Point {
     pub interest_syscalls_per_cycle: Option<f64>,
     /// `ns_per_cycle` divided by the same mechanism's figure at the smallest idle count measured.
     pub ratio_to_smallest: Option<f64>,
-    /// Why the point could not be measured (e.g. select past FD_SETSIZE).
+    /// Why the point could not be measured (e.g. more idle descriptors than RLIMIT_NOFILE allows).
     pub error: Option<String>,
     /// The mechanism's counters at the end of the last round (signals, overflows, …).
     pub counters: crate::Counters,
@@ -131,8 +131,7 @@ fn round(
     round_time: Duration,
 ) -> io::Result<(f64, u64, crate::Counters)> {
     let mut d = mech.open(options)?;
-    // The active descriptor first: it was opened before the idle ones, so it is below
-    // FD_SETSIZE even when select cannot take the idle set.
+    // The active descriptor first.
     let afd = active.as_raw_fd();
     d.register(afd, ACTIVE, Interest::READABLE)?;
     for (i, s) in idle.iter().enumerate() {

@@ -110,6 +110,16 @@ fn describe_one(m: Mechanism, proc: &[(String, String)]) -> MechanismInfo {
     if let Some(v) = proc_limit(proc, "Max open files") {
         limits.push(Limit { what: "open descriptors", value: v, source: "RLIMIT_NOFILE" });
     }
+    if m == Mechanism::Select {
+        limits.push(Limit {
+            what: "the C library's fd_set (FD_SETSIZE), passed here",
+            value: format!(
+                "{}; bitmaps are sized at run time for the highest descriptor (the kernel takes any nfds)",
+                crate::sys::FD_SETSIZE
+            ),
+            source: "FD_SETSIZE in <sys/select.h>",
+        });
+    }
     if name.starts_with("epoll") || name == "devpoll" || name.contains("hybrid") {
         if let Some(v) = sysctl("fs/epoll/max_user_watches") {
             limits.push(Limit {
@@ -248,7 +258,8 @@ mod tests {
             assert!(r.limits.iter().any(|l| l.source == "RLIMIT_NOFILE"), "{r:?}");
         }
         let select = rows.iter().find(|r| r.name == "select").unwrap();
-        assert_eq!(select.max_fds, Some(1024));
+        assert_eq!(select.max_fds, None);
+        assert!(select.limits.iter().any(|l| l.source.contains("FD_SETSIZE")), "{select:?}");
         let uring = rows.iter().find(|r| r.name == "uring").unwrap();
         assert_eq!(uring.kind, "readiness");
         assert!(uring.limits.iter().any(|l| l.what.starts_with("ring entries")), "{uring:?}");
