@@ -255,6 +255,33 @@ fn readiness_names() -> String {
     Mechanism::READINESS.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
 }
 
+/// The accepted word nearest a misspelled one (at most two edits away; the first listed wins a
+/// tie), for a "did you mean" in the sentence that refuses it.
+pub fn nearest<'a>(word: &str, accepted: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    accepted
+        .into_iter()
+        .map(|a| (edit_distance(word, a), a))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, a)| a)
+}
+
+/// Levenshtein distance: the fewest insertions, deletions and substitutions from `a` to `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +338,15 @@ mod tests {
         let a = socket_addrs("127.0.0.1:80,[::1]:8080").unwrap();
         assert_eq!(a[1].port(), 8080);
         assert_eq!(socket_addrs("127.0.0.1").unwrap_err().kind(), ErrorKind::Address);
+    }
+
+    #[test]
+    fn the_nearest_word_is_at_most_two_edits_away() {
+        let words = ["calls", "connections", "idle_period"];
+        assert_eq!(nearest("cals", words), Some("calls"));
+        assert_eq!(nearest("idle_perod", words), Some("idle_period"));
+        assert_eq!(nearest("rate", words), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

@@ -288,33 +288,13 @@ fn unknown_key(key: &str, file: &str, cmd: &clap::Command) -> String {
         .filter_map(|a| a.get_long())
         .filter(|l| *l != "config" && *l != "help")
         .collect();
-    let nearest = names
-        .iter()
-        .map(|n| (edit_distance(key, n), *n))
-        .min()
-        .filter(|(d, _)| *d <= 2)
-        .map_or(String::new(), |(_, n)| format!(" (did you mean '{n}'?)"));
+    let nearest = ioscale_flags::nearest(key, names.iter().copied())
+        .map_or(String::new(), |n| format!(" (did you mean '{n}'?)"));
     format!(
         "unknown key '{key}' in --config '{file}'{nearest}: expected a long option name of \
          ioscale serve without '--': {}",
         names.join(", ")
     )
-}
-
-/// Levenshtein distance (for "did you mean").
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 fn parse_buffers(s: &str) -> Result<u16, String> {

@@ -516,7 +516,9 @@ impl fmt::Display for Problem {
                 let last = key.rsplit('.').next().unwrap_or(key);
                 let last = last.split('[').next().unwrap_or(last);
                 write!(f, "unknown key `{key}`")?;
-                if let Some(near) = nearest(last, accepted) {
+                if let Some(near) =
+                    ioscale_flags::nearest(last, accepted.iter().map(String::as_str))
+                {
                     write!(f, " (did you mean `{near}`?)")?;
                 }
                 write!(f, "; accepted here: {}", accepted.join(", "))
@@ -528,31 +530,6 @@ impl fmt::Display for Problem {
             Problem::Inconsistent { key, message } => write!(f, "`{key}`: {message}"),
         }
     }
-}
-
-/// The accepted word closest to a misspelling (at most two edits away).
-fn nearest<'a>(word: &str, accepted: &'a [String]) -> Option<&'a str> {
-    accepted
-        .iter()
-        .map(|a| (edit_distance(word, a), a.as_str()))
-        .filter(|(d, _)| *d <= 2)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, a)| a)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 /// A value as written, cut short if long.
