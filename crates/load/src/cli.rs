@@ -249,66 +249,28 @@ impl LoadArgs {
 pub fn run(a: &LoadArgs) -> ExitCode {
     let plan = match a.plan() {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("ioscale load: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return bad(&e.0),
     };
     if let Some(late) = a.start_at.and_then(|t| t.elapsed().ok()) {
         if late > Duration::from_secs(1) {
-            eprintln!(
-                "ioscale load: --start-at is {:.1} s in the past: give a future instant",
+            return bad(&format!(
+                "--start-at is {:.1} s in the past: give a future instant",
                 late.as_secs_f64()
-            );
-            return ExitCode::from(2);
+            ));
         }
     }
     if !a.hosts.is_empty() {
-        return crate::hosts::coordinate(a, &plan);
+        return run_hosts(a, &plan);
     }
     if a.coordinated {
-        crate::hosts::follow_stdin();
+        crate::segment::follow_stdin();
     }
-    let mut series_file = match &a.series {
-        Some(p) => match std::fs::File::create(p) {
-            Ok(f) => Some(SeriesWriter::start(f)),
-            Err(e) => {
-                eprintln!("ioscale load: cannot write the series file {}: {e}", p.display());
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
+    let mut outputs = match Outputs::open(a) {
+        Ok(o) => o,
+        Err(e) => return bad(&e),
     };
-    if a.hdr_log.is_some() && a.hdr_interval < Duration::from_millis(1) {
-        eprintln!(
-            "ioscale load: invalid --hdr-interval '{:?}': expected at least 1ms",
-            a.hdr_interval
-        );
-        return ExitCode::from(2);
-    }
-    let mut hdr_log = match &a.hdr_log {
-        Some(p) => match std::fs::File::create(p) {
-            Ok(f) => Some(crate::hdrlog::HdrLog::new(
-                Box::new(std::io::BufWriter::new(f)),
-                a.hdr_interval,
-            )),
-            Err(e) => {
-                eprintln!("ioscale load: cannot write the HdrHistogram log {}: {e}", p.display());
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
-    };
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let total = plan.warmup + plan.duration.unwrap_or(Duration::ZERO);
-        let b = indicatif::ProgressBar::new(total.as_secs().max(1));
-        b.set_style(
-            indicatif::ProgressStyle::with_template("[{bar:30}] {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
-    let series: Option<&mut dyn Write> = series_file.as_mut().map(|f| f as &mut dyn Write);
+    let bar = progress_bar(&plan);
+    let series: Option<&mut dyn Write> = outputs.series.as_mut().map(|f| f as &mut dyn Write);
     let result = crate::engine::run_with_log(
         &plan,
         |secs, line| {
@@ -318,15 +280,12 @@ pub fn run(a: &LoadArgs) -> ExitCode {
             }
         },
         series,
-        hdr_log.as_mut(),
+        outputs.hdr_log.as_mut(),
     );
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    if let Some(f) = series_file {
-        f.finish();
-    }
-    let log_error = hdr_log.as_mut().and_then(|h| h.finish().err());
+    let log_error = outputs.finish();
     let report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -334,19 +293,8 @@ pub fn run(a: &LoadArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut out = std::io::stdout().lock();
-    let written = if a.json {
-        serde_json::to_writer_pretty(&mut out, &report.record)
-            .map_err(std::io::Error::other)
-            .and_then(|_| writeln!(out))
-    } else {
-        write!(out, "{}", report.summary)
-    };
-    if let Err(e) = written {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("ioscale load: {e}");
-            return ExitCode::from(1);
-        }
+    if let Err(code) = print(a.json, &report.record, &report.summary) {
+        return code;
     }
     if let (Some(e), Some(p)) = (log_error, &a.hdr_log) {
         eprintln!("ioscale load: the HdrHistogram log {} is incomplete: {e}", p.display());
@@ -358,6 +306,145 @@ pub fn run(a: &LoadArgs) -> ExitCode {
         if a.json {
             eprintln!("ioscale load: INVALID: {}", report.record["invalid_reasons"]);
         }
+        ExitCode::from(3)
+    }
+}
+
+/// A bad argument: one sentence, exit code 2.
+fn bad(msg: &str) -> ExitCode {
+    eprintln!("ioscale load: {msg}");
+    ExitCode::from(2)
+}
+
+/// Prints the record (`--json`) or the summary; a broken pipe is not an error. Err: the exit
+/// code of a failed write.
+fn print(json: bool, record: &serde_json::Value, summary: &str) -> Result<(), ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        serde_json::to_writer_pretty(&mut out, record)
+            .map_err(std::io::Error::other)
+            .and_then(|_| writeln!(out))
+    } else {
+        write!(out, "{summary}")
+    };
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("ioscale load: {e}");
+            Err(ExitCode::from(1))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The progress bar on a terminal's stderr.
+fn progress_bar(plan: &Plan) -> Option<indicatif::ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let total = plan.warmup + plan.duration.unwrap_or(Duration::ZERO);
+        let b = indicatif::ProgressBar::new(total.as_secs().max(1));
+        b.set_style(
+            indicatif::ProgressStyle::with_template("[{bar:30}] {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    })
+}
+
+/// The files a run writes as it goes: the series (`--series`) and the HdrHistogram log
+/// (`--hdr-log`).
+struct Outputs {
+    series: Option<SeriesWriter>,
+    hdr_log: Option<crate::hdrlog::HdrLog>,
+}
+
+impl Outputs {
+    /// Creates them; Err: one sentence (a bad argument).
+    fn open(a: &LoadArgs) -> Result<Outputs, String> {
+        let series = match &a.series {
+            Some(p) => Some(SeriesWriter::start(
+                std::fs::File::create(p)
+                    .map_err(|e| format!("cannot write the series file {}: {e}", p.display()))?,
+            )),
+            None => None,
+        };
+        if a.hdr_log.is_some() && a.hdr_interval < Duration::from_millis(1) {
+            return Err(format!(
+                "invalid --hdr-interval '{:?}': expected at least 1ms",
+                a.hdr_interval
+            ));
+        }
+        let hdr_log = match &a.hdr_log {
+            Some(p) => {
+                let f = std::fs::File::create(p).map_err(|e| {
+                    format!("cannot write the HdrHistogram log {}: {e}", p.display())
+                })?;
+                Some(crate::hdrlog::HdrLog::new(
+                    Box::new(std::io::BufWriter::new(f)),
+                    a.hdr_interval,
+                ))
+            }
+            None => None,
+        };
+        Ok(Outputs { series, hdr_log })
+    }
+
+    /// Writes out what is left; the HdrHistogram log's first error, if any.
+    fn finish(mut self) -> Option<std::io::Error> {
+        if let Some(f) = self.series.take() {
+            f.finish();
+        }
+        self.hdr_log.as_mut().and_then(|h| h.finish().err())
+    }
+}
+
+/// `--hosts`: the coordinator's typed plan, the coordinated run, its merged record printed.
+/// Exit codes: 0 VALID; 3 INVALID (a host INVALID, named); 1 a host failed (the merged record
+/// of the others is still printed, INVALID, naming it); 2 bad arguments.
+fn run_hosts(a: &LoadArgs, plan: &Plan) -> ExitCode {
+    let argv: Vec<String> = std::env::args_os().map(|s| s.to_string_lossy().into_owned()).collect();
+    let hp = match crate::hosts::HostsPlan::new(
+        &a.hosts,
+        &a.remote_cmd,
+        a.start_at,
+        a.start_in,
+        plan,
+        crate::hosts::forwarded_args(&argv),
+    ) {
+        Ok(hp) => hp,
+        Err(e) => return bad(&e.0),
+    };
+    let out = crate::hosts::coordinate(&hp, plan);
+    let name_failures = || {
+        for (name, why) in &out.failures {
+            eprintln!("ioscale load: host {name} {why}");
+        }
+    };
+    if out.before_start {
+        name_failures();
+        if out.interrupted {
+            eprintln!("ioscale load: interrupted before the start instant; every segment stopped");
+        }
+        return ExitCode::from(if out.interrupted { 3 } else { 1 });
+    }
+    let merged = match &out.record {
+        Ok(m) => m,
+        Err(e) => {
+            name_failures();
+            eprintln!("ioscale load: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(code) = print(a.json, merged, &crate::hosts::hosts_summary(merged)) {
+        return code;
+    }
+    let valid = merged["valid"] == serde_json::json!(true);
+    if !valid {
+        eprintln!("ioscale load: INVALID: {}", merged["invalid_reasons"]);
+    }
+    if !out.failures.is_empty() {
+        ExitCode::from(1)
+    } else if valid {
+        ExitCode::SUCCESS
+    } else {
         ExitCode::from(3)
     }
 }

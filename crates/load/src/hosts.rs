@@ -20,143 +20,23 @@
 //!   would mix stderr into the JSON on stdout);
 //! - the segment prints its JSON record on stdout and exits (0 valid, 3 INVALID).
 
-use crate::cli::LoadArgs;
-use crate::engine::{summary_text, Report};
-use crate::plan::{Mode, Plan};
+use crate::plan::{Mode, Plan, PlanError};
+use crate::report::summary_text;
+use crate::segment::{unix, PONG, READY};
 use crate::sys;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
-use std::sync::atomic::Ordering;
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// The first word of a segment's readiness line on stderr.
-pub const READY: &str = "ioscale-load READY";
-
-/// The first word of a segment's answer, on stderr, to a `ping T` line on its stdin.
-pub const PONG: &str = "ioscale-load PONG";
+use std::time::{Duration, Instant, SystemTime};
 
 /// Clock pings per host (the one with the shortest round trip is kept, as NTP does).
 const PINGS: u32 = 5;
 
-/// A segment's start offset beyond which its record is INVALID, ms.
-pub const MAX_START_OFFSET_MS: f64 = 10.0;
-
 /// How long after the start instant the coordinator still accepts a READY line sent before it
 /// (the line's own transit), s.
 const READY_GRACE: Duration = Duration::from_millis(500);
-
-fn unix(t: SystemTime) -> f64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs_f64(),
-        Err(e) => -e.duration().as_secs_f64(),
-    }
-}
-
-/// Prints the segment's READY line (its populations are set up, before the start instant).
-pub fn ready(plan: &Plan) {
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(
-        err,
-        "{READY} segment={}/{} host_time={:.6}",
-        plan.segment.index + 1,
-        plan.segment.count,
-        unix(SystemTime::now())
-    );
-    let _ = err.flush();
-}
-
-/// `--coordinated`: stop the run (as SIGINT would) when stdin reaches end of file, i.e. when the
-/// coordinator closed it, or died, or the ssh connection carrying it ended; and answer each
-/// `ping T` line with `ioscale-load PONG t=T host_time=NOW` on stderr (the coordinator's clock
-/// check).
-pub fn follow_stdin() {
-    std::thread::spawn(|| {
-        let mut line = Vec::new();
-        let mut stdin = std::io::stdin().lock();
-        loop {
-            line.clear();
-            match stdin.read_until(b'\n', &mut line) {
-                Ok(0) => break,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&line);
-                    if let Some(t) = text.trim().strip_prefix("ping ") {
-                        let mut err = std::io::stderr().lock();
-                        let now = unix(SystemTime::now());
-                        let _ = writeln!(err, "{PONG} t={t} host_time={now:.6}");
-                        let _ = err.flush();
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        STDIN_CLOSED.store(true, Ordering::SeqCst);
-        ioscale_sys::interrupt::request();
-    });
-}
-
-/// Set when `--coordinated` saw its stdin close (the stop came from the coordinator).
-static STDIN_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Adds the `segment` object to a segment's record (which slice, the shared start instant, the
-/// measured start offset) and marks the record INVALID when the segment started more than
-/// [`MAX_START_OFFSET_MS`] late or before its populations were set up.
-/// `started`: the wall-clock time the arrival clock actually started, and whether every
-/// population was set up by then (`None`: the run ended before the start instant).
-pub fn annotate_segment(report: &mut Report, plan: &Plan, started: Option<(SystemTime, bool)>) {
-    let seg = plan.segment;
-    let offset_ms = match (seg.start_at, started) {
-        (Some(at), Some((t, _))) => Some((unix(t) - unix(at)) * 1000.0),
-        _ => None,
-    };
-    report.record["segment"] = json!({
-        "index": seg.index + 1,
-        "count": seg.count,
-        "start_at": seg.start_at.map(|t| humantime::format_rfc3339_micros(t).to_string()),
-        "start_at_unix": seg.start_at.map(unix),
-        "start_offset_ms": offset_ms,
-        "ready_at_start": started.map(|s| s.1),
-    });
-    if STDIN_CLOSED.load(Ordering::SeqCst) {
-        // Say who stopped it: the engine only knows it was asked to stop.
-        if let Some(r) = report.record["invalid_reasons"].as_array_mut() {
-            for v in
-                r.iter_mut().filter(|v| v.as_str().is_some_and(|s| s.starts_with("interrupted")))
-            {
-                *v = json!(
-                    "interrupted: stopped by the coordinator (stdin closed) before the planned end"
-                );
-            }
-        }
-    }
-    let mut reasons = Vec::new();
-    if let Some(ms) = offset_ms.filter(|ms| *ms > MAX_START_OFFSET_MS) {
-        reasons.push(format!(
-            "started {ms:.1} ms after --start-at (more than {MAX_START_OFFSET_MS} ms late)"
-        ));
-    }
-    if seg.start_at.is_some() && started.is_some_and(|s| !s.1) {
-        reasons.push("its connections were not all set up by the start instant".to_string());
-    }
-    if !reasons.is_empty() {
-        report.valid = false;
-        report.record["valid"] = json!(false);
-        if let Some(r) = report.record["invalid_reasons"].as_array_mut() {
-            r.extend(reasons.into_iter().map(Value::from));
-        }
-    }
-    report.summary = summary_text(&report.record);
-    if let Some(ms) = offset_ms {
-        report.summary.push_str(&format!(
-            "segment {}/{}: start offset {ms:+.3} ms from --start-at\n",
-            seg.index + 1,
-            seg.count
-        ));
-    }
-}
 
 /// Builds the command that starts segment `i` (0-based) of `n` on `host`.
 fn command_for(
@@ -290,136 +170,226 @@ impl Host {
     }
 }
 
-/// Runs `ioscale load ... --hosts h1,h2,...`: one segment per host, merged. Returns the exit
-/// code: 0 merged record VALID; 3 INVALID (some host INVALID, named); 1 a host failed (could
-/// not start, was not ready by the start instant, or ended without a record) — the merged
-/// record of the others is still printed, marked INVALID, the failed host named; 2 bad
-/// arguments.
-pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
-    let argv: Vec<String> = std::env::args_os().map(|s| s.to_string_lossy().into_owned()).collect();
-    let forwarded = forwarded_args(&argv);
-    let n = a.hosts.len();
-    let bad = |m: String| {
-        eprintln!("ioscale load: {m}");
-        ExitCode::from(2)
-    };
-    if let Some(h) = a.hosts.iter().find(|h| h.trim().is_empty()) {
-        return bad(format!(
-            "invalid --hosts entry '{h}': expected host names separated by commas"
-        ));
-    }
-    for i in 0..n as u64 {
-        if let Err(e) = plan.segment(i, n as u64) {
-            return bad(e.0);
-        }
-    }
-    let template = match shlex::split(&a.remote_cmd) {
-        Some(w) if !w.is_empty() => w,
-        _ => {
-            return bad(format!(
-                "invalid --remote-cmd '{}': expected a command line such as 'ssh {{host}} ioscale' (balanced quotes)",
-                a.remote_cmd
-            ))
-        }
-    };
-    if !template.iter().any(|w| w.contains("{host}")) {
-        return bad(format!(
-            "--remote-cmd '{}' has no {{host}} placeholder: each host needs its own command",
-            a.remote_cmd
-        ));
-    }
-    let start_at = a.start_at.unwrap_or_else(|| SystemTime::now() + a.start_in);
-    let lead = start_at.duration_since(SystemTime::now()).unwrap_or_default();
-    if lead < Duration::from_millis(200) {
-        return bad(format!(
-            "--start-at {} is less than 0.2 s away: give a later instant so that every host can get ready",
-            humantime::format_rfc3339_millis(start_at)
-        ));
-    }
-    let _ = sys::install_signals(); // as before: a run without the handlers still runs
-    let t_start = Instant::now() + lead;
-    let start_unix = unix(start_at);
-    let (tx, rx) = mpsc::channel::<Note>();
-    let mut hosts: Vec<Host> = Vec::with_capacity(n);
-    for (i, name) in a.hosts.iter().enumerate() {
-        let mut cmd = command_for(&template, name, &forwarded, i, n, start_unix);
-        // Its own process group: Ctrl-C reaches the coordinator, which stops every segment in
-        // order (and collects their records) instead of killing ssh clients under them.
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-        let mut h = Host {
-            name: name.clone(),
-            child: None,
-            stdin: None,
-            stdout: None,
-            stderr: Arc::new(Mutex::new(Vec::new())),
-            ready: None,
-            pings: 0,
-            clock: None,
-            exit: None,
-            record: None,
-            failure: None,
-        };
-        match cmd.spawn() {
-            Ok(mut child) => {
-                h.stdin = child.stdin.take();
-                let mut out = child.stdout.take().expect("piped");
-                let (otx, orx) = mpsc::channel();
-                std::thread::spawn(move || {
-                    let mut buf = Vec::new();
-                    let _ = out.read_to_end(&mut buf);
-                    let _ = otx.send(buf);
-                });
-                h.stdout = Some(orx);
-                let err = child.stderr.take().expect("piped");
-                let tx = tx.clone();
-                let label = name.clone();
-                let tail = h.stderr.clone();
-                std::thread::spawn(move || {
-                    for line in BufReader::new(err).lines() {
-                        let Ok(line) = line else { break };
-                        if let Some(rest) = line.strip_prefix(READY) {
-                            let host_time = rest
-                                .split_whitespace()
-                                .find_map(|w| w.strip_prefix("host_time="))
-                                .and_then(|v| v.parse::<f64>().ok())
-                                .unwrap_or(f64::NAN);
-                            let _ = tx.send(Note::Ready(i, host_time, unix(SystemTime::now())));
-                            continue;
-                        }
-                        if let Some(rest) = line.strip_prefix(PONG) {
-                            let recv = unix(SystemTime::now());
-                            let field = |k: &str| {
-                                rest.split_whitespace()
-                                    .find_map(|w| w.strip_prefix(k))
-                                    .and_then(|v| v.parse::<f64>().ok())
-                            };
-                            if let (Some(t), Some(h)) = (field("t="), field("host_time=")) {
-                                let _ = tx.send(Note::Pong(i, t, h, recv));
-                            }
-                            continue;
-                        }
-                        eprintln!("[{label}] {line}");
-                        if let Ok(mut t) = tail.lock() {
-                            t.push(line);
-                            if t.len() > 20 {
-                                t.remove(0);
-                            }
-                        }
-                    }
-                });
-                h.child = Some(child);
-            }
-            Err(e) => h.failure = Some(format!("cannot run '{}': {e}", template[0])),
-        }
-        hosts.push(h);
-    }
-    drop(tx);
+/// The coordinator's typed plan, made once from the command line ([`crate::cli`]).
+#[derive(Clone, Debug)]
+pub struct HostsPlan {
+    /// The hosts, one segment each, in order.
+    pub hosts: Vec<String>,
+    /// The command that starts ioscale on a host, split into words; `{host}` is replaced.
+    pub template: Vec<String>,
+    /// The shared start instant.
+    pub start_at: SystemTime,
+    /// The user's load arguments, passed on to every segment.
+    pub forwarded: Vec<String>,
+    /// The segments' `--timeout` (how long a stopped segment may drain).
+    pub timeout: Duration,
+}
 
-    // Phase 1: every host READY before the start instant.
-    let mut interrupted = false;
+impl HostsPlan {
+    /// Checks the coordinator's options: host names, a command template with a `{host}`
+    /// placeholder, a start instant far enough ahead (`start_at`, or `start_in` from now), a
+    /// plan that splits over the hosts.
+    pub fn new(
+        hosts: &[String],
+        remote_cmd: &str,
+        start_at: Option<SystemTime>,
+        start_in: Duration,
+        plan: &Plan,
+        forwarded: Vec<String>,
+    ) -> Result<HostsPlan, PlanError> {
+        if let Some(h) = hosts.iter().find(|h| h.trim().is_empty()) {
+            return Err(PlanError(format!(
+                "invalid --hosts entry '{h}': expected host names separated by commas"
+            )));
+        }
+        for i in 0..hosts.len() as u64 {
+            plan.segment(i, hosts.len() as u64)?;
+        }
+        let template = match shlex::split(remote_cmd) {
+            Some(w) if !w.is_empty() => w,
+            _ => {
+                return Err(PlanError(format!(
+                    "invalid --remote-cmd '{remote_cmd}': expected a command line such as 'ssh {{host}} ioscale' (balanced quotes)"
+                )))
+            }
+        };
+        if !template.iter().any(|w| w.contains("{host}")) {
+            return Err(PlanError(format!(
+                "--remote-cmd '{remote_cmd}' has no {{host}} placeholder: each host needs its own command"
+            )));
+        }
+        let start_at = start_at.unwrap_or_else(|| SystemTime::now() + start_in);
+        let lead = start_at.duration_since(SystemTime::now()).unwrap_or_default();
+        if lead < Duration::from_millis(200) {
+            return Err(PlanError(format!(
+                "--start-at {} is less than 0.2 s away: give a later instant so that every host can get ready",
+                humantime::format_rfc3339_millis(start_at)
+            )));
+        }
+        Ok(HostsPlan {
+            hosts: hosts.to_vec(),
+            template,
+            start_at,
+            forwarded,
+            timeout: plan.timeout,
+        })
+    }
+}
+
+/// How a coordinated run ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The merged record (INVALID, naming them, when hosts failed or were INVALID), or why
+    /// there is none.
+    pub record: Result<Value, String>,
+    /// Hosts that failed, and how.
+    pub failures: Vec<(String, String)>,
+    /// Interrupted (SIGINT/SIGTERM at the coordinator).
+    pub interrupted: bool,
+    /// Stopped before the start instant (a host not ready, or an interrupt): nothing measured.
+    pub before_start: bool,
+}
+
+/// Runs one segment per host of `hp` (`plan` being the whole, global plan) and merges their
+/// records. Hosts that could not start, were not ready by the start instant, or ended without
+/// a record are failures; one failure (or an interrupt) stops every segment.
+pub fn coordinate(hp: &HostsPlan, plan: &Plan) -> Outcome {
+    let _ = sys::install_signals(); // as before: a run without the handlers still runs
+    let lead = hp.start_at.duration_since(SystemTime::now()).unwrap_or_default();
+    let t_start = Instant::now() + lead;
+    let start_unix = unix(hp.start_at);
+    let (tx, rx) = mpsc::channel::<Note>();
+    let mut hosts: Vec<Host> =
+        (0..hp.hosts.len()).map(|i| launch(hp, i, start_unix, &tx)).collect();
+    drop(tx);
+    let mut interrupted = wait_ready(hp, &rx, &mut hosts, t_start, start_unix);
     let mut stopping: Option<Instant> = None;
+    let before_start = hosts.iter().any(|h| h.failure.is_some()) || interrupted;
+    if before_start {
+        // Nothing measured yet: the segments need no time to drain.
+        stop_all(&mut hosts, &mut stopping, Duration::ZERO);
+    }
+    let run_for = plan.warmup
+        + plan.duration.unwrap_or_else(|| match plan.mode {
+            Mode::Sessions { rate, .. } | Mode::RequestRate { rate, .. } => {
+                Duration::from_secs_f64(plan.sessions.unwrap_or(0) as f64 / rate)
+            }
+            _ => Duration::from_secs(3600),
+        });
+    let deadline = t_start + run_for + hp.timeout + Duration::from_secs(30);
+    let run = Collecting { rx: &rx, start_unix, deadline, drain: hp.timeout, before_start };
+    interrupted |= run.collect(&mut hosts, stopping);
+    let failures: Vec<(String, String)> =
+        hosts.iter().filter_map(|h| h.failure.clone().map(|f| (h.name.clone(), f))).collect();
+    let record = if before_start {
+        Err("stopped before the start instant".into())
+    } else {
+        merged_record(plan, &hosts).map(|mut m| {
+            if interrupted {
+                if let Some(r) = m["invalid_reasons"].as_array_mut() {
+                    r.insert(0, json!("interrupted (SIGINT/SIGTERM at the coordinator): every segment was stopped"));
+                }
+                m["valid"] = json!(false);
+            }
+            m
+        })
+    };
+    Outcome { record, failures, interrupted, before_start }
+}
+
+/// Starts host `i`'s segment, with readers of its stdout (the record) and stderr (READY and
+/// clock answers to `tx`, other lines echoed with the host's name).
+fn launch(hp: &HostsPlan, i: usize, start_unix: f64, tx: &mpsc::Sender<Note>) -> Host {
+    let name = &hp.hosts[i];
+    let mut cmd = command_for(&hp.template, name, &hp.forwarded, i, hp.hosts.len(), start_unix);
+    // Its own process group: Ctrl-C reaches the coordinator, which stops every segment in
+    // order (and collects their records) instead of killing ssh clients under them.
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    let mut h = Host {
+        name: name.clone(),
+        child: None,
+        stdin: None,
+        stdout: None,
+        stderr: Arc::new(Mutex::new(Vec::new())),
+        ready: None,
+        pings: 0,
+        clock: None,
+        exit: None,
+        record: None,
+        failure: None,
+    };
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            h.failure = Some(format!("cannot run '{}': {e}", hp.template[0]));
+            return h;
+        }
+    };
+    h.stdin = child.stdin.take();
+    let mut out = child.stdout.take().expect("piped");
+    let (otx, orx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        let _ = otx.send(buf);
+    });
+    h.stdout = Some(orx);
+    let err = child.stderr.take().expect("piped");
+    let (tx, label, tail) = (tx.clone(), name.clone(), h.stderr.clone());
+    std::thread::spawn(move || read_stderr(err, i, &label, &tx, &tail));
+    h.child = Some(child);
+    h
+}
+
+/// Reads a segment's stderr: READY lines and clock answers become notes, the rest is echoed
+/// with the host's name and kept (the last 20) for failure messages.
+fn read_stderr(
+    err: std::process::ChildStderr,
+    i: usize,
+    label: &str,
+    tx: &mpsc::Sender<Note>,
+    tail: &Mutex<Vec<String>>,
+) {
+    for line in BufReader::new(err).lines() {
+        let Ok(line) = line else { break };
+        let field = |rest: &str, k: &str| {
+            rest.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        if let Some(rest) = line.strip_prefix(READY) {
+            let host_time = field(rest, "host_time=").unwrap_or(f64::NAN);
+            let _ = tx.send(Note::Ready(i, host_time, unix(SystemTime::now())));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix(PONG) {
+            let recv = unix(SystemTime::now());
+            if let (Some(t), Some(h)) = (field(rest, "t="), field(rest, "host_time=")) {
+                let _ = tx.send(Note::Pong(i, t, h, recv));
+            }
+            continue;
+        }
+        eprintln!("[{label}] {line}");
+        if let Ok(mut t) = tail.lock() {
+            t.push(line);
+            if t.len() > 20 {
+                t.remove(0);
+            }
+        }
+    }
+}
+
+/// Phase 1: every host READY before the start instant (a host that exits, or is not ready
+/// shortly after the instant, fails). Returns whether the coordinator was interrupted.
+fn wait_ready(
+    hp: &HostsPlan,
+    rx: &mpsc::Receiver<Note>,
+    hosts: &mut [Host],
+    t_start: Instant,
+    start_unix: f64,
+) -> bool {
     loop {
-        take_notes(&rx, &mut hosts, start_unix);
+        take_notes(rx, hosts, start_unix);
         for h in hosts.iter_mut().filter(|h| h.ready.is_none() && h.failure.is_none()) {
             if let Some(st) = h.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 h.exit = Some(st);
@@ -428,161 +398,120 @@ pub fn coordinate(a: &LoadArgs, plan: &Plan) -> ExitCode {
             }
         }
         if ioscale_sys::interrupt::requested() {
-            interrupted = true;
-            break;
+            return true;
         }
         if hosts.iter().any(|h| h.failure.is_some()) || hosts.iter().all(|h| h.ready.is_some()) {
-            break;
+            return false;
         }
         if Instant::now() > t_start + READY_GRACE {
             for h in hosts.iter_mut().filter(|h| h.ready.is_none()) {
                 h.failure = Some(format!(
                     "was not ready by the start instant {} (no READY line: is the host reachable without a password prompt, and 'ioscale' on its PATH?)",
-                    humantime::format_rfc3339_millis(start_at)
+                    humantime::format_rfc3339_millis(hp.start_at)
                 ));
             }
-            break;
+            return false;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let before_start = hosts.iter().any(|h| h.failure.is_some()) || interrupted;
-    if before_start {
-        // Nothing measured yet: the segments need no time to drain.
-        stop_all(&mut hosts, &mut stopping, Duration::ZERO);
+}
+
+/// Phase 2's settings: collecting every record.
+struct Collecting<'a> {
+    rx: &'a mpsc::Receiver<Note>,
+    start_unix: f64,
+    /// When a segment still running has overrun the plan.
+    deadline: Instant,
+    /// How long a stopped segment may drain.
+    drain: Duration,
+    before_start: bool,
+}
+
+impl Collecting<'_> {
+    /// Waits for every segment's exit and record; one failure, an overrun or an interrupt stops
+    /// them all (each drains, then whatever still runs is killed by PID). Returns whether the
+    /// coordinator was interrupted.
+    fn collect(&self, hosts: &mut [Host], mut stopping: Option<Instant>) -> bool {
+        let mut interrupted = false;
+        loop {
+            take_notes(self.rx, hosts, self.start_unix);
+            let mut running = 0;
+            for h in hosts.iter_mut() {
+                running += usize::from(self.still_running(h));
+            }
+            if running == 0 {
+                break;
+            }
+            if ioscale_sys::interrupt::requested() && stopping.is_none() {
+                interrupted = true;
+            }
+            let failed = hosts.iter().any(|h| h.failure.is_some());
+            if stopping.is_none() && (interrupted || failed) {
+                stop_all(hosts, &mut stopping, self.drain);
+            }
+            if stopping.is_none() && Instant::now() > self.deadline {
+                for h in hosts.iter_mut().filter(|h| h.exit.is_none()) {
+                    h.failure = Some("did not finish within 30 s after the planned end".into());
+                }
+                stop_all(hosts, &mut stopping, self.drain);
+            }
+            if stopping.is_some_and(|t| Instant::now() > t) {
+                kill_rest(hosts, interrupted);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for h in hosts.iter_mut() {
+            if let Some(c) = h.child.as_mut() {
+                let _ = c.wait();
+            }
+        }
+        interrupted
     }
 
-    // Phase 2: collect every record; one failure (or Ctrl-C) stops every segment.
-    let run_for = plan.warmup
-        + plan.duration.unwrap_or_else(|| match plan.mode {
-            Mode::Sessions { rate, .. } | Mode::RequestRate { rate, .. } => {
-                Duration::from_secs_f64(plan.sessions.unwrap_or(0) as f64 / rate)
-            }
-            _ => Duration::from_secs(3600),
-        });
-    let deadline = t_start + run_for + a.timeout + Duration::from_secs(30);
-    loop {
-        take_notes(&rx, &mut hosts, start_unix);
-        let mut running = 0;
-        for h in hosts.iter_mut() {
-            let Some(c) = h.child.as_mut() else { continue };
-            if h.exit.is_some() {
-                continue;
-            }
-            match c.try_wait() {
-                Ok(Some(st)) => {
-                    h.exit = Some(st);
-                    let out = h.output();
-                    let rec: Option<Value> =
-                        serde_json::from_slice(&out).ok().filter(|v: &Value| v.is_object());
-                    let tail = h.tail();
-                    match (st.code(), rec) {
-                        (Some(0 | 3), Some(r)) => h.record = Some(r),
-                        (_, r) => {
-                            h.record = r;
-                            if h.failure.is_none() && !before_start {
-                                let how = if h.record.is_some() { "" } else { " without a record" };
-                                h.failure = Some(format!("ended mid-run ({st}){how}: {tail}"));
-                            }
+    /// Whether host `h` still runs; when it has just exited, takes its record (and notes a
+    /// failure when it ended otherwise than with a record, valid or INVALID).
+    fn still_running(&self, h: &mut Host) -> bool {
+        let Some(c) = h.child.as_mut() else { return false };
+        if h.exit.is_some() {
+            return false;
+        }
+        match c.try_wait() {
+            Ok(Some(st)) => {
+                h.exit = Some(st);
+                let out = h.output();
+                let rec: Option<Value> =
+                    serde_json::from_slice(&out).ok().filter(|v: &Value| v.is_object());
+                let tail = h.tail();
+                match (st.code(), rec) {
+                    (Some(0 | 3), Some(r)) => h.record = Some(r),
+                    (_, r) => {
+                        h.record = r;
+                        if h.failure.is_none() && !self.before_start {
+                            let how = if h.record.is_some() { "" } else { " without a record" };
+                            h.failure = Some(format!("ended mid-run ({st}){how}: {tail}"));
                         }
                     }
                 }
-                Ok(None) => running += 1,
-                Err(_) => running += 1,
+                false
             }
-        }
-        if running == 0 {
-            break;
-        }
-        if ioscale_sys::interrupt::requested() && stopping.is_none() {
-            interrupted = true;
-        }
-        let failed = hosts.iter().any(|h| h.failure.is_some());
-        if stopping.is_none() && (interrupted || failed) {
-            stop_all(&mut hosts, &mut stopping, a.timeout);
-        }
-        if stopping.is_none() && Instant::now() > deadline {
-            for h in hosts.iter_mut().filter(|h| h.exit.is_none()) {
-                h.failure = Some("did not finish within 30 s after the planned end".into());
-            }
-            stop_all(&mut hosts, &mut stopping, a.timeout);
-        }
-        if stopping.is_some_and(|t| Instant::now() > t) {
-            for h in hosts.iter_mut().filter(|h| h.exit.is_none()) {
-                if let Some(c) = h.child.as_mut() {
-                    // By PID (Child::kill): the local child, or the ssh client whose death ends
-                    // the remote segment through its stdin.
-                    let _ = c.kill();
-                    h.exit = c.wait().ok();
-                }
-                if h.failure.is_none() && !interrupted {
-                    h.failure = Some("did not stop when asked and was killed".into());
-                }
-            }
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    for h in hosts.iter_mut() {
-        if let Some(c) = h.child.as_mut() {
-            let _ = c.wait();
+            Ok(None) | Err(_) => true,
         }
     }
+}
 
-    if before_start {
-        for h in hosts.iter().filter(|h| h.failure.is_some()) {
-            eprintln!("ioscale load: host {} {}", h.name, h.failure.as_deref().unwrap_or_default());
+/// Kills (by PID) every segment still running after its drain time.
+fn kill_rest(hosts: &mut [Host], interrupted: bool) {
+    for h in hosts.iter_mut().filter(|h| h.exit.is_none()) {
+        if let Some(c) = h.child.as_mut() {
+            // By PID (Child::kill): the local child, or the ssh client whose death ends the
+            // remote segment through its stdin.
+            let _ = c.kill();
+            h.exit = c.wait().ok();
         }
-        if interrupted {
-            eprintln!("ioscale load: interrupted before the start instant; every segment stopped");
+        if h.failure.is_none() && !interrupted {
+            h.failure = Some("did not stop when asked and was killed".into());
         }
-        return ExitCode::from(if interrupted { 3 } else { 1 });
-    }
-    let merged = match merged_record(plan, &hosts) {
-        Ok(mut m) => {
-            if interrupted {
-                if let Some(r) = m["invalid_reasons"].as_array_mut() {
-                    r.insert(0, json!("interrupted (SIGINT/SIGTERM at the coordinator): every segment was stopped"));
-                }
-                m["valid"] = json!(false);
-            }
-            m
-        }
-        Err(e) => {
-            for h in hosts.iter().filter(|h| h.failure.is_some()) {
-                eprintln!(
-                    "ioscale load: host {} {}",
-                    h.name,
-                    h.failure.as_deref().unwrap_or_default()
-                );
-            }
-            eprintln!("ioscale load: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let mut out = std::io::stdout().lock();
-    let written = if a.json {
-        serde_json::to_writer_pretty(&mut out, &merged)
-            .map_err(std::io::Error::other)
-            .and_then(|_| writeln!(out))
-    } else {
-        write!(out, "{}", hosts_summary(&merged))
-    };
-    if let Err(e) = written {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("ioscale load: {e}");
-            return ExitCode::from(1);
-        }
-    }
-    let failed = hosts.iter().any(|h| h.failure.is_some());
-    if merged["valid"] != json!(true) {
-        eprintln!("ioscale load: INVALID: {}", merged["invalid_reasons"]);
-    }
-    if failed {
-        ExitCode::from(1)
-    } else if merged["valid"] == json!(true) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(3)
     }
 }
 
@@ -653,7 +582,7 @@ fn merged_record(plan: &Plan, hosts: &[Host]) -> Result<Value, String> {
 }
 
 /// The human summary of a merged record, with one line per host.
-fn hosts_summary(m: &Value) -> String {
+pub fn hosts_summary(m: &Value) -> String {
     let mut s = summary_text(m);
     let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:+.3} ms"));
     for h in m["hosts"].as_array().into_iter().flatten() {

@@ -33,6 +33,62 @@ enum State {
 /// Largest response head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
 
+/// What a response head says about the body and the connection.
+struct Head {
+    status: u16,
+    length: Option<u64>,
+    chunked: bool,
+    /// `Connection: close`, or HTTP/1.0 without `keep-alive`.
+    close: bool,
+}
+
+/// Parses a response head at the start of `data`: `Ok(None)` while it is incomplete,
+/// `Ok(Some((its length, what it says)))`, or why it is bad — malformed, larger than
+/// [`MAX_HEAD`] (whole or in pieces: found by the fuzzer), or a Content-Length that is not a
+/// number or differs from another one in the same head (which of them frames the body is
+/// ambiguous: a response-splitting hazard, RFC 9112 §6.3).
+fn parse_head(data: &[u8]) -> Result<Option<(usize, Head)>, &'static str> {
+    let mut headers = [httparse::EMPTY_HEADER; 48];
+    let mut resp = httparse::Response::new(&mut headers);
+    let n = match resp.parse(data) {
+        Ok(httparse::Status::Partial) if data.len() > MAX_HEAD => {
+            return Err("response head too large")
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err("malformed response head"),
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => return Err("response head too large"),
+        Ok(httparse::Status::Complete(n)) => n,
+    };
+    let mut head = Head {
+        status: resp.code.unwrap_or(0),
+        length: None,
+        chunked: false,
+        close: resp.version == Some(0),
+    };
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v: u64 = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or("bad Content-Length")?;
+            if head.length.is_some_and(|l| l != v) {
+                return Err("conflicting Content-Length values");
+            }
+            head.length = Some(v);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            head.chunked = h.value.windows(7).any(|w| w.eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            let v = h.value;
+            if v.windows(5).any(|w| w.eq_ignore_ascii_case(b"close")) {
+                head.close = true;
+            } else if v.windows(10).any(|w| w.eq_ignore_ascii_case(b"keep-alive")) {
+                head.close = false;
+            }
+        }
+    }
+    Ok(Some((n, head)))
+}
+
 /// A streaming parser for one response at a time.
 #[derive(Debug, Clone)]
 pub struct ResponseParser {
@@ -83,74 +139,31 @@ impl ResponseParser {
             let rest = &data[pos..];
             match self.state {
                 State::Head => {
-                    let mut headers = [httparse::EMPTY_HEADER; 48];
-                    let mut resp = httparse::Response::new(&mut headers);
-                    match resp.parse(rest) {
-                        Ok(httparse::Status::Partial) => {
-                            if rest.len() > MAX_HEAD {
-                                return (pos, Feed::Bad("response head too large"));
-                            }
-                            return (pos, Feed::NeedMore);
-                        }
-                        Err(_) => return (pos, Feed::Bad("malformed response head")),
-                        Ok(httparse::Status::Complete(n)) => {
-                            // The same bound whole or in pieces (found by the fuzzer).
-                            if n > MAX_HEAD {
-                                return (pos, Feed::Bad("response head too large"));
-                            }
-                            pos += n;
-                            let status = resp.code.unwrap_or(0);
-                            let http10 = resp.version == Some(0);
-                            let mut length: Option<u64> = None;
-                            let mut chunked = false;
-                            let mut conn_close = http10;
-                            for h in resp.headers.iter() {
-                                if h.name.eq_ignore_ascii_case("content-length") {
-                                    let v = std::str::from_utf8(h.value)
-                                        .ok()
-                                        .and_then(|s| s.trim().parse().ok());
-                                    match v {
-                                        Some(v) => length = Some(v),
-                                        None => return (pos, Feed::Bad("bad Content-Length")),
-                                    }
-                                } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                                    chunked = h
-                                        .value
-                                        .windows(7)
-                                        .any(|w| w.eq_ignore_ascii_case(b"chunked"));
-                                } else if h.name.eq_ignore_ascii_case("connection") {
-                                    let v = h.value;
-                                    if v.windows(5).any(|w| w.eq_ignore_ascii_case(b"close")) {
-                                        conn_close = true;
-                                    } else if v
-                                        .windows(10)
-                                        .any(|w| w.eq_ignore_ascii_case(b"keep-alive"))
-                                    {
-                                        conn_close = false;
-                                    }
-                                }
-                            }
-                            if (100..200).contains(&status) {
-                                continue; // an interim response; the real one follows
-                            }
-                            self.status = status;
-                            self.keep_alive = !conn_close;
-                            let no_body = self.head_request || status == 204 || status == 304;
-                            self.state = if no_body {
-                                return self.done(pos);
-                            } else if chunked {
-                                State::ChunkSize
-                            } else if let Some(len) = length {
-                                if len == 0 {
-                                    return self.done(pos);
-                                }
-                                State::Body { remaining: len }
-                            } else {
-                                self.keep_alive = false;
-                                State::UntilClose
-                            };
-                        }
+                    let (n, head) = match parse_head(rest) {
+                        Ok(Some(h)) => h,
+                        Ok(None) => return (pos, Feed::NeedMore),
+                        Err(why) => return (pos, Feed::Bad(why)),
+                    };
+                    pos += n;
+                    if (100..200).contains(&head.status) {
+                        continue; // an interim response; the real one follows
                     }
+                    self.status = head.status;
+                    self.keep_alive = !head.close;
+                    let no_body = self.head_request || head.status == 204 || head.status == 304;
+                    self.state = if no_body {
+                        return self.done(pos);
+                    } else if head.chunked {
+                        State::ChunkSize
+                    } else if let Some(len) = head.length {
+                        if len == 0 {
+                            return self.done(pos);
+                        }
+                        State::Body { remaining: len }
+                    } else {
+                        self.keep_alive = false;
+                        State::UntilClose
+                    };
                 }
                 State::Body { remaining } => {
                     let take = (rest.len() as u64).min(remaining);
@@ -314,6 +327,17 @@ mod tests {
         assert!(matches!(p.feed(&big).1, Feed::Bad(_)), "whole");
         let mut p = ResponseParser::new(false);
         assert!(matches!(p.feed(&big[..MAX_HEAD + 5]).1, Feed::Bad(_)), "in pieces");
+    }
+
+    #[test]
+    fn two_different_content_lengths_are_a_bad_response() {
+        let mut p = ResponseParser::new(false);
+        let r = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 5\r\n\r\nxxxxx";
+        assert_eq!(p.feed(r).1, Feed::Bad("conflicting Content-Length values"));
+        // The same value twice frames the body without ambiguity.
+        let mut p = ResponseParser::new(false);
+        let r = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
+        assert!(matches!(p.feed(r).1, Feed::Done { status: 200, .. }));
     }
 
     #[test]

@@ -12,19 +12,37 @@
 //! and marks itself INVALID when it could not keep its plan.
 //!
 //! The event loop runs on [`ioscale_dispatch`], epoll by default.
+//!
+//! | module | role |
+//! | --- | --- |
+//! | [`cli`] | the command line: arguments → a validated [`Plan`] (and, for `--hosts`, a [`hosts::HostsPlan`]) → a run → summary, JSON, exit code |
+//! | [`plan`] | the typed plan, its checks, its split into segments, the global arrival schedule |
+//! | [`hosts`] | the coordinator of a run over several hosts (`--hosts`) |
+//! | [`segment`] | being one host's segment of such a run |
+//! | [`engine`] | the event loop(s) and the connection state machine |
+//! | [`report`] | the record and the human summary; the self-check and the server's verdict |
+//! | [`stats`], [`hdrlog`] | histograms, counters, per-second series, merging; the HdrHistogram log |
+//! | [`http`], [`request`], [`tls`] | responses parsed, requests encoded, TLS |
+//!
+//! Dependencies run one way: `cli` → `hosts` → `report`, `cli` → `engine` → `report`; no
+//! library module imports `cli`.
 
 #![deny(missing_docs)]
 
 pub mod cli;
 pub mod engine;
+pub mod error;
 pub mod hdrlog;
 pub mod hosts;
 pub mod http;
 pub mod plan;
+pub mod report;
 pub mod request;
+pub mod segment;
 pub mod stats;
 pub mod sys;
 pub mod tls;
 
-pub use engine::{run, Report};
+pub use engine::run;
 pub use plan::Plan;
+pub use report::Report;

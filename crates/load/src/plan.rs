@@ -1,7 +1,6 @@
 //! The validated, typed plan of a run: raw arguments become this once ([`crate::cli`]), and the
 //! engine works only from it.
 
-use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4, ToSocketAddrs};
 use std::time::{Duration, SystemTime};
 
@@ -119,17 +118,7 @@ impl Plan {
     }
 }
 
-/// A plan error: one sentence naming the value and what is accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlanError(pub String);
-
-impl fmt::Display for PlanError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for PlanError {}
+pub use crate::error::PlanError;
 
 /// Parses `http://HOST[:PORT]/PATH` (optionally `URL@WEIGHT`); only IPv4 hosts and names that
 /// resolve to IPv4 are accepted.

@@ -7,7 +7,7 @@
 //! header or request). `Content-Length` is computed from the body; a user-given
 //! `Content-Length` or `Transfer-Encoding` would contradict it and is refused.
 
-use crate::plan::PlanError;
+use crate::error::PlanError;
 
 /// Methods accepted by `--method` (RFC 9110 §9 and PATCH, RFC 5789).
 pub const METHODS: [&str; 8] =

@@ -57,8 +57,8 @@ impl ErrorKind {
     }
 }
 
-fn hist() -> Histogram<u64> {
-    // 1 µs .. 1 hour, 3 significant digits.
+/// An empty histogram of the range every figure uses: 1 µs .. 1 hour, 3 significant digits.
+pub fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
@@ -160,6 +160,42 @@ impl PopStats {
     /// Total errors.
     pub fn error_total(&self) -> u64 {
         self.errors.iter().sum()
+    }
+
+    /// Adds `o` into `self`: every counter, the per-second series element-wise, and the
+    /// histograms losslessly (the sum is the histogram of both sets of values).
+    pub fn add(&mut self, o: &PopStats) {
+        for (dst, src) in [
+            (&mut self.latency, &o.latency),
+            (&mut self.latency_actual, &o.latency_actual),
+            (&mut self.connect, &o.connect),
+            (&mut self.handshake, &o.handshake),
+        ] {
+            // Same bounds on both sides: adding cannot fail.
+            let _ = dst.add(src);
+        }
+        self.tls_handshakes += o.tls_handshakes;
+        self.tls_resumed += o.tls_resumed;
+        for (i, v) in o.per_second.iter().enumerate() {
+            add_at(&mut self.per_second, i, *v);
+        }
+        for (i, v) in o.errors_per_second.iter().enumerate() {
+            add_at(&mut self.errors_per_second, i, *v);
+        }
+        self.sessions += o.sessions;
+        self.sessions_ok += o.sessions_ok;
+        self.requests += o.requests;
+        self.replies += o.replies;
+        self.bytes += o.bytes;
+        for (a, b) in self.status.iter_mut().zip(o.status) {
+            *a += b;
+        }
+        for (a, b) in self.errors.iter_mut().zip(o.errors) {
+            *a += b;
+        }
+        self.asked += o.asked;
+        self.established += o.established;
+        self.reconnects += o.reconnects;
     }
 }
 
