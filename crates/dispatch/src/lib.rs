@@ -259,6 +259,11 @@ pub struct Counters {
     pub mode_switches: u64,
     /// Waits that were interrupted (EINTR) and returned early with no events.
     pub interrupted: u64,
+    /// `rtsig` with the `fallback` recovery policy: scans of the whole interest set made while
+    /// serving from the fallback (Chandra & Mosberger's select after an overflow).
+    pub fallback_scans: u64,
+    /// `rtsig` with the `fallback` recovery policy: nanoseconds spent serving from the fallback.
+    pub fallback_ns: u64,
 }
 
 /// Wakes a thread blocked in [`Dispatcher::wait`] from any other thread.

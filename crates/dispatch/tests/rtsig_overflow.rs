@@ -159,6 +159,74 @@ fn overflow_loses_nothing(m: Mechanism) {
     assert!(seen.contains(&320));
 }
 
+/// The fallback policy (Chandra & Mosberger): after the overflow the dispatcher serves from
+/// scans of the whole set; every ready descriptor is reported once with its data, none of the
+/// idle ones; once nothing is ready it goes back to signals, and later data is reported again.
+fn fallback_loses_nothing(m: Mechanism) {
+    let mut o = Options::default();
+    o.sigqueue_max = Some(8);
+    o.rtsig_recovery = ioscale_dispatch::mechanism::rtsig::Recovery::Fallback;
+    let mut d = m.open(&o).unwrap();
+    let pairs: Vec<_> = (0..350).map(|_| pair()).collect();
+    register_all(&mut *d, &pairs);
+    let ready: BTreeSet<usize> = (0..300).collect();
+    for &i in &ready {
+        (&pairs[i].1).write_all(b"r").unwrap();
+    }
+    let mut with_data = vec![0u32; pairs.len()];
+    let seen = deliver(&mut *d, &pairs, &ready, |i| {
+        if !is_empty_peek(&pairs[i].0) {
+            with_data[i] += 1;
+        }
+    });
+    assert_eq!(seen, ready, "{m}: every ready descriptor, exactly");
+    for &i in &ready {
+        assert_eq!(
+            with_data[i], 1,
+            "{m}: descriptor {i} reported with data {} times",
+            with_data[i]
+        );
+    }
+    let c = d.counters();
+    eprintln!("{m} fallback: {c:?}");
+    assert!(c.overflows >= 1, "{m}: an 8-entry queue and 300 notices must overflow: {c:?}");
+    assert!(c.fallback_scans >= 1, "{m}: no fallback scan after the overflow: {c:?}");
+    // Quiet: the next wait finds nothing and returns to signals; data after that is reported
+    // from a signal again.
+    let mut events = Events::with_capacity(64);
+    d.wait(&mut events, Some(Duration::from_millis(50))).unwrap();
+    assert!(events.iter().all(|e| is_empty(&pairs[e.token().0].0)), "{m}: {events:?}");
+    let back = d.counters();
+    assert!(back.fallback_ns > 0, "{m}: time in fallback not counted: {back:?}");
+    (&pairs[320].1).write_all(b"again").unwrap();
+    let seen = deliver(&mut *d, &pairs, &BTreeSet::from([320]), |_| {});
+    assert!(seen.contains(&320));
+    let after = d.counters();
+    assert!(after.signals > back.signals, "{m}: not back on signals: {back:?} -> {after:?}");
+}
+
+/// Whether the socket has nothing to read, without consuming anything.
+fn is_empty_peek(s: &UnixStream) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: recv with MSG_PEEK into a valid one-byte buffer of an open socket.
+    let n = unsafe {
+        libc::recv(s.as_raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    };
+    n <= 0
+}
+
+#[test]
+fn rtsig_fallback_loses_nothing() {
+    in_child("rtsig_fallback_loses_nothing", || fallback_loses_nothing(Mechanism::RtSig));
+}
+
+#[test]
+fn rtsig_batch_fallback_loses_nothing() {
+    in_child("rtsig_batch_fallback_loses_nothing", || {
+        fallback_loses_nothing(Mechanism::RtSigBatch)
+    });
+}
+
 #[test]
 fn rtsig_overflow_loses_nothing() {
     in_child("rtsig_overflow_loses_nothing", || overflow_loses_nothing(Mechanism::RtSig));

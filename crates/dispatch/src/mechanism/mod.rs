@@ -141,6 +141,8 @@ pub struct Options {
     pub sigqueue_max: Option<u64>,
     /// `hybrid`: when to switch between signals and epoll.
     pub hybrid: hybrid::HybridConfig,
+    /// `rtsig`, `rtsig-batch`, `rtsig-perfd`: what to do after the signal queue overflowed.
+    pub rtsig_recovery: rtsig::Recovery,
 }
 
 macro_rules! mechanisms {

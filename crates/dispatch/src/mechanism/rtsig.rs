@@ -112,6 +112,47 @@ pub(crate) enum Dequeue {
 }
 
 /// What [`Core::collect`] does when it dequeues `SIGIO`.
+/// What an RT-signal dispatcher does once its signal queue overflowed (`SIGIO`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Recovery {
+    /// Flush the queue, recover with one poll over the interest set kept up to date, and return
+    /// to signals at once (the re-architecture Provos & Lever §6 asked of phhttpd).
+    #[default]
+    Repoll,
+    /// Chandra & Mosberger's server (§4.2, Table 1): serve from a scan of the whole interest
+    /// set (their multi-accept select; here a poll) and go back to signals only when a scan
+    /// finds nothing ready, i.e. once the load has subsided. Going back flushes the queue and
+    /// polls once more, so nothing that became ready meanwhile is lost; under overload the
+    /// next dequeue overflows again.
+    Fallback,
+}
+
+impl Recovery {
+    /// Every policy, by its command-line name.
+    pub const ALL: [(Recovery, &'static str); 2] =
+        [(Recovery::Repoll, "repoll"), (Recovery::Fallback, "fallback")];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(r, _)| *r == self).map_or("repoll", |(_, n)| n)
+    }
+}
+
+impl std::str::FromStr for Recovery {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Recovery, String> {
+        Self::ALL.iter().find(|(_, n)| *n == s).map(|(r, _)| *r).ok_or_else(|| {
+            format!("unknown RT-signal recovery policy '{s}': expected repoll or fallback")
+        })
+    }
+}
+
+impl std::fmt::Display for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum OnOverflow {
     /// Flush the queue and poll the whole set (rtsig).
@@ -867,6 +908,25 @@ impl Core {
         }
     }
 
+    /// The fallback policy's scan: older results first, then one poll over the whole
+    /// interest set (nothing is flushed: the queue may stay overflowed meanwhile).
+    fn fallback_scan(&mut self) -> io::Result<()> {
+        self.counters.wait_calls += 1;
+        self.counters.fallback_scans += 1;
+        self.pop_backlog();
+        if self.is_full() || self.pollfds.is_empty() {
+            return Ok(());
+        }
+        sys::poll(&mut self.pollfds, 0)?;
+        for k in 0..self.pollfds.len() {
+            let p = self.pollfds[k];
+            if is_ready(&p) {
+                self.push_ready(p.fd, revents_flags(p.revents));
+            }
+        }
+        Ok(())
+    }
+
     /// Overflow recovery: flush, then one poll over the whole user-space interest set.
     fn recover(&mut self) -> io::Result<()> {
         self.flush()?;
@@ -972,6 +1032,9 @@ impl Drop for Core {
 pub struct RtSig {
     core: Core,
     kind: Mechanism,
+    recovery: Recovery,
+    /// Under [`Recovery::Fallback`]: since when it serves from scans, if it does.
+    fallback_since: Option<std::time::Instant>,
 }
 
 impl RtSig {
@@ -988,7 +1051,12 @@ impl RtSig {
                 return Err(invalid(format!("{other} {why}")));
             }
         };
-        Ok(RtSig { core: Core::open(options, dequeue, perfd)?, kind })
+        Ok(RtSig {
+            core: Core::open(options, dequeue, perfd)?,
+            kind,
+            recovery: options.rtsig_recovery,
+            fallback_since: None,
+        })
     }
 
     /// The real-time signal this dispatcher's descriptors raise.
@@ -1017,7 +1085,29 @@ impl Dispatcher for RtSig {
     fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
         events.clear();
         self.core.begin(events.capacity());
-        self.core.collect(timeout, OnOverflow::Recover)?;
+        if let Some(since) = self.fallback_since {
+            self.core.fallback_scan()?;
+            if self.core.has_results() {
+                return Ok(self.core.emit(events));
+            }
+            // Nothing ready: the load has subsided. Back to signals: flush what queued (and the
+            // overflow) meanwhile, then poll once more for what became ready before the flush.
+            self.core.counters.fallback_ns += since.elapsed().as_nanos() as u64;
+            self.fallback_since = None;
+            self.core.recover()?;
+            if self.core.has_results() {
+                return Ok(self.core.emit(events));
+            }
+        }
+        let on = match self.recovery {
+            Recovery::Repoll => OnOverflow::Recover,
+            Recovery::Fallback => OnOverflow::Report,
+        };
+        let got = self.core.collect(timeout, on)?;
+        if got.overflow && self.recovery == Recovery::Fallback {
+            self.fallback_since = Some(std::time::Instant::now());
+            self.core.fallback_scan()?;
+        }
         Ok(self.core.emit(events))
     }
 
@@ -1030,6 +1120,10 @@ impl Dispatcher for RtSig {
     }
 
     fn counters(&self) -> Counters {
-        self.core.counters
+        let mut c = self.core.counters;
+        if let Some(since) = self.fallback_since {
+            c.fallback_ns += since.elapsed().as_nanos() as u64;
+        }
+        c
     }
 }
