@@ -356,8 +356,9 @@ const ROUNDS: usize = 6;
 fn rt_signal_queue_storms_lose_no_request() {
     let _g = serial(&SERIAL);
     let root = docroot("sigq");
-    for mech in ["rtsig", "hybrid"] {
-        let (server, port) = match try_serve(&root, &["--dispatch", mech, "--sigqueue-max", "64"]) {
+    for (mech, recovery) in [("rtsig", "repoll"), ("rtsig", "fallback"), ("hybrid", "repoll")] {
+        let args = ["--dispatch", mech, "--sigqueue-max", "64", "--rtsig-recovery", recovery];
+        let (server, port) = match try_serve(&root, &args) {
             Ok(x) => x,
             Err(NotStarted { line, code }) => {
                 eprintln!(
@@ -406,7 +407,7 @@ fn rt_signal_queue_storms_lose_no_request() {
         let a = &r["active"];
         let d = |k: &str| n(&after["dispatch"][k]) - n(&before["dispatch"][k]);
         eprintln!(
-            "{mech} (queue 64): {answered} of {} storm requests answered; load {} requests, {} replies, errors {}; during the storms: {} signals, {} overflows, {} recoveries, {} mode switches (whole run: {} overflows, {} switches)",
+            "{mech} --rtsig-recovery {recovery} (queue 64): {answered} of {} storm requests answered; load {} requests, {} replies, errors {}; during the storms: {} signals, {} overflows, {} recoveries, {} fallback scans, {} mode switches (whole run: {} overflows, {} switches)",
             STORM_CONNS * ROUNDS,
             a["requests"],
             a["replies"],
@@ -414,6 +415,7 @@ fn rt_signal_queue_storms_lose_no_request() {
             d("signals"),
             d("overflows"),
             d("recoveries"),
+            d("fallback_scans"),
             d("mode_switches"),
             after["dispatch"]["overflows"],
             after["dispatch"]["mode_switches"]
@@ -425,10 +427,16 @@ fn rt_signal_queue_storms_lose_no_request() {
         assert_eq!(a["requests"], a["replies"], "{mech}");
         assert_eq!(n(&after["responses"]["4xx"]) + n(&after["responses"]["5xx"]), 0, "{mech}");
         // The queue overflowed and the server recovered (rtsig) or switched (hybrid).
-        match mech {
-            "rtsig" => {
+        // With the fallback policy, the server served from scans after the overflows.
+        match (mech, recovery) {
+            ("rtsig", "repoll") => {
                 assert!(d("overflows") >= 1, "{mech}: {}", after["dispatch"]);
                 assert!(d("recoveries") >= 1, "{mech}: {}", after["dispatch"]);
+                assert_eq!(d("fallback_scans"), 0, "{mech}: {}", after["dispatch"]);
+            }
+            ("rtsig", _) => {
+                assert!(d("overflows") >= 1, "{mech} {recovery}: {}", after["dispatch"]);
+                assert!(d("fallback_scans") >= 1, "{mech} {recovery}: {}", after["dispatch"]);
             }
             _ => assert!(d("mode_switches") >= 2, "{mech}: {}", after["dispatch"]),
         }

@@ -17,6 +17,7 @@
 use crate::{defaults, Config, Engine, ListenerMode, Server, StartErrorKind};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, FromArgMatches};
+use ioscale_dispatch::mechanism::rtsig::Recovery;
 use ioscale_http::Limits;
 use std::ffi::OsString;
 use std::io::Read;
@@ -75,6 +76,11 @@ pub struct ServeOptions {
     /// RT-signal queue length (RLIMIT_SIGPENDING) for the signal mechanisms (others ignore it).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub sigqueue_max: Option<u64>,
+    /// After an RT-signal queue overflow (rtsig, rtsig-batch, rtsig-perfd; others ignore it):
+    /// `repoll` (one poll, back to signals at once) or `fallback` (Chandra & Mosberger: serve
+    /// from scans of every connection until one finds nothing ready, then back to signals).
+    #[arg(long, value_name = "repoll|fallback", default_value_t = Recovery::default(), value_parser = parse_recovery)]
+    pub rtsig_recovery: Recovery,
     /// Largest request head in bytes (431 beyond).
     #[arg(long, default_value_t = Limits::default().max_head as u64, value_parser = clap::value_parser!(u64).range(256..=1_048_576))]
     pub max_head: u64,
@@ -316,6 +322,10 @@ fn parse_listener(s: &str) -> Result<ListenerMode, String> {
     s.parse()
 }
 
+fn parse_recovery(s: &str) -> Result<Recovery, String> {
+    s.parse()
+}
+
 impl ServeOptions {
     /// The server configuration these options describe.
     pub fn config(&self) -> Config {
@@ -330,6 +340,7 @@ impl ServeOptions {
         c.header_timeout = self.header_timeout;
         c.max_conns = self.max_conns.map_or(0, |n| n as usize);
         c.sigqueue_max = self.sigqueue_max;
+        c.rtsig_recovery = self.rtsig_recovery;
         c.limits.max_head = self.max_head as usize;
         c.limits.max_target = self.max_target as usize;
         c.limits.max_headers = self.max_headers as usize;
@@ -468,6 +479,33 @@ mod tests {
         assert!(a.given("workers") && a.given("multi_accept") && a.given("port"));
         assert!(!a.given("bind") && !a.given("idle_timeout"));
         assert_eq!(a.resolve().unwrap().workers, 3);
+    }
+
+    #[test]
+    fn rtsig_recovery_reaches_the_dispatch_options() {
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let default = P::parse_from(["p"]).serve.options.config();
+        assert_eq!(default.dispatch_options().rtsig_recovery, Recovery::Repoll);
+        let a = P::parse_from(["p", "--dispatch", "rtsig", "--rtsig-recovery", "fallback"]).serve;
+        let c = a.resolve().unwrap().config();
+        assert_eq!(c.dispatch_options().rtsig_recovery, Recovery::Fallback);
+        let e = P::try_parse_from(["p", "--rtsig-recovery", "select"]).err().unwrap();
+        let m = clap_sentence(&e);
+        assert!(m.contains("'select'") && m.contains("expected repoll or fallback"), "{m}");
+        // From a --config file, under the option's own name.
+        let dir = std::env::temp_dir().join(format!("ioscale-cli-rtsig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("serve.toml");
+        std::fs::write(&file, "dispatch = \"rtsig-batch\"\nrtsig-recovery = \"fallback\"\n")
+            .unwrap();
+        let a = P::parse_from(["p", "--config", file.to_str().unwrap()]).serve;
+        let c = a.resolve().map(|o| o.config());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(c.unwrap().dispatch_options().rtsig_recovery, Recovery::Fallback);
     }
 
     #[test]

@@ -122,6 +122,8 @@ pub struct Config {
     pub max_conns: usize,
     /// `RLIMIT_SIGPENDING` for the RT-signal mechanisms' queue.
     pub sigqueue_max: Option<u64>,
+    /// What the RT-signal mechanisms do after their queue overflowed (`--rtsig-recovery`).
+    pub rtsig_recovery: ioscale_dispatch::mechanism::rtsig::Recovery,
     /// Request limits.
     pub limits: Limits,
     /// Cache limits.
@@ -185,6 +187,7 @@ impl Config {
             header_timeout: defaults::HEADER_TIMEOUT,
             max_conns: 0,
             sigqueue_max: None,
+            rtsig_recovery: Default::default(),
             limits: Limits::default(),
             cache: CacheLimits::default(),
             stats_public: false,
@@ -204,6 +207,7 @@ impl Config {
     pub fn dispatch_options(&self) -> ioscale_dispatch::Options {
         let mut o = ioscale_dispatch::Options::default();
         o.sigqueue_max = self.sigqueue_max;
+        o.rtsig_recovery = self.rtsig_recovery;
         o
     }
 }
@@ -246,6 +250,7 @@ impl Config {
             "header-timeout": header_timeout,
             "max-conns": max_conns,
             "sigqueue-max": sigqueue_max,
+            "rtsig-recovery": rtsig_recovery,
             "max-head": limits.max_head,
             "max-target": limits.max_target,
             "max-headers": limits.max_headers,

@@ -77,7 +77,7 @@ pub struct WorkerStats {
     /// Server errors by [`ServerError`].
     pub server_errors: [AtomicU64; 10],
     /// The dispatcher's counters, copied after each wait.
-    pub dispatch: [AtomicU64; 9],
+    pub dispatch: [AtomicU64; 11],
     /// The dispatcher's mode switches (hybrid), copied when their count changes.
     pub switches: Mutex<Vec<ModeSwitch>>,
     /// The completion engine's ring counters ([`COMPLETION_NAMES`]), copied after each wait,
@@ -174,6 +174,8 @@ impl WorkerStats {
             c.recoveries,
             c.mode_switches,
             c.interrupted,
+            c.fallback_scans,
+            c.fallback_ns,
         ];
         for (a, v) in self.dispatch.iter().zip(v) {
             a.store(v, Relaxed);
@@ -451,7 +453,7 @@ pub struct Snapshots {
 }
 
 /// The names of the dispatcher's counters, in [`WorkerStats::dispatch`] order.
-pub const DISPATCH_NAMES: [&str; 9] = [
+pub const DISPATCH_NAMES: [&str; 11] = [
     "wait_calls",
     "events",
     "interest_syscalls",
@@ -461,6 +463,8 @@ pub const DISPATCH_NAMES: [&str; 9] = [
     "recoveries",
     "mode_switches",
     "interrupted",
+    "fallback_scans",
+    "fallback_ns",
 ];
 
 /// Everything the stats endpoint reports, shared by the workers.

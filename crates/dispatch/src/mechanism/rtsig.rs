@@ -111,7 +111,6 @@ pub(crate) enum Dequeue {
     Batch,
 }
 
-/// What [`Core::collect`] does when it dequeues `SIGIO`.
 /// What an RT-signal dispatcher does once its signal queue overflowed (`SIGIO`).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Recovery {
@@ -153,6 +152,7 @@ impl std::fmt::Display for Recovery {
     }
 }
 
+/// What [`Core::collect`] does when it dequeues `SIGIO`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum OnOverflow {
     /// Flush the queue and poll the whole set (rtsig).
