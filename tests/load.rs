@@ -246,3 +246,37 @@ fn warmup_from_held_starts_anyway_at_its_bound_and_says_invalid() {
     let reasons = r["invalid_reasons"].to_string();
     assert!(reasons.contains("never all established"), "{reasons}");
 }
+
+#[test]
+fn a_target_that_answers_404_fails_the_run_with_a_status_line() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = docroot("notfound");
+    let (_s, port) = serve(&root, &[]);
+    let url = format!("http://127.0.0.1:{port}/missing");
+    let out = util::ioscale(&["load", &url, "--rate", "10", "--duration", "1s"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    let line = text.lines().find(|l| l.starts_with("NOT AS EXPECTED:")).unwrap_or_else(|| {
+        panic!("no status line: {text}");
+    });
+    assert!(line.contains("404: ") && line.contains("--expect 2xx,3xx"), "{line}");
+    let (code, r, err) = load(&[&url, "--rate", "10", "--duration", "1s", "--json"]);
+    assert_eq!(code, Some(4), "{err}");
+    assert_eq!(r["valid"], false);
+    assert_eq!(r["status_check"]["as_expected"], false);
+    let replies = r["active"]["replies"].as_u64().unwrap();
+    assert!(replies >= 9, "{}", r["active"]);
+    assert_eq!(r["status_check"]["unexpected"], replies);
+    assert_eq!(r["status_check"]["unexpected_codes"]["404"], replies);
+    assert_eq!(r["active"]["status_codes"]["404"], replies);
+    assert_eq!(r["active"]["status"]["4xx"], replies);
+    // The same replies, asked for: a run that kept its plan.
+    let (code, r, err) =
+        load(&[&url, "--rate", "10", "--duration", "1s", "--json", "--expect", "404"]);
+    assert!(code == Some(0) || code == Some(3), "{err}");
+    assert_eq!(r["status_check"]["as_expected"], true, "{}", r["status_check"]);
+    assert_eq!(r["active"]["unexpected"], 0);
+    let (code, _, err) = load(&[&url, "--rate", "10", "--duration", "1s", "--expect", "2xy"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("invalid --expect item '2xy'"), "{err}");
+}

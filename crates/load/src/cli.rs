@@ -6,6 +6,7 @@
 //! | 1 | the run could not be made (e.g. nothing listens at the target) |
 //! | 2 | a bad argument |
 //! | 3 | the run finished but is INVALID: the generator could not keep its schedule or hold its connections |
+//! | 4 | the run finished but replies had a status `--expect` did not ask for (the record is INVALID too) |
 
 use crate::plan::{self, Arrival, Mode, Plan};
 use crate::request::{self, RequestSpec};
@@ -59,6 +60,11 @@ pub struct LoadArgs {
     /// connection established, the first time), `window_start` and `window_end` (docs/load-json.md).
     #[arg(long)]
     pub events: bool,
+    /// The status codes a reply should have: classes (2xx) and codes (200), comma-separated.
+    /// Replies with others are counted apart; the run then says so on a line of its own, is
+    /// INVALID and exits with code 4.
+    #[arg(long, default_value = crate::expect::DEFAULT, value_parser = |s: &str| crate::expect::parse(s).map_err(|e| e.0))]
+    pub expect: crate::expect::Expect,
     /// Inactive connections: each sends an incomplete request and holds; reopened when closed.
     #[arg(long, default_value_t = 0)]
     pub inactive: usize,
@@ -232,6 +238,7 @@ impl LoadArgs {
                 plan::WarmupFrom::Start
             },
             events: self.events,
+            expect: self.expect.clone(),
         };
         p.validate()?;
         if p.tls.cacert.is_some() {
@@ -306,6 +313,15 @@ pub fn run(a: &LoadArgs) -> ExitCode {
         if a.json {
             eprintln!("ioscale load: INVALID: {}", report.record["invalid_reasons"]);
         }
+        invalid_code(&report.record)
+    }
+}
+
+/// The exit code of an INVALID record: 4 when replies were not what `--expect` asked for, else 3.
+fn invalid_code(record: &serde_json::Value) -> ExitCode {
+    if record["status_check"]["as_expected"] == serde_json::json!(false) {
+        ExitCode::from(4)
+    } else {
         ExitCode::from(3)
     }
 }
@@ -445,7 +461,7 @@ fn run_hosts(a: &LoadArgs, plan: &Plan) -> ExitCode {
     } else if valid {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(3)
+        invalid_code(merged)
     }
 }
 

@@ -21,6 +21,7 @@
 //! | [`segment`] | being one host's segment of such a run |
 //! | [`engine`] | the event loop(s) and the connection state machine |
 //! | [`report`] | the record and the human summary; the self-check and the server's verdict |
+//! | [`expect`] | `--expect`: the status codes a run asks for |
 //! | [`stats`], [`hdrlog`] | histograms, counters, per-second series, merging; the HdrHistogram log |
 //! | [`http`], [`request`], [`tls`] | responses parsed, requests encoded, TLS |
 //!
@@ -32,6 +33,7 @@
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod expect;
 pub mod hdrlog;
 pub mod hosts;
 pub mod http;

@@ -95,6 +95,8 @@ pub struct Plan {
     pub warmup_from: WarmupFrom,
     /// Write the run's events (held, window_start, window_end) to stderr as they happen.
     pub events: bool,
+    /// The status codes the replies should have (`--expect`; default 2xx and 3xx).
+    pub expect: crate::expect::Expect,
 }
 
 /// When the warm-up starts counting (`--warmup-from`).
@@ -464,6 +466,7 @@ mod tests {
             segment: Segment::default(),
             warmup_from: WarmupFrom::Start,
             events: false,
+            expect: Default::default(),
         }
     }
 

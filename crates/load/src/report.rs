@@ -162,8 +162,11 @@ pub(crate) fn finish(plan: &Plan, parts: &[Part], wall: Duration, cpu: Duration)
     if parts.iter().any(|p| p.interrupted) {
         reasons.push("interrupted (SIGINT/SIGTERM) before the planned end".into());
     }
-    let valid = reasons.is_empty();
     let active_json = stats::population_json(&active, window_s);
+    let idle_json = stats::population_json(&idle, window_s);
+    let status_check = stats::status_check(&active_json, &idle_json, &plan.expect);
+    reasons.extend(stats::status_reason(&status_check));
+    let valid = reasons.is_empty();
     let per_arrival = match plan.mode {
         Mode::Sessions { calls, .. } => f64::from(calls),
         _ => 1.0,
@@ -189,6 +192,7 @@ pub(crate) fn finish(plan: &Plan, parts: &[Part], wall: Duration, cpu: Duration)
         "achieved_rate": whole.achieved,
         "generator_cpu_util": cpu_util,
         "server": server,
+        "status_check": status_check,
         "self_check": {
             "target_rate": rate,
             "achieved_rate": whole.achieved,
@@ -202,7 +206,7 @@ pub(crate) fn finish(plan: &Plan, parts: &[Part], wall: Duration, cpu: Duration)
             "connections_established": active.established + idle.established + inactive.established,
         },
         "active": active_json,
-        "idle": stats::population_json(&idle, window_s),
+        "idle": idle_json,
         "inactive": stats::population_json(&inactive, window_s),
     });
     if parts.len() > 1 {
@@ -292,6 +296,25 @@ pub fn summary_text(r: &Value) -> String {
                 "", p["errors"]["total"], f(&p["error_percent"]), p["errors"]["connect_timeout"], p["errors"]["response_timeout"], p["errors"]["refused"], p["errors"]["reset"], p["errors"]["fd_unavailable"], p["errors"]["addr_unavailable"], p["errors"]["bad_response"], p["errors"]["closed_early"], p["errors"]["other"], p["errors"]["tls"],
             ),
         );
+        let classes: Vec<String> = stats::CLASSES
+            .iter()
+            .filter(|c| p["status"][**c].as_u64().unwrap_or(0) > 0)
+            .map(|c| format!("{c} {}", p["status"][*c]))
+            .collect();
+        if !classes.is_empty() {
+            let codes: Vec<String> = p["status_codes"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(c, n)| format!("{c}: {n}"))
+                .collect();
+            s.push_str(&format!(
+                "{:>8}  status {} (codes {})\n",
+                "",
+                classes.join(", "),
+                codes.join(", ")
+            ));
+        }
         let t = &p["tls"];
         if t["handshakes"].as_u64().unwrap_or(0) > 0 {
             let _ = std::fmt::Write::write_fmt(
@@ -306,6 +329,9 @@ pub fn summary_text(r: &Value) -> String {
                 ),
             );
         }
+    }
+    if let Some(why) = stats::status_reason(&r["status_check"]) {
+        s.push_str(&format!("NOT AS EXPECTED: {why}\n"));
     }
     let sv = &r["server"];
     if sv["kept_up"].as_bool() == Some(false) {

@@ -94,6 +94,14 @@ pub struct PopStats {
     pub bytes: u64,
     /// Responses by status class (1xx..5xx; index 0 = other).
     pub status: [u64; 6],
+    /// Responses by status code (index: the code; grown on demand, at most 1,000 long).
+    pub codes: Vec<u64>,
+    /// Responses whose status `--expect` did not ask for.
+    pub unexpected: u64,
+    /// Replies received in each second of the window, by status class (as [`Self::status`]).
+    pub status_per_second: [Vec<u64>; 6],
+    /// Replies received in each second of the window with a status `--expect` did not ask for.
+    pub unexpected_per_second: Vec<u64>,
     /// Errors by [`ERROR_KINDS`].
     pub errors: [u64; ERROR_KINDS.len()],
     /// Connections asked for.
@@ -121,6 +129,10 @@ impl Default for PopStats {
             replies: 0,
             bytes: 0,
             status: [0; 6],
+            codes: Vec::new(),
+            unexpected: 0,
+            status_per_second: Default::default(),
+            unexpected_per_second: Vec::new(),
             errors: [0; ERROR_KINDS.len()],
             asked: 0,
             established: 0,
@@ -135,16 +147,22 @@ pub fn record_us(h: &mut Histogram<u64>, us: u64) {
 }
 
 impl PopStats {
-    /// Counts one reply to a request of the window.
-    pub fn reply(&mut self, status: u16) {
+    /// Counts one reply to a request of the window; `expected`: its status is one `--expect`
+    /// asked for.
+    pub fn reply(&mut self, status: u16, expected: bool) {
         self.replies += 1;
-        let class = (status / 100) as usize;
-        self.status[if (1..=5).contains(&class) { class } else { 0 }] += 1;
+        self.status[class(status)] += 1;
+        add_at(&mut self.codes, usize::from(status).min(crate::expect::CODES - 1), 1);
+        self.unexpected += u64::from(!expected);
     }
 
     /// Counts a reply received `second` seconds into the window in the per-second series.
-    pub fn reply_at(&mut self, second: usize) {
+    pub fn reply_at(&mut self, second: usize, status: u16, expected: bool) {
         add_at(&mut self.per_second, second, 1);
+        add_at(&mut self.status_per_second[class(status)], second, 1);
+        if !expected {
+            add_at(&mut self.unexpected_per_second, second, 1);
+        }
     }
 
     /// Counts `n` errors that happened `second` seconds into the window.
@@ -190,6 +208,18 @@ impl PopStats {
         for (a, b) in self.status.iter_mut().zip(o.status) {
             *a += b;
         }
+        for (i, v) in o.codes.iter().enumerate() {
+            add_at(&mut self.codes, i, *v);
+        }
+        self.unexpected += o.unexpected;
+        for (dst, src) in self.status_per_second.iter_mut().zip(&o.status_per_second) {
+            for (i, v) in src.iter().enumerate() {
+                add_at(dst, i, *v);
+            }
+        }
+        for (i, v) in o.unexpected_per_second.iter().enumerate() {
+            add_at(&mut self.unexpected_per_second, i, *v);
+        }
         for (a, b) in self.errors.iter_mut().zip(o.errors) {
             *a += b;
         }
@@ -197,6 +227,28 @@ impl PopStats {
         self.established += o.established;
         self.reconnects += o.reconnects;
     }
+}
+
+/// The index of a status's class in [`PopStats::status`]: 1..=5, or 0 for any other.
+pub fn class(status: u16) -> usize {
+    let c = usize::from(status / 100);
+    if (1..=5).contains(&c) {
+        c
+    } else {
+        0
+    }
+}
+
+/// The names of the classes, by [`class`] index.
+pub const CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The codes seen and how many replies had each, e.g. `{"200": 10, "404": 2}`.
+pub fn codes_json(codes: &[u64]) -> Value {
+    let mut m = Map::new();
+    for (c, n) in codes.iter().enumerate().filter(|(_, n)| **n > 0) {
+        m.insert(c.to_string(), (*n).into());
+    }
+    Value::Object(m)
 }
 
 fn add_at(series: &mut Vec<u64>, i: usize, n: u64) {
@@ -292,6 +344,10 @@ pub fn population_json(p: &PopStats, window_s: f64) -> Value {
         "connections_established": p.established,
         "reconnects": p.reconnects,
         "status": {"1xx": p.status[1], "2xx": p.status[2], "3xx": p.status[3], "4xx": p.status[4], "5xx": p.status[5], "other": p.status[0]},
+        "status_codes": codes_json(&p.codes),
+        "unexpected": p.unexpected,
+        "status_per_second": status_series(p, window_s),
+        "unexpected_per_second": full_seconds(&p.unexpected_per_second, window_s),
         "errors": errors,
         "error_percent": error_percent,
         "errors_per_second": full_seconds(&p.errors_per_second, window_s),
@@ -309,6 +365,64 @@ pub fn population_json(p: &PopStats, window_s: f64) -> Value {
             "handshake_us": encode(&p.handshake),
         },
     })
+}
+
+/// The per-second reply series of each status class that had a reply in the window.
+fn status_series(p: &PopStats, window_s: f64) -> Value {
+    let mut m = Map::new();
+    for (i, name) in CLASSES.iter().enumerate() {
+        if p.status_per_second[i].iter().any(|&n| n > 0) {
+            m.insert((*name).into(), json!(full_seconds(&p.status_per_second[i], window_s)));
+        }
+    }
+    Value::Object(m)
+}
+
+/// The record's `status_check`: whether every reply (active and idle populations) had a status
+/// `--expect` asked for, how many did not, and which codes they had.
+pub fn status_check(active: &Value, idle: &Value, expect: &crate::expect::Expect) -> Value {
+    let mut codes = std::collections::BTreeMap::<u16, u64>::new();
+    for p in [active, idle] {
+        for (code, n) in p["status_codes"].as_object().into_iter().flatten() {
+            if let Ok(c) = code.parse::<u16>() {
+                *codes.entry(c).or_default() += n.as_u64().unwrap_or(0);
+            }
+        }
+    }
+    let unexpected_codes: Map<String, Value> = codes
+        .iter()
+        .filter(|(c, _)| !expect.ok(**c))
+        .map(|(c, n)| (c.to_string(), (*n).into()))
+        .collect();
+    let count = |k: &str| active[k].as_u64().unwrap_or(0) + idle[k].as_u64().unwrap_or(0);
+    let unexpected = count("unexpected");
+    json!({
+        "expect": expect.text(),
+        "as_expected": unexpected == 0,
+        "replies": count("replies"),
+        "unexpected": unexpected,
+        "unexpected_codes": unexpected_codes,
+    })
+}
+
+/// The sentence saying a run's replies were not what `--expect` asked for; None when they were.
+pub fn status_reason(check: &Value) -> Option<String> {
+    if check["as_expected"].as_bool() != Some(false) {
+        return None;
+    }
+    let codes: Vec<String> = check["unexpected_codes"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(c, n)| format!("{c}: {n}"))
+        .collect();
+    Some(format!(
+        "{} of {} replies had a status --expect {} did not ask for ({})",
+        check["unexpected"],
+        check["replies"],
+        check["expect"].as_str().unwrap_or(""),
+        codes.join(", ")
+    ))
 }
 
 /// Whether the server kept up with the active load, from the figures alone: errors (httperf's
@@ -378,15 +492,31 @@ pub fn merge(records: &[Value]) -> Result<Value, String> {
             merged.asked += u("connections_asked");
             merged.established += u("connections_established");
             merged.reconnects += u("reconnects");
-            for (i, k) in ["other", "1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+            for (i, k) in CLASSES.iter().enumerate() {
                 merged.status[i] += p["status"][k].as_u64().unwrap_or(0);
+                if let Some(series) = p["status_per_second"][k].as_array() {
+                    for (s, v) in series.iter().enumerate() {
+                        add_at(&mut merged.status_per_second[i], s, v.as_u64().unwrap_or(0));
+                    }
+                }
             }
+            for (code, n) in p["status_codes"].as_object().into_iter().flatten() {
+                if let Ok(c) = code.parse::<usize>() {
+                    add_at(
+                        &mut merged.codes,
+                        c.min(crate::expect::CODES - 1),
+                        n.as_u64().unwrap_or(0),
+                    );
+                }
+            }
+            merged.unexpected += u("unexpected");
             for (i, k) in ERROR_KINDS.iter().enumerate() {
                 merged.errors[i] += p["errors"][k].as_u64().unwrap_or(0);
             }
             for (dst, key) in [
                 (&mut merged.per_second, "per_second"),
                 (&mut merged.errors_per_second, "errors_per_second"),
+                (&mut merged.unexpected_per_second, "unexpected_per_second"),
             ] {
                 if let Some(series) = p[key].as_array() {
                     for (i, v) in series.iter().enumerate() {
@@ -407,6 +537,10 @@ pub fn merge(records: &[Value]) -> Result<Value, String> {
     out["invalid_reasons"] = json!(invalid);
     out["reply_rate"] = out["active"]["reply_rate"].clone();
     out["merged_from"] = json!(records.len());
+    if let Some(text) = first["status_check"]["expect"].as_str() {
+        let expect = crate::expect::parse(text).map_err(|e| e.0)?;
+        out["status_check"] = status_check(&out["active"], &out["idle"], &expect);
+    }
     let sum = |k: &str| records.iter().filter_map(|r| r["self_check"][k].as_f64()).sum::<f64>();
     out["self_check"]["target_rate"] = json!(sum("target_rate"));
     out["self_check"]["achieved_rate"] = json!(sum("achieved_rate"));

@@ -486,12 +486,13 @@ impl Engine<'_> {
         }
         // The per-second series counts every reply received in each second of the window,
         // whenever its request was sent (httperf's reply rate: what the server delivered then).
+        let expected = self.plan.expect.ok(status);
         if let Some(i) = self.window_second(now) {
-            self.stats(pop).reply_at(i);
+            self.stats(pop).reply_at(i, status, expected);
         }
         if self.in_window(intended) {
             let s = self.stats(pop);
-            s.reply(status);
+            s.reply(status, expected);
             s.bytes += body_bytes;
             record_us(&mut s.latency, (now - intended) / 1000);
             record_us(&mut s.latency_actual, (now - sent) / 1000);

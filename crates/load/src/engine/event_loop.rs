@@ -364,7 +364,14 @@ impl<'p> Engine<'p> {
             let sec = (now.saturating_sub(self.warm_end) / 1_000_000_000) as usize;
             while now > self.warm_end && self.lp.last_series_second < sec {
                 let i = self.lp.last_series_second;
+                let at = |v: &Vec<u64>| v.get(i).copied().unwrap_or(0);
+                let status = std::array::from_fn(|c| {
+                    at(&self.active.status_per_second[c]) + at(&self.idle.status_per_second[c])
+                });
                 seconds.push(output::Second {
+                    status,
+                    unexpected: at(&self.active.unexpected_per_second)
+                        + at(&self.idle.unexpected_per_second),
                     index: i,
                     active_replies: self.active.per_second.get(i).copied().unwrap_or(0),
                     idle_replies: self.idle.per_second.get(i).copied().unwrap_or(0),

@@ -42,6 +42,10 @@ pub(super) struct Second {
     pub(super) index: usize,
     pub(super) active_replies: u64,
     pub(super) idle_replies: u64,
+    /// Replies (active and idle) by status class ([`stats::CLASSES`]), and those `--expect`
+    /// did not ask for.
+    pub(super) status: [u64; 6],
+    pub(super) unexpected: u64,
     /// Errors so far, connections open, reconnections so far.
     pub(super) errors_total: u64,
     pub(super) open: usize,
@@ -150,6 +154,10 @@ fn merge_second(seconds: &mut BTreeMap<usize, Pending<Second>>, s: Second) {
             let v = &mut p.value;
             v.active_replies += s.active_replies;
             v.idle_replies += s.idle_replies;
+            for (a, b) in v.status.iter_mut().zip(s.status) {
+                *a += b;
+            }
+            v.unexpected += s.unexpected;
             v.errors_total += s.errors_total;
             v.open += s.open;
             v.reconnects += s.reconnects;
@@ -176,6 +184,12 @@ fn write_seconds<'w>(
             break;
         }
         let s = entry.remove().value;
+        let status: serde_json::Map<String, serde_json::Value> = stats::CLASSES
+            .iter()
+            .zip(s.status)
+            .filter(|(_, n)| *n > 0)
+            .map(|(c, n)| ((*c).to_string(), n.into()))
+            .collect();
         let _ = writeln!(
             w,
             "{}",
@@ -183,6 +197,8 @@ fn write_seconds<'w>(
                 "second": s.index,
                 "active_replies": s.active_replies,
                 "idle_replies": s.idle_replies,
+                "status": status,
+                "unexpected": s.unexpected,
                 "errors_total": s.errors_total,
                 "open_connections": s.open,
                 "reconnects": s.reconnects,
