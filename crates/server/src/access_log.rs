@@ -289,7 +289,7 @@ fn host_and_time(b: &mut Vec<u8>, addr: Option<IpAddr>, date: &DateCache) {
 
 /// The lines of a head after its first line, up to the empty line that ends it (without
 /// their CR LF).
-fn header_lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn header_lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
     // Skip empty lines before a request line (RFC 9112 §2.2), then that line.
     let start = head.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(head.len());
     let mut lines = head[start..].split(|&b| b == b'\n');

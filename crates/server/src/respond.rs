@@ -65,6 +65,10 @@ pub(crate) struct Responder<'a> {
     /// request (the others are in `files`).
     live_seen: u64,
     stats_public: bool,
+    /// [`crate::sys::ticks`] when the loop pass began (the wait returned).
+    pass_ticks: u64,
+    /// Set by [`Self::head_waited`] for the next request: how long its head took, in ns.
+    waited_ns: Option<u64>,
     /// The per-second `Date` header, refreshed by the engine after each wait.
     pub date: DateCache,
 }
@@ -83,6 +87,8 @@ impl<'a> Responder<'a> {
             },
             live_seen,
             stats_public: live.stats_public,
+            pass_ticks: crate::sys::ticks(),
+            waited_ns: None,
             path: Vec::with_capacity(cfg.limits.max_target + 16),
             date: DateCache::new(),
             log: shared.access_log.clone().map(AccessLog::new),
@@ -94,13 +100,13 @@ impl<'a> Responder<'a> {
         self.log.is_some()
     }
 
-    /// Counts the duration of a request whose head took more than one loop pass to arrive:
-    /// its first byte came `header_timeout` before the connection's header `deadline`. A
-    /// request whose head came whole is answered in the pass that read it (duration 0) and
-    /// costs nothing here: the histogram's first bucket is the requests less the others.
-    pub fn head_waited(&self, deadline: Instant, now: Instant) {
+    /// Tells that the next request's head took more than one loop pass to arrive: its first
+    /// byte came `header_timeout` before the connection's header `deadline`, so its duration
+    /// starts there rather than at this pass.
+    pub fn head_waited(&mut self, deadline: Instant, now: Instant) {
         let started = deadline.checked_sub(self.cfg.header_timeout).unwrap_or(now);
-        self.st.observe(now.saturating_duration_since(started));
+        let ns = now.saturating_duration_since(started).as_nanos();
+        self.waited_ns = Some(u64::try_from(ns).unwrap_or(u64::MAX));
     }
 
     /// Once per loop pass: takes the settings of a reload (SIGHUP) if there was one, writes
@@ -108,6 +114,7 @@ impl<'a> Responder<'a> {
     /// entries when they are due, and publishes the cache's counts when they changed.
     #[inline]
     pub fn tick(&mut self, now: Instant) {
+        self.pass_ticks = crate::sys::ticks();
         if self.shared.live.epoch() != self.live_seen {
             self.reload();
         }
@@ -163,15 +170,24 @@ impl<'a> Responder<'a> {
         let own = req.target.get(1) == Some(&b'.');
         let body = if own && req.path() == METRICS_PATH && (peer.loopback || self.stats_public) {
             let open = self.shared.open.load(Ordering::Relaxed) as u64;
-            let text = crate::metrics::Snapshot::take(&self.shared.stats, open).encode();
+            let format = crate::metrics::Format::negotiate(peer.head);
+            let text = crate::metrics::Snapshot::take(&self.shared.stats, open).encode(format);
             self.st.response(200);
-            let ct = crate::metrics::CONTENT_TYPE;
+            let ct = format.content_type();
             let (m, v) = (req.method, req.version);
             write_simple(out, Status::OK, ct, text.as_bytes(), &self.date, m, v, peer.keep_alive);
             Body::None
         } else {
             self.respond(req, peer, now, out)
         };
+        let took = crate::sys::ticks().wrapping_sub(self.pass_ticks);
+        match self.waited_ns.take() {
+            None => self.st.observe_ticks(took, &self.shared.stats.tick_bounds),
+            Some(ns) => {
+                let rate = self.shared.stats.ticks_per_s;
+                self.st.observe(ns.saturating_add((took as f64 * 1e9 / rate) as u64));
+            }
+        }
         if let Some(log) = &mut self.log {
             let after = match &body {
                 Body::None => 0,

@@ -87,8 +87,10 @@ pub struct WorkerStats {
     /// Slot 0 stays 0: the first bucket is the requests less the other buckets (see
     /// [`WorkerStats::observe`]), so the common request adds nothing here.
     pub durations: [AtomicU64; DURATION_BOUNDS.len() + 1],
-    /// Sum of the request durations in nanoseconds.
+    /// Sum of the durations of requests whose head took several passes, in nanoseconds.
     pub duration_sum_ns: AtomicU64,
+    /// Sum of the other requests' durations, in [`crate::sys::ticks`].
+    pub duration_sum_ticks: AtomicU64,
     /// Access-log lines written (handed to the kernel).
     pub log_lines: AtomicU64,
     /// Access-log lines lost because a write failed.
@@ -134,16 +136,28 @@ impl StatusCounts {
     }
 }
 
-/// Upper bounds of the request-duration histogram, in nanoseconds (1 ms to 10 s). The duration
-/// is read from the worker's clock cached once per wait (no clock read per request), so it has
-/// the resolution of a loop pass, like nginx's `$request_time`: a request whose head arrived
-/// whole is answered in the pass that read it and counts as 0.
-pub const DURATION_BOUNDS: [u64; 10] = [
+/// Upper bounds of the request-duration histogram, in nanoseconds (50 µs to 10 s: a cached GET
+/// takes tens of microseconds of the server's time, an overloaded one seconds).
+///
+/// A request's duration runs from the start of the loop pass in which its head was complete
+/// (the wait's return; for a head that took several passes, the pass of its first byte) to the
+/// moment its response is in the engine's send buffer: the time it spent in the server, queued
+/// behind the other connections of its pass included, not the time in the kernel's queues
+/// before the wait returned. It is read from a cycle counter ([`crate::sys::ticks`]: one
+/// instruction), not a clock call per request.
+pub const DURATION_BOUNDS: [u64; 17] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
     1_000_000,
+    2_500_000,
     5_000_000,
     10_000_000,
+    25_000_000,
     50_000_000,
     100_000_000,
+    250_000_000,
     500_000_000,
     1_000_000_000,
     2_500_000_000,
@@ -213,16 +227,34 @@ impl WorkerStats {
         bump(&self.http_errors[k.index()], 1);
     }
 
-    /// Counts the duration of a request whose head arrived over several loop passes (from the
-    /// pass of its first byte to the pass that answered it). Every other request has duration
-    /// 0 and is counted only in [`WorkerStats::requests`]: the first bucket is derived.
-    pub fn observe(&self, d: std::time::Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    /// Counts the duration of a request whose head arrived over several loop passes, in
+    /// nanoseconds. The histogram's first slot is never counted: it is the requests less the
+    /// other slots ([`Counts::duration_buckets`]).
+    #[cold]
+    pub fn observe(&self, ns: u64) {
         let i = DURATION_BOUNDS.iter().position(|&b| ns <= b).unwrap_or(DURATION_BOUNDS.len());
         if i > 0 {
             bump(&self.durations[i], 1);
         }
         bump(&self.duration_sum_ns, ns);
+    }
+
+    /// Counts the duration of a request answered in the pass its head completed, in
+    /// [`crate::sys::ticks`] (`bounds`: [`DURATION_BOUNDS`] in ticks). The common request,
+    /// under the first bound, adds to the sum only.
+    #[inline]
+    pub fn observe_ticks(&self, d: u64, bounds: &[u64; DURATION_BOUNDS.len()]) {
+        bump(&self.duration_sum_ticks, d);
+        if d > bounds[0] {
+            self.slower(d, bounds);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn slower(&self, d: u64, bounds: &[u64; DURATION_BOUNDS.len()]) {
+        let i = bounds.iter().position(|&b| d <= b).unwrap_or(DURATION_BOUNDS.len());
+        bump(&self.durations[i], 1);
     }
 
     /// Counts a response by status.
@@ -251,6 +283,7 @@ impl WorkerStats {
             completion: load(&self.completion),
             durations: load(&self.durations),
             duration_sum_ns: self.duration_sum_ns.load(Relaxed),
+            duration_sum_ticks: self.duration_sum_ticks.load(Relaxed),
             log_lines: self.log_lines.load(Relaxed),
             log_dropped: self.log_dropped.load(Relaxed),
         }
@@ -286,8 +319,10 @@ pub struct Counts {
     pub completion: Vec<u64>,
     /// The duration histogram's slots as kept by the worker ([`WorkerStats::durations`]).
     pub durations: Vec<u64>,
-    /// Sum of the observed request durations, in nanoseconds.
+    /// Sum of the durations of requests whose head took several passes, in nanoseconds.
     pub duration_sum_ns: u64,
+    /// Sum of the other requests' durations, in [`crate::sys::ticks`].
+    pub duration_sum_ticks: u64,
     /// Access-log lines written.
     pub log_lines: u64,
     /// Access-log lines dropped.
@@ -325,6 +360,7 @@ impl Counts {
         add_into(&mut self.completion, &o.completion);
         add_into(&mut self.durations, &o.durations);
         self.duration_sum_ns += o.duration_sum_ns;
+        self.duration_sum_ticks += o.duration_sum_ticks;
         self.log_lines += o.log_lines;
         self.log_dropped += o.log_dropped;
     }
@@ -341,6 +377,26 @@ impl Counts {
     /// Responses of the class `c` (2 for 2xx, ...); 1xx are counted with 2xx.
     pub fn class(&self, c: u16) -> u64 {
         self.status.iter().filter(|(code, _)| (code / 100).clamp(2, 5) == c).map(|(_, n)| n).sum()
+    }
+
+    /// The duration histogram: for each bound of [`DURATION_BOUNDS`] (in seconds) and then
+    /// +Inf, the requests up to it (cumulative), and the sum of all durations in seconds
+    /// (`ticks_per_s`: the rate of [`crate::sys::ticks`]). Every request is in it: the first
+    /// slot, never counted on the request path, is the requests less the other slots.
+    pub fn duration_buckets(&self, ticks_per_s: f64) -> (Vec<(f64, u64)>, f64) {
+        let slot = |i: usize| self.durations.get(i).copied().unwrap_or(0);
+        let slower: u64 = (1..=DURATION_BOUNDS.len()).map(slot).sum();
+        let mut cumulative = self.requests.saturating_sub(slower);
+        let mut out = Vec::with_capacity(DURATION_BOUNDS.len() + 1);
+        for (i, b) in DURATION_BOUNDS.iter().enumerate() {
+            if i > 0 {
+                cumulative += slot(i);
+            }
+            out.push((*b as f64 / 1e9, cumulative));
+        }
+        out.push((f64::INFINITY, cumulative + slot(DURATION_BOUNDS.len())));
+        let sum = self.duration_sum_ns as f64 / 1e9 + self.duration_sum_ticks as f64 / ticks_per_s;
+        (out, sum)
     }
 
     /// A dispatcher counter by name ([`DISPATCH_NAMES`]).
@@ -478,16 +534,23 @@ pub struct Shared {
     pub started: Instant,
     /// The counter snapshots.
     pub snapshots: Snapshots,
+    /// The rate of [`crate::sys::ticks`].
+    pub ticks_per_s: f64,
+    /// [`DURATION_BOUNDS`] in ticks.
+    pub tick_bounds: [u64; DURATION_BOUNDS.len()],
 }
 
 impl Shared {
     /// Counters for `workers` workers of `mechanism`, all zero.
     pub fn new(workers: usize, mechanism: crate::Engine) -> Shared {
+        let ticks_per_s = crate::sys::ticks_per_second();
         Shared {
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             mechanism,
             started: Instant::now(),
             snapshots: Snapshots::default(),
+            ticks_per_s,
+            tick_bounds: DURATION_BOUNDS.map(|ns| (ns as f64 * ticks_per_s / 1e9) as u64),
         }
     }
 
