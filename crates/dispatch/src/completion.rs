@@ -72,7 +72,8 @@ impl Default for CompletionConfig {
 }
 
 /// What the proactor counted since it was opened.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct CompletionCounters {
     /// Operations submitted (queued for the kernel).
     pub submitted: u64,
@@ -88,8 +89,9 @@ pub struct CompletionCounters {
 }
 
 /// Which operation a completion belongs to.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum OpKind {
     /// One accept.
     Accept,
@@ -231,7 +233,8 @@ pub struct Completion {
 }
 
 /// One check of what the proactor needs, for `ioscale mechanisms`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct FeatureCheck {
     /// What was checked.
     pub name: &'static str,
@@ -985,6 +988,7 @@ impl Proactor {
     }
 }
 
+#[cfg(feature = "overhead")]
 /// The completion model in `ioscale overhead` (`--completion`): the same cycle as
 /// [`crate::overhead`] — `N` idle loopback connections (peers held by a forked child) plus one
 /// active connection doing one-byte ping-pong — but every connection, idle or not, has a

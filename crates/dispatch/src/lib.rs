@@ -29,6 +29,10 @@
 //! Every mechanism keeps [`Counters`] (wait calls, events, interest-change system calls, and the
 //! signal and ring figures of the mechanisms that have them) that can be read at any time.
 //!
+//! Cargo features, both off by default: `serde` (`Serialize` for the counters, mechanism names,
+//! probe results and overhead points) and `overhead` (the dispatch-overhead benchmark harness,
+//! `overhead` and `completion::overhead`, behind `ioscale overhead`).
+//!
 //! ```
 //! use ioscale_dispatch::{Events, Interest, Mechanism, Options, Token};
 //! use std::os::fd::AsRawFd;
@@ -47,6 +51,7 @@
 
 pub mod completion;
 pub mod mechanism;
+#[cfg(feature = "overhead")]
 pub mod overhead;
 pub mod probe;
 pub mod sys;
@@ -237,7 +242,8 @@ impl<'a> IntoIterator for &'a Events {
 }
 
 /// What a mechanism has done since it was opened. Fields a mechanism has no use for stay 0.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Counters {
     /// Calls that waited for events (select, poll, epoll_wait, sigtimedwait, signalfd read,
     /// io_uring_enter with a wait).

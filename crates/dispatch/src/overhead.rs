@@ -49,7 +49,8 @@ impl Default for Config {
 }
 
 /// One measured (mechanism, idle count).
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Point {
     /// The mechanism's name.
     pub mechanism: String,

@@ -10,7 +10,8 @@ use crate::{Mechanism, Options, Trigger};
 use std::fmt::Write as _;
 
 /// One limit that bounds a mechanism, with where it comes from.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Limit {
     /// What is limited (e.g. "open descriptors").
     pub what: &'static str,
@@ -21,7 +22,8 @@ pub struct Limit {
 }
 
 /// One mechanism as this kernel offers it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct MechanismInfo {
     /// The command-line name.
     pub name: &'static str,

@@ -38,8 +38,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// How a mechanism reports a descriptor that stays ready.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum Trigger {
     /// Reported on every wait while ready.
     Level,
@@ -50,7 +51,8 @@ pub enum Trigger {
 }
 
 /// A switch between modes, for mechanisms that have modes (the hybrid).
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ModeSwitch {
     /// Time since the dispatcher was opened.
     pub at: Duration,
