@@ -83,9 +83,9 @@ pub struct WorkerStats {
     /// The completion engine's ring counters ([`COMPLETION_NAMES`]), copied after each wait,
     /// and its count of short sends (sends finished by sending the rest again).
     pub completion: [AtomicU64; 6],
-    /// Requests by duration ([`DURATION_BOUNDS`]; the last slot is above the last bound).
-    /// Slot 0 stays 0: the first bucket is the requests less the other buckets (see
-    /// [`WorkerStats::observe`]), so the common request adds nothing here.
+    /// Requests by duration ([`DURATION_BOUNDS`]; the last slot is above the last bound), each
+    /// counted once its response is written ([`WorkerStats::observe_ticks`],
+    /// [`WorkerStats::observe`]): every slot only grows, so every cumulative bucket does too.
     pub durations: [AtomicU64; DURATION_BOUNDS.len() + 1],
     /// Sum of the durations of requests whose head took several passes, in nanoseconds.
     pub duration_sum_ns: AtomicU64,
@@ -228,25 +228,24 @@ impl WorkerStats {
     }
 
     /// Counts the duration of a request whose head arrived over several loop passes, in
-    /// nanoseconds. The histogram's first slot is never counted: it is the requests less the
-    /// other slots ([`Counts::duration_buckets`]).
+    /// nanoseconds.
     #[cold]
     pub fn observe(&self, ns: u64) {
         let i = DURATION_BOUNDS.iter().position(|&b| ns <= b).unwrap_or(DURATION_BOUNDS.len());
-        if i > 0 {
-            bump(&self.durations[i], 1);
-        }
+        bump(&self.durations[i], 1);
         bump(&self.duration_sum_ns, ns);
     }
 
     /// Counts the duration of a request answered in the pass its head completed, in
     /// [`crate::sys::ticks`] (`bounds`: [`DURATION_BOUNDS`] in ticks). The common request,
-    /// under the first bound, adds to the sum only.
+    /// under the first bound, adds to the sum and the first slot only.
     #[inline]
     pub fn observe_ticks(&self, d: u64, bounds: &[u64; DURATION_BOUNDS.len()]) {
         bump(&self.duration_sum_ticks, d);
         if d > bounds[0] {
             self.slower(d, bounds);
+        } else {
+            bump(&self.durations[0], 1);
         }
     }
 
@@ -381,17 +380,14 @@ impl Counts {
 
     /// The duration histogram: for each bound of [`DURATION_BOUNDS`] (in seconds) and then
     /// +Inf, the requests up to it (cumulative), and the sum of all durations in seconds
-    /// (`ticks_per_s`: the rate of [`crate::sys::ticks`]). Every request is in it: the first
-    /// slot, never counted on the request path, is the requests less the other slots.
+    /// (`ticks_per_s`: the rate of [`crate::sys::ticks`]). Every request whose response was
+    /// written is in it; one still being answered (the scrape's own) is not yet.
     pub fn duration_buckets(&self, ticks_per_s: f64) -> (Vec<(f64, u64)>, f64) {
         let slot = |i: usize| self.durations.get(i).copied().unwrap_or(0);
-        let slower: u64 = (1..=DURATION_BOUNDS.len()).map(slot).sum();
-        let mut cumulative = self.requests.saturating_sub(slower);
+        let mut cumulative = 0;
         let mut out = Vec::with_capacity(DURATION_BOUNDS.len() + 1);
         for (i, b) in DURATION_BOUNDS.iter().enumerate() {
-            if i > 0 {
-                cumulative += slot(i);
-            }
+            cumulative += slot(i);
             out.push((*b as f64 / 1e9, cumulative));
         }
         out.push((f64::INFINITY, cumulative + slot(DURATION_BOUNDS.len())));
