@@ -3,7 +3,7 @@
 //! Provos & Lever open with Windows NT's I/O completion ports as the thing Linux lacked; every
 //! mechanism in [`crate::mechanism`] is still *readiness* (the kernel says "you may read now"
 //! and the caller then reads). Here the caller hands the kernel the operations themselves —
-//! accept, receive, send, close, cancel, timeout — each with a [`Token`], and collects their
+//! accept, receive, send, close, cancel, timeout, poll — each with a [`Token`], and collects their
 //! results from the completion ring, many per system call:
 //!
 //! * **Batched submission.** Submitting only queues an entry; [`Proactor::complete`] makes one
@@ -111,6 +111,8 @@ pub enum OpKind {
     Timeout,
     /// A read at an offset (of a file) into an owned buffer.
     Read,
+    /// A one-shot poll: the descriptor is ready (writable).
+    Poll,
 }
 
 /// The handle of a submitted operation, for [`Proactor::cancel`].
@@ -213,6 +215,8 @@ pub enum Value {
     Expired,
     /// Bytes read (0 at end of file); the buffer comes back holding exactly them.
     Read(usize),
+    /// A poll found the descriptor ready: the `poll(2)` events it reported.
+    Ready(u32),
 }
 
 /// One completion.
@@ -405,6 +409,7 @@ fn run_checks(ring: &mut IoUring, bufs: &mut BufRing) -> Vec<FeatureCheck> {
         (opcode::Timeout::CODE, "IORING_OP_TIMEOUT", true),
         (opcode::Splice::CODE, "IORING_OP_SPLICE", false),
         (opcode::Read::CODE, "IORING_OP_READ", true),
+        (opcode::PollAdd::CODE, "IORING_OP_POLL_ADD", true),
     ] {
         let ok = probed.is_ok() && probe.is_supported(code);
         checks.push(FeatureCheck {
@@ -811,6 +816,15 @@ impl Proactor {
         unsafe { self.queue(i, &[e]) }
     }
 
+    /// Completes with [`Value::Ready`] once `fd` is writable (`POLLOUT`, or an error or hang-up
+    /// on it): one-shot. For output the caller writes itself when the descriptor can take it
+    /// (a `sendfile` of a large file, with no copy in user memory).
+    pub fn poll_writable(&mut self, fd: RawFd, token: Token) -> io::Result<OpId> {
+        self.simple(token, OpKind::Poll, || {
+            opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32).build()
+        })
+    }
+
     /// Completes with [`Value::Expired`] after `after` (or `ECANCELED` if cancelled first).
     pub fn timeout(&mut self, after: Duration, token: Token) -> io::Result<OpId> {
         let (i, ud) = self.slot(token, OpKind::Timeout);
@@ -981,6 +995,7 @@ impl Proactor {
                 OpKind::Cancel => Value::Cancelled(n),
                 OpKind::Timeout => Value::Done,
                 OpKind::Read => Value::Read(n),
+                OpKind::Poll => Value::Ready(n as u32),
             })
         };
         self.counters.completions += 1;

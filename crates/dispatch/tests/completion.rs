@@ -490,3 +490,42 @@ fn overhead_measures_the_completion_cycle() {
         assert!((0.0..=2.0).contains(&w), "{p:?}");
     }
 }
+
+#[test]
+fn a_poll_for_writable_completes_only_once_a_full_socket_drains() {
+    let Some(mut p) = open(CompletionConfig::default()) else { return };
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut peer = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (mut s, _) = l.accept().unwrap();
+    s.set_nonblocking(true).unwrap();
+    // Fill the socket until it takes no more.
+    let chunk = vec![7u8; 65536];
+    let mut queued = 0usize;
+    loop {
+        match s.write(&chunk) {
+            Ok(n) => queued += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    p.poll_writable(s.as_raw_fd(), Token(9)).unwrap();
+    // Nobody reads: the socket stays full, so the poll must not complete.
+    assert!(!run(&mut p, Duration::from_millis(300), |_, c| panic!("early completion: {c:?}")));
+    // The peer reads everything: now it completes, with POLLOUT among its events.
+    peer.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut got = 0;
+    while got < queued {
+        got += peer.read(&mut buf).unwrap();
+    }
+    let mut events = None;
+    assert!(run(&mut p, Duration::from_secs(20), |_, c| {
+        assert_eq!(c.token, Token(9));
+        events = Some(c.result.unwrap());
+        true
+    }));
+    match events {
+        Some(Value::Ready(ev)) => assert!(ev & libc::POLLOUT as u32 != 0, "events {ev:#x}"),
+        other => panic!("poll: {other:?}"),
+    }
+}

@@ -15,7 +15,8 @@
 //! | concern | how |
 //! | --- | --- |
 //! | hot path | a request is parsed straight out of the provided buffer, answered into the worker's write buffer, and the buffer is recycled; the filled write buffer goes to the kernel with a send and comes back in its completion to a pool: no allocation, no system call but the shared enter |
-//! | bodies | cached bodies up to 16 KiB ride with the head; larger cached ones are a second send straight from the cache (`Arc`, no copy); files are read through the ring in 64 KiB chunks, each sent when its read completes |
+//! | bodies | cached bodies up to 16 KiB ride with the head in the send; a response with a larger body is written by the worker as the readiness engine writes it — head and cached body in one `sendmsg`, or head then `sendfile` — until the socket is full, and a one-shot *poll* in the ring says when it takes more: no file is copied into user memory, so a slow reader costs no buffer, and head and body leave in full segments |
+//! | memory | per connection: its state and, while a send is in flight, the buffer of that send (the responses batched in one pass, 64 KiB and one response at most); spare buffers kept: 32 of at most 64 KiB per worker; nothing is held for a connection that is gone |
 //! | short sends | the send's buffer comes back advanced; the rest is sent again |
 //! | pipelining | input that arrives while a response is in flight waits in the connection's buffer (bounded: past it the receive is cancelled, and re-armed once the output drains) |
 //! | buffer ring exhaustion | a receive ends with `ENOBUFS` (counted); buffers are never held across a wait, so re-arming it is always safe and the data is still in the socket |
@@ -25,7 +26,9 @@
 //! | `EMFILE` | a multishot accept ending with `EMFILE`/`ENFILE`: the reserve descriptor is freed, queued connections are accepted and closed, the accept re-armed (or paused 200 ms if nothing could be shed): no spin |
 //! | shutdown | queued connections are taken in, the accept cancelled and the listener shut; after one more short wait (which runs the kernel's pending receives) idle connections whose sockets hold nothing unread are closed, every other one once its response is out (up to the drain timeout); the other workers' accepts, ended by the shut listener, are not re-armed |
 
-use crate::conns::{answer, AcceptFailure, Close, Io, Phase, Table, LISTENER, WAKER, WBUF_HIGH};
+use crate::conns::{
+    answer, write_out, AcceptFailure, Close, Io, Phase, Table, LISTENER, WAKER, WBUF_HIGH,
+};
 use crate::respond::{Body, Responder};
 use crate::stats::{bump, WorkerStats};
 use crate::{sys, Config, Shared};
@@ -39,12 +42,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// File bodies go out in chunks of this size (one read and one send each).
-const CHUNK: usize = 64 * 1024;
-/// Spare output buffers kept for reuse.
-const POOL_MAX: usize = 256;
-/// A spare buffer larger than this is freed rather than kept.
-const POOL_KEEP_CAP: usize = 256 * 1024;
+/// Spare output buffers kept for reuse (with [`POOL_KEEP_CAP`]: at most 2 MiB per worker).
+const POOL_MAX: usize = 32;
+/// A spare buffer larger than this (grown by pipelined responses) is freed rather than kept.
+const POOL_KEEP_CAP: usize = 64 * 1024;
 /// Bytes of each provided receive buffer.
 const RECV_BUFFER: u32 = 4096;
 
@@ -75,8 +76,12 @@ pub(crate) fn check(cfg: &Config) -> io::Result<()> {
 struct Ring {
     /// `None` once the close is submitted.
     fd: Option<OwnedFd>,
-    /// A send or a file read is in flight (one at a time: responses go out in order).
+    /// A send, or a poll for the socket to take more of a body, is in flight (one at a time:
+    /// responses go out in order).
     out_busy: bool,
+    /// Head bytes of a response with a body not yet taken by the socket, from `rest_pos`.
+    rest: Vec<u8>,
+    rest_pos: usize,
     /// The armed multishot receive.
     recv: Option<OpId>,
     /// That receive was cancelled because input piled up.
@@ -361,6 +366,8 @@ impl Engine<'_> {
         let x = Ring {
             fd: Some(fd),
             out_busy: false,
+            rest: Vec::new(),
+            rest_pos: 0,
             recv: Some(recv),
             recv_cancelled: false,
             inflight: 1,
@@ -403,25 +410,15 @@ impl Engine<'_> {
                 }
             }
             OpKind::Send => self.on_sent(conn, tok, c),
-            OpKind::Read => {
+            OpKind::Poll => {
+                // The socket can take more of a response this worker writes itself.
                 conn.x.out_busy = false;
-                match (c.result, c.buffer) {
-                    (Ok(Value::Read(n)), Some(b)) if n > 0 => {
-                        if let Body::File(_, off, _) = &mut conn.body {
-                            *off += n as u64;
-                        }
-                        self.send(conn, tok, b)
-                    }
-                    // The file shrank under us: the promised length cannot be sent.
-                    (_, b) => {
-                        if let Some(v) = b.and_then(SendBuf::into_vec) {
-                            self.give_back(v);
-                        }
-                        Err(Close::Io)
-                    }
+                match c.result {
+                    Ok(_) => self.pump(conn, tok),
+                    Err(e) => Err(Close::of(&e)),
                 }
             }
-            OpKind::Cancel | OpKind::Close | OpKind::Timeout => Ok(()),
+            OpKind::Cancel | OpKind::Close | OpKind::Timeout | OpKind::Read => Ok(()),
             OpKind::Accept | OpKind::AcceptMulti => Ok(()),
         }
     }
@@ -527,40 +524,53 @@ impl Engine<'_> {
         Ok(())
     }
 
-    /// Starts the next output: the write buffer, else the rest of the body.
+    /// Starts the next output. A response without a body beyond its head (every cached file up
+    /// to 16 KiB rides in the head's buffer) goes to the kernel as a send through the ring; a
+    /// response with a body is written by [`Engine::write_direct`].
     fn flush(&mut self, conn: &mut Conn, tok: Token) -> Result<(), Close> {
         if conn.x.out_busy {
             return Ok(());
+        }
+        if !matches!(conn.body, Body::None) || !conn.x.rest.is_empty() {
+            return self.write_direct(conn, tok);
         }
         if !self.wbuf.is_empty() {
             let spare = self.pool.pop().unwrap_or_else(|| Vec::with_capacity(8192));
             let v = std::mem::replace(&mut self.wbuf, spare);
             return self.send(conn, tok, SendBuf::from_vec(v));
         }
-        match &mut conn.body {
-            Body::None => Ok(()),
-            Body::Memory(m, pos, end) => {
-                let b = SendBuf::shared(m.clone(), *pos..*end);
-                conn.body = Body::None;
-                self.send(conn, tok, b)
-            }
-            Body::File(f, off, end) => {
-                if *off >= *end {
-                    conn.body = Body::None;
-                    return Ok(());
-                }
-                let want = usize::try_from(*end - *off).unwrap_or(usize::MAX).min(CHUNK);
-                let (fd, at) = (f.as_raw_fd(), *off);
-                let mut v = self.pool.pop().unwrap_or_default();
-                v.resize(want, 0);
-                // The file stays open: the connection holds its `Arc` until the read completes
-                // (a closing connection keeps its slot, and its body, until then).
-                self.p.read_at(fd, v, at, tok).map_err(|_| Close::Io)?;
-                conn.x.inflight += 1;
-                conn.x.out_busy = true;
-                Ok(())
-            }
+        Ok(())
+    }
+
+    /// Writes a response with a body as the readiness engine does ([`write_out`]): the head
+    /// (with what was answered before it) and a cached body in one `sendmsg`, or the head then
+    /// `sendfile` from the page cache, until the socket is full; then a one-shot poll in the ring
+    /// says when it can take more. No part of a file is ever copied into user memory, so a slow
+    /// reader of a large file costs no buffer (it used to hold a 64 KiB read-then-send buffer,
+    /// kept after it left), and head and body leave together (as two sends they met Nagle and
+    /// the peer's delayed ACK: 40 ms per response). Unsent head bytes wait in `rest`.
+    fn write_direct(&mut self, conn: &mut Conn, tok: Token) -> Result<(), Close> {
+        if !self.wbuf.is_empty() {
+            let spare = self.pool.pop().unwrap_or_else(|| Vec::with_capacity(8192));
+            conn.x.rest = std::mem::replace(&mut self.wbuf, spare);
+            conn.x.rest_pos = 0;
         }
+        let fd = conn.x.fd();
+        let x = &mut conn.x;
+        let (sent, done) = write_out(self.st, fd, &x.rest[x.rest_pos..], &mut conn.body)?;
+        x.rest_pos += sent;
+        if x.rest_pos >= x.rest.len() && x.rest.capacity() > 0 {
+            let v = std::mem::take(&mut x.rest);
+            x.rest_pos = 0;
+            self.give_back(v);
+        }
+        if done {
+            return Ok(());
+        }
+        self.p.poll_writable(fd, tok).map_err(|_| Close::Io)?;
+        conn.x.inflight += 1;
+        conn.x.out_busy = true;
+        Ok(())
     }
 
     fn send(&mut self, conn: &mut Conn, tok: Token, b: SendBuf) -> Result<(), Close> {

@@ -26,7 +26,7 @@ use ioscale_dispatch::Token;
 use ioscale_http::{Connection, Step, Timer};
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -614,6 +614,74 @@ pub(crate) fn answer<X: Io>(
                 c.rejected = true;
                 return (input.len(), false);
             }
+        }
+    }
+}
+
+/// Sends `head` then the body on the non-blocking socket `fd` until everything went or the
+/// socket is full: a cached body rides with the head in one `sendmsg`, a file follows it with
+/// `sendfile` (the head sent with `MSG_MORE`, so the two leave in full segments). Returns the
+/// head bytes sent and whether everything went. The readiness engine writes everything so;
+/// the completion engine writes responses with a body so (no copy of a file in user memory).
+pub(crate) fn write_out(
+    st: &WorkerStats,
+    fd: RawFd,
+    head: &[u8],
+    body: &mut Body,
+) -> Result<(usize, bool), Close> {
+    let mut sent = 0;
+    loop {
+        let rest = &head[sent..];
+        let r = match body {
+            Body::None if rest.is_empty() => return Ok((sent, true)),
+            Body::None => sys::send2(fd, rest, &[], false).map(|n| {
+                sent += n;
+                bump(&st.bytes_out, n as u64);
+            }),
+            Body::Memory(m, pos, end) => {
+                if rest.is_empty() && *pos >= *end {
+                    *body = Body::None;
+                    return Ok((sent, true));
+                }
+                sys::send2(fd, rest, &m[*pos..*end], false).map(|n| {
+                    let h = n.min(rest.len());
+                    sent += h;
+                    *pos += n - h;
+                    bump(&st.bytes_out, n as u64);
+                })
+            }
+            Body::File(f, off, end) => {
+                if !rest.is_empty() {
+                    sys::send2(fd, rest, &[], true).map(|n| {
+                        sent += n;
+                        bump(&st.bytes_out, n as u64);
+                    })
+                } else if *off >= *end {
+                    *body = Body::None;
+                    return Ok((sent, true));
+                } else {
+                    let want = usize::try_from(*end - *off).unwrap_or(usize::MAX).min(1 << 20);
+                    match sys::sendfile(fd, f.as_raw_fd(), *off, want) {
+                        // The file shrank under us: the promised length cannot be sent.
+                        Ok(0) => return Err(Close::Io),
+                        Ok(n) => {
+                            *off += n as u64;
+                            bump(&st.bytes_out, n as u64);
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+        };
+        match r {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((sent, false)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Close::of(&e)),
+        }
+        if matches!(body, Body::None) && sent == head.len() {
+            return Ok((sent, true));
         }
     }
 }

@@ -7,8 +7,10 @@
 //! goes on until `EAGAIN`). On a level-triggered mechanism it reads once per notice unless the
 //! buffer filled: the next wait reports what is left, and the `EAGAIN` read is saved.
 
-use crate::conns::{answer, AcceptFailure, Close, Io, Phase, Table, LISTENER, WAKER, WBUF_HIGH};
-use crate::respond::{Body, Responder};
+use crate::conns::{
+    answer, write_out, AcceptFailure, Close, Io, Phase, Table, LISTENER, WAKER, WBUF_HIGH,
+};
+use crate::respond::Responder;
 use crate::stats::{bump, WorkerStats};
 use crate::{sys, Config, Shared};
 use ioscale_dispatch::{Dispatcher, Events, Interest, Trigger, Waker};
@@ -399,70 +401,6 @@ impl Worker<'_> {
             } else {
                 self.t.put(idx, c);
             }
-        }
-    }
-}
-
-/// Sends `head` then the body; returns head bytes sent and whether everything went.
-fn write_out(
-    st: &WorkerStats,
-    fd: RawFd,
-    head: &[u8],
-    body: &mut Body,
-) -> Result<(usize, bool), Close> {
-    let mut sent = 0;
-    loop {
-        let rest = &head[sent..];
-        let r = match body {
-            Body::None if rest.is_empty() => return Ok((sent, true)),
-            Body::None => sys::send2(fd, rest, &[], false).map(|n| {
-                sent += n;
-                bump(&st.bytes_out, n as u64);
-            }),
-            Body::Memory(m, pos, end) => {
-                if rest.is_empty() && *pos >= *end {
-                    *body = Body::None;
-                    return Ok((sent, true));
-                }
-                sys::send2(fd, rest, &m[*pos..*end], false).map(|n| {
-                    let h = n.min(rest.len());
-                    sent += h;
-                    *pos += n - h;
-                    bump(&st.bytes_out, n as u64);
-                })
-            }
-            Body::File(f, off, end) => {
-                if !rest.is_empty() {
-                    sys::send2(fd, rest, &[], true).map(|n| {
-                        sent += n;
-                        bump(&st.bytes_out, n as u64);
-                    })
-                } else if *off >= *end {
-                    *body = Body::None;
-                    return Ok((sent, true));
-                } else {
-                    let want = usize::try_from(*end - *off).unwrap_or(usize::MAX).min(1 << 20);
-                    match sys::sendfile(fd, f.as_raw_fd(), *off, want) {
-                        // The file shrank under us: the promised length cannot be sent.
-                        Ok(0) => return Err(Close::Io),
-                        Ok(n) => {
-                            *off += n as u64;
-                            bump(&st.bytes_out, n as u64);
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-            }
-        };
-        match r {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((sent, false)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Close::of(&e)),
-        }
-        if matches!(body, Body::None) && sent == head.len() {
-            return Ok((sent, true));
         }
     }
 }
