@@ -35,11 +35,11 @@
 //!
 //! ```
 //! use ioscale_dispatch::{Events, Interest, Mechanism, Options, Token};
-//! use std::os::fd::AsRawFd;
+//! use std::os::fd::AsFd;
 //!
 //! let mut d = Mechanism::Epoll.open(&Options::default())?;
 //! let (a, b) = std::os::unix::net::UnixStream::pair()?;
-//! d.register(a.as_raw_fd(), Token(7), Interest::READABLE)?;
+//! d.register_fd(a.as_fd(), Token(7), Interest::READABLE)?;
 //! std::io::Write::write_all(&mut &b, b"x")?;
 //! let mut events = Events::with_capacity(16);
 //! d.wait(&mut events, Some(std::time::Duration::from_secs(1)))?;
@@ -58,7 +58,7 @@ pub mod sys;
 
 use std::io;
 use std::ops::BitOr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 pub use mechanism::{Dispatcher, Mechanism, ModeSwitch, Options, Trigger};
 
@@ -331,5 +331,12 @@ impl Waker {
     /// The registered (read) end's descriptor.
     pub fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for Waker {
+    /// The registered (read) end.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }

@@ -33,7 +33,7 @@ pub mod uring;
 use crate::{Counters, Events, Interest, Token};
 use std::fmt;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -67,7 +67,12 @@ pub trait Dispatcher: Send {
     /// Which mechanism this is.
     fn mechanism(&self) -> Mechanism;
 
-    /// Declares interest in `fd` under `token`.
+    /// Declares interest in `fd` under `token` (by number: for callers that keep descriptor
+    /// numbers in their own tables; [`Dispatcher::register_fd`] takes a borrowed one).
+    ///
+    /// The descriptor must stay open while registered, and be deregistered before it is closed:
+    /// a closed number may be reused by another descriptor, whose events would then arrive
+    /// under this token (a logic error, never undefined behaviour).
     fn register(&mut self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()>;
 
     /// Replaces the token and interest of a registered `fd` (and re-arms a one-shot one).
@@ -75,6 +80,31 @@ pub trait Dispatcher: Send {
 
     /// Removes `fd` from the interest set.
     fn deregister(&mut self, fd: RawFd) -> io::Result<()>;
+
+    /// [`Dispatcher::register`] for a descriptor the caller holds, e.g. `stream.as_fd()`.
+    fn register_fd(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.register(fd.as_raw_fd(), token, interest)
+    }
+
+    /// [`Dispatcher::reregister`] for a descriptor the caller holds.
+    fn reregister_fd(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.reregister(fd.as_raw_fd(), token, interest)
+    }
+
+    /// [`Dispatcher::deregister`] for a descriptor the caller holds.
+    fn deregister_fd(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.deregister(fd.as_raw_fd())
+    }
 
     /// Waits for events (see the module docs); returns how many were stored in `events`.
     fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize>;
