@@ -249,7 +249,7 @@ fn herd_cmd(a: HerdArgs) -> Result<ExitCode> {
 const EXIT_CODES: &str = "0 success (serve: stopped by a signal after draining; load: the run kept its plan); \
 1 a runtime failure, named in one line; 2 a usage error: a bad flag or value, with one sentence naming it and what is accepted; \
 3 serve: cannot listen; load: the run is INVALID (the generator could not keep its schedule or hold its connections); soak: the generator's record INVALID, or interrupted; \
-4 serve: the root is missing; 5 serve: the mechanism does not work here; 130 lab or herd: interrupted (the points measured are kept).";
+4 serve: the root is missing; load: replies had a status --expect did not ask for; 5 serve: the mechanism does not work here; 130 lab or herd: interrupted (the points measured are kept).";
 
 fn man_page() -> Result<ExitCode> {
     use clap::CommandFactory;

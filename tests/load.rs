@@ -280,3 +280,52 @@ fn a_target_that_answers_404_fails_the_run_with_a_status_line() {
     assert_eq!(code, Some(2));
     assert!(err.contains("invalid --expect item '2xy'"), "{err}");
 }
+
+#[test]
+fn requests_stop_at_exactly_n_in_every_mode() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = docroot("requests");
+    let (_s, port) = serve(&root, &[]);
+    let url = format!("http://127.0.0.1:{port}/one.txt");
+    for (mode, n) in [
+        (&["--peak", "-c", "7"][..], "1001"),
+        (&["--peak", "-c", "3", "--pipeline", "4"][..], "503"),
+        (&["--rate", "400"][..], "211"),
+        (&["--request-rate", "400", "-c", "5"][..], "157"),
+    ] {
+        let mut args = vec![url.as_str(), "-n", n, "--json"];
+        args.extend_from_slice(mode);
+        let (code, r, err) = load(&args);
+        // INVALID (exit 3) is the schedule on a loaded machine; the count is what is judged.
+        assert!(code == Some(0) || code == Some(3), "{mode:?}: {err}");
+        let a = &r["active"];
+        let n: u64 = n.parse().unwrap();
+        assert_eq!(a["requests"], n, "{mode:?}: {a}");
+        assert_eq!(a["replies"], n, "{mode:?}: {a}");
+        assert_eq!(a["errors"]["total"], 0, "{mode:?}: {a}");
+    }
+}
+
+#[test]
+fn an_ipv6_literal_target_works() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = docroot("ipv6");
+    let (_s, port) = match util::try_serve(&root, &["--bind", "::1"]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("SKIPPED: this machine cannot listen on [::1]: {e}");
+            return;
+        }
+    };
+    let url = format!("http://[::1]:{port}/one.txt");
+    let (code, r, err) = load(&[&url, "--peak", "-c", "4", "-n", "200", "--json"]);
+    assert!(code == Some(0) || code == Some(3), "{err}");
+    assert_eq!(r["active"]["replies"], 200, "{}", r["active"]);
+    assert_eq!(r["active"]["status_codes"]["200"], 200);
+    assert_eq!(r["targets"][0]["url"], url);
+    assert_eq!(r["source_addrs"], serde_json::json!([]), "IPv4 sources are not used for [::1]");
+    let (code, _, err) =
+        load(&[&format!("http://user:pw@[::1]:{port}/"), "--rate", "1", "--duration", "1s"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("user information") && err.lines().count() <= 4, "{err}");
+}

@@ -35,17 +35,21 @@ pub struct LoadArgs {
     #[arg(long)]
     pub peak: bool,
     /// Connections of the pool (--request-rate) or of the closed loop (--peak).
-    #[arg(long, default_value_t = 50)]
+    #[arg(short = 'c', long, default_value_t = 50)]
     pub connections: usize,
     /// Arrival spacing: fixed or poisson.
     #[arg(long, default_value = "fixed", value_parser = ["fixed", "poisson"])]
     pub arrival: String,
     /// How long to measure (after the warm-up), e.g. 10s.
-    #[arg(long, value_parser = ioscale_flags::duration)]
+    #[arg(short = 'd', long, value_parser = ioscale_flags::duration)]
     pub duration: Option<Duration>,
     /// Stop after this many sessions (or requests) have started.
     #[arg(long)]
     pub sessions: Option<u64>,
+    /// Stop after exactly N requests of the active load (warm-up included; with --rate, one
+    /// request per session).
+    #[arg(short = 'n', long, value_name = "N")]
+    pub requests: Option<u64>,
     /// Time at the start excluded from the statistics.
     #[arg(long, default_value = "0s", value_parser = ioscale_flags::duration)]
     pub warmup: Duration,
@@ -221,6 +225,7 @@ impl LoadArgs {
             arrival: if self.arrival == "poisson" { Arrival::Poisson } else { Arrival::Fixed },
             duration: self.duration,
             sessions: self.sessions,
+            requests: self.requests,
             warmup: self.warmup,
             inactive: self.inactive,
             idle: self.idle,

@@ -272,7 +272,7 @@ pub fn coordinate(hp: &HostsPlan, plan: &Plan) -> Outcome {
     let run_for = plan.warmup
         + plan.duration.unwrap_or_else(|| match plan.mode {
             Mode::Sessions { rate, .. } | Mode::RequestRate { rate, .. } => {
-                Duration::from_secs_f64(plan.sessions.unwrap_or(0) as f64 / rate)
+                Duration::from_secs_f64(plan.arrival_bound().unwrap_or(0) as f64 / rate)
             }
             _ => Duration::from_secs(3600),
         });

@@ -1,7 +1,7 @@
 //! The validated, typed plan of a run: raw arguments become this once ([`crate::cli`]), and the
 //! engine works only from it.
 
-use std::net::{Ipv4Addr, SocketAddrV4, ToSocketAddrs};
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, SystemTime};
 
 /// One target URL, resolved.
@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 pub struct Target {
     /// The URL as given.
     pub url: String,
-    /// Where to connect.
-    pub addr: SocketAddrV4,
+    /// Where to connect (IPv4 or IPv6).
+    pub addr: SocketAddr,
     /// The Host header value.
     pub host: String,
     /// Path and query.
@@ -69,6 +69,9 @@ pub struct Plan {
     pub duration: Option<Duration>,
     /// Stop after this many sessions (or requests) have started.
     pub sessions: Option<u64>,
+    /// Stop after exactly this many active requests (`-n`), warm-up included: a bound on the
+    /// arrivals in the open loops, a budget the connections draw from in the closed loop.
+    pub requests: Option<u64>,
     /// Excluded from the statistics.
     pub warmup: Duration,
     /// Inactive connections (incomplete request, reconnect when closed).
@@ -122,11 +125,13 @@ impl Plan {
 
 pub use crate::error::PlanError;
 
-/// Parses `http://HOST[:PORT]/PATH` (optionally `URL@WEIGHT`); only IPv4 hosts and names that
-/// resolve to IPv4 are accepted.
+/// Parses a target URL, `http://HOST[:PORT]/PATH` or `https://...` (optionally `URL@WEIGHT`),
+/// through the `url` crate (WHATWG parsing): IPv4 and IPv6 literals (`http://[::1]:8080/`),
+/// names (an IPv4 address preferred when a name has both), default ports, the path and query
+/// as sent (spaces percent-encoded); user information is refused and a fragment dropped.
 pub fn parse_target(s: &str) -> Result<Target, PlanError> {
-    let (url, weight) = match s.rsplit_once('@') {
-        Some((u, w)) if !w.contains('/') => {
+    let (given, weight) = match s.rsplit_once('@') {
+        Some((u, w)) if !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit() || b == b'-') => {
             let w: u32 = w.parse().ok().filter(|w| *w > 0).ok_or_else(|| {
                 PlanError(format!(
                     "invalid weight '{w}' in '{s}': expected a positive integer after '@'"
@@ -136,49 +141,56 @@ pub fn parse_target(s: &str) -> Result<Target, PlanError> {
         }
         _ => (s, 1),
     };
-    let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
-        (Some(r), _) => (r, false),
-        (None, Some(r)) => (r, true),
-        _ => {
-            return Err(PlanError(format!(
-                "invalid URL '{url}': expected http://HOST:PORT/PATH or https://HOST:PORT/PATH"
-            )))
-        }
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
-        return Err(PlanError(format!("invalid URL '{url}': no host")));
-    }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => {
-            let port: u16 = p.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
-                PlanError(format!("invalid port '{p}' in '{url}': expected 1-65535"))
-            })?;
-            (h, port)
-        }
-        None => (authority, if tls { 443 } else { 80 }),
-    };
-    let addr = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| PlanError(format!("cannot resolve '{host}' in '{url}': {e}")))?
-        .find_map(|a| match a {
-            std::net::SocketAddr::V4(v4) => Some(v4),
-            std::net::SocketAddr::V6(_) => None,
+    let expected = "expected http://HOST:PORT/PATH or https://HOST:PORT/PATH";
+    let u = url::Url::parse(given).map_err(|e| {
+        PlanError(match e {
+            url::ParseError::InvalidPort => {
+                format!("invalid port in '{given}': expected 1-65535")
+            }
+            e => format!("invalid URL '{given}': {e}; {expected}"),
         })
-        .ok_or_else(|| PlanError(format!("'{host}' in '{url}' has no IPv4 address")))?;
-    if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+    })?;
+    let tls = match u.scheme() {
+        "http" => false,
+        "https" => true,
+        _ => return Err(PlanError(format!("invalid URL '{given}': {expected}"))),
+    };
+    if !u.username().is_empty() || u.password().is_some() {
         return Err(PlanError(format!(
-            "invalid path in '{url}': spaces and control characters must be percent-encoded"
+            "invalid URL '{given}': user information (USER:PASSWORD@) is not sent; give credentials as a header, e.g. -H 'Authorization: Basic ...'"
         )));
     }
+    let port = u.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+    if port == 0 {
+        return Err(PlanError(format!("invalid port '0' in '{given}': expected 1-65535")));
+    }
+    let addr = match u.host() {
+        Some(url::Host::Ipv4(ip)) => SocketAddr::new(ip.into(), port),
+        Some(url::Host::Ipv6(ip)) => SocketAddr::new(ip.into(), port),
+        Some(url::Host::Domain(name)) if !name.is_empty() => {
+            let all: Vec<SocketAddr> = (name, port)
+                .to_socket_addrs()
+                .map_err(|e| PlanError(format!("cannot resolve '{name}' in '{given}': {e}")))?
+                .collect();
+            all.iter()
+                .find(|a| a.is_ipv4())
+                .or(all.first())
+                .copied()
+                .ok_or_else(|| PlanError(format!("'{name}' in '{given}' has no address")))?
+        }
+        _ => return Err(PlanError(format!("invalid URL '{given}': no host; {expected}"))),
+    };
+    let host_str = u.host_str().unwrap_or_default();
+    let host = match u.port() {
+        Some(p) => format!("{host_str}:{p}"),
+        None => host_str.to_string(),
+    };
+    let path = &u[url::Position::BeforePath..url::Position::AfterQuery];
     Ok(Target {
-        url: url.to_string(),
+        url: given.to_string(),
         addr,
-        host: authority.to_string(),
-        path: path.to_string(),
+        host,
+        path: if path.is_empty() { "/".into() } else { path.to_string() },
         weight,
         tls,
     })
@@ -208,8 +220,30 @@ impl Plan {
         if self.targets.is_empty() {
             return Err(PlanError("no target: give at least one http://HOST:PORT/PATH".into()));
         }
-        if self.duration.is_none() && self.sessions.is_none() {
-            return Err(PlanError("the run has no bound: give --duration or --sessions".into()));
+        if self.duration.is_none() && self.sessions.is_none() && self.requests.is_none() {
+            return Err(PlanError(
+                "the run has no bound: give --duration (-d), --requests (-n) or --sessions".into(),
+            ));
+        }
+        if let Some(n) = self.requests {
+            if n == 0 {
+                return Err(PlanError("invalid --requests '0': expected at least 1".into()));
+            }
+            match self.mode {
+                Mode::None => {
+                    return Err(PlanError(
+                        "--requests counts the active load's requests: give --rate, --request-rate or --peak"
+                            .into(),
+                    ))
+                }
+                Mode::Sessions { calls, .. } if calls > 1 => {
+                    return Err(PlanError(format!(
+                        "--requests with --calls {calls} cannot stop at exactly {n}: the last sessions' later calls fall after the window; give --sessions {} instead, or --calls 1",
+                        n.div_ceil(u64::from(calls))
+                    )))
+                }
+                _ => {}
+            }
         }
         if let Mode::Peak { connections } | Mode::RequestRate { connections, .. } = self.mode {
             if connections == 0 {
@@ -253,10 +287,24 @@ impl Plan {
         if !self.sources.is_empty() {
             return self.sources.clone();
         }
-        if self.targets.iter().all(|t| t.addr.ip().is_loopback()) {
+        if self.targets.iter().all(|t| t.addr.is_ipv4() && t.addr.ip().is_loopback()) {
             return (1..=DEFAULT_LOOPBACK_SOURCES).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect();
         }
         Vec::new()
+    }
+
+    /// How many open-loop arrivals the run starts at most (global, over every segment):
+    /// `--sessions`, and `--requests` (one request per arrival: `--calls 1`). None: no such
+    /// bound (the closed loop counts `--requests` itself).
+    pub fn arrival_bound(&self) -> Option<u64> {
+        let from_requests = match self.mode {
+            Mode::Sessions { .. } | Mode::RequestRate { .. } => self.requests,
+            _ => None,
+        };
+        match (self.sessions, from_requests) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Connections the plan holds open for its whole length.
@@ -351,6 +399,8 @@ impl Plan {
                 )));
             }
             Mode::Peak { connections } => {
+                // The closed loop's request budget is divided like its connections.
+                p.requests = self.requests.map(|n| share(n as usize, index, count) as u64);
                 Mode::Peak { connections: share(connections, index, count) }
             }
             Mode::RequestRate { rate, connections } => {
@@ -453,6 +503,7 @@ mod tests {
             arrival,
             duration: Some(Duration::from_secs(1)),
             sessions: None,
+            requests: None,
             warmup: Duration::ZERO,
             inactive: 10,
             idle: 7,
@@ -522,6 +573,28 @@ mod tests {
     }
 
     #[test]
+    fn requests_bound() {
+        let mut p = plan(Mode::Peak { connections: 5 }, Arrival::Fixed);
+        p.duration = None;
+        p.requests = Some(10);
+        assert!(p.validate().is_ok());
+        assert_eq!(p.arrival_bound(), None, "the closed loop counts its own budget");
+        let shares: Vec<u64> = (0..3).map(|i| p.segment(i, 3).unwrap().requests.unwrap()).collect();
+        assert_eq!(shares, [4, 3, 3]);
+        p.mode = Mode::RequestRate { rate: 10.0, connections: 5 };
+        assert_eq!(p.arrival_bound(), Some(10));
+        p.sessions = Some(4);
+        assert_eq!(p.arrival_bound(), Some(4));
+        p.mode = Mode::Sessions { rate: 10.0, calls: 2 };
+        assert!(p.validate().unwrap_err().0.contains("--sessions 5 instead"));
+        p.mode = Mode::None;
+        assert!(p.validate().unwrap_err().0.contains("--requests counts the active load"));
+        p.mode = Mode::Peak { connections: 5 };
+        p.requests = Some(0);
+        assert!(p.validate().unwrap_err().0.contains("invalid --requests '0'"));
+    }
+
+    #[test]
     fn urls() {
         let t = parse_target("http://127.0.0.1:8080/a/b?c=1").unwrap();
         assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
@@ -531,6 +604,18 @@ mod tests {
         assert!(parse_target("ftp://x/").unwrap_err().0.contains("expected http://HOST:PORT/PATH"));
         assert!(parse_target("http://127.0.0.1:0/").unwrap_err().0.contains("invalid port '0'"));
         assert!(parse_target("http://127.0.0.1:99999/").unwrap_err().0.contains("1-65535"));
+        let t = parse_target("http://[::1]:8080/x y?q#frag@2").unwrap();
+        assert_eq!(t.addr, "[::1]:8080".parse().unwrap());
+        assert_eq!((t.host.as_str(), t.path.as_str(), t.weight), ("[::1]:8080", "/x%20y?q", 2));
+        assert_eq!(parse_target("http://[::1]/").unwrap().host, "[::1]");
+        assert_eq!(parse_target("http://127.0.0.1:80/").unwrap().host, "127.0.0.1");
+        for bad in ["http://user:pw@127.0.0.1:81/", "http://user@127.0.0.1/"] {
+            let e = parse_target(bad).unwrap_err().0;
+            assert!(e.contains("user information"), "{bad}: {e}");
+        }
+        let e = parse_target("http://[::1/").unwrap_err().0;
+        assert!(e.starts_with("invalid URL 'http://[::1/'") && !e.contains('\n'), "{e}");
+        assert!(parse_target("http://127.0.0.1:81/@0").unwrap_err().0.contains("invalid weight"));
     }
 
     #[test]

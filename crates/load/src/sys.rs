@@ -12,13 +12,13 @@ pub use ioscale_sys::net::take_socket_error as socket_error;
 
 /// Opens a non-blocking TCP socket with `TCP_NODELAY`, binds it to `source` (port chosen at
 /// connect time, `IP_BIND_ADDRESS_NO_PORT`, so that each source address has its own ephemeral
-/// range) and starts connecting to `dest`.
-pub fn connect(source: Option<Ipv4Addr>, dest: SocketAddrV4) -> io::Result<OwnedFd> {
-    let dest = SocketAddr::V4(dest);
+/// range) and starts connecting to `dest`. Source addresses are IPv4: an IPv6 `dest` connects
+/// from the address the system chooses.
+pub fn connect(source: Option<Ipv4Addr>, dest: SocketAddr) -> io::Result<OwnedFd> {
     let fd = tcp_socket(&dest)?;
     // Best effort, as before: a socket without it still works, only slower.
     let _ = set_int_opt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
-    if let Some(src) = source {
+    if let Some(src) = source.filter(|_| dest.is_ipv4()) {
         let _ = set_int_opt(fd.as_raw_fd(), libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1);
         bind(fd.as_raw_fd(), SocketAddr::V4(SocketAddrV4::new(src, 0)))?;
     }

@@ -151,10 +151,10 @@ impl Tls {
 
     /// One blocking handshake before the run, so a certificate problem is one clear sentence
     /// naming the host and the reason instead of a count of failed connections.
-    pub fn preflight(&self, url: &str, host: &str, addr: std::net::SocketAddrV4) -> io::Result<()> {
+    pub fn preflight(&self, url: &str, host: &str, addr: std::net::SocketAddr) -> io::Result<()> {
         let name = Tls::server_name(host).map_err(io::Error::other)?;
         let mut conn = self.connect(name)?.c;
-        let mut tcp = std::net::TcpStream::connect_timeout(&addr.into(), Duration::from_secs(3))?;
+        let mut tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
         tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
         tcp.set_write_timeout(Some(Duration::from_secs(5)))?;
         while conn.is_handshaking() {
@@ -179,10 +179,12 @@ impl Tls {
 
 /// `host` of a Host header value `host[:port]`.
 fn bare_host(host: &str) -> &str {
-    match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+    let h = match host.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,
-    }
+    };
+    // An IPv6 literal is bracketed in a URL and a Host header, not in a server name.
+    h.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(h)
 }
 
 /// One TLS connection, driven by the event loop.

@@ -227,6 +227,9 @@ impl Engine<'_> {
         }
         c.inflight += 1;
         c.wleft += self.req_len[c.target];
+        if c.pop == Pop::Active && self.budget != u64::MAX {
+            self.budget -= 1;
+        }
         c.st = St::Writing;
         let pop = c.pop;
         if pop == Pop::Active
@@ -248,7 +251,7 @@ impl Engine<'_> {
     pub(super) fn send_batch(&mut self, slot: usize, intended: u64, session: bool) {
         loop {
             let Some(c) = self.slab[slot].as_mut() else { return };
-            if c.inflight >= self.pipeline || (session && c.unsent == 0) {
+            if c.inflight >= self.pipeline || (session && c.unsent == 0) || self.budget == 0 {
                 break;
             }
             if session {
@@ -546,7 +549,7 @@ impl Engine<'_> {
                         self.lost(pop, c.intended, inflight);
                         self.replace(c, now);
                     }
-                } else if self.scheduling {
+                } else if self.scheduling && self.budget > 0 {
                     self.queue_request(slot, now);
                 } else if inflight == 0 {
                     self.close(slot);

@@ -10,7 +10,7 @@ use super::conn::{Pop, St};
 use super::output::{self, Sink};
 use super::{ns, Engine, Part, Prepared, Rng, Shared};
 use crate::http::encode_incomplete;
-use crate::plan::{Mode, Plan, WarmupFrom};
+use crate::plan::{share, Mode, Plan, WarmupFrom};
 use crate::stats::{record_us, ErrorKind, PopStats};
 use crate::sys;
 use hdrhistogram::Histogram;
@@ -139,6 +139,12 @@ impl<'p> Engine<'p> {
             start,
             started_in_window: 0,
             scheduling: true,
+            budget: match plan.mode {
+                Mode::Peak { .. } => plan.requests.map_or(u64::MAX, |n| {
+                    share(n as usize, index as u64, shared.threads as u64) as u64
+                }),
+                _ => u64::MAX,
+            },
             open: 0,
             open_active: 0,
             active_budget: (prep.nofile.saturating_sub(64 + held_total) / shared.threads as u64)
@@ -221,7 +227,8 @@ impl<'p> Engine<'p> {
             self.lp.window_started = true;
             output::event(self.plan, self.shared, output::EVENT_WINDOW_START, self.warm_end);
         }
-        let bound_met = self.plan.sessions.is_some_and(|s| self.arr.sched.index() >= s);
+        let bound_met = self.plan.arrival_bound().is_some_and(|s| self.arr.sched.index() >= s)
+            || self.budget == 0;
         if self.scheduling && (now >= self.end || bound_met) {
             self.scheduling = false;
             if self.end == u64::MAX {
@@ -562,7 +569,7 @@ impl<'p> Engine<'p> {
             let t = self.arr.next as u64;
             if t > now
                 || t >= self.end
-                || self.plan.sessions.is_some_and(|s| self.arr.sched.index() >= s)
+                || self.plan.arrival_bound().is_some_and(|s| self.arr.sched.index() >= s)
             {
                 return;
             }

@@ -116,7 +116,7 @@ fn prepare(plan: &Plan) -> io::Result<Prepared> {
         )));
     }
     if let Err(e) =
-        std::net::TcpStream::connect_timeout(&plan.targets[0].addr.into(), Duration::from_secs(3))
+        std::net::TcpStream::connect_timeout(&plan.targets[0].addr, Duration::from_secs(3))
     {
         return Err(io::Error::new(
             e.kind(),
@@ -280,6 +280,9 @@ struct Engine<'p> {
     start: u64,
     started_in_window: u64,
     scheduling: bool,
+    /// The closed loop's `--requests`: how many more it may send (`u64::MAX`: no bound); the
+    /// run ends when it reaches 0.
+    budget: u64,
     open: usize,
     /// Active connections open, and how many the descriptor budget allows (the process's
     /// limit less the held populations and a margin, shared out between the threads): an
