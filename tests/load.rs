@@ -329,3 +329,36 @@ fn an_ipv6_literal_target_works() {
     assert_eq!(code, Some(2));
     assert!(err.contains("user information") && err.lines().count() <= 4, "{err}");
 }
+
+#[test]
+fn the_summary_heads_with_rates_and_a_closed_loop_prints_no_open_loop_lines() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = docroot("summary");
+    let (_s, port) = serve(&root, &[]);
+    let url = format!("http://127.0.0.1:{port}/six.html");
+    let out = util::ioscale(&["load", &url, "--peak", "-c", "4", "-n", "300", "--latency"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.code() == Some(0) || out.status.code() == Some(3), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains("closed loop, 4 connections"), "{text}");
+    assert!(
+        lines[1].contains("requests/s")
+            && lines[1].contains("transfer/s")
+            && lines[1].contains("errors 0")
+            && lines[1].contains("status 2xx 300 (200: 300)"),
+        "{text}"
+    );
+    for open_loop_only in ["schedule lag", "target", "sessions", "from intended)"] {
+        assert!(
+            !text.contains(open_loop_only),
+            "'{open_loop_only}' in a closed loop's summary:\n{text}"
+        );
+    }
+    for row in ["50%", "75%", "90%", "99%", "99.9%", "99.99%", "max"] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{row} ")) && l.ends_with(" ms")),
+            "no {row} row:\n{text}"
+        );
+    }
+}

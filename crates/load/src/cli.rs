@@ -94,6 +94,10 @@ pub struct LoadArgs {
     /// Print the JSON record (docs/load-json.md) instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// After the summary, a table of the response time's percentiles (50 to 99.99% and max),
+    /// from the intended send time (coordinated omission corrected).
+    #[arg(long)]
+    pub latency: bool,
     /// Write a per-second time series (JSON lines) to this file.
     #[arg(long)]
     pub series: Option<PathBuf>,
@@ -305,7 +309,7 @@ pub fn run(a: &LoadArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Err(code) = print(a.json, &report.record, &report.summary) {
+    if let Err(code) = print(a, &report.record, &report.summary) {
         return code;
     }
     if let (Some(e), Some(p)) = (log_error, &a.hdr_log) {
@@ -337,14 +341,16 @@ fn bad(msg: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Prints the record (`--json`) or the summary; a broken pipe is not an error. Err: the exit
-/// code of a failed write.
-fn print(json: bool, record: &serde_json::Value, summary: &str) -> Result<(), ExitCode> {
+/// Prints the record (`--json`) or the summary (and the `--latency` table); a broken pipe is
+/// not an error. Err: the exit code of a failed write.
+fn print(a: &LoadArgs, record: &serde_json::Value, summary: &str) -> Result<(), ExitCode> {
     let mut out = std::io::stdout().lock();
-    let written = if json {
+    let written = if a.json {
         serde_json::to_writer_pretty(&mut out, record)
             .map_err(std::io::Error::other)
             .and_then(|_| writeln!(out))
+    } else if a.latency {
+        write!(out, "{summary}{}", crate::report::latency_table(record))
     } else {
         write!(out, "{summary}")
     };
@@ -454,7 +460,7 @@ fn run_hosts(a: &LoadArgs, plan: &Plan) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Err(code) = print(a.json, merged, &crate::hosts::hosts_summary(merged)) {
+    if let Err(code) = print(a, merged, &crate::hosts::hosts_summary(merged)) {
         return code;
     }
     let valid = merged["valid"] == serde_json::json!(true);

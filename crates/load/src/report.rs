@@ -255,83 +255,38 @@ fn thread_json(p: &Part, window_s: f64, wall_s: f64) -> Value {
     })
 }
 
-/// The httperf-like human summary of a record.
+/// The human summary of a record: what ran, then one headline — requests/s, transfer/s,
+/// errors and status counts — then each population's figures (only the error kinds and status
+/// classes that happened), the server's verdict, the status check and the self-check (the
+/// schedule's figures only for an open loop).
 pub fn summary_text(r: &Value) -> String {
     let mut s = String::new();
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
-    let _ = std::fmt::Write::write_fmt(
-        &mut s,
-        format_args!(
-            "ioscale load: {} over {:.1} s measured ({} dispatch), mode {}\n",
-            r["targets"]
-                .as_array()
-                .map(|t| t
-                    .iter()
-                    .map(|x| x["url"].as_str().unwrap_or(""))
-                    .collect::<Vec<_>>()
-                    .join(" "))
-                .unwrap_or_default(),
-            f(&r["window_s"]),
-            r["dispatch"].as_str().unwrap_or(""),
-            r["mode"]["kind"].as_str().unwrap_or("")
-        ),
-    );
-    for pop in ["active", "idle", "inactive"] {
-        let p = &r[pop];
-        if p["connections_asked"].as_u64().unwrap_or(0) == 0
-            && p["requests"].as_u64().unwrap_or(0) == 0
-        {
-            continue;
-        }
-        let _ = std::fmt::Write::write_fmt(
-            &mut s,
-            format_args!(
-                "{pop:>8}: sessions {} ok {}  requests {} replies {}  connections {}/{} reconnects {}\n\
-                 {:>8}  reply rate [/s]: avg {:.1} min {:.0} max {:.0} stddev {:.1} ({} samples)\n\
-                 {:>8}  response ms (from intended): p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}; actual p50 {:.3} p99 {:.3}; connect p50 {:.3}\n\
-                 {:>8}  errors {} = {:.1}% (connect timeout {}, response timeout {}, refused {}, reset {}, fd unavailable {}, addr unavailable {}, bad response {}, closed early {}, other {}, tls {})\n",
-                p["sessions"], p["sessions_ok"], p["requests"], p["replies"], p["connections_established"], p["connections_asked"], p["reconnects"],
-                "", f(&p["reply_rate"]["avg"]), f(&p["reply_rate"]["min"]), f(&p["reply_rate"]["max"]), f(&p["reply_rate"]["stddev"]), p["reply_rate"]["samples"],
-                "", f(&p["latency_ms"]["p50"]), f(&p["latency_ms"]["p90"]), f(&p["latency_ms"]["p99"]), f(&p["latency_ms"]["max"]), f(&p["latency_actual_ms"]["p50"]), f(&p["latency_actual_ms"]["p99"]), f(&p["connect_ms"]["p50"]),
-                "", p["errors"]["total"], f(&p["error_percent"]), p["errors"]["connect_timeout"], p["errors"]["response_timeout"], p["errors"]["refused"], p["errors"]["reset"], p["errors"]["fd_unavailable"], p["errors"]["addr_unavailable"], p["errors"]["bad_response"], p["errors"]["closed_early"], p["errors"]["other"], p["errors"]["tls"],
-            ),
-        );
-        let classes: Vec<String> = stats::CLASSES
-            .iter()
-            .filter(|c| p["status"][**c].as_u64().unwrap_or(0) > 0)
-            .map(|c| format!("{c} {}", p["status"][*c]))
-            .collect();
-        if !classes.is_empty() {
-            let codes: Vec<String> = p["status_codes"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(c, n)| format!("{c}: {n}"))
-                .collect();
-            s.push_str(&format!(
-                "{:>8}  status {} (codes {})\n",
-                "",
-                classes.join(", "),
-                codes.join(", ")
-            ));
-        }
-        let t = &p["tls"];
-        if t["handshakes"].as_u64().unwrap_or(0) > 0 {
-            let _ = std::fmt::Write::write_fmt(
-                &mut s,
-                format_args!(
-                    "{:>8}  TLS handshakes {} (resumed {}), handshake ms p50 {:.3} p99 {:.3}\n",
-                    "",
-                    t["handshakes"],
-                    t["resumed"],
-                    f(&t["handshake_ms"]["p50"]),
-                    f(&t["handshake_ms"]["p99"])
-                ),
-            );
-        }
+    let window = f(&r["window_s"]);
+    let urls = r["targets"]
+        .as_array()
+        .map(|t| t.iter().map(|x| x["url"].as_str().unwrap_or("")).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    s.push_str(&format!(
+        "ioscale load: {urls}: {}, {window:.1} s measured ({} dispatch)\n",
+        mode_text(&r["mode"]),
+        r["dispatch"].as_str().unwrap_or("")
+    ));
+    let a = &r["active"];
+    let open_loop = matches!(r["mode"]["kind"].as_str(), Some("sessions" | "request-rate"));
+    if r["mode"]["kind"] != "none" {
+        let per = |n: f64| if window > 0.0 { n / window } else { 0.0 };
+        s.push_str(&format!(
+            "  requests/s {:.1}   transfer/s {}   errors {} ({:.1}%)   status {}\n",
+            f(&a["replies_per_s"]),
+            bytes_text(per(f(&a["bytes"]))),
+            a["errors"]["total"],
+            f(&a["error_percent"]),
+            status_text(a),
+        ));
     }
-    if let Some(why) = stats::status_reason(&r["status_check"]) {
-        s.push_str(&format!("NOT AS EXPECTED: {why}\n"));
+    for pop in ["active", "idle", "inactive"] {
+        population_text(&mut s, pop, &r[pop], open_loop, r["mode"]["kind"] == "sessions");
     }
     let sv = &r["server"];
     if sv["kept_up"].as_bool() == Some(false) {
@@ -339,14 +294,191 @@ pub fn summary_text(r: &Value) -> String {
             sv["reasons"].as_array().into_iter().flatten().filter_map(|x| x.as_str()).collect();
         s.push_str(&format!("server: did not keep up: {}\n", reasons.join("; ")));
     }
+    if let Some(why) = stats::status_reason(&r["status_check"]) {
+        s.push_str(&format!("NOT AS EXPECTED: {why}\n"));
+    }
     let c = &r["self_check"];
-    let _ = std::fmt::Write::write_fmt(
-        &mut s,
-        format_args!(
-            "self-check: target {:.1}/s achieved {:.1}/s, schedule lag p50 {:.3} ms p99 {:.3} ms, generator CPU {:.1}% ({:.2} µs/reply)\n{}\n",
-            f(&c["target_rate"]), f(&c["achieved_rate"]), f(&c["schedule_lag_ms"]["p50"]), f(&c["schedule_lag_ms"]["p99"]), f(&c["cpu_util"]) * 100.0, f(&c["cpu_us_per_reply"]),
-            if r["valid"].as_bool() == Some(true) { "VALID".to_string() } else { format!("INVALID: {}", r["invalid_reasons"]) }
-        ),
+    let cpu = format!(
+        "generator CPU {:.1}% ({:.2} µs/reply)",
+        f(&c["cpu_util"]) * 100.0,
+        f(&c["cpu_us_per_reply"])
     );
+    if open_loop {
+        s.push_str(&format!(
+            "self-check: target {:.1}/s achieved {:.1}/s, schedule lag p50 {:.3} ms p99 {:.3} ms, {cpu}\n",
+            f(&c["target_rate"]),
+            f(&c["achieved_rate"]),
+            f(&c["schedule_lag_ms"]["p50"]),
+            f(&c["schedule_lag_ms"]["p99"]),
+        ));
+    } else {
+        s.push_str(&format!("self-check: {cpu}\n"));
+    }
+    if r["valid"].as_bool() == Some(true) {
+        s.push_str("VALID\n");
+    } else {
+        s.push_str(&format!("INVALID: {}\n", r["invalid_reasons"]));
+    }
+    s
+}
+
+/// The mode in words: "open loop, 500 sessions/s of 1 call each", "closed loop, 50 connections".
+fn mode_text(m: &Value) -> String {
+    let n = |k: &str| m[k].as_f64().unwrap_or(0.0);
+    match m["kind"].as_str() {
+        Some("sessions") => {
+            let calls = n("calls");
+            let each = if calls == 1.0 { "1 call".to_string() } else { format!("{calls} calls") };
+            format!("open loop, {} sessions/s of {each} each", n("rate"))
+        }
+        Some("request-rate") => {
+            format!("open loop, {} requests/s over {} connections", n("rate"), n("connections"))
+        }
+        Some("peak") => format!("closed loop, {} connections", n("connections")),
+        _ => "no active load".into(),
+    }
+}
+
+/// Bytes per second in binary units.
+fn bytes_text(b: f64) -> String {
+    if b >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2} GiB", b / (1024.0 * 1024.0 * 1024.0))
+    } else if b >= 1024.0 * 1024.0 {
+        format!("{:.2} MiB", b / (1024.0 * 1024.0))
+    } else if b >= 1024.0 {
+        format!("{:.2} KiB", b / 1024.0)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
+/// The status classes seen with their counts, and the codes: "2xx 10, 4xx 2 (200: 10, 404: 2)";
+/// "none" when there was no reply.
+fn status_text(p: &Value) -> String {
+    let classes: Vec<String> = stats::CLASSES
+        .iter()
+        .filter(|c| p["status"][**c].as_u64().unwrap_or(0) > 0)
+        .map(|c| format!("{c} {}", p["status"][*c]))
+        .collect();
+    if classes.is_empty() {
+        return "none".into();
+    }
+    let codes: Vec<String> = p["status_codes"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(c, n)| format!("{c}: {n}"))
+        .collect();
+    format!("{} ({})", classes.join(", "), codes.join(", "))
+}
+
+/// One population's lines, if it was used: counts, reply rate, response times, errors (only
+/// the kinds that happened), statuses, TLS.
+fn population_text(s: &mut String, pop: &str, p: &Value, open_loop: bool, sessions_mode: bool) {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    if p["connections_asked"].as_u64().unwrap_or(0) == 0 && p["requests"].as_u64().unwrap_or(0) == 0
+    {
+        return;
+    }
+    // Sessions are the open loop's arrivals of --rate; elsewhere they repeat other counts.
+    let sessions = if pop == "active" && sessions_mode {
+        format!("sessions {} ok {}  ", p["sessions"], p["sessions_ok"])
+    } else {
+        String::new()
+    };
+    s.push_str(&format!(
+        "{pop:>8}: {sessions}requests {} replies {}  connections {}/{} reconnects {}\n",
+        p["requests"],
+        p["replies"],
+        p["connections_established"],
+        p["connections_asked"],
+        p["reconnects"],
+    ));
+    if p["requests"].as_u64().unwrap_or(0) > 0 {
+        let rr = &p["reply_rate"];
+        s.push_str(&format!(
+            "{:>8}  reply rate [/s]: avg {:.1} min {:.0} max {:.0} stddev {:.1} ({} samples)\n",
+            "",
+            f(&rr["avg"]),
+            f(&rr["min"]),
+            f(&rr["max"]),
+            f(&rr["stddev"]),
+            rr["samples"],
+        ));
+        let (l, la) = (&p["latency_ms"], &p["latency_actual_ms"]);
+        s.push_str(&format!(
+            "{:>8}  response ms{}: p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}{}; connect p50 {:.3}\n",
+            "",
+            if open_loop || pop != "active" { " (from intended)" } else { "" },
+            f(&l["p50"]),
+            f(&l["p90"]),
+            f(&l["p99"]),
+            f(&l["max"]),
+            if open_loop || pop != "active" {
+                format!("; actual p50 {:.3} p99 {:.3}", f(&la["p50"]), f(&la["p99"]))
+            } else {
+                String::new()
+            },
+            f(&p["connect_ms"]["p50"]),
+        ));
+    }
+    let kinds: Vec<String> = stats::ERROR_KINDS
+        .iter()
+        .filter(|k| p["errors"][**k].as_u64().unwrap_or(0) > 0)
+        .map(|k| format!("{} {}", k.replace('_', " "), p["errors"][*k]))
+        .collect();
+    if kinds.is_empty() {
+        s.push_str(&format!("{:>8}  errors 0\n", ""));
+    } else {
+        s.push_str(&format!(
+            "{:>8}  errors {} = {:.1}% ({})\n",
+            "",
+            p["errors"]["total"],
+            f(&p["error_percent"]),
+            kinds.join(", ")
+        ));
+    }
+    // The active population's statuses are in the headline.
+    if pop != "active" && p["replies"].as_u64().unwrap_or(0) > 0 {
+        s.push_str(&format!("{:>8}  status {}\n", "", status_text(p)));
+    }
+    let t = &p["tls"];
+    if t["handshakes"].as_u64().unwrap_or(0) > 0 {
+        s.push_str(&format!(
+            "{:>8}  TLS handshakes {} (resumed {}), handshake ms p50 {:.3} p99 {:.3}\n",
+            "",
+            t["handshakes"],
+            t["resumed"],
+            f(&t["handshake_ms"]["p50"]),
+            f(&t["handshake_ms"]["p99"])
+        ));
+    }
+}
+
+/// The `--latency` table: percentiles of the active population's response time from the
+/// intended send time (coordinated omission corrected), from its full histogram.
+pub fn latency_table(r: &Value) -> String {
+    let Some(h) =
+        r["active"]["histograms"]["latency_us"].as_str().and_then(|h| stats::decode(h).ok())
+    else {
+        return String::new();
+    };
+    if h.is_empty() {
+        return "latency: no replies\n".into();
+    }
+    // In a closed loop a request is sent when it is meant to be: one latency, no correction.
+    let from = if r["mode"]["kind"] == "peak" { "" } else { ", from the intended send time" };
+    let mut s = format!("latency distribution ({} replies{from}):\n", h.len());
+    for (name, q) in [
+        ("50%", 0.5),
+        ("75%", 0.75),
+        ("90%", 0.9),
+        ("99%", 0.99),
+        ("99.9%", 0.999),
+        ("99.99%", 0.9999),
+    ] {
+        s.push_str(&format!("  {name:>7}  {:>10.3} ms\n", h.value_at_quantile(q) as f64 / 1000.0));
+    }
+    s.push_str(&format!("  {:>7}  {:>10.3} ms\n", "max", h.max() as f64 / 1000.0));
     s
 }
