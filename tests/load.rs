@@ -362,3 +362,80 @@ fn the_summary_heads_with_rates_and_a_closed_loop_prints_no_open_loop_lines() {
         );
     }
 }
+
+/// Every counter of the `threads` breakdown, summed, against the merged population.
+fn assert_threads_add_up(r: &Value, threads: usize) {
+    let parts = r["threads"].as_array().expect("a per-thread breakdown");
+    assert_eq!(parts.len(), threads);
+    for pop in ["active", "idle", "inactive"] {
+        let merged = &r[pop];
+        let sum = |k: &str| parts.iter().map(|t| t[pop][k].as_u64().unwrap()).sum::<u64>();
+        for k in [
+            "sessions",
+            "sessions_ok",
+            "requests",
+            "replies",
+            "bytes",
+            "connections_asked",
+            "connections_established",
+            "reconnects",
+            "unexpected",
+        ] {
+            assert_eq!(merged[k].as_u64().unwrap(), sum(k), "{pop}.{k}");
+        }
+        for (k, v) in merged["errors"].as_object().unwrap() {
+            let s: u64 = parts.iter().map(|t| t[pop]["errors"][k].as_u64().unwrap()).sum();
+            assert_eq!(v.as_u64().unwrap(), s, "{pop}.errors.{k}");
+        }
+        for (k, v) in merged["status"].as_object().unwrap() {
+            let s: u64 = parts.iter().map(|t| t[pop]["status"][k].as_u64().unwrap()).sum();
+            assert_eq!(v.as_u64().unwrap(), s, "{pop}.status.{k}");
+        }
+        for h in ["latency_us", "latency_actual_us", "connect_us"] {
+            let dec = |v: &Value| ioscale_load::stats::decode(v.as_str().unwrap()).unwrap();
+            let mut sum = dec(&parts[0][pop]["histograms"][h]);
+            for t in &parts[1..] {
+                sum.add(dec(&t[pop]["histograms"][h])).unwrap();
+            }
+            assert_eq!(dec(&merged["histograms"][h]), sum, "{pop}.{h}: the merge is lossless");
+        }
+    }
+}
+
+#[test]
+fn two_threads_merge_losslessly_into_one_record() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = docroot("threads");
+    let (_s, port) = serve(&root, &[]);
+    let url = format!("http://127.0.0.1:{port}/six.html");
+    let (code, r, err) = load(&[
+        &url,
+        "--rate",
+        "300",
+        "-d",
+        "2s",
+        "-t",
+        "2",
+        "--idle",
+        "9",
+        "--inactive",
+        "3",
+        "--json",
+    ]);
+    assert!(code == Some(0) || code == Some(3), "{err}");
+    assert_threads_add_up(&r, 2);
+    assert_eq!(r["active"]["requests"], 600, "the whole plan's arrivals: {}", r["active"]);
+    assert_eq!(r["idle"]["connections_established"], 9);
+    assert_eq!(r["inactive"]["connections_established"], 3);
+    let rates: Vec<f64> = r["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| f(&t["self_check"]["target_rate"]))
+        .collect();
+    assert_eq!(rates, [150.0, 150.0], "the rate split between the threads");
+    let (code, r, err) = load(&[&url, "--peak", "-c", "5", "-n", "1001", "-t", "2", "--json"]);
+    assert!(code == Some(0) || code == Some(3), "{err}");
+    assert_threads_add_up(&r, 2);
+    assert_eq!(r["active"]["replies"], 1001);
+}

@@ -91,6 +91,11 @@ pub struct LoadArgs {
     /// Event-dispatch mechanism of the generator itself.
     #[arg(long, default_value = "epoll", value_parser = ioscale_flags::readiness_mechanism)]
     pub dispatch: Mechanism,
+    /// Generator threads, each its own event loop pinned to its own core: a count, or auto (the
+    /// CPUs this process may run on). Arrivals are interleaved between them and connections
+    /// divided; one summary and one record (a per-thread breakdown under `threads`).
+    #[arg(short = 't', long, default_value = "1", value_parser = |s: &str| plan::parse_threads(s).map_err(|e| e.0))]
+    pub threads: usize,
     /// Print the JSON record (docs/load-json.md) instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -248,6 +253,7 @@ impl LoadArgs {
             },
             events: self.events,
             expect: self.expect.clone(),
+            threads: self.threads,
         };
         p.validate()?;
         if p.tls.cacert.is_some() {

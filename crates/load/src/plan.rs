@@ -100,6 +100,8 @@ pub struct Plan {
     pub events: bool,
     /// The status codes the replies should have (`--expect`; default 2xx and 3xx).
     pub expect: crate::expect::Expect,
+    /// Generator threads (`--threads`), each its own event loop on its own core.
+    pub threads: usize,
 }
 
 /// When the warm-up starts counting (`--warmup-from`).
@@ -271,6 +273,20 @@ impl Plan {
         if self.timeout.is_zero() {
             return Err(PlanError("the timeout must be longer than 0".into()));
         }
+        if !(1..=MAX_THREADS).contains(&self.threads) {
+            return Err(PlanError(format!(
+                "invalid --threads '{}': expected 1 to {MAX_THREADS} or auto",
+                self.threads
+            )));
+        }
+        if let Mode::Peak { connections } | Mode::RequestRate { connections, .. } = self.mode {
+            if connections < self.threads {
+                return Err(PlanError(format!(
+                    "--connections {connections} cannot be split over {} threads: each needs at least one",
+                    self.threads
+                )));
+            }
+        }
         if self.idle > 0 && self.idle_period.is_zero() {
             return Err(PlanError("--idle-period must be longer than 0".into()));
         }
@@ -311,6 +327,19 @@ impl Plan {
     pub fn held(&self) -> usize {
         self.inactive + self.idle
     }
+}
+
+/// The most generator threads a run may have.
+pub const MAX_THREADS: usize = 256;
+
+/// Parses `--threads`: a count, or `auto` (the CPUs this process may run on).
+pub fn parse_threads(s: &str) -> Result<usize, PlanError> {
+    if s == "auto" {
+        return Ok(crate::sys::allowed_cpus().len().max(1));
+    }
+    s.parse::<usize>().ok().filter(|n| (1..=MAX_THREADS).contains(n)).ok_or_else(|| {
+        PlanError(format!("invalid --threads '{s}': expected 1 to {MAX_THREADS} or auto"))
+    })
 }
 
 /// How many loopback source addresses a run uses when `--source-addrs` is not given.
@@ -409,6 +438,42 @@ impl Plan {
             m => m,
         };
         p.segment = Segment { index, count, start_at: self.segment.start_at };
+        Ok(p)
+    }
+
+    /// Thread `j`'s plan of `threads`: its slice of this process's arrivals — global arrival
+    /// indices interleaved, slice `segment.index + j * segment.count` of
+    /// `segment.count * threads`, so the offered rate and its spacing stay those asked for —
+    /// and its share of the idle, inactive and pool connections and of a closed loop's
+    /// `--requests` (remainders to the first threads).
+    pub fn thread_plan(&self, j: usize, threads: usize) -> Result<Plan, PlanError> {
+        if threads <= 1 {
+            return Ok(self.clone());
+        }
+        let t = threads as u64;
+        let mut p = self.clone();
+        p.idle = share(self.idle, j as u64, t);
+        p.inactive = share(self.inactive, j as u64, t);
+        p.mode = match self.mode {
+            Mode::Peak { connections } | Mode::RequestRate { connections, .. }
+                if connections < threads =>
+            {
+                return Err(PlanError(format!(
+                    "--connections {connections} cannot be split over {threads} threads: each needs at least one"
+                )));
+            }
+            Mode::Peak { connections } => {
+                p.requests = self.requests.map(|n| share(n as usize, j as u64, t) as u64);
+                Mode::Peak { connections: share(connections, j as u64, t) }
+            }
+            Mode::RequestRate { rate, connections } => {
+                Mode::RequestRate { rate, connections: share(connections, j as u64, t) }
+            }
+            m => m,
+        };
+        p.segment.index = self.segment.index + j as u64 * self.segment.count;
+        p.segment.count = self.segment.count * t;
+        p.threads = 1;
         Ok(p)
     }
 
@@ -518,6 +583,7 @@ mod tests {
             warmup_from: WarmupFrom::Start,
             events: false,
             expect: Default::default(),
+            threads: 1,
         }
     }
 
@@ -570,6 +636,39 @@ mod tests {
         assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis(), 1763884800250);
         assert_eq!(parse_start_at("2025-11-23T08:00:00.25Z").unwrap(), t);
         assert!(parse_start_at("tomorrow").unwrap_err().0.contains("RFC 3339"));
+    }
+
+    #[test]
+    fn threads_take_interleaved_slices_and_divide_the_populations() {
+        let mut whole = plan(Mode::RequestRate { rate: 900.0, connections: 7 }, Arrival::Poisson);
+        whole.requests = None;
+        let seg = whole.segment(1, 2).unwrap();
+        let mut global = Schedule::new(&whole, 900.0);
+        let mut mine = Vec::new();
+        for _ in 0..400 {
+            if global.index() % 2 == 1 {
+                mine.push(global.index());
+            }
+            global.advance();
+        }
+        let mut got = Vec::new();
+        let mut total = (0, 0, 0);
+        for j in 0..3 {
+            let t = seg.thread_plan(j, 3).unwrap();
+            assert_eq!(t.segment_rate(), 150.0);
+            let Mode::RequestRate { connections, .. } = t.mode else { panic!() };
+            total = (total.0 + t.idle, total.1 + t.inactive, total.2 + connections);
+            let mut s = Schedule::new(&t, 900.0);
+            while s.index() < 400 {
+                got.push(s.index());
+                s.advance();
+            }
+        }
+        got.sort();
+        assert_eq!(got, mine, "the threads' arrivals are exactly the segment's");
+        let Mode::RequestRate { connections, .. } = seg.mode else { panic!() };
+        assert_eq!(total, (seg.idle, seg.inactive, connections));
+        assert!(seg.thread_plan(0, 8).unwrap_err().0.contains("cannot be split over 8 threads"));
     }
 
     #[test]

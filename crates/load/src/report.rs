@@ -267,8 +267,12 @@ pub fn summary_text(r: &Value) -> String {
         .as_array()
         .map(|t| t.iter().map(|x| x["url"].as_str().unwrap_or("")).collect::<Vec<_>>().join(" "))
         .unwrap_or_default();
+    let threads = match r["threads"].as_array().map(Vec::len) {
+        Some(n) if n > 1 => format!(", {n} threads"),
+        _ => String::new(),
+    };
     s.push_str(&format!(
-        "ioscale load: {urls}: {}, {window:.1} s measured ({} dispatch)\n",
+        "ioscale load: {urls}: {}, {window:.1} s measured ({} dispatch{threads})\n",
         mode_text(&r["mode"]),
         r["dispatch"].as_str().unwrap_or("")
     ));

@@ -28,13 +28,13 @@ pub const PONG: &str = "ioscale-load PONG";
 pub const MAX_START_OFFSET_MS: f64 = 10.0;
 
 /// Prints the segment's READY line (its populations are set up, before the start instant).
-pub fn ready(plan: &Plan) {
+pub fn ready(segment: &crate::plan::Segment) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
         "{READY} segment={}/{} host_time={:.6}",
-        plan.segment.index + 1,
-        plan.segment.count,
+        segment.index + 1,
+        segment.count,
         unix(SystemTime::now())
     );
     let _ = err.flush();

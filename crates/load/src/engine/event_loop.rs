@@ -10,7 +10,7 @@ use super::conn::{Pop, St};
 use super::output::{self, Sink};
 use super::{ns, Engine, Part, Prepared, Rng, Shared};
 use crate::http::encode_incomplete;
-use crate::plan::{share, Mode, Plan, WarmupFrom};
+use crate::plan::{Mode, Plan, WarmupFrom};
 use crate::stats::{record_us, ErrorKind, PopStats};
 use crate::sys;
 use hdrhistogram::Histogram;
@@ -139,10 +139,9 @@ impl<'p> Engine<'p> {
             start,
             started_in_window: 0,
             scheduling: true,
+            // The thread's plan holds its share of the budget.
             budget: match plan.mode {
-                Mode::Peak { .. } => plan.requests.map_or(u64::MAX, |n| {
-                    share(n as usize, index as u64, shared.threads as u64) as u64
-                }),
+                Mode::Peak { .. } => plan.requests.unwrap_or(u64::MAX),
                 _ => u64::MAX,
             },
             open: 0,
@@ -272,7 +271,7 @@ impl<'p> Engine<'p> {
             if self.shared.held_up() {
                 output::event(plan, self.shared, output::EVENT_HELD, now);
                 if plan.segment.start_at.is_some() && now < self.start {
-                    crate::segment::ready(plan);
+                    crate::segment::ready(&self.shared.segment);
                 }
             }
         }

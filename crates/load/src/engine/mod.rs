@@ -53,7 +53,13 @@ pub fn run_with_log(
     mut hdr: Option<&mut HdrLog>,
 ) -> io::Result<Report> {
     let prep = prepare(plan)?;
-    let shared = Shared::new(plan, 1);
+    let threads = plan.threads.max(1);
+    let plans = (0..threads)
+        .map(|j| plan.thread_plan(j, threads))
+        .collect::<Result<Vec<Plan>, _>>()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.0))?;
+    let cpus = sys::allowed_cpus();
+    let shared = Shared::new(plan, threads);
     if let Some(h) = hdr.as_deref_mut() {
         let start = SystemTime::now() - shared.t0.elapsed();
         h.begin(start, &format!("ioscale load {}: response times in microseconds; untagged: active from the intended send time, Tag=actual: from the actual send time, Tag=idle: idle population", env!("CARGO_PKG_VERSION")));
@@ -65,8 +71,13 @@ pub fn run_with_log(
     let parts: Vec<io::Result<Part>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..shared.threads)
             .map(|i| {
-                let (tx, shared, prep) = (tx.clone(), &shared, &prep);
+                let (tx, shared, prep, plan) = (tx.clone(), &shared, &prep, &plans[i]);
+                // Each thread on a core of its own (in the order this process may use them).
+                let cpu = (threads > 1 && !cpus.is_empty()).then(|| cpus[i % cpus.len()]);
                 s.spawn(move || -> io::Result<Part> {
+                    if let Some(c) = cpu {
+                        sys::pin_thread(c);
+                    }
                     let mut e = Engine::new(plan, shared, prep, i, hdr_interval, with_series)?;
                     e.run(&output::Sink::new(i, tx))
                 })
@@ -153,6 +164,8 @@ pub(crate) struct Shared {
     start: u64,
     /// How many threads run.
     threads: usize,
+    /// The process's own segment of a multi-host run (each thread's plan holds a finer slice).
+    segment: crate::plan::Segment,
     /// Threads whose held populations are all up.
     held: AtomicUsize,
     /// Where the window starts, once placed by `--warmup-from held` (`u64::MAX` until then).
@@ -172,6 +185,7 @@ impl Shared {
             t0,
             start,
             threads,
+            segment: plan.segment,
             held: AtomicUsize::new(0),
             warm_end: AtomicU64::new(u64::MAX),
             written: AtomicU8::new(0),
