@@ -270,12 +270,14 @@ fn a_target_that_answers_404_fails_the_run_with_a_status_line() {
     assert_eq!(r["status_check"]["unexpected_codes"]["404"], replies);
     assert_eq!(r["active"]["status_codes"]["404"], replies);
     assert_eq!(r["active"]["status"]["4xx"], replies);
+    assert_eq!(r["active"]["sessions_ok"], 0, "a session answered 404 is not ok");
     // The same replies, asked for: a run that kept its plan.
     let (code, r, err) =
         load(&[&url, "--rate", "10", "--duration", "1s", "--json", "--expect", "404"]);
     assert!(code == Some(0) || code == Some(3), "{err}");
     assert_eq!(r["status_check"]["as_expected"], true, "{}", r["status_check"]);
     assert_eq!(r["active"]["unexpected"], 0);
+    assert_eq!(r["active"]["sessions_ok"], r["active"]["replies"]);
     let (code, _, err) = load(&[&url, "--rate", "10", "--duration", "1s", "--expect", "2xy"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("invalid --expect item '2xy'"), "{err}");

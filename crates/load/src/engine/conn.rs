@@ -65,6 +65,8 @@ pub(super) struct Conn {
     pub(super) unsent: u32,
     /// Request-rate pool: whether the slot is in `pool_free`.
     pub(super) pooled: bool,
+    /// Sessions: a reply had a status `--expect` did not ask for (the session is not ok).
+    pub(super) unexpected: bool,
 }
 
 impl Engine<'_> {
@@ -129,6 +131,7 @@ impl Engine<'_> {
             wleft: 0,
             unsent: calls,
             pooled: false,
+            unexpected: false,
         });
         self.arm(slot);
         self.open += 1;
@@ -473,6 +476,9 @@ impl Engine<'_> {
         let timeout = self.timeout;
         let Some(c) = self.slab[slot].as_mut() else { return };
         let (pop, intended, sent) = (c.pop, c.intended, c.sent);
+        let expected = self.plan.expect.ok(status);
+        c.unexpected |= !expected;
+        let all_expected = !c.unexpected;
         c.calls_left = c.calls_left.saturating_sub(1);
         let calls_left = c.calls_left;
         c.inflight = c.inflight.saturating_sub(1);
@@ -489,7 +495,6 @@ impl Engine<'_> {
         }
         // The per-second series counts every reply received in each second of the window,
         // whenever its request was sent (httperf's reply rate: what the server delivered then).
-        let expected = self.plan.expect.ok(status);
         if let Some(i) = self.window_second(now) {
             self.stats(pop).reply_at(i, status, expected);
         }
@@ -534,7 +539,8 @@ impl Engine<'_> {
                     }
                 } else {
                     if calls_left == 0 && self.in_window(intended) {
-                        self.active.sessions_ok += 1;
+                        // Ok: every call answered, each with a status --expect asked for.
+                        self.active.sessions_ok += u64::from(all_expected);
                     } else if calls_left > 0 {
                         // The session ended early; pipelined requests still owed are lost.
                         let counted = self.in_window(intended);
