@@ -185,7 +185,10 @@ fn pipeline_4_puts_four_requests_in_flight() {
     assert!(batches >= 2, "the server answered {batches} batches of four");
     assert_eq!(a["errors"]["total"], 0, "{a}");
     assert_eq!(a["replies"], a["requests"], "{a}");
-    assert_eq!(a["replies"].as_u64().unwrap() % 4, 0, "replies come in fours: {a}");
+    // Replies come in fours, but each refills the pipeline with its own send time, so the
+    // window's end may fall inside the last batch: only the requests sent before it count.
+    let replies = a["replies"].as_u64().unwrap();
+    assert!(replies >= 4 && replies <= 4 * batches as u64, "{replies} replies, {batches} batches: {a}");
     assert_eq!(a["bytes"].as_u64().unwrap(), a["replies"].as_u64().unwrap() * 43, "{a}");
 }
 
