@@ -1,6 +1,6 @@
 //! Typed errors: every way a request can be refused, each with the status it is answered with.
 
-use crate::response::Status;
+use crate::status::Status;
 use std::fmt;
 
 /// Why a request was refused.

@@ -9,7 +9,8 @@
 //! | --- | --- | --- |
 //! | [`request`] | [`parse`] one request head from a buffer with `httparse`, checked against [`Limits`] | borrowed, allocation-free parsing; pipelined requests are parsed one after another from one buffer |
 //! | [`conn`] | [`Connection`]: keep-alive rules of 1.0 and 1.1, request bodies skipped, draining, which timer applies | the per-connection state both engines share |
-//! | [`response`] | [`Status`], [`DateCache`], [`Entity`] (a file's validators and type), head and error writers, conditional GET | response heads are appended to a caller-owned `Vec<u8>`: no allocation once it has capacity |
+//! | [`status`] | [`Status`]: code, reason phrase, status line | one place that both [`error`] and [`response`] depend on |
+//! | [`response`] | [`DateCache`], [`Entity`] (a file's validators and type), head and error writers, conditional GET | response heads are appended to a caller-owned `Vec<u8>`: no allocation once it has capacity |
 //! | [`range`] | [`range::evaluate`] a `Range` header against a length: one range, none satisfiable, or the whole body | byte ranges (RFC 9110 §14) decided without I/O; several ranges get the whole 200 |
 //! | [`encoding`] | [`encoding::accepts_gzip`]: `Accept-Encoding` with q-values | choosing a precompressed `.gz` beside a file |
 //! | [`path`] | [`resolve`] a request target into a relative path below the root | percent-decoding and `..`, `%2e%2e`, `%2f`, NUL rejected; the result never leaves the root |
@@ -39,10 +40,12 @@ pub mod path;
 pub mod range;
 pub mod request;
 pub mod response;
+pub mod status;
 
 pub use conn::{Connection, Step, Timer};
 pub use error::{Error, ErrorKind};
 pub use path::resolve;
 pub use range::Ranges;
 pub use request::{parse, Limits, Method, Parsed, Request, Version};
-pub use response::{DateCache, Entity, EntityOptions, Status};
+pub use response::{DateCache, Entity, EntityOptions};
+pub use status::Status;
