@@ -31,7 +31,7 @@
 //!
 //! Cargo features, both off by default: `serde` (`Serialize` for the counters, mechanism names,
 //! probe results and overhead points) and `overhead` (the dispatch-overhead benchmark harness,
-//! `overhead` and `completion::overhead`, behind `ioscale overhead`).
+//! `overhead` (readiness and completion models), behind `ioscale overhead`).
 //!
 //! ```
 //! use ioscale_dispatch::{Events, Interest, Mechanism, Options, Token};

@@ -144,19 +144,7 @@ fn round(
         cycle(&mut *d, afd, peer, &mut events)?;
     }
     let before = d.counters();
-    let wall = Instant::now();
-    let cpu0 = ioscale_sys::cpu::thread_time()?;
-    let mut cycles = 0u64;
-    loop {
-        for _ in 0..64 {
-            cycle(&mut *d, afd, peer, &mut events)?;
-        }
-        cycles += 64;
-        if wall.elapsed() >= round_time || cycles >= 2_000_000 {
-            break;
-        }
-    }
-    let cpu = ioscale_sys::cpu::thread_time()? - cpu0;
+    let (ns, cycles) = timed(round_time, || cycle(&mut *d, afd, peer, &mut events))?;
     let after = d.counters();
     let diff = crate::Counters {
         wait_calls: after.wait_calls - before.wait_calls,
@@ -164,7 +152,26 @@ fn round(
         interest_syscalls: after.interest_syscalls - before.interest_syscalls,
         ..after
     };
-    Ok((cpu.as_nanos() as f64 / cycles as f64, cycles, diff))
+    Ok((ns, cycles, diff))
+}
+
+/// Repeats `cycle` in batches of 64 until `round_time` has passed (or 2,000,000 cycles), and
+/// returns (thread CPU ns per cycle, cycles): the timed part of a round, for both models.
+fn timed(round_time: Duration, mut cycle: impl FnMut() -> io::Result<()>) -> io::Result<(f64, u64)> {
+    let wall = Instant::now();
+    let cpu0 = ioscale_sys::cpu::thread_time()?;
+    let mut cycles = 0u64;
+    loop {
+        for _ in 0..64 {
+            cycle()?;
+        }
+        cycles += 64;
+        if wall.elapsed() >= round_time || cycles >= 2_000_000 {
+            break;
+        }
+    }
+    let cpu = ioscale_sys::cpu::thread_time()? - cpu0;
+    Ok((cpu.as_nanos() as f64 / cycles as f64, cycles))
 }
 
 /// One ping-pong: the peer writes a byte; wait until the active descriptor reports it; read it.
@@ -215,7 +222,7 @@ fn median(v: &mut [f64]) -> Option<f64> {
 
 /// Runs the measurement. `progress` is told what is being measured.
 /// The completion model (`uring-completion`) in `cfg.mechanisms` is measured after the readiness
-/// mechanisms by [`crate::completion::overhead`], at the same idle counts.
+/// mechanisms by [`run_completion`], at the same idle counts.
 pub fn run(cfg: &Config, mut progress: impl FnMut(&str)) -> io::Result<Vec<Point>> {
     let readiness = Config {
         mechanisms: cfg.mechanisms.iter().copied().filter(|m| !m.is_completion_based()).collect(),
@@ -227,7 +234,7 @@ pub fn run(cfg: &Config, mut progress: impl FnMut(&str)) -> io::Result<Vec<Point
         run_readiness(&readiness, &mut progress)?
     };
     if cfg.mechanisms.iter().any(|m| m.is_completion_based()) {
-        points.extend(crate::completion::overhead(
+        points.extend(run_completion(
             &cfg.idle,
             cfg.rounds,
             cfg.round_time,
@@ -331,6 +338,167 @@ fn run_readiness(cfg: &Config, progress: &mut dyn FnMut(&str)) -> io::Result<Vec
         }
     }
     drop(rig);
+    Ok(points)
+}
+
+/// The completion model in `ioscale overhead` (`--completion`): the same cycle as
+/// [`run`] — `N` idle loopback connections (peers held by a forked child) plus one
+/// active connection doing one-byte ping-pong — but every connection, idle or not, has a
+/// multishot receive in flight, and one cycle is the peer's write, the completion that carries
+/// the byte (already received, in a provided buffer), and the buffer's recycling. Reported as
+/// points named `uring-completion`, with `io_uring_enter` calls per completion in the
+/// waits-per-event column. Rounds are interleaved over the idle counts; the median is the figure.
+pub fn run_completion(
+    idle_counts: &[usize],
+    rounds: usize,
+    round_time: Duration,
+    mut progress: impl FnMut(&str),
+) -> io::Result<Vec<Point>> {
+    use crate::completion::{Completion, Proactor, Value};
+    use std::net::SocketAddr;
+    let name = crate::Mechanism::UringCompletion.name();
+    const ACTIVE: Token = Token(usize::MAX - 1);
+    let _ = ioscale_sys::limits::raise_nofile();
+    let mut counts = idle_counts.to_vec();
+    counts.sort_unstable();
+    counts.dedup();
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let mut peer = TcpStream::connect(listener.local_addr()?)?;
+    peer.set_nodelay(true)?;
+    let (active, _) = listener.accept()?;
+    active.set_nonblocking(true)?;
+    let addr = match listener.local_addr()? {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+    };
+    let mut idle: Vec<TcpStream> = Vec::new();
+    let mut holders = Vec::new();
+    let mut held_error = None;
+    let (soft, _) = ioscale_sys::limits::nofile()?;
+    for &n in &counts {
+        if n <= idle.len() {
+            continue;
+        }
+        if n + 64 > soft as usize {
+            held_error = Some((n, format!(
+                "{n} idle connections need about {} descriptors; this process may open {soft} (RLIMIT_NOFILE)",
+                n + 64
+            )));
+            break;
+        }
+        progress(&format!("holding {n} idle connections"));
+        holders.push(crate::sys::fork_holder(addr, n - idle.len())?);
+        while idle.len() < n {
+            idle.push(listener.accept()?.0);
+        }
+    }
+    let runnable: Vec<usize> = counts.iter().copied().filter(|&n| n <= idle.len()).collect();
+    // Per idle count: rounds' ns/cycle, cycles, enters, completions, error.
+    type Acc = (Vec<f64>, u64, u64, u64, Option<String>);
+    let mut per: Vec<Acc> = runnable.iter().map(|_| (Vec::new(), 0, 0, 0, None)).collect();
+    // One cycle: write, collect until the active connection's byte arrives, recycle.
+    let cycle = |p: &mut Proactor,
+                 peer: &mut TcpStream,
+                 out: &mut Vec<Completion>|
+     -> io::Result<()> {
+        peer.write_all(b"x")?;
+        for _ in 0..1000 {
+            out.clear();
+            p.complete(out, Some(Duration::from_secs(5)))?;
+            let mut got = false;
+            for c in out.drain(..) {
+                if c.token != ACTIVE {
+                    continue;
+                }
+                if !c.more {
+                    p.recv_multi(active.as_raw_fd(), ACTIVE)?;
+                }
+                match c.result {
+                    Ok(Value::Received(b)) => {
+                        p.recycle(b);
+                        got = true;
+                    }
+                    Ok(Value::Eof) => return Err(io::Error::other("the active connection closed")),
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if got {
+                return Ok(());
+            }
+        }
+        Err(io::Error::other("the active connection's byte was not completed after 1000 waits"))
+    };
+    for r in 0..rounds.max(1) {
+        for (k, &n) in runnable.iter().enumerate() {
+            if per[k].4.is_some() {
+                continue;
+            }
+            progress(&format!("round {}/{}: {name} with {n} idle", r + 1, rounds));
+            let res = (|| -> io::Result<(f64, u64, u64, u64)> {
+                let mut p = Proactor::new()?;
+                p.recv_multi(active.as_raw_fd(), ACTIVE)?;
+                for (i, s) in idle[..n].iter().enumerate() {
+                    p.recv_multi(s.as_raw_fd(), Token(i))?;
+                }
+                let mut out = Vec::new();
+                for _ in 0..200 {
+                    cycle(&mut p, &mut peer, &mut out)?;
+                }
+                let before = p.counters();
+                let (ns, cycles) = timed(round_time, || cycle(&mut p, &mut peer, &mut out))?;
+                let after = p.counters();
+                Ok((
+                    ns,
+                    cycles,
+                    after.enter_calls - before.enter_calls,
+                    after.completions - before.completions,
+                ))
+            })();
+            match res {
+                Ok((ns, cycles, enters, completions)) => {
+                    per[k].0.push(ns);
+                    per[k].1 += cycles;
+                    per[k].2 += enters;
+                    per[k].3 += completions;
+                }
+                Err(e) => {
+                    per[k].4 = Some(format!("{name} cannot run with {n} idle descriptors: {e}"))
+                }
+            }
+        }
+    }
+    drop(holders);
+    let mut points = Vec::new();
+    let mut base = None;
+    for (k, &n) in runnable.iter().enumerate() {
+        let (rounds_ns, cycles, enters, completions, error) = per[k].clone();
+        let median = median(&mut rounds_ns.clone());
+        if base.is_none() {
+            base = median;
+        }
+        points.push(Point {
+            mechanism: name.to_string(),
+            idle: n,
+            ns_per_cycle: if error.is_some() { None } else { median },
+            rounds: rounds_ns,
+            cycles,
+            waits_per_event: (completions > 0).then(|| enters as f64 / completions as f64),
+            interest_syscalls_per_cycle: Some(0.0),
+            ratio_to_smallest: match (median, base) {
+                (Some(m), Some(b)) if error.is_none() => Some(m / b),
+                _ => None,
+            },
+            error,
+            counters: crate::Counters::default(),
+        });
+    }
+    if let Some((n, e)) = held_error {
+        for &bad in counts.iter().filter(|&&x| x >= n) {
+            points.push(failed(&Mechanism::UringCompletion, bad, e.clone()));
+        }
+    }
     Ok(points)
 }
 

@@ -478,7 +478,7 @@ fn overhead_measures_the_completion_cycle() {
         return;
     }
     let points =
-        ioscale_dispatch::completion::overhead(&[0, 20], 1, Duration::from_millis(20), |_| {})
+        ioscale_dispatch::overhead::run_completion(&[0, 20], 1, Duration::from_millis(20), |_| {})
             .unwrap();
     assert_eq!(points.len(), 2, "{points:?}");
     for p in &points {
