@@ -23,7 +23,7 @@
 //! refused before they parse too (400, 405, 408, 413, 414, 431, 501, 505): their request field is
 //! the first line the client sent, escaped (`"\x16\x03\x01..."` for a TLS hello), or `-`.
 
-use crate::respond::Peer;
+use crate::peer::Peer;
 use crate::stats::{bump, WorkerStats};
 use ioscale_http::{DateCache, Request};
 use std::fs::{File, OpenOptions};

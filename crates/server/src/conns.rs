@@ -17,7 +17,8 @@
 //! | drain | at the stop: the connections already in the accept queue are taken in, the listener is shut; a connection is closed once it owes nothing and holds no partial request |
 //! | shedding | at `EMFILE` the reserve descriptor sheds what is queued ([`Shedder`]) |
 
-use crate::respond::{Body, Peer, Responder};
+use crate::peer::Peer;
+use crate::respond::{Body, Responder};
 use crate::shed::Shedder;
 use crate::stats::{bump, ServerError, WorkerStats};
 use crate::wheel::Wheel;

@@ -37,6 +37,7 @@ mod conns;
 mod error_log;
 pub mod files;
 pub mod metrics;
+mod peer;
 mod reload;
 mod respond;
 mod shed;

@@ -8,6 +8,7 @@
 //! file range for `sendfile`. It makes no system call on the cached path and allocates nothing.
 
 use crate::access_log::AccessLog;
+use crate::peer::Peer;
 use crate::files::{Content, Files, Found, LookupError};
 use crate::stats::{ServerError, WorkerStats, FILES_BUDGET};
 use crate::{Config, Shared};
@@ -37,20 +38,6 @@ pub(crate) enum Body {
     Memory(Arc<[u8]>, usize, usize),
     /// A file range `(file, off, end)`, sent with `sendfile` (or read and sent).
     File(Arc<File>, u64, u64),
-}
-
-/// What the engine knows about the connection a request came on.
-#[derive(Copy, Clone, Debug)]
-pub(crate) struct Peer<'a> {
-    /// The connection may stay open after this response.
-    pub keep_alive: bool,
-    /// The client is on a loopback address (the stats endpoint's default audience).
-    pub loopback: bool,
-    /// The client's address, when the engine knows it (for the access log).
-    pub addr: Option<IpAddr>,
-    /// The bytes the request was parsed from, head first (the access log reads `User-Agent`
-    /// and `Referer` there, so the parser keeps no field for them).
-    pub head: &'a [u8],
 }
 
 /// One engine's responder: its file cache, its scratch path buffer and its `Date` line.
