@@ -12,6 +12,7 @@
 
 pub mod budget;
 pub mod capacity;
+pub mod error;
 pub mod kinds;
 pub mod record;
 pub mod report;

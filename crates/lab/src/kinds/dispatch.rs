@@ -2,7 +2,9 @@
 //! interleaves mechanisms and idle counts itself), pinned to CPU 0.
 
 use super::num_list;
-use crate::runner::{blank, pinned, Ctx, Error};
+use crate::error::Error;
+use crate::runner::children::pinned;
+use crate::runner::context::{blank, Ctx};
 use crate::spec::{Plan, Point};
 use std::process::Stdio;
 

@@ -1,7 +1,8 @@
 //! `herd` experiments: one `ioscale herd --json` child per wait mode and dup count.
 
 use super::{describe, flatten_numbers};
-use crate::runner::{blank, Ctx, Error};
+use crate::error::Error;
+use crate::runner::context::{blank, Ctx};
 use crate::spec::{Plan, Point};
 use crate::sys;
 use std::path::Path;

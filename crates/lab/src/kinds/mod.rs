@@ -11,7 +11,8 @@
 //! [`soak`] is the long-running sibling of `http` (`ioscale soak`): one server under one
 //! generator for minutes, sampled as it goes, rather than a grid of points.
 
-use crate::runner::{Ctx, Error};
+use crate::error::Error;
+use crate::runner::context::Ctx;
 use crate::spec::{Kind, Plan, Point, Value};
 use std::collections::BTreeMap;
 

@@ -9,7 +9,8 @@
 //! sample). Every sample is a CSV row and a JSON line; the summary compares the first and the
 //! last quarter of the run. Children are ended by PID, on Ctrl-C too.
 
-use crate::runner::{Children, Error};
+use crate::error::Error;
+use crate::runner::children::Children;
 use crate::sys as lsys;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};

@@ -14,7 +14,7 @@ pub mod plot;
 pub mod verdict;
 
 use crate::record::{self, Machine, Record};
-use crate::runner::Error;
+use crate::error::Error;
 use crate::spec::{self, Experiment, Figure, Table};
 use lines::{Lines, Select};
 use plot::ticks::{fmt_int, fmt_value, Scale};

@@ -1,6 +1,6 @@
 //! The processes the lab starts: spawned, pinned to a CPU, and ended by PID.
 
-use super::Error;
+use crate::error::Error;
 use crate::sys;
 use std::path::Path;
 use std::process::{Child, Command};

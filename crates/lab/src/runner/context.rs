@@ -2,13 +2,42 @@
 //! build can run, and the counts the run reports.
 
 use super::children::Children;
-use super::{Config, Error};
+use super::progress;
+use crate::error::Error;
 use crate::record::{self, Machine, Record};
-use crate::spec::{Plan, Point};
+use crate::spec::{Plan, Point, Which};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What to run and where.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The `ioscale` binary (normally the running one).
+    pub exe: PathBuf,
+    /// Where the experiment files are.
+    pub experiments_dir: PathBuf,
+    /// Where results and the report go.
+    pub out: PathBuf,
+    /// quick or full.
+    pub which: Which,
+    /// Skip points already in `results.jsonl`.
+    pub resume: bool,
+    /// Run only these experiments (all when empty).
+    pub only: Vec<String>,
+    /// Where progress goes: bars on a terminal, a line per point otherwise.
+    pub progress: progress::Mode,
+    /// Drive the http experiments from these load hosts (`ioscale load --hosts`), not locally.
+    pub load_hosts: Vec<String>,
+    /// The command template that reaches a load host (`ioscale load --remote-cmd`).
+    pub load_remote_cmd: Option<String>,
+    /// The address the server under test listens on (one the load hosts reach).
+    pub server_addr: std::net::Ipv4Addr,
+    /// The server's CPU budget for every `http` experiment (`--server-cpu`), overriding the
+    /// experiments' own `[server] cpu`.
+    pub server_cpu: Option<crate::spec::Budgeting>,
+}
 
 /// The shared state of one lab run, handed to each kind's runner.
 pub(crate) struct Ctx<'a> {
@@ -21,7 +50,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) available: BTreeMap<String, Option<String>>,
     pub(crate) measured: usize,
     pub(crate) invalid: usize,
-    pub(crate) progress: super::progress::Progress,
+    pub(crate) progress: progress::Progress,
 }
 
 impl Ctx<'_> {

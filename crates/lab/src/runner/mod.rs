@@ -11,7 +11,7 @@ use crate::record::{self, Machine};
 use crate::spec::{self, Experiment, Kind, Plan, Point, Which};
 use crate::sys;
 use std::collections::BTreeSet;
-use std::fmt;
+
 use std::path::{Path, PathBuf};
 
 pub mod children;
@@ -19,65 +19,9 @@ pub(crate) mod context;
 pub mod progress;
 
 pub use children::{pinned, Children};
+pub use context::Config;
 pub(crate) use context::{blank, Ctx};
-
-/// What to run and where.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// The `ioscale` binary (normally the running one).
-    pub exe: PathBuf,
-    /// Where the experiment files are.
-    pub experiments_dir: PathBuf,
-    /// Where results and the report go.
-    pub out: PathBuf,
-    /// quick or full.
-    pub which: Which,
-    /// Skip points already in `results.jsonl`.
-    pub resume: bool,
-    /// Run only these experiments (all when empty).
-    pub only: Vec<String>,
-    /// Where progress goes: bars on a terminal, a line per point otherwise.
-    pub progress: progress::Mode,
-    /// Drive the http experiments from these load hosts (`ioscale load --hosts`), not locally.
-    pub load_hosts: Vec<String>,
-    /// The command template that reaches a load host (`ioscale load --remote-cmd`).
-    pub load_remote_cmd: Option<String>,
-    /// The address the server under test listens on (one the load hosts reach).
-    pub server_addr: std::net::Ipv4Addr,
-    /// The server's CPU budget for every `http` experiment (`--server-cpu`), overriding the
-    /// experiments' own `[server] cpu`.
-    pub server_cpu: Option<crate::spec::Budgeting>,
-}
-
-/// A runner failure: one sentence.
-#[derive(Debug)]
-pub struct Error(pub String);
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl From<std::io::Error> for Error {
-    fn from(e: std::io::Error) -> Self {
-        Error(e.to_string())
-    }
-}
-
-impl From<record::Error> for Error {
-    fn from(e: record::Error) -> Self {
-        Error(e.to_string())
-    }
-}
-
-impl From<spec::SpecError> for Error {
-    fn from(e: spec::SpecError) -> Self {
-        Error(e.to_string())
-    }
-}
+pub use crate::error::Error;
 
 /// What a run produced.
 #[derive(Debug)]

@@ -871,7 +871,7 @@ fn figure(e: &Experiment, f: &super::Figure, at: &str) -> Result<(), Problem> {
 /// a figure's.
 fn verdict_rules(
     e: &Experiment,
-    rules: &[crate::report::verdict::Rule],
+    rules: &[super::Rule],
     table: bool,
     at: &str,
 ) -> Result<(), Problem> {

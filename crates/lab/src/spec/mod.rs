@@ -6,12 +6,13 @@
 //! and value is checked before anything runs ([`check`]; the keys are listed in
 //! `experiments/README.md`).
 
-use crate::report::verdict::Rule;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
 pub mod check;
+pub mod rule;
 pub use check::Problem;
+pub use rule::Rule;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
