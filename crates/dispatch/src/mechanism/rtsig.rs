@@ -917,14 +917,7 @@ impl Core {
         if self.is_full() || self.pollfds.is_empty() {
             return Ok(());
         }
-        sys::poll(&mut self.pollfds, 0)?;
-        for k in 0..self.pollfds.len() {
-            let p = self.pollfds[k];
-            if is_ready(&p) {
-                self.push_ready(p.fd, revents_flags(p.revents));
-            }
-        }
-        Ok(())
+        self.poll_all()
     }
 
     /// Overflow recovery: flush, then one poll over the whole user-space interest set.
@@ -937,6 +930,12 @@ impl Core {
         if self.pollfds.is_empty() {
             return Ok(());
         }
+        self.poll_all()
+    }
+
+    /// One `poll` with timeout 0 over the whole user-space interest set; every ready descriptor
+    /// is queued (the scan both the fallback and the overflow recovery end with).
+    fn poll_all(&mut self) -> io::Result<()> {
         sys::poll(&mut self.pollfds, 0)?;
         for k in 0..self.pollfds.len() {
             let p = self.pollfds[k];
