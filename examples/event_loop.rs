@@ -13,9 +13,11 @@
 use ioscale_dispatch::{Dispatcher, Events, Interest, Mechanism, Options, Token, Trigger};
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::process::ExitCode;
+
+mod common;
 
 const LISTENER: Token = Token(usize::MAX);
 
@@ -137,25 +139,10 @@ fn main() -> ExitCode {
         eprintln!("event_loop: {mechanism} is the completion model: see the proactor_echo example");
         return ExitCode::from(2);
     }
-    let port = match args.next().map(|p| p.parse::<u16>()) {
-        None => 0,
-        Some(Ok(p)) => p,
-        Some(Err(_)) => {
-            eprintln!("event_loop: the port must be a number from 0 to 65535");
-            return ExitCode::from(2);
-        }
-    };
-    let listener = match TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))) {
+    let listener = match common::listen("event_loop", args.next(), &mechanism.to_string()) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("event_loop: cannot listen on 127.0.0.1:{port}: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    match listener.local_addr() {
-        Ok(a) => eprintln!("echo on {a} with {mechanism}"),
-        Err(e) => eprintln!("event_loop: {e}"),
-    }
     match serve(mechanism, listener, None) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -16,9 +16,11 @@ use ioscale_dispatch::completion::{Completion, OpKind, Proactor, SendBuf, Value}
 use ioscale_dispatch::Token;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind};
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitCode;
+
+mod common;
 
 const ACCEPT: Token = Token(usize::MAX);
 const CLOSE: Token = Token(usize::MAX - 1);
@@ -116,25 +118,10 @@ fn serve(listener: TcpListener, stop_after: Option<usize>) -> io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let port = match std::env::args().nth(1).map(|p| p.parse::<u16>()) {
-        None => 0,
-        Some(Ok(p)) => p,
-        Some(Err(_)) => {
-            eprintln!("proactor_echo: the port must be a number from 0 to 65535");
-            return ExitCode::from(2);
-        }
-    };
-    let listener = match TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))) {
+    let listener = match common::listen("proactor_echo", std::env::args().nth(1), "io_uring completions") {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("proactor_echo: cannot listen on 127.0.0.1:{port}: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    match listener.local_addr() {
-        Ok(a) => eprintln!("echo on {a} with io_uring completions"),
-        Err(e) => eprintln!("proactor_echo: {e}"),
-    }
     match serve(listener, None) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
