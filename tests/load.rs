@@ -440,4 +440,10 @@ fn two_threads_merge_losslessly_into_one_record() {
     assert!(code == Some(0) || code == Some(3), "{err}");
     assert_threads_add_up(&r, 2);
     assert_eq!(r["active"]["replies"], 1001);
+    let out = util::ioscale(&["load", &url, "--peak", "-c", "2", "-n", "100", "-t", "2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().next().unwrap_or("").contains("2 threads"), "{text}");
+    for i in 0..2 {
+        assert!(text.contains(&format!("  thread {i}: replies 50, CPU")), "{text}");
+    }
 }

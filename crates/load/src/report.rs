@@ -318,6 +318,20 @@ pub fn summary_text(r: &Value) -> String {
     } else {
         s.push_str(&format!("self-check: {cpu}\n"));
     }
+    for (i, t) in r["threads"].as_array().into_iter().flatten().enumerate() {
+        let tc = &t["self_check"];
+        let lag = if open_loop {
+            format!(", schedule lag p99 {:.3} ms", f(&tc["schedule_lag_ms"]["p99"]))
+        } else {
+            String::new()
+        };
+        s.push_str(&format!(
+            "  thread {i}: replies {}{lag}, CPU {:.1}%, {}\n",
+            t["active"]["replies"],
+            f(&tc["cpu_util"]) * 100.0,
+            if t["valid"].as_bool() == Some(true) { "VALID" } else { "INVALID" }
+        ));
+    }
     if r["valid"].as_bool() == Some(true) {
         s.push_str("VALID\n");
     } else {
