@@ -155,7 +155,6 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// Echoes on `mechanism` for three clients at once, the last sending 1 MiB (more than a
     /// socket buffer, so the server waits for writability), then the loop ends.
@@ -167,35 +166,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || serve(mechanism, listener, Some(3)));
-        let big: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
-        let payloads = [b"hello\n".to_vec(), b"second client\n".to_vec(), big];
-        let clients: Vec<_> = payloads
-            .into_iter()
-            .map(|data| {
-                std::thread::spawn(move || {
-                    let mut s = TcpStream::connect(addr).unwrap();
-                    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-                    let mut w = s.try_clone().unwrap();
-                    let sent = data.clone();
-                    let writer = std::thread::spawn(move || {
-                        w.write_all(&sent).unwrap();
-                        w.shutdown(std::net::Shutdown::Write).unwrap();
-                    });
-                    let mut back = Vec::new();
-                    s.read_to_end(&mut back).unwrap();
-                    writer.join().unwrap();
-                    assert!(
-                        back == data,
-                        "{mechanism}: {} bytes back of {}",
-                        back.len(),
-                        data.len()
-                    );
-                })
-            })
-            .collect();
-        for c in clients {
-            c.join().unwrap();
-        }
+        common::three_clients_echo(addr, &mechanism.to_string());
         server.join().unwrap().unwrap();
     }
 

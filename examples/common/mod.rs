@@ -29,3 +29,38 @@ pub fn listen(example: &str, port: Option<String>, with: &str) -> Result<TcpList
     }
     Ok(listener)
 }
+
+/// The echo check both examples' tests make: three clients at once on `addr`, the last sending
+/// 1 MiB (more than a socket buffer: the server must wait to write, and sees many receives);
+/// each must get back exactly what it sent. `what` names the server in a failure.
+#[cfg(test)]
+pub fn three_clients_echo(addr: SocketAddr, what: &str) {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+    let big: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let payloads = [b"hello\n".to_vec(), b"second client\n".to_vec(), big];
+    let clients: Vec<_> = payloads
+        .into_iter()
+        .map(|data| {
+            let what = what.to_string();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                let mut w = s.try_clone().unwrap();
+                let sent = data.clone();
+                let writer = std::thread::spawn(move || {
+                    w.write_all(&sent).unwrap();
+                    w.shutdown(std::net::Shutdown::Write).unwrap();
+                });
+                let mut back = Vec::new();
+                s.read_to_end(&mut back).unwrap();
+                writer.join().unwrap();
+                assert!(back == data, "{what}: {} bytes back of {}", back.len(), data.len());
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+}
