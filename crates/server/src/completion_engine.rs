@@ -40,7 +40,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// Spare output buffers kept for reuse (with [`POOL_KEEP_CAP`]: at most 2 MiB per worker).
 const POOL_MAX: usize = 32;
@@ -197,9 +197,7 @@ impl Engine<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-            self.t.now = Instant::now();
-            self.resp.date.update(SystemTime::now());
-            self.resp.tick(self.t.now);
+            self.t.now = self.resp.wake();
             for c in out.drain(..) {
                 self.on_completion(c)?;
             }

@@ -21,7 +21,7 @@ use std::fs::File;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// Cached bodies up to this size are copied next to their head: one send for both.
 pub(crate) const COPY_MAX: usize = 16 * 1024;
@@ -94,6 +94,16 @@ impl<'a> Responder<'a> {
         let started = deadline.checked_sub(self.cfg.header_timeout).unwrap_or(now);
         let ns = now.saturating_duration_since(started).as_nanos();
         self.waited_ns = Some(u64::try_from(ns).unwrap_or(u64::MAX));
+    }
+
+    /// What both engines do when their wait returns: reads the clock, updates the `Date` line
+    /// and runs [`Self::tick`]; returns the time read, the engine's `now` for this pass.
+    #[inline]
+    pub fn wake(&mut self) -> Instant {
+        let now = Instant::now();
+        self.date.update(SystemTime::now());
+        self.tick(now);
+        now
     }
 
     /// Once per loop pass: takes the settings of a reload (SIGHUP) if there was one, writes

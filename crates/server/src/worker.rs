@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// The readiness engine's own per-connection state.
 #[derive(Debug)]
@@ -141,9 +141,7 @@ impl Worker<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-            self.t.now = Instant::now();
-            self.resp.date.update(SystemTime::now());
-            self.resp.tick(self.t.now);
+            self.t.now = self.resp.wake();
             let counters = self.d.counters();
             self.st.publish(&counters);
             if counters.mode_switches != self.switches_seen {
