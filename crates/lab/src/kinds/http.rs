@@ -12,7 +12,7 @@
 use crate::capacity::Calibration;
 use crate::record::Record;
 use crate::runner::{blank, Ctx, Error};
-use crate::spec::{Plan, Point, Value};
+use crate::spec::{LoadMode, Plan, Point, Value};
 use crate::sys;
 use generator::{CpuWindow, LoadRun};
 use server::Server;
@@ -23,6 +23,7 @@ pub mod calibrate;
 pub mod generator;
 mod priority;
 pub mod server;
+mod sweep;
 
 pub use server::{docroot, FILE_SIZES};
 
@@ -89,6 +90,18 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, plan: &Plan, points: &[Point]) -> Result<()
         };
     if plan.exp.load.ramp {
         return run_ramp(ctx, plan, points, &root, basis, &prep);
+    }
+    if plan.exp.load.mode == LoadMode::Sessions && needs_rate {
+        // New connections at a rate beside held populations: one server and one holder per
+        // mechanism and population, the rates in turn ([`sweep`]).
+        let placed: Vec<(Point, f64)> = points
+            .iter()
+            .map(|p| {
+                let rate = p.num("rate").unwrap_or(p.num("rate_fraction").unwrap_or(0.0) * basis);
+                (p.clone(), rate)
+            })
+            .collect();
+        return sweep::run_all(ctx, plan, &placed, &root, &prep, &|rec| stamp(rec, &prep));
     }
     for p in points {
         if sys::interrupted() {
@@ -177,7 +190,7 @@ fn measure(
 /// metrics, the server's counter differences and its CPU over the window (as a share of one
 /// core and of its budget, and whether it was saturated). Returns the server's stats document
 /// after the run.
-fn load_point(
+pub(crate) fn load_point(
     ctx: &mut Ctx<'_>,
     server: &Server,
     plan: &Plan,
