@@ -41,7 +41,7 @@ pub struct LabArgs {
     #[arg(long, value_name = "IPV4", default_value = "127.0.0.1")]
     server_addr: std::net::Ipv4Addr,
     /// The server's CPU budget for every http experiment, overriding each experiment's own
-    /// (`[server] cpu`): a fraction of one core (0.2 or 20%), `auto` (the largest that lets the
+    /// (`server_cpu`): a fraction of one core (0.2 or 20%), `auto` (the largest that lets the
     /// generator offer the top rate with headroom), or `none`. A budget needs a cgroup with the
     /// cpu controller (v2 `cpu.max` or v1 `cpu.cfs_quota_us`); without one the lab refuses.
     #[arg(long, value_name = "FRACTION|auto|none", value_parser = parse_server_cpu)]
@@ -49,7 +49,7 @@ pub struct LabArgs {
 }
 
 fn parse_server_cpu(s: &str) -> Result<spec::Budgeting, String> {
-    spec::CpuSetting::Word(s.to_string()).budgeting()
+    spec::Budgeting::parse(s)
 }
 
 fn experiments_dir(given: &PathBuf) -> PathBuf {

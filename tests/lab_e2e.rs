@@ -350,3 +350,52 @@ fn overhead_and_herd_write_no_escape_codes_into_files() {
     assert!(!err.contains('\x1b') && !String::from_utf8_lossy(&herd.stdout).contains('\x1b'));
     assert!(!err.trim().is_empty(), "herd says what it measures: {err:?}");
 }
+
+const TINY_BUDGET: &str = r#"
+name = "tinybudget"
+summary = "tiny http experiment under a CPU budget for the end-to-end test"
+reproduces = "nothing (a test)"
+kind = "http"
+mechanisms = ["epoll"]
+duration = 1
+warmup = 0.5
+server_cpu = 0.3
+[load]
+calls = 2
+[grid]
+file_size = [92]
+idle = [20]
+rate = [200]
+"#;
+
+/// A tiny experiment under a 30% CPU budget: the server really runs in its cgroup, every point
+/// says so, its CPU is stated as a share of the budget, and its counters cover the measured
+/// window only (snapshots at the window's edges). Skipped, with the reason, where this machine
+/// cannot make a cgroup with a CPU limit (not root, or no cpu controller).
+#[test]
+fn tiny_http_experiment_under_a_cpu_budget() {
+    if let Err(e) = ioscale_lab::budget::Budget::create(0.3) {
+        eprintln!("skipped: no CPU budget can be made here: {}", e.0);
+        return;
+    }
+    let exps = temp_dir("lab-exps-budget");
+    let out = temp_dir("lab-out-budget");
+    std::fs::write(exps.join("tinybudget.toml"), TINY_BUDGET).unwrap();
+    let run = lab(&["tinybudget"], &exps, &out);
+    assert!(run.status.success(), "lab failed: {}", String::from_utf8_lossy(&run.stderr));
+    let text = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1);
+    let l = &lines[0];
+    assert!(l["error"].is_null(), "{l}");
+    let m = &l["metrics"];
+    assert_eq!(m["server_budget"].as_f64(), Some(0.3), "{l}");
+    assert!(l["params"]["server_cpu"].as_str().unwrap().contains("0.3 of a core"), "{l}");
+    let pct = m["cpu_budget_pct"].as_f64().unwrap();
+    let util = m["cpu_util"].as_f64().unwrap();
+    assert!((pct - util / 0.3).abs() < 1e-6 * pct.max(1.0), "{l}");
+    assert_eq!(l["params"]["counters"], "window", "counters from the window's snapshots: {l}");
+    assert!(m["wait_calls"].as_f64().unwrap() > 0.0, "{l}");
+    let _ = std::fs::remove_dir_all(&exps);
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -4,4 +4,4 @@
 
 pub use ioscale_sys::cpu::schedstat_ns;
 pub use ioscale_sys::interrupt::{install as catch_interrupt, requested as interrupted};
-pub use ioscale_sys::process::{kill, SIGINT, SIGKILL, SIGTERM};
+pub use ioscale_sys::process::{kill, SIGINT, SIGKILL, SIGTERM, SIGUSR2};

@@ -9,6 +9,8 @@ pub const SIGINT: i32 = libc::SIGINT;
 pub const SIGTERM: i32 = libc::SIGTERM;
 /// `SIGKILL`.
 pub const SIGKILL: i32 = libc::SIGKILL;
+/// SIGUSR2 (`ioscale serve` takes a counter snapshot).
+pub const SIGUSR2: i32 = libc::SIGUSR2;
 
 /// This process's id. Async-signal-safe.
 pub fn getpid() -> libc::pid_t {

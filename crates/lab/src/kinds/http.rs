@@ -205,7 +205,8 @@ pub(crate) fn load_point(
     match res {
         Ok(v) => {
             generator::load_metrics(&v, rec);
-            generator::counter_metrics(&before, &after, rec);
+            let scope = generator::counter_metrics(&before, &after, &cpu, rec);
+            rec.params.insert("counters".into(), Value::Word(scope.into()));
             let window = v["window_s"].as_f64().filter(|w| *w > 0.0).unwrap_or(plan.duration);
             cpu_metrics(rec, &cpu, now, window, run.budget.map_or(1.0, |b| b.fraction));
             rec.raw = v;

@@ -676,6 +676,7 @@ fn conditions(recs: &[&Record]) -> Vec<(&'static str, String)> {
         ("budget_why", "why this budget"),
         ("capacity_method", "capacity found by"),
         ("scheduling", "scheduling"),
+        ("counters", "server counters over the"),
     ] {
         let v = distinct_words(recs, key);
         if !v.is_empty() {

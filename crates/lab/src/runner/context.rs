@@ -35,7 +35,7 @@ pub struct Config {
     /// The address the server under test listens on (one the load hosts reach).
     pub server_addr: std::net::Ipv4Addr,
     /// The server's CPU budget for every `http` experiment (`--server-cpu`), overriding the
-    /// experiments' own `[server] cpu`.
+    /// experiments' own `server_cpu`.
     pub server_cpu: Option<crate::spec::Budgeting>,
 }
 

@@ -171,19 +171,6 @@ pub struct Server {
     pub args: Vec<String>,
     /// Signal-queue cap for RT-signal mechanisms (`--sigqueue-max`).
     pub sigqueue_max: Option<u64>,
-    /// The server's CPU budget: a fraction of one core, `"auto"` (the largest that leaves the
-    /// generator headroom at the top rate; see `capacity::auto_budget`) or `"none"`.
-    pub cpu: Option<CpuSetting>,
-}
-
-/// How an experiment sets the server's CPU budget, as written in the file.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(untagged)]
-pub enum CpuSetting {
-    /// A fraction of one core.
-    Fraction(f64),
-    /// `auto` or `none`.
-    Word(String),
 }
 
 /// The server's CPU budget an experiment asks for.
@@ -197,16 +184,14 @@ pub enum Budgeting {
     Auto,
 }
 
-impl CpuSetting {
-    /// The budget asked for, or one sentence saying what is accepted.
-    pub fn budgeting(&self) -> Result<Budgeting, String> {
-        match self {
-            CpuSetting::Word(w) if w == "auto" => Ok(Budgeting::Auto),
-            CpuSetting::Word(w) if w == "none" => Ok(Budgeting::Unlimited),
-            CpuSetting::Word(w) => crate::budget::parse_fraction(w)
-                .map(|f| f.map_or(Budgeting::Unlimited, Budgeting::Fixed))
-                .map_err(|e| format!("{e}, or `auto`")),
-            CpuSetting::Fraction(f) => crate::budget::parse_fraction(&f.to_string())
+impl Budgeting {
+    /// `--server-cpu`: a fraction of one core (0.2 or 20%), `auto` or `none`; or one sentence
+    /// saying what is accepted.
+    pub fn parse(s: &str) -> Result<Budgeting, String> {
+        match s {
+            "auto" => Ok(Budgeting::Auto),
+            "none" => Ok(Budgeting::Unlimited),
+            _ => crate::budget::parse_fraction(s)
                 .map(|f| f.map_or(Budgeting::Unlimited, Budgeting::Fixed))
                 .map_err(|e| format!("{e}, or `auto`")),
         }
@@ -323,6 +308,16 @@ pub enum ServerCpu {
     Auto,
     /// This fraction of one core, in (0, 1].
     Fraction(f64),
+}
+
+impl From<ServerCpu> for Budgeting {
+    fn from(c: ServerCpu) -> Budgeting {
+        match c {
+            ServerCpu::None => Budgeting::Unlimited,
+            ServerCpu::Auto => Budgeting::Auto,
+            ServerCpu::Fraction(f) => Budgeting::Fixed(f),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for ServerCpu {

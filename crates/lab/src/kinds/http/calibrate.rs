@@ -43,16 +43,8 @@ pub(crate) struct Prepared {
 }
 
 /// The budget an experiment asks for (the command line's `--server-cpu` first).
-pub(crate) fn setting(ctx: &Ctx<'_>, plan: &Plan) -> Result<Budgeting, Error> {
-    if let Some(b) = ctx.cfg.server_cpu {
-        return Ok(b);
-    }
-    match &plan.exp.server.cpu {
-        None => Ok(Budgeting::Unlimited),
-        Some(c) => c
-            .budgeting()
-            .map_err(|e| Error(format!("experiment {}: [server] cpu = {e}", plan.exp.name))),
-    }
+pub(crate) fn setting(ctx: &Ctx<'_>, plan: &Plan) -> Budgeting {
+    ctx.cfg.server_cpu.unwrap_or_else(|| plan.server_cpu.map_or(Budgeting::Unlimited, Budgeting::from))
 }
 
 /// Makes the experiment's budget and calibrates its capacity (when `needs_rate`).
@@ -62,7 +54,7 @@ pub(crate) fn prepare(
     root: &Path,
     needs_rate: bool,
 ) -> Result<Prepared, Error> {
-    let want = setting(ctx, plan)?;
+    let want = setting(ctx, plan);
     if want == Budgeting::Unlimited && !needs_rate {
         return Ok(Prepared { budget: None, cal: None, why: "no CPU budget".into() });
     }

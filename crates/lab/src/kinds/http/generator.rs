@@ -29,6 +29,9 @@ pub(crate) struct CpuWindow {
     pub(crate) held_at: Option<f64>,
     /// Whether the milestones came from the generator's own events (else from the clock).
     pub(crate) from_events: bool,
+    /// The sequence numbers of the server's counter snapshots at the window's start and end.
+    pub(crate) snap_start: Option<u64>,
+    pub(crate) snap_end: Option<u64>,
 }
 
 /// One run of the generator: the rate it offers, for how long, after what warm-up.
@@ -225,10 +228,12 @@ pub(crate) fn run(
         }
         if cpu.start.is_none() && start_at.is_some_and(|s| el >= s) {
             cpu.start = Some(server.cpu_ns());
+            cpu.snap_start = server.snapshot();
             cpu.throttle_start = run.budget.and_then(Budget::throttle);
         }
         if cpu.end.is_none() && end_at.is_some_and(|e| el >= e) {
             cpu.end = Some(server.cpu_ns());
+            cpu.snap_end = server.snapshot();
             cpu.throttle_end = run.budget.and_then(Budget::throttle);
         }
         if sys::interrupted() || el > bound {
@@ -312,9 +317,9 @@ pub(crate) fn load_metrics(v: &serde_json::Value, rec: &mut Record) {
     }
 }
 
-/// The server's dispatch counters a point records (their difference over the run), by the
-/// last part of their name in the stats document.
-pub(crate) const COUNTERS: [&str; 8] = [
+/// The server's dispatch counters a point records (their difference over the measured window),
+/// by the last part of their name in the stats document.
+pub(crate) const COUNTERS: [&str; 9] = [
     "signals",
     "dequeue_calls",
     "overflows",
@@ -323,23 +328,109 @@ pub(crate) const COUNTERS: [&str; 8] = [
     "wait_calls",
     "events",
     "interest_syscalls",
+    "fallback_scans",
 ];
 
-/// Dispatch counters from the stats endpoint: the difference `after - before`.
+/// The server's counters over the measured window: the difference between the snapshots taken
+/// at its start and end (`after` lists them), and `"window"`; where the server took none (nginx,
+/// or a snapshot missing or incomplete), the difference between the stats documents read before
+/// and after the whole run, and `"run"`: what the point's `counters` parameter then says.
 pub(crate) fn counter_metrics(
     before: &Option<serde_json::Value>,
     after: &Option<serde_json::Value>,
+    cpu: &CpuWindow,
     rec: &mut Record,
-) {
-    let (Some(b), Some(a)) = (before, after) else { return };
+) -> &'static str {
+    let snap = |seq: Option<u64>| {
+        let seq = seq?;
+        after.as_ref()?["snapshots"]
+            .as_array()?
+            .iter()
+            .find(|s| s["seq"].as_u64() == Some(seq) && s["complete"].as_bool() == Some(true))
+            .map(|s| s["sum"].clone())
+    };
+    if let (Some(b), Some(a)) = (snap(cpu.snap_start), snap(cpu.snap_end)) {
+        differences(&b, &a, rec);
+        return "window";
+    }
+    if let (Some(b), Some(a)) = (before, after) {
+        differences(b, a, rec);
+    }
+    "run"
+}
+
+/// Adds the dispatch counters' differences `a - b` to `rec`.
+fn differences(b: &serde_json::Value, a: &serde_json::Value, rec: &mut Record) {
     let (mut fb, mut fa) = (BTreeMap::new(), BTreeMap::new());
     flatten_numbers(b, "", &mut fb);
     flatten_numbers(a, "", &mut fa);
     for (k, va) in &fa {
         let Some(short) = k.rsplit('.').next() else { continue };
-        if COUNTERS.contains(&short) && k.contains("dispatch") {
+        // The snapshots listed in a stats document are not its totals.
+        if COUNTERS.contains(&short) && k.contains("dispatch") && !k.starts_with("snapshots") {
             let d = va - fb.get(k).copied().unwrap_or(0.0);
             *rec.metrics.entry(short.to_string()).or_insert(0.0) += d;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn snap(seq: u64, complete: bool, signals: f64) -> serde_json::Value {
+        json!({"seq": seq, "complete": complete, "sum": {"dispatch": {"signals": signals, "overflows": 1.0}}})
+    }
+
+    fn doc(total: f64, snaps: Vec<serde_json::Value>) -> Option<serde_json::Value> {
+        Some(json!({"dispatch": {"signals": total, "overflows": total / 2.0}, "snapshots": snaps}))
+    }
+
+    fn record() -> Record {
+        Record {
+            experiment: "t".into(),
+            variant: crate::spec::Which::Quick,
+            key: "k".into(),
+            mechanism: "rtsig".into(),
+            params: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            lists: BTreeMap::new(),
+            valid: true,
+            invalid_reason: None,
+            error: None,
+            unix_time: 0,
+            machine: Default::default(),
+            raw: serde_json::Value::Null,
+        }
+    }
+
+    fn window(start: Option<u64>, end: Option<u64>) -> CpuWindow {
+        CpuWindow { snap_start: start, snap_end: end, ..CpuWindow::default() }
+    }
+
+    #[test]
+    fn counters_come_from_the_window_snapshots_by_sequence_number() {
+        let before = doc(10.0, vec![]);
+        // Snapshots 1 and 2 are an earlier rate's window; 3 and 4 this one's.
+        let after =
+            doc(500.0, vec![snap(1, true, 20.0), snap(2, true, 90.0), snap(3, true, 100.0), snap(4, true, 340.0)]);
+        let mut rec = record();
+        assert_eq!(counter_metrics(&before, &after, &window(Some(3), Some(4)), &mut rec), "window");
+        assert_eq!(rec.metric("signals"), Some(240.0));
+        assert_eq!(rec.metric("overflows"), Some(0.0));
+    }
+
+    #[test]
+    fn without_both_complete_snapshots_the_counters_cover_the_run_and_say_so() {
+        let before = doc(10.0, vec![]);
+        let after = doc(500.0, vec![snap(3, true, 100.0), snap(4, false, 340.0)]);
+        for w in [window(Some(3), Some(4)), window(Some(3), None), window(None, None), window(Some(7), Some(8))] {
+            let mut rec = record();
+            assert_eq!(counter_metrics(&before, &after, &w, &mut rec), "run");
+            // The totals' difference; the listed snapshots are not added in.
+            assert_eq!(rec.metric("signals"), Some(490.0));
+            assert_eq!(rec.metric("overflows"), Some(245.0));
         }
     }
 }

@@ -53,7 +53,8 @@ fn wait_listening(ip: Ipv4Addr, port: u16, within: Duration) -> bool {
 /// GET a small JSON document from the server (the stats endpoint).
 pub(crate) fn get_json(ip: Ipv4Addr, port: u16, path: &str) -> Option<serde_json::Value> {
     let mut s = TcpStream::connect((ip, port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    // An overloaded server answers late: it is asked after the load, and given time.
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n").ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
@@ -70,6 +71,10 @@ pub(crate) struct Server {
     pub(crate) port: u16,
     /// Extra PIDs whose CPU counts too (nginx's worker).
     others: Vec<u32>,
+    /// Whether it is `ioscale serve` (which takes counter snapshots on SIGUSR2).
+    ioscale: bool,
+    /// How many snapshots the lab has asked of it: the sequence number of the last one.
+    snaps: std::cell::Cell<u64>,
     _dir: Option<PathBuf>,
 }
 
@@ -91,6 +96,17 @@ impl Server {
     /// The server's stats document, if it serves one.
     pub(crate) fn stats(&self) -> Option<serde_json::Value> {
         get_json(self.ip, self.port, "/.ioscale/stats")
+    }
+
+    /// Asks the server for a counter snapshot (SIGUSR2, docs/observability.md); its sequence
+    /// number, to find it in the stats document afterwards. `None` for nginx, or when the
+    /// signal could not be sent.
+    pub(crate) fn snapshot(&self) -> Option<u64> {
+        if !self.ioscale || sys::kill(self.pid, sys::SIGUSR2).is_err() {
+            return None;
+        }
+        self.snaps.set(self.snaps.get() + 1);
+        Some(self.snaps.get())
     }
 }
 
@@ -153,7 +169,7 @@ pub(crate) fn start_ioscale(
             p.mechanism
         )));
     }
-    Ok(Server { pid, ip, port, others: Vec::new(), _dir: None })
+    Ok(Server { pid, ip, port, others: Vec::new(), ioscale: true, snaps: Default::default(), _dir: None })
 }
 
 /// nginx (Debian's package), one worker, epoll, access log off: the reference line.
@@ -192,5 +208,5 @@ server {{ listen {ip}:{port}; root {root}; }} }}\n",
     let kids =
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     let others = kids.split_whitespace().filter_map(|s| s.parse().ok()).collect();
-    Ok(Server { pid, ip, port, others, _dir: Some(dir) })
+    Ok(Server { pid, ip, port, others, ioscale: false, snaps: Default::default(), _dir: Some(dir) })
 }

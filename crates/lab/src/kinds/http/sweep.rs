@@ -10,7 +10,7 @@
 //! a select server once instead of once per rate is most of what makes a quick run fit in
 //! minutes.
 
-use super::generator::{self, CpuWindow, LoadRun};
+use super::generator::LoadRun;
 use super::server::{self, file_name, Server};
 use crate::record::Record;
 use crate::runner::{blank, Ctx, Error};
