@@ -222,7 +222,14 @@ fn fmt_figure(v: f64) -> String {
 /// The point in one line: its mechanism and parameters, its key figures, and whether it is
 /// valid.
 fn describe(kind: Kind, rec: &Record) -> String {
-    let params: Vec<String> = rec.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    // The grid's values; how the experiment was run (the same sentence on every point) is in
+    // the records and the report.
+    let params: Vec<String> = rec
+        .params
+        .iter()
+        .filter(|(k, _)| !crate::kinds::CONDITIONS.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let what = format!("{} {}", rec.mechanism, params.join(" "));
     if let Some(e) = &rec.error {
         return format!("{}: NOT MEASURED ({})", what.trim_end(), first_line(e));
