@@ -37,7 +37,16 @@ pub struct Probe {
     pub generator_valid: bool,
 }
 
+/// A server replying to less than this share of the offered rate has fallen behind it: its
+/// reply rate has levelled off.
+pub const LEVELLED: f64 = 0.95;
+
 impl Probe {
+    /// Whether the server replied to less than [`LEVELLED`] of the offered rate.
+    pub fn fell_behind(&self) -> bool {
+        self.replies_per_s < LEVELLED * self.offered
+    }
+
     /// The server's CPU per reply (seconds).
     pub fn server_s_per_reply(&self) -> Option<f64> {
         (self.replies_per_s > 0.0 && self.server_cores > 0.0)
@@ -74,6 +83,13 @@ pub fn probe_rates(light: &Probe, budget: f64) -> Vec<f64> {
     // Per-reply cost falls as the server batches under load, so the estimate is low: probe at
     // it and well past it.
     vec![estimate, 1.3 * estimate, 1.8 * estimate]
+}
+
+/// Whether the probes found where the reference server's reply rate levels off: a probe with
+/// the generator valid, the server saturated under `budget` and falling behind the offered rate.
+pub fn levelled(probes: &[Probe], budget: Option<f64>) -> bool {
+    let cores = budget.unwrap_or(1.0);
+    probes.iter().any(|p| p.generator_valid && p.saturated(cores) && p.fell_behind())
 }
 
 /// What calibration found, kept in every point of the experiment.
@@ -117,14 +133,21 @@ impl Calibration {
             .filter(|p| p.generator_valid && p.saturated(cores))
             .map(|p| p.replies_per_s)
             .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+        let levelled = levelled(&probes, budget);
         let budget_text = match budget {
             Some(b) => format!("under a budget of {} of a core", crate::budget::fmt_fraction(b)),
             None => "without a CPU budget".into(),
         };
         let method = match saturated {
+            Some(c) if levelled => format!(
+                "the {reference} server's highest reply rate when saturated ({:.0}% or more of its CPU) {budget_text} and replying to less than {:.0}% of the offered rate, with the generator valid: {c:.0}/s; the generator's ceiling is about {generator_ceiling:.0}/s",
+                SATURATED * 100.0,
+                LEVELLED * 100.0
+            ),
             Some(c) => format!(
-                "the {reference} server's reply rate when saturated ({:.0}% or more of its CPU) {budget_text}, with the generator valid: {c:.0}/s; the generator's ceiling is about {generator_ceiling:.0}/s",
-                SATURATED * 100.0
+                "the {reference} server's highest reply rate when saturated ({:.0}% or more of its CPU) {budget_text}, with the generator valid: {c:.0}/s, a lower bound: it still replied to {:.0}% or more of every rate offered; the generator's ceiling is about {generator_ceiling:.0}/s",
+                SATURATED * 100.0,
+                LEVELLED * 100.0
             ),
             None => format!(
                 "the {reference} server never reached {:.0}% of its CPU {budget_text} while the generator kept its schedule: rates are placed on the highest valid reply rate, the generator's limit, not the server's",
@@ -187,6 +210,16 @@ mod tests {
         assert_eq!(c.basis(), Some(5200.0));
         assert!((c.generator_ceiling - 1e6 / 80.0).abs() < 1e-6);
         assert!(c.method.contains("saturated"), "{}", c.method);
+        assert!(!c.method.contains("lower bound"), "5200 of 5600 offered fell behind: {}", c.method);
+    }
+
+    #[test]
+    fn a_saturated_server_still_keeping_up_gives_a_lower_bound() {
+        let probes = vec![probe(4000.0, 4000.0, 0.19, 90.0, true), probe(5000.0, 4990.0, 0.195, 85.0, true)];
+        assert!(!levelled(&probes, Some(0.2)));
+        let c = Calibration::judge(probes, Some(0.2), 1.0, "epoll");
+        assert_eq!(c.capacity, Some(4990.0));
+        assert!(c.method.contains("lower bound"), "{}", c.method);
     }
 
     #[test]

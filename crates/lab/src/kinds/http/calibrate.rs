@@ -138,6 +138,17 @@ pub(crate) fn prepare(
             ctx.message(format!("calibrating: {rate:.0}/s"));
             probes.push(probe(ctx, plan, root, &shape, rate, budget.as_ref())?);
         }
+        // Per-reply costs fall as the server batches, so it may still keep up at the last
+        // probe: go on until its reply rate levels off, while the generator stays valid.
+        for _ in 0..3 {
+            let Some(last) = probes.last().filter(|p| p.generator_valid).cloned() else { break };
+            if capacity::levelled(&probes, fraction) || sys::interrupted() {
+                break;
+            }
+            let rate = 1.3 * last.offered;
+            ctx.message(format!("calibrating: {rate:.0}/s (the server still kept up)"));
+            probes.push(probe(ctx, plan, root, &shape, rate, budget.as_ref())?);
+        }
     }
     let cal = Calibration::judge(probes, fraction, generator_cores, REFERENCE);
     FOUND.with(|m| m.borrow_mut().insert(key, (fraction, cal.clone(), why.clone())));

@@ -301,7 +301,11 @@ pub(crate) fn load_metrics(v: &serde_json::Value, rec: &mut Record) {
             rec.metrics.insert(name.to_string(), x);
         }
     }
-    if let (Some(e), Some(s)) = (rec.metric("errors"), rec.metric("sessions")) {
+    // The generator's own share: errors per connection it tried to open (timeouts and
+    // descriptors it could not get included, as httperf counts them).
+    if let Some(pct) = pick(&["active.error_percent", "error_percent"]) {
+        rec.metrics.insert("error_pct".into(), pct);
+    } else if let (Some(e), Some(s)) = (rec.metric("errors"), rec.metric("sessions")) {
         if s > 0.0 {
             rec.metrics.insert("error_pct".into(), 100.0 * e / s);
         }
