@@ -32,9 +32,10 @@ pub use server::{docroot, FILE_SIZES};
 /// (`server_cpu_ns`, `cpu_util` in % of one core, `cpu_budget_pct` in % of its budget,
 /// `saturated`, `throttled_pct`, `cpu_us_per_req`), its budget (`server_budget`, a fraction of
 /// a core), the calibration (`capacity`, `rate_basis`, `generator_ceiling`), `held_up_s`,
-/// `error_pct`, and for a ramp `t`, the step's middle in seconds. A metric added to a point
+/// `error_pct`, `fallback_pct` (the share of the window an RT-signal server served from its
+/// fallback scans), and for a ramp `t`, the step's middle in seconds. A metric added to a point
 /// goes here too: figures are checked against this list before anything runs.
-pub(crate) const POINT_METRICS: [&str; 13] = [
+pub(crate) const POINT_METRICS: [&str; 14] = [
     "server_cpu_ns",
     "cpu_util",
     "cpu_budget_pct",
@@ -47,6 +48,7 @@ pub(crate) const POINT_METRICS: [&str; 13] = [
     "generator_ceiling",
     "held_up_s",
     "error_pct",
+    "fallback_pct",
     "t",
 ];
 
@@ -209,6 +211,10 @@ pub(crate) fn load_point(
             rec.params.insert("counters".into(), Value::Word(scope.into()));
             let window = v["window_s"].as_f64().filter(|w| *w > 0.0).unwrap_or(plan.duration);
             cpu_metrics(rec, &cpu, now, window, run.budget.map_or(1.0, |b| b.fraction));
+            if let Some(ns) = rec.metric("fallback_ns") {
+                // The share of the window an RT-signal server spent on its fallback scans.
+                rec.metrics.insert("fallback_pct".into(), 100.0 * ns / (window * 1e9));
+            }
             rec.raw = v;
         }
         Err(e) => rec.error = Some(e.0),

@@ -323,7 +323,7 @@ pub(crate) fn load_metrics(v: &serde_json::Value, rec: &mut Record) {
 
 /// The server's dispatch counters a point records (their difference over the measured window),
 /// by the last part of their name in the stats document.
-pub(crate) const COUNTERS: [&str; 9] = [
+pub(crate) const COUNTERS: [&str; 10] = [
     "signals",
     "dequeue_calls",
     "overflows",
@@ -333,6 +333,7 @@ pub(crate) const COUNTERS: [&str; 9] = [
     "events",
     "interest_syscalls",
     "fallback_scans",
+    "fallback_ns",
 ];
 
 /// The server's counters over the measured window: the difference between the snapshots taken
