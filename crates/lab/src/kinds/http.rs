@@ -199,7 +199,9 @@ pub(crate) fn load_point(
     run: &LoadRun<'_>,
     rec: &mut Record,
 ) -> Option<serde_json::Value> {
-    let before = server.stats();
+    // An ioscale server's counters come from its snapshots at the window's edges; a stats
+    // document read before the run is needed only where it takes none (see counter_metrics).
+    let before = if server.takes_snapshots() { None } else { server.stats() };
     let mut cpu = CpuWindow::default();
     let res = generator::run(ctx, server, plan, run, &mut cpu);
     let now = server.cpu_ns();

@@ -22,8 +22,9 @@ use std::time::Duration;
 pub(crate) const REFERENCE: &str = "epoll";
 
 /// A calibration kept for later experiments of the same shape: the budget's fraction, what
-/// was found, and why the budget is what it is.
-type Found = (Option<f64>, Calibration, String);
+/// was found, why the budget is what it is, and the top rate (a fraction of capacity) the
+/// budget leaves the generator headroom for.
+type Found = (Option<f64>, Calibration, String, f64);
 
 thread_local! {
     /// Calibrations found in this run, by shape and budget setting: experiments of the same
@@ -67,7 +68,12 @@ pub(crate) fn prepare(
         plan.exp.load.args,
         shape
     );
-    if let Some((fraction, cal, why)) = FOUND.with(|m| m.borrow().get(&key).cloned()) {
+    let top = super::super::num_list(plan, "rate_fraction").into_iter().fold(1.0f64, f64::max);
+    // A budget found for a lower top rate would not leave this experiment's generator its
+    // headroom: calibrate again.
+    if let Some((fraction, cal, why, _)) =
+        FOUND.with(|m| m.borrow().get(&key).cloned()).filter(|f| f.3 >= top)
+    {
         let budget = fraction.map(Budget::create).transpose().map_err(|e| Error(e.0))?;
         return Ok(Prepared { budget, cal: needs_rate.then_some(cal), why });
     }
@@ -95,7 +101,6 @@ pub(crate) fn prepare(
         }
         None => first.clone(),
     };
-    let top = super::super::num_list(plan, "rate_fraction").into_iter().fold(1.0f64, f64::max);
     let generator_cores = ctx.cfg.load_hosts.len().max(1) as f64;
     let (fraction, mut why) = match want {
         Budgeting::Unlimited => (None, "no CPU budget (the experiment or --server-cpu asks for none)".to_string()),
@@ -151,16 +156,21 @@ pub(crate) fn prepare(
         }
     }
     let cal = Calibration::judge(probes, fraction, generator_cores, REFERENCE);
-    FOUND.with(|m| m.borrow_mut().insert(key, (fraction, cal.clone(), why.clone())));
+    FOUND.with(|m| m.borrow_mut().insert(key, (fraction, cal.clone(), why.clone(), top)));
     Ok(Prepared { budget, cal: needs_rate.then_some(cal), why })
 }
 
 /// The calibration's point parameters: the grid's smallest number and first word of each
-/// parameter (smallest held populations, smallest reply), rates left out.
+/// parameter (smallest reply), rates left out, and the held populations too where they do not
+/// carry the load (the capacity is the server's with no connection held; the held sets are
+/// what the experiment varies against it).
 fn shape(plan: &Plan) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for (k, vals) in &plan.grid {
         if k == "rate_fraction" || k == "rate" {
+            continue;
+        }
+        if plan.exp.load.mode != LoadMode::Periodic && super::sweep::HELD.contains(&k.as_str()) {
             continue;
         }
         let min = vals

@@ -339,7 +339,8 @@ pub(crate) const COUNTERS: [&str; 10] = [
 /// The server's counters over the measured window: the difference between the snapshots taken
 /// at its start and end (`after` lists them), and `"window"`; where the server took none (nginx,
 /// or a snapshot missing or incomplete), the difference between the stats documents read before
-/// and after the whole run, and `"run"`: what the point's `counters` parameter then says.
+/// and after the whole run, and `"run"`; `"none"` (nothing recorded) without both documents:
+/// what the point's `counters` parameter then says.
 pub(crate) fn counter_metrics(
     before: &Option<serde_json::Value>,
     after: &Option<serde_json::Value>,
@@ -358,10 +359,13 @@ pub(crate) fn counter_metrics(
         differences(&b, &a, rec);
         return "window";
     }
-    if let (Some(b), Some(a)) = (before, after) {
-        differences(b, a, rec);
+    match (before, after) {
+        (Some(b), Some(a)) => {
+            differences(b, a, rec);
+            "run"
+        }
+        _ => "none",
     }
-    "run"
 }
 
 /// Adds the dispatch counters' differences `a - b` to `rec`.
@@ -430,6 +434,9 @@ mod tests {
     fn without_both_complete_snapshots_the_counters_cover_the_run_and_say_so() {
         let before = doc(10.0, vec![]);
         let after = doc(500.0, vec![snap(3, true, 100.0), snap(4, false, 340.0)]);
+        let mut rec = record();
+        assert_eq!(counter_metrics(&None, &after, &window(Some(3), None), &mut rec), "none");
+        assert_eq!(rec.metric("signals"), None, "no counters rather than a guess");
         for w in [window(Some(3), Some(4)), window(Some(3), None), window(None, None), window(Some(7), Some(8))] {
             let mut rec = record();
             assert_eq!(counter_metrics(&before, &after, &w, &mut rec), "run");

@@ -54,7 +54,7 @@ fn wait_listening(ip: Ipv4Addr, port: u16, within: Duration) -> bool {
 pub(crate) fn get_json(ip: Ipv4Addr, port: u16, path: &str) -> Option<serde_json::Value> {
     let mut s = TcpStream::connect((ip, port)).ok()?;
     // An overloaded server answers late: it is asked after the load, and given time.
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n").ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
@@ -96,6 +96,11 @@ impl Server {
     /// The server's stats document, if it serves one.
     pub(crate) fn stats(&self) -> Option<serde_json::Value> {
         get_json(self.ip, self.port, "/.ioscale/stats")
+    }
+
+    /// Whether the server takes counter snapshots (`ioscale serve`).
+    pub(crate) fn takes_snapshots(&self) -> bool {
+        self.ioscale
     }
 
     /// Asks the server for a counter snapshot (SIGUSR2, docs/observability.md); its sequence
