@@ -76,6 +76,24 @@ pub fn auto_budget(light: &Probe, top_fraction: f64, generator_cores: f64) -> Op
     Some(b.clamp(MIN_AUTO_BUDGET, 1.0))
 }
 
+/// The budget to try again with when the capacity measured under `budget` turned out too high
+/// for the generator: offering `top_fraction` times it would cost the generator more than
+/// [`GENERATOR_HEADROOM`] of its cores at the generator's cost per reply measured at that
+/// capacity (the light probe's costs overestimate the server's, which falls more as it
+/// batches). `None` when the budget already leaves the headroom (within 10%).
+pub fn refit_budget(cal: &Calibration, budget: f64, top_fraction: f64, generator_cores: f64) -> Option<f64> {
+    let cap = cal.capacity?;
+    let at = cal
+        .probes
+        .iter()
+        .filter(|p| p.generator_valid && p.replies_per_s == cap && p.generator_s_per_reply > 0.0)
+        .map(|p| p.generator_s_per_reply)
+        .next()?;
+    let needed = top_fraction * cap * at / generator_cores;
+    (needed > 1.1 * GENERATOR_HEADROOM)
+        .then(|| (budget * GENERATOR_HEADROOM / needed).clamp(MIN_AUTO_BUDGET, 1.0))
+}
+
 /// The rates to probe past the light one, from the capacity the light probe suggests.
 pub fn probe_rates(light: &Probe, budget: f64) -> Vec<f64> {
     let Some(cost) = light.server_s_per_reply() else { return Vec::new() };
@@ -211,6 +229,20 @@ mod tests {
         assert!((c.generator_ceiling - 1e6 / 80.0).abs() < 1e-6);
         assert!(c.method.contains("saturated"), "{}", c.method);
         assert!(!c.method.contains("lower bound"), "5200 of 5600 offered fell behind: {}", c.method);
+    }
+
+    #[test]
+    fn a_capacity_too_high_for_the_generator_refits_the_budget() {
+        // Capacity 7,000/s under 0.23 of a core, 100 µs of generator CPU per reply there: 1.3x
+        // of it needs 0.91 of the generator's core, so the budget shrinks by 0.6 / 0.91.
+        let probes = vec![probe(9000.0, 7000.0, 0.23, 100.0, true)];
+        let c = Calibration::judge(probes, Some(0.23), 1.0, "epoll");
+        let b = refit_budget(&c, 0.23, 1.3, 1.0).unwrap();
+        assert!((b - 0.23 * 0.6 / 0.91).abs() < 1e-9, "{b}");
+        // Where it needs no more than the headroom, the budget stays.
+        let probes = vec![probe(5000.0, 4000.0, 0.23, 100.0, true)];
+        let c = Calibration::judge(probes, Some(0.23), 1.0, "epoll");
+        assert_eq!(refit_budget(&c, 0.23, 1.3, 1.0), None);
     }
 
     #[test]

@@ -135,29 +135,69 @@ pub(crate) fn prepare(
     if light != first {
         probes.push(light.clone());
     }
+    let mut cal = Calibration::judge(probes.clone(), fraction, generator_cores, REFERENCE);
     if needs_rate {
-        for rate in capacity::probe_rates(&light, fraction.unwrap_or(1.0)) {
-            if sys::interrupted() {
-                return Err(Error("interrupted".into()));
-            }
-            ctx.message(format!("calibrating: {rate:.0}/s"));
-            probes.push(probe(ctx, plan, root, &shape, rate, budget.as_ref())?);
-        }
-        // Per-reply costs fall as the server batches, so it may still keep up at the last
-        // probe: go on until its reply rate levels off, while the generator stays valid.
-        for _ in 0..3 {
-            let Some(last) = probes.last().filter(|p| p.generator_valid).cloned() else { break };
-            if capacity::levelled(&probes, fraction) || sys::interrupted() {
-                break;
-            }
-            let rate = 1.3 * last.offered;
-            ctx.message(format!("calibrating: {rate:.0}/s (the server still kept up)"));
-            probes.push(probe(ctx, plan, root, &shape, rate, budget.as_ref())?);
+        let light_probes = probes.clone();
+        let start = capacity::probe_rates(&light, fraction.unwrap_or(1.0));
+        probes.extend(probe_capacity(ctx, plan, root, &shape, &start, budget.as_ref())?);
+        cal = Calibration::judge(probes, fraction, generator_cores, REFERENCE);
+        // The light probes overestimate the server's cost per reply more than the generator's:
+        // where the capacity measured leaves the generator too little headroom at the top
+        // rate, the budget shrinks in proportion and the capacity is measured again under it.
+        let refit = match (want, fraction) {
+            (Budgeting::Auto, Some(f)) => capacity::refit_budget(&cal, f, top, generator_cores),
+            _ => None,
+        };
+        if let (Some(f2), Some(f), Some(cap)) = (refit, fraction, cal.capacity) {
+            let b2 = Budget::create(f2).map_err(|e| Error(e.0))?;
+            why = format!(
+                "{why}; at the capacity measured under it ({cap:.0}/s) the generator would need more than {:.0}% of its core(s) at {top}x, so the budget was lowered to {} and the capacity measured again: {}",
+                capacity::GENERATOR_HEADROOM * 100.0,
+                crate::budget::fmt_fraction(f2),
+                b2.describe()
+            );
+            budget = Some(b2);
+            let scale = f2 / f;
+            let start = [0.8 * scale * cap, scale * cap, 1.3 * scale * cap];
+            let mut again = light_probes;
+            again.extend(probe_capacity(ctx, plan, root, &shape, &start, budget.as_ref())?);
+            cal = Calibration::judge(again, Some(f2), generator_cores, REFERENCE);
         }
     }
-    let cal = Calibration::judge(probes, fraction, generator_cores, REFERENCE);
+    let fraction = budget.as_ref().map(|b| b.fraction);
     FOUND.with(|m| m.borrow_mut().insert(key, (fraction, cal.clone(), why.clone(), top)));
     Ok(Prepared { budget, cal: needs_rate.then_some(cal), why })
+}
+
+/// Probes the reference server under `budget` at `rates`, then at 1.3x steps while it still
+/// keeps up (per-reply costs fall as the server batches), as long as the generator stays valid.
+fn probe_capacity(
+    ctx: &mut Ctx<'_>,
+    plan: &Plan,
+    root: &Path,
+    shape: &BTreeMap<String, Value>,
+    rates: &[f64],
+    budget: Option<&Budget>,
+) -> Result<Vec<Probe>, Error> {
+    let mut probes = Vec::new();
+    for &rate in rates {
+        if sys::interrupted() {
+            return Err(Error("interrupted".into()));
+        }
+        ctx.message(format!("calibrating: {rate:.0}/s"));
+        probes.push(probe(ctx, plan, root, shape, rate, budget)?);
+    }
+    let fraction = budget.map(|b| b.fraction);
+    for _ in 0..3 {
+        let Some(last) = probes.last().filter(|p| p.generator_valid).cloned() else { break };
+        if capacity::levelled(&probes, fraction) || sys::interrupted() {
+            break;
+        }
+        let rate = 1.3 * last.offered;
+        ctx.message(format!("calibrating: {rate:.0}/s (the server still kept up)"));
+        probes.push(probe(ctx, plan, root, shape, rate, budget)?);
+    }
+    Ok(probes)
 }
 
 /// The calibration's point parameters: the grid's smallest number and first word of each
