@@ -10,7 +10,6 @@
 //! The quota per period is 2 ms ([`quota_for`]): a server that never blocks gets about 96% of
 //! its budget, and a throttled one waits at most one period for its next slice.
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -64,17 +63,8 @@ const MIN_QUOTA_US: u64 = 1000;
 /// The longest period the kernel accepts (µs).
 const MAX_PERIOD_US: u64 = 1_000_000;
 
-/// Why no budget could be made: one sentence for the user.
-#[derive(Debug)]
-pub struct Error(pub String);
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
+/// Why a budget cannot be made: one sentence (the lab's error).
+pub use crate::error::Error;
 
 /// Parses a `--server-cpu` value: a fraction of one core in (0, 1], or `none`.
 pub fn parse_fraction(s: &str) -> Result<Option<f64>, String> {
