@@ -143,9 +143,13 @@ fn stamp(rec: &mut Record, prep: &calibrate::Prepared) {
     rec.params.insert(
         "scheduling".into(),
         Value::Word(format!(
-            "server {}, generator {}",
+            "server {} on CPU 0, generator {} on {}",
             priority::describe(priority::Role::Server),
-            priority::describe(priority::Role::Generator)
+            priority::describe(priority::Role::Generator),
+            match priority::generator_cores() {
+                1 => "CPU 1 (one event loop: this machine has no core to spare for more)".to_string(),
+                n => format!("CPUs {} ({n} event loops, one per core but the server's)", priority::generator_cpus()),
+            }
         )),
     );
     if let Some(c) = &prep.cal {

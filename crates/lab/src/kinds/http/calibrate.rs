@@ -101,7 +101,11 @@ pub(crate) fn prepare(
         }
         None => first.clone(),
     };
-    let generator_cores = ctx.cfg.load_hosts.len().max(1) as f64;
+    let generator_cores = if ctx.cfg.load_hosts.is_empty() {
+        super::priority::generator_cores() as f64
+    } else {
+        ctx.cfg.load_hosts.len() as f64
+    };
     let (fraction, mut why) = match want {
         Budgeting::Unlimited => (None, "no CPU budget (the experiment or --server-cpu asks for none)".to_string()),
         Budgeting::Fixed(f) => (Some(f), format!("a CPU budget of {} of a core, as the experiment or --server-cpu asks", crate::budget::fmt_fraction(f))),

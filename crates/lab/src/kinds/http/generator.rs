@@ -90,8 +90,14 @@ fn command(
     let (params, rate) = (run.params, run.rate);
     let size = params.get("file_size").and_then(Value::as_f64).unwrap_or(1.0) as u64;
     let url = format!("http://{}:{}/{}", server.ip, server.port, file_name(size));
-    let mut cmd = super::priority::launch(&ctx.cfg.exe, 1, super::priority::Role::Generator);
+    let mut cmd = super::priority::launch_generator(&ctx.cfg.exe);
     cmd.args(["load", &url, "--json"]);
+    // On more than two cores the plan is split over one event loop per generator core, merged
+    // into one record by the generator itself (`ioscale load --threads`).
+    let threads = super::priority::generator_cores();
+    if threads > 1 && ctx.cfg.load_hosts.is_empty() {
+        cmd.args(["--threads", &threads.to_string()]);
+    }
     let warmup = if events { run.warmup } else { run.warmup + open_guess(run.held()) };
     cmd.args(["--duration", &format!("{}s", run.duration), "--warmup", &format!("{warmup}s")]);
     if events {

@@ -58,6 +58,38 @@ pub(crate) fn describe(role: Role) -> &'static str {
     }
 }
 
+/// How many cores the generator gets: every core but the server's (CPU 0), at least one.
+pub(crate) fn generator_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1).max(1)
+}
+
+/// The generator's cores as `taskset` writes them: `1`, or `1-3` on four cores.
+pub(crate) fn generator_cpus() -> String {
+    match generator_cores() {
+        1 => "1".into(),
+        n => format!("1-{n}"),
+    }
+}
+
+/// The generator (`exe`) on every core but the server's, scheduled as the witness.
+pub(crate) fn launch_generator(exe: &Path) -> Command {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut pinned = if cores >= 2 && Path::new("/usr/bin/taskset").exists() {
+        let mut c = Command::new("/usr/bin/taskset");
+        c.arg("-c").arg(generator_cpus()).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    if !allowed().fifo {
+        return pinned;
+    }
+    let mut c = Command::new("/usr/bin/chrt");
+    c.args(["-f", "10"]).arg(pinned.get_program()).args(pinned.get_args());
+    std::mem::swap(&mut pinned, &mut c);
+    pinned
+}
+
 /// `exe` pinned to `cpu` (as [`crate::runner::pinned`]) and scheduled for its role.
 pub(crate) fn launch(exe: &Path, cpu: usize, role: Role) -> Command {
     let pinned = crate::runner::pinned(exe, cpu);

@@ -74,7 +74,7 @@ fn start_holder(
 ) -> Result<Holder, Error> {
     let size = params.get("file_size").and_then(Value::as_f64).unwrap_or(1.0) as u64;
     let url = format!("http://{}:{}/{}", server.ip, server.port, file_name(size));
-    let mut cmd = super::priority::launch(&ctx.cfg.exe, 1, super::priority::Role::Generator);
+    let mut cmd = super::priority::launch_generator(&ctx.cfg.exe);
     // Bounded: the sweep stops it long before; a lab killed outright leaves nothing running.
     cmd.args(["load", &url, "--json", "--duration", "3600s"]);
     let n = |k: &str| params.get(k).and_then(Value::as_f64).unwrap_or(0.0) as u64;
