@@ -209,7 +209,6 @@ pub(crate) fn run(
             }
         }
     }
-    let mut recs = Vec::new();
     let mut result = Ok(());
     for (p, rate) in points {
         if sys::interrupted() {
@@ -241,38 +240,38 @@ pub(crate) fn run(
             // died): later rates would not be measured against it.
             rec.metrics.insert("held_lost".into(), 1.0);
         }
-        recs.push(rec);
+        // Each point is written as soon as it is measured (a line per point in the log).
+        if let Err(e) = ctx.emit(rec) {
+            result = Err(e);
+            break;
+        }
     }
     let report = holder.map(Holder::stop).unwrap_or_default();
     ctx.children.stop(server.pid, Duration::from_secs(3));
-    for mut rec in recs {
-        if let Some(h) = &report {
-            held_metrics(h, &mut rec);
-        }
-        ctx.emit(rec)?;
+    if let Some(h) = report {
+        eprintln!("lab: {}: {}: {}", plan.exp.name, first.mechanism, held_account(&h));
     }
     result
 }
 
-/// The holder's account of the held populations over the whole sweep.
-fn held_metrics(h: &serde_json::Value, rec: &mut Record) {
-    for (pop, short) in [("idle", "idle"), ("inactive", "inactive")] {
+/// The holder's account of the held populations over the whole sweep, in words.
+fn held_account(h: &serde_json::Value) -> String {
+    let mut parts = Vec::new();
+    for pop in ["idle", "inactive"] {
         let v = &h[pop];
-        let asked = v["connections_asked"].as_f64().unwrap_or(0.0);
-        if asked <= 0.0 {
+        let n = |k: &serde_json::Value| k.as_f64().unwrap_or(0.0);
+        if n(&v["connections_asked"]) <= 0.0 {
             continue;
         }
-        for (k, src) in [
-            ("established", &v["connections_established"]),
-            ("reconnects", &v["reconnects"]),
-            ("errors", &v["errors"]["total"]),
-            ("replies", &v["replies"]),
-        ] {
-            if let Some(x) = src.as_f64() {
-                rec.metrics.insert(format!("held_{short}_{k}"), x);
-            }
-        }
+        parts.push(format!(
+            "{pop} connections held over the sweep: {:.0} established, {:.0} reconnects, {:.0} errors, {:.0} replies",
+            n(&v["connections_established"]),
+            n(&v["reconnects"]),
+            n(&v["errors"]["total"]),
+            n(&v["replies"])
+        ));
     }
+    parts.join("; ")
 }
 
 /// Measures `points` whose rate is placed by the calibration in sweeps: grouped by mechanism
