@@ -11,7 +11,8 @@
 
 use crate::capacity::Calibration;
 use crate::record::Record;
-use crate::runner::{blank, Ctx, Error};
+use crate::error::Error;
+use crate::runner::context::{blank, Ctx};
 use crate::spec::{LoadMode, Plan, Point, Value};
 use crate::sys;
 use generator::{CpuWindow, LoadRun};

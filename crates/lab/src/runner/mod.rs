@@ -20,7 +20,7 @@ pub mod progress;
 
 pub use children::{pinned, Children};
 pub use context::Config;
-pub(crate) use context::{blank, Ctx};
+pub(crate) use context::Ctx;
 pub use crate::error::Error;
 
 /// What a run produced.

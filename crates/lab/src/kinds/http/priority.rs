@@ -90,9 +90,9 @@ pub(crate) fn launch_generator(exe: &Path) -> Command {
     pinned
 }
 
-/// `exe` pinned to `cpu` (as [`crate::runner::pinned`]) and scheduled for its role.
+/// `exe` pinned to `cpu` (as [`crate::runner::children::pinned`]) and scheduled for its role.
 pub(crate) fn launch(exe: &Path, cpu: usize, role: Role) -> Command {
-    let pinned = crate::runner::pinned(exe, cpu);
+    let pinned = crate::runner::children::pinned(exe, cpu);
     let prefix: &[&str] = match (role, allowed().fifo, allowed().nice) {
         (Role::Generator, true, _) => &["/usr/bin/chrt", "-f", "10"],
         (Role::Server, _, true) => &["/usr/bin/nice", "-n", "-20"],

@@ -1,7 +1,8 @@
 //! The server under test of an `http` point: `ioscale serve` with the point's mechanism, or
 //! nginx as the reference line, started on CPU 0 with the lab's document root, and its stats.
 
-use crate::runner::{Ctx, Error};
+use crate::error::Error;
+use crate::runner::context::Ctx;
 use crate::spec::{Plan, Point};
 use crate::sys;
 use std::io::{Read, Write};

@@ -13,7 +13,8 @@
 use super::generator::LoadRun;
 use super::server::{self, file_name, Server};
 use crate::record::Record;
-use crate::runner::{blank, Ctx, Error};
+use crate::error::Error;
+use crate::runner::context::{blank, Ctx};
 use crate::spec::{Plan, Point, Value};
 use crate::sys;
 use std::collections::BTreeMap;
