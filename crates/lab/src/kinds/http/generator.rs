@@ -273,11 +273,14 @@ pub(crate) fn run(
 
 /// The metrics a point takes from the generator's record: each name with the places in the
 /// record it may be found (the first present wins).
-pub(crate) const LOAD_METRICS: [(&str, &[&str]); 13] = [
+pub(crate) const LOAD_METRICS: [(&str, &[&str]); 15] = [
     ("reply_rate_avg", &["reply_rate.avg", "active.reply_rate.avg", "reply_rate_avg"]),
     ("reply_rate_min", &["reply_rate.min", "active.reply_rate.min", "reply_rate_min"]),
     ("reply_rate_max", &["reply_rate.max", "active.reply_rate.max", "reply_rate_max"]),
     ("reply_rate_stddev", &["reply_rate.stddev", "active.reply_rate.stddev", "reply_rate_stddev"]),
+    // Provos & Lever's starved seconds: one-second samples of the window with no reply at all.
+    ("starved_seconds", &["reply_rate.zero_seconds", "active.reply_rate.zero_seconds"]),
+    ("reply_rate_samples", &["reply_rate.samples", "active.reply_rate.samples"]),
     ("replies", &["active.replies", "replies", "active.responses", "responses"]),
     ("latency_p50_ms", &["active.latency_ms.p50", "latency_ms.p50", "active.latency.p50_ms"]),
     ("latency_p99_ms", &["active.latency_ms.p99", "latency_ms.p99", "active.latency.p99_ms"]),
