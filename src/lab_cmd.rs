@@ -49,7 +49,7 @@ pub struct LabArgs {
 }
 
 fn parse_server_cpu(s: &str) -> Result<spec::Budgeting, String> {
-    spec::Budgeting::parse(s)
+    ioscale_lab::budget::parse_setting(s)
 }
 
 fn experiments_dir(given: &PathBuf) -> PathBuf {

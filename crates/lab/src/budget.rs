@@ -66,6 +66,19 @@ const MAX_PERIOD_US: u64 = 1_000_000;
 /// Why a budget cannot be made: one sentence (the lab's error).
 pub use crate::error::Error;
 
+/// `--server-cpu`: a fraction of one core (0.2 or 20%), `auto` or `none`; or one sentence
+/// saying what is accepted.
+pub fn parse_setting(s: &str) -> Result<crate::spec::Budgeting, String> {
+    use crate::spec::Budgeting;
+    match s {
+        "auto" => Ok(Budgeting::Auto),
+        "none" => Ok(Budgeting::Unlimited),
+        _ => parse_fraction(s)
+            .map(|f| f.map_or(Budgeting::Unlimited, Budgeting::Fixed))
+            .map_err(|e| format!("{e}, or `auto`")),
+    }
+}
+
 /// Parses a `--server-cpu` value: a fraction of one core in (0, 1], or `none`.
 pub fn parse_fraction(s: &str) -> Result<Option<f64>, String> {
     let t = s.trim();

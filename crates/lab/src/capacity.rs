@@ -81,7 +81,12 @@ pub fn auto_budget(light: &Probe, top_fraction: f64, generator_cores: f64) -> Op
 /// [`GENERATOR_HEADROOM`] of its cores at the generator's cost per reply measured at that
 /// capacity (the light probe's costs overestimate the server's, which falls more as it
 /// batches). `None` when the budget already leaves the headroom (within 10%).
-pub fn refit_budget(cal: &Calibration, budget: f64, top_fraction: f64, generator_cores: f64) -> Option<f64> {
+pub fn refit_budget(
+    cal: &Calibration,
+    budget: f64,
+    top_fraction: f64,
+    generator_cores: f64,
+) -> Option<f64> {
     let cap = cal.capacity?;
     let at = cal
         .probes
@@ -228,7 +233,11 @@ mod tests {
         assert_eq!(c.basis(), Some(5200.0));
         assert!((c.generator_ceiling - 1e6 / 80.0).abs() < 1e-6);
         assert!(c.method.contains("saturated"), "{}", c.method);
-        assert!(!c.method.contains("lower bound"), "5200 of 5600 offered fell behind: {}", c.method);
+        assert!(
+            !c.method.contains("lower bound"),
+            "5200 of 5600 offered fell behind: {}",
+            c.method
+        );
     }
 
     #[test]
@@ -247,7 +256,8 @@ mod tests {
 
     #[test]
     fn a_saturated_server_still_keeping_up_gives_a_lower_bound() {
-        let probes = vec![probe(4000.0, 4000.0, 0.19, 90.0, true), probe(5000.0, 4990.0, 0.195, 85.0, true)];
+        let probes =
+            vec![probe(4000.0, 4000.0, 0.19, 90.0, true), probe(5000.0, 4990.0, 0.195, 85.0, true)];
         assert!(!levelled(&probes, Some(0.2)));
         let c = Calibration::judge(probes, Some(0.2), 1.0, "epoll");
         assert_eq!(c.capacity, Some(4990.0));

@@ -56,6 +56,11 @@ impl Machine {
     }
 }
 
+/// The word parameters that say how a point was run rather than where it sits in its grid
+/// (the server's budget and why, how capacity was found, scheduling, the counters' span).
+pub const CONDITIONS: [&str; 5] =
+    ["server_cpu", "budget_why", "capacity_method", "scheduling", "counters"];
+
 /// One point's result.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Record {

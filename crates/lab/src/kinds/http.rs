@@ -10,8 +10,8 @@
 //! 400 MHz rates do not carry over; the fractions do).
 
 use crate::capacity::Calibration;
-use crate::record::Record;
 use crate::error::Error;
+use crate::record::Record;
 use crate::runner::context::{blank, Ctx};
 use crate::spec::{LoadMode, Plan, Point, Value};
 use crate::sys;

@@ -35,11 +35,6 @@ pub(crate) fn num_list(plan: &Plan, name: &str) -> Vec<f64> {
     plan.grid.get(name).map(|v| v.iter().filter_map(Value::as_f64).collect()).unwrap_or_default()
 }
 
-/// The word parameters that say how a point was run rather than where it sits in the grid
-/// (the server's budget and why, how capacity was found, scheduling, the counters' span).
-pub(crate) const CONDITIONS: [&str; 5] =
-    ["server_cpu", "budget_why", "capacity_method", "scheduling", "counters"];
-
 /// A point's parameters as `k=v` words, for progress messages.
 pub(crate) fn describe(p: &Point) -> String {
     format!(

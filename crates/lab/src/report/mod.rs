@@ -13,8 +13,8 @@ pub mod lines;
 pub mod plot;
 pub mod verdict;
 
-use crate::record::{self, Machine, Record};
 use crate::error::Error;
+use crate::record::{self, Machine, Record};
 use crate::spec::{self, Experiment, Figure, Table};
 use lines::{Lines, Select};
 use plot::ticks::{fmt_int, fmt_value, Scale};

@@ -18,10 +18,10 @@ pub mod children;
 pub(crate) mod context;
 pub mod progress;
 
+pub use crate::error::Error;
 pub use children::{pinned, Children};
 pub use context::Config;
 pub(crate) use context::Ctx;
-pub use crate::error::Error;
 
 /// What a run produced.
 #[derive(Debug)]

@@ -227,7 +227,7 @@ fn describe(kind: Kind, rec: &Record) -> String {
     let params: Vec<String> = rec
         .params
         .iter()
-        .filter(|(k, _)| !crate::kinds::CONDITIONS.contains(&k.as_str()))
+        .filter(|(k, _)| !crate::record::CONDITIONS.contains(&k.as_str()))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     let what = format!("{} {}", rec.mechanism, params.join(" "));

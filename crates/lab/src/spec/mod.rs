@@ -184,20 +184,6 @@ pub enum Budgeting {
     Auto,
 }
 
-impl Budgeting {
-    /// `--server-cpu`: a fraction of one core (0.2 or 20%), `auto` or `none`; or one sentence
-    /// saying what is accepted.
-    pub fn parse(s: &str) -> Result<Budgeting, String> {
-        match s {
-            "auto" => Ok(Budgeting::Auto),
-            "none" => Ok(Budgeting::Unlimited),
-            _ => crate::budget::parse_fraction(s)
-                .map(|f| f.map_or(Budgeting::Unlimited, Budgeting::Fixed))
-                .map_err(|e| format!("{e}, or `auto`")),
-        }
-    }
-}
-
 /// Load settings for `http` experiments (grid parameters override these per point).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

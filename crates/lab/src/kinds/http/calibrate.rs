@@ -46,7 +46,9 @@ pub(crate) struct Prepared {
 
 /// The budget an experiment asks for (the command line's `--server-cpu` first).
 pub(crate) fn setting(ctx: &Ctx<'_>, plan: &Plan) -> Budgeting {
-    ctx.cfg.server_cpu.unwrap_or_else(|| plan.server_cpu.map_or(Budgeting::Unlimited, Budgeting::from))
+    ctx.cfg
+        .server_cpu
+        .unwrap_or_else(|| plan.server_cpu.map_or(Budgeting::Unlimited, Budgeting::from))
 }
 
 /// Makes the experiment's budget and calibrates its capacity (when `needs_rate`).
@@ -215,7 +217,8 @@ fn shape(plan: &Plan) -> BTreeMap<String, Value> {
         if k == "rate_fraction" || k == "rate" {
             continue;
         }
-        if plan.exp.load.mode != LoadMode::Periodic && super::sweep::HELD.contains(&k.as_str()) {
+        if plan.exp.load.mode != LoadMode::Periodic && super::generator::HELD.contains(&k.as_str())
+        {
             continue;
         }
         let min = vals

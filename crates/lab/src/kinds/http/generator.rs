@@ -4,9 +4,9 @@
 
 use super::server::{file_name, Server};
 use crate::budget::{Budget, Throttle};
+use crate::error::Error;
 use crate::kinds::flatten_numbers;
 use crate::record::Record;
-use crate::error::Error;
 use crate::runner::context::Ctx;
 use crate::spec::{LoadMode, Plan, Value};
 use crate::sys;
@@ -54,6 +54,9 @@ impl LoadRun<'_> {
         n("idle") + n("inactive")
     }
 }
+
+/// The held populations (idle, inactive): what a sweep's holder keeps open.
+pub(crate) const HELD: [&str; 2] = ["idle", "inactive"];
 
 /// The prefix of the generator's event lines on its stderr (`ioscale load --events`).
 const EVENT: &str = "ioscale-load-event ";
@@ -432,8 +435,15 @@ mod tests {
     fn counters_come_from_the_window_snapshots_by_sequence_number() {
         let before = doc(10.0, vec![]);
         // Snapshots 1 and 2 are an earlier rate's window; 3 and 4 this one's.
-        let after =
-            doc(500.0, vec![snap(1, true, 20.0), snap(2, true, 90.0), snap(3, true, 100.0), snap(4, true, 340.0)]);
+        let after = doc(
+            500.0,
+            vec![
+                snap(1, true, 20.0),
+                snap(2, true, 90.0),
+                snap(3, true, 100.0),
+                snap(4, true, 340.0),
+            ],
+        );
         let mut rec = record();
         assert_eq!(counter_metrics(&before, &after, &window(Some(3), Some(4)), &mut rec), "window");
         assert_eq!(rec.metric("signals"), Some(240.0));
@@ -447,7 +457,12 @@ mod tests {
         let mut rec = record();
         assert_eq!(counter_metrics(&None, &after, &window(Some(3), None), &mut rec), "none");
         assert_eq!(rec.metric("signals"), None, "no counters rather than a guess");
-        for w in [window(Some(3), Some(4)), window(Some(3), None), window(None, None), window(Some(7), Some(8))] {
+        for w in [
+            window(Some(3), Some(4)),
+            window(Some(3), None),
+            window(None, None),
+            window(Some(7), Some(8)),
+        ] {
             let mut rec = record();
             assert_eq!(counter_metrics(&before, &after, &w, &mut rec), "run");
             // The totals' difference; the listed snapshots are not added in.

@@ -175,7 +175,15 @@ pub(crate) fn start_ioscale(
             p.mechanism
         )));
     }
-    Ok(Server { pid, ip, port, others: Vec::new(), ioscale: true, snaps: Default::default(), _dir: None })
+    Ok(Server {
+        pid,
+        ip,
+        port,
+        others: Vec::new(),
+        ioscale: true,
+        snaps: Default::default(),
+        _dir: None,
+    })
 }
 
 /// nginx (Debian's package), one worker, epoll, access log off: the reference line.

@@ -10,10 +10,10 @@
 //! a select server once instead of once per rate is most of what makes a quick run fit in
 //! minutes.
 
-use super::generator::LoadRun;
+use super::generator::{LoadRun, HELD};
 use super::server::{self, file_name, Server};
-use crate::record::Record;
 use crate::error::Error;
+use crate::record::Record;
 use crate::runner::context::{blank, Ctx};
 use crate::spec::{Plan, Point, Value};
 use crate::sys;
@@ -22,14 +22,9 @@ use std::io::Read;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// The parameters a holder keeps open for a whole sweep.
-pub(crate) const HELD: [&str; 2] = ["idle", "inactive"];
-
 /// How many connections `params` holds.
 pub(crate) fn held(params: &BTreeMap<String, Value>) -> u64 {
-    HELD.iter()
-        .map(|k| params.get(*k).and_then(Value::as_f64).unwrap_or(0.0).max(0.0) as u64)
-        .sum()
+    HELD.iter().map(|k| params.get(*k).and_then(Value::as_f64).unwrap_or(0.0).max(0.0) as u64).sum()
 }
 
 /// What identifies a sweep: the mechanism and every parameter but the rate.
@@ -226,8 +221,12 @@ pub(crate) fn run(
         }
         ctx.message(super::super::describe(p));
         // The active load alone: the holder keeps the rest.
-        let active: BTreeMap<String, Value> =
-            p.params.iter().filter(|(k, _)| !HELD.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let active: BTreeMap<String, Value> = p
+            .params
+            .iter()
+            .filter(|(k, _)| !HELD.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let run = LoadRun {
             params: &active,
             rate: *rate,
@@ -297,7 +296,9 @@ pub(crate) fn run_all(
     for k in order {
         let mut g = groups.remove(&k).unwrap_or_default();
         g.sort_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some(why) = g.first().and_then(|(p, _)| (p.mechanism != "nginx").then(|| ctx.unavailable(&p.mechanism)).flatten()) {
+        if let Some(why) = g.first().and_then(|(p, _)| {
+            (p.mechanism != "nginx").then(|| ctx.unavailable(&p.mechanism)).flatten()
+        }) {
             for (p, rate) in &g {
                 let mut rec = blank(plan, p, &ctx.machine);
                 rec.params.insert("rate".into(), Value::Num(rate.round()));
@@ -320,9 +321,12 @@ mod tests {
     fn sweeps_group_by_everything_but_the_rate() {
         let p = |m: &str, idle: f64, f: f64| Point {
             mechanism: m.into(),
-            params: [("idle".to_string(), Value::Num(idle)), ("rate_fraction".to_string(), Value::Num(f))]
-                .into_iter()
-                .collect(),
+            params: [
+                ("idle".to_string(), Value::Num(idle)),
+                ("rate_fraction".to_string(), Value::Num(f)),
+            ]
+            .into_iter()
+            .collect(),
         };
         assert_eq!(key(&p("rtsig", 252.0, 0.5)), key(&p("rtsig", 252.0, 1.3)));
         assert_ne!(key(&p("rtsig", 252.0, 0.5)), key(&p("rtsig", 6000.0, 0.5)));
@@ -334,7 +338,8 @@ mod tests {
     fn established_connections_are_counted_by_local_port() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let c: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+        let c: Vec<_> =
+            (0..3).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
         // Accepted or queued, the server's sides are ESTABLISHED.
         let t = Instant::now();
         while established(port) < 3 && t.elapsed() < Duration::from_secs(5) {
