@@ -7,15 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}; SECS=${2:-4}; RATE=${3:-20000}; CONNS=50
-command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 1; }
-cargo build --release -q -p ioscale
-BIN="${CARGO_TARGET_DIR:-target}/release/ioscale"
-TMP=$(mktemp -d); trap 'kill $FLOOR 2>/dev/null || true; rm -rf "$TMP"' EXIT
-gcc -O2 -o "$TMP/floor" benches/floor.c
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-taskset -c 0 "$TMP/floor" "$PORT" & FLOOR=$!
-sleep 0.3
-URL="http://127.0.0.1:$PORT/"
+. benches/floor-server.sh
 io() { # CPUS THREADS -> "req/s cpu_us_per_reply"
   taskset -c "$1" "$BIN" load "$URL" --peak -c $CONNS -t "$2" -d "${SECS}s" --json > "$TMP/io.json" || true
   python3 -c '
