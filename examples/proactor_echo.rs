@@ -118,10 +118,11 @@ fn serve(listener: TcpListener, stop_after: Option<usize>) -> io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let listener = match common::listen("proactor_echo", std::env::args().nth(1), "io_uring completions") {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
+    let listener =
+        match common::listen("proactor_echo", std::env::args().nth(1), "io_uring completions") {
+            Ok(l) => l,
+            Err(code) => return code,
+        };
     match serve(listener, None) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

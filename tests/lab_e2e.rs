@@ -384,7 +384,8 @@ fn tiny_http_experiment_under_a_cpu_budget() {
     let run = lab(&["tinybudget"], &exps, &out);
     assert!(run.status.success(), "lab failed: {}", String::from_utf8_lossy(&run.stderr));
     let text = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 1);
     let l = &lines[0];
     assert!(l["error"].is_null(), "{l}");

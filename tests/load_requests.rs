@@ -188,7 +188,10 @@ fn pipeline_4_puts_four_requests_in_flight() {
     // Replies come in fours, but each refills the pipeline with its own send time, so the
     // window's end may fall inside the last batch: only the requests sent before it count.
     let replies = a["replies"].as_u64().unwrap();
-    assert!(replies >= 4 && replies <= 4 * batches as u64, "{replies} replies, {batches} batches: {a}");
+    assert!(
+        replies >= 4 && replies <= 4 * batches as u64,
+        "{replies} replies, {batches} batches: {a}"
+    );
     assert_eq!(a["bytes"].as_u64().unwrap(), a["replies"].as_u64().unwrap() * 43, "{a}");
 }
 

@@ -678,7 +678,8 @@ impl Proactor {
                 self.release(i);
                 return Err(e);
             }
-            // SAFETY: as above.
+            // SAFETY: the same entries as the first attempt; the caller's contract covers their
+            // memory.
             if !unsafe { sys_ring::push_all(&mut self.ring, entries) } {
                 self.release(i);
                 return Err(io::Error::other("io_uring submission ring full after a submit"));

@@ -157,7 +157,10 @@ fn round(
 
 /// Repeats `cycle` in batches of 64 until `round_time` has passed (or 2,000,000 cycles), and
 /// returns (thread CPU ns per cycle, cycles): the timed part of a round, for both models.
-fn timed(round_time: Duration, mut cycle: impl FnMut() -> io::Result<()>) -> io::Result<(f64, u64)> {
+fn timed(
+    round_time: Duration,
+    mut cycle: impl FnMut() -> io::Result<()>,
+) -> io::Result<(f64, u64)> {
     let wall = Instant::now();
     let cpu0 = ioscale_sys::cpu::thread_time()?;
     let mut cycles = 0u64;
@@ -234,12 +237,7 @@ pub fn run(cfg: &Config, mut progress: impl FnMut(&str)) -> io::Result<Vec<Point
         run_readiness(&readiness, &mut progress)?
     };
     if cfg.mechanisms.iter().any(|m| m.is_completion_based()) {
-        points.extend(run_completion(
-            &cfg.idle,
-            cfg.rounds,
-            cfg.round_time,
-            progress,
-        )?);
+        points.extend(run_completion(&cfg.idle, cfg.rounds, cfg.round_time, progress)?);
     }
     Ok(points)
 }

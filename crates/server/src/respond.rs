@@ -8,8 +8,8 @@
 //! file range for `sendfile`. It makes no system call on the cached path and allocates nothing.
 
 use crate::access_log::AccessLog;
-use crate::peer::Peer;
 use crate::files::{Content, Files, Found, LookupError};
+use crate::peer::Peer;
 use crate::stats::{ServerError, WorkerStats, FILES_BUDGET};
 use crate::{Config, Shared};
 use ioscale_http::response::{

@@ -83,10 +83,16 @@ impl Drop for Children {
 
 /// Prefixes a command with `taskset -c CPU` when the machine has a CPU to spare for it.
 pub fn pinned(exe: &Path, cpu: usize) -> Command {
+    pinned_to(exe, &cpu.to_string())
+}
+
+/// Prefixes a command with `taskset -c CPUS` (a list such as `1-3`) when the machine has more
+/// than one core.
+pub fn pinned_to(exe: &Path, cpus: &str) -> Command {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     if cores >= 2 && Path::new("/usr/bin/taskset").exists() {
         let mut c = Command::new("/usr/bin/taskset");
-        c.arg("-c").arg(cpu.to_string()).arg(exe);
+        c.arg("-c").arg(cpus).arg(exe);
         c
     } else {
         Command::new(exe)

@@ -94,7 +94,7 @@ fn command(
     let (params, rate) = (run.params, run.rate);
     let size = params.get("file_size").and_then(Value::as_f64).unwrap_or(1.0) as u64;
     let url = format!("http://{}:{}/{}", server.ip, server.port, file_name(size));
-    let mut cmd = super::priority::launch_generator(&ctx.cfg.exe);
+    let mut cmd = super::priority::launch(&ctx.cfg.exe, super::priority::Role::Generator);
     cmd.args(["load", &url, "--json"]);
     // On more than two cores the plan is split over one event loop per generator core, merged
     // into one record by the generator itself (`ioscale load --threads`).

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 pub(crate) enum Role {
     /// The server under test (CPU 0).
     Server,
-    /// The load generator (CPU 1).
+    /// The load generator (every other core).
     Generator,
 }
 
@@ -71,28 +71,14 @@ pub(crate) fn generator_cpus() -> String {
     }
 }
 
-/// The generator (`exe`) on every core but the server's, scheduled as the witness.
-pub(crate) fn launch_generator(exe: &Path) -> Command {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut pinned = if cores >= 2 && Path::new("/usr/bin/taskset").exists() {
-        let mut c = Command::new("/usr/bin/taskset");
-        c.arg("-c").arg(generator_cpus()).arg(exe);
-        c
-    } else {
-        Command::new(exe)
+/// `exe` pinned to its role's cores (the server CPU 0, the generator every other one; see
+/// [`crate::runner::children::pinned_to`]) and scheduled for its role.
+pub(crate) fn launch(exe: &Path, role: Role) -> Command {
+    let cpus = match role {
+        Role::Server => "0".to_string(),
+        Role::Generator => generator_cpus(),
     };
-    if !allowed().fifo {
-        return pinned;
-    }
-    let mut c = Command::new("/usr/bin/chrt");
-    c.args(["-f", "10"]).arg(pinned.get_program()).args(pinned.get_args());
-    std::mem::swap(&mut pinned, &mut c);
-    pinned
-}
-
-/// `exe` pinned to `cpu` (as [`crate::runner::children::pinned`]) and scheduled for its role.
-pub(crate) fn launch(exe: &Path, cpu: usize, role: Role) -> Command {
-    let pinned = crate::runner::children::pinned(exe, cpu);
+    let pinned = crate::runner::children::pinned_to(exe, &cpus);
     let prefix: &[&str] = match (role, allowed().fifo, allowed().nice) {
         (Role::Generator, true, _) => &["/usr/bin/chrt", "-f", "10"],
         (Role::Server, _, true) => &["/usr/bin/nice", "-n", "-20"],

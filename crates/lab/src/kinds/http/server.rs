@@ -139,7 +139,7 @@ pub(crate) fn start_ioscale(
 ) -> Result<Server, Error> {
     let ip = ctx.cfg.server_addr;
     let port = free_port(ip)?;
-    let mut cmd = super::priority::launch(&ctx.cfg.exe, 0, super::priority::Role::Server);
+    let mut cmd = super::priority::launch(&ctx.cfg.exe, super::priority::Role::Server);
     // "select+multi-accept": the mechanism, plus server options after '+'.
     let mut parts = p.mechanism.split('+');
     let base = parts.next().unwrap_or_default().to_string();
@@ -206,7 +206,7 @@ server {{ listen {ip}:{port}; root {root}; }} }}\n",
     );
     std::fs::create_dir_all(dir.join("tmp"))?;
     std::fs::write(dir.join("nginx.conf"), conf)?;
-    let mut cmd = super::priority::launch(Path::new(bin), 0, super::priority::Role::Server);
+    let mut cmd = super::priority::launch(Path::new(bin), super::priority::Role::Server);
     cmd.arg("-c")
         .arg(dir.join("nginx.conf"))
         .arg("-p")

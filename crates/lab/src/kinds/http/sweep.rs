@@ -70,7 +70,7 @@ fn start_holder(
 ) -> Result<Holder, Error> {
     let size = params.get("file_size").and_then(Value::as_f64).unwrap_or(1.0) as u64;
     let url = format!("http://{}:{}/{}", server.ip, server.port, file_name(size));
-    let mut cmd = super::priority::launch_generator(&ctx.cfg.exe);
+    let mut cmd = super::priority::launch(&ctx.cfg.exe, super::priority::Role::Generator);
     // Bounded: the sweep stops it long before; a lab killed outright leaves nothing running.
     cmd.args(["load", &url, "--json", "--duration", "3600s"]);
     let n = |k: &str| params.get(k).and_then(Value::as_f64).unwrap_or(0.0) as u64;
@@ -155,16 +155,7 @@ pub(crate) fn run(
     fill: &dyn Fn(&mut Record),
 ) -> Result<(), Error> {
     let Some(&(first, _)) = points.first() else { return Ok(()) };
-    let emit_all = |ctx: &mut Ctx<'_>, why: &str| -> Result<(), Error> {
-        for (p, rate) in points {
-            let mut rec = blank(plan, p, &ctx.machine);
-            rec.params.insert("rate".into(), Value::Num(rate.round()));
-            fill(&mut rec);
-            rec.error = Some(why.to_string());
-            ctx.emit(rec)?;
-        }
-        Ok(())
-    };
+    let emit_all = |ctx: &mut Ctx<'_>, why: &str| emit_failed(ctx, plan, points, fill, why);
     let server = match server::start(ctx, plan, first, root) {
         Ok(s) => s,
         Err(e) => return emit_all(ctx, &e.0),
@@ -274,6 +265,24 @@ fn held_account(h: &serde_json::Value) -> String {
     parts.join("; ")
 }
 
+/// Records every point of a sweep that could not be measured, with why.
+fn emit_failed(
+    ctx: &mut Ctx<'_>,
+    plan: &Plan,
+    points: &[(&Point, f64)],
+    fill: &dyn Fn(&mut Record),
+    why: &str,
+) -> Result<(), Error> {
+    for (p, rate) in points {
+        let mut rec = blank(plan, p, &ctx.machine);
+        rec.params.insert("rate".into(), Value::Num(rate.round()));
+        fill(&mut rec);
+        rec.error = Some(why.to_string());
+        ctx.emit(rec)?;
+    }
+    Ok(())
+}
+
 /// Measures `points` whose rate is placed by the calibration in sweeps: grouped by mechanism
 /// and held populations, each group lowest rate first.
 pub(crate) fn run_all(
@@ -299,13 +308,7 @@ pub(crate) fn run_all(
         if let Some(why) = g.first().and_then(|(p, _)| {
             (p.mechanism != "nginx").then(|| ctx.unavailable(&p.mechanism)).flatten()
         }) {
-            for (p, rate) in &g {
-                let mut rec = blank(plan, p, &ctx.machine);
-                rec.params.insert("rate".into(), Value::Num(rate.round()));
-                fill(&mut rec);
-                rec.error = Some(why.clone());
-                ctx.emit(rec)?;
-            }
+            emit_failed(ctx, plan, &g, fill, &why)?;
             continue;
         }
         run(ctx, plan, &g, root, prep, fill)?;
