@@ -35,6 +35,10 @@ pub struct Probe {
     pub generator_s_per_reply: f64,
     /// Whether the generator kept its schedule (its own self-check).
     pub generator_valid: bool,
+    /// RT-signal queue overflows (`SIGIO`) the server counted over the window (0 for the
+    /// mechanisms without a signal queue).
+    #[serde(default)]
+    pub overflows: f64,
 }
 
 /// A server replying to less than this share of the offered rate has fallen behind it: its
@@ -56,6 +60,61 @@ impl Probe {
     /// Whether the server used at least [`SATURATED`] of `budget` (cores).
     pub fn saturated(&self, budget: f64) -> bool {
         self.server_cores >= SATURATED * budget
+    }
+
+    /// Whether the server kept up with the offered rate: the generator valid, [`LEVELLED`] of
+    /// the rate replied to, and no RT-signal queue overflow (the kernel's own word that the
+    /// server's pending notices outgrew what it can hold: Chandra & Mosberger's mark of the
+    /// RT-signal server's saturation).
+    pub fn kept_up(&self) -> bool {
+        self.generator_valid && !self.fell_behind() && self.overflows == 0.0
+    }
+}
+
+/// The step of the knee search (a ratio of rates).
+pub const KNEE_STEP: f64 = 1.15;
+
+/// The most probes the knee search makes.
+pub const KNEE_PROBES: usize = 6;
+
+/// The next rate of the knee search of a mechanism under the budget the reference server's
+/// `capacity` was measured with, from its probes so far; `None` when done. It starts at 0.6 of
+/// the capacity (a mechanism dearer per reply than the reference saturates earlier), steps
+/// [`KNEE_STEP`] up while the mechanism keeps up ([`Probe::kept_up`]) or down while it does not,
+/// then probes between the highest rate kept up and the lowest not until they are less than
+/// half a step apart.
+pub fn knee_next(capacity: f64, probes: &[Probe]) -> Option<f64> {
+    let Some(last) = probes.last() else { return Some(0.6 * capacity) };
+    if probes.len() >= KNEE_PROBES {
+        return None;
+    }
+    let (good, bad) = knee_bounds(probes);
+    match (good, bad) {
+        (Some(g), Some(b)) => (b / g > KNEE_STEP.sqrt() * 1.01).then(|| (g * b).sqrt()),
+        (Some(_), None) => (last.offered < 1.3 * capacity).then_some(KNEE_STEP * last.offered),
+        (None, _) => (last.offered > 0.2 * capacity).then(|| last.offered / KNEE_STEP),
+    }
+}
+
+/// The highest rate kept up below the lowest rate not kept up, and that lowest rate.
+fn knee_bounds(probes: &[Probe]) -> (Option<f64>, Option<f64>) {
+    let min = |m: Option<f64>, r: f64| Some(m.map_or(r, |m: f64| m.min(r)));
+    let max = |m: Option<f64>, r: f64| Some(m.map_or(r, |m: f64| m.max(r)));
+    let bad = probes.iter().filter(|p| !p.kept_up()).map(|p| p.offered).fold(None, min);
+    let good = probes
+        .iter()
+        .filter(|p| p.kept_up() && bad.is_none_or(|b| p.offered < b))
+        .map(|p| p.offered)
+        .fold(None, max);
+    (good, bad)
+}
+
+/// The knee the search found: the highest rate the mechanism kept up with, below one it did
+/// not. `None` when it kept up with every rate probed or with none.
+pub fn knee(probes: &[Probe]) -> Option<f64> {
+    match knee_bounds(probes) {
+        (Some(g), Some(_)) => Some(g),
+        _ => None,
     }
 }
 
@@ -124,6 +183,10 @@ pub struct Calibration {
     pub generator_ceiling: f64,
     /// The server's budget (share of one core), or `None` when it ran without one.
     pub budget: Option<f64>,
+    /// The knee of the mechanism that places the rates instead of the capacity (the
+    /// experiment's `knee`), where one was found.
+    #[serde(default)]
+    pub knee: Option<f64>,
     /// How the capacity was found, in words.
     pub method: String,
     /// Every probe, in order.
@@ -177,13 +240,13 @@ impl Calibration {
                 SATURATED * 100.0
             ),
         };
-        Calibration { capacity: saturated, generator_ceiling, budget, method, probes }
+        Calibration { capacity: saturated, generator_ceiling, budget, knee: None, method, probes }
     }
 
-    /// The rate that `rate_fraction` multiplies: the capacity, or (never saturated) the highest
-    /// valid reply rate.
+    /// The rate that `rate_fraction` multiplies: the knee where one was found, else the
+    /// capacity, or (never saturated) the highest valid reply rate.
     pub fn basis(&self) -> Option<f64> {
-        self.capacity.or_else(|| {
+        self.knee.or(self.capacity).or_else(|| {
             self.probes
                 .iter()
                 .filter(|p| p.generator_valid)
@@ -204,7 +267,58 @@ mod tests {
             server_cores: cores,
             generator_s_per_reply: gen_us / 1e6,
             generator_valid: valid,
+            overflows: 0.0,
         }
+    }
+
+    /// A knee probe: `replies` of `offered`, with `overflows`.
+    fn knee_probe(offered: f64, replies: f64, overflows: f64) -> Probe {
+        Probe { overflows, ..probe(offered, replies, 0.2, 80.0, true) }
+    }
+
+    #[test]
+    fn keeping_up_means_replying_without_overflow() {
+        assert!(knee_probe(1000.0, 990.0, 0.0).kept_up());
+        assert!(!knee_probe(1000.0, 900.0, 0.0).kept_up(), "fell behind");
+        assert!(!knee_probe(1000.0, 1000.0, 1.0).kept_up(), "one overflow");
+        assert!(!probe(1000.0, 1000.0, 0.2, 80.0, false).kept_up(), "generator invalid");
+    }
+
+    #[test]
+    fn the_knee_search_steps_up_then_probes_between() {
+        // A mechanism that keeps up to 4,300/s of a reference capacity of 6,000/s.
+        let answer = |r: f64| knee_probe(r, r, if r > 4300.0 { 3.0 } else { 0.0 });
+        let mut probes = Vec::new();
+        while let Some(r) = knee_next(6000.0, &probes) {
+            probes.push(answer(r));
+        }
+        let rates: Vec<f64> = probes.iter().map(|p| p.offered.round()).collect();
+        // 3,600 and 4,140 kept up, 4,761 did not, then one probe between: 4,440 did not.
+        assert_eq!(rates, vec![3600.0, 4140.0, 4761.0, 4440.0], "{rates:?}");
+        assert_eq!(knee(&probes).map(f64::round), Some(4140.0));
+        assert!(probes.len() <= KNEE_PROBES);
+    }
+
+    #[test]
+    fn the_knee_search_steps_down_and_gives_up_without_a_knee() {
+        // Overflows at every rate: down in steps until 0.2 of the capacity, no knee.
+        let mut probes = Vec::new();
+        while let Some(r) = knee_next(6000.0, &probes) {
+            probes.push(knee_probe(r, r, 1.0));
+        }
+        assert_eq!(probes.len(), KNEE_PROBES);
+        assert!(probes.windows(2).all(|w| w[1].offered < w[0].offered));
+        assert_eq!(knee(&probes), None);
+        // Keeping up with every rate up to 1.3x: no knee either (the capacity places the rates).
+        let mut probes = Vec::new();
+        while let Some(r) = knee_next(6000.0, &probes) {
+            probes.push(knee_probe(r, r, 0.0));
+        }
+        assert!(probes.last().unwrap().offered >= 1.3 * 6000.0 || probes.len() == KNEE_PROBES);
+        assert_eq!(knee(&probes), None);
+        // A knee places the rates before the capacity does.
+        let c = Calibration { knee: Some(4000.0), capacity: Some(6000.0), ..Default::default() };
+        assert_eq!(c.basis(), Some(4000.0));
     }
 
     #[test]

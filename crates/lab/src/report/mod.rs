@@ -15,10 +15,11 @@ pub mod verdict;
 
 use crate::error::Error;
 use crate::record::{self, Machine, Record};
-use crate::spec::{self, Experiment, Figure, Table};
+use crate::spec::{self, Experiment, Figure, Table, Value};
 use lines::{Lines, Select};
 use plot::ticks::{fmt_int, fmt_value, Scale};
 use plot::{style, Chart, Extra, Point, Series};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use verdict::{Outcome, Source, Status, Verdict};
@@ -144,12 +145,35 @@ pub fn figure_verdict(fig: &Figure, recs: &[&Record]) -> Verdict {
     )
 }
 
-/// A table's verdict.
+/// A table's verdict: its rules judged in each group of rows that share every row parameter
+/// but the rate (Table 1's 252 and 6,000 idle rows are judged apart, not merged into a median).
 pub fn table_verdict(t: &Table, recs: &[&Record]) -> Verdict {
-    verdict::judge(
+    let keys: Vec<&String> = t
+        .rows
+        .iter()
+        .filter(|k| !matches!(k.as_str(), "rate" | "rate_fraction" | "mechanism"))
+        .collect();
+    let mut groups: BTreeMap<String, Vec<&Record>> = BTreeMap::new();
+    for r in recs {
+        let label: Vec<String> = keys
+            .iter()
+            .map(|k| format!("{k}={}", r.params.get(*k).map_or("?".to_string(), |v| v.to_string())))
+            .collect();
+        groups.entry(label.join(",")).or_default().push(r);
+    }
+    let mut groups: Vec<(String, Vec<&Record>)> = groups.into_iter().collect();
+    // Numeric parameters in numeric order (idle=252 before idle=6000).
+    groups.sort_by(|a, b| {
+        let num = |g: &(String, Vec<&Record>)| {
+            keys.first()
+                .and_then(|k| g.1.first().and_then(|r| r.params.get(*k)).and_then(Value::as_f64))
+        };
+        num(a).partial_cmp(&num(b)).unwrap_or(std::cmp::Ordering::Equal).then(a.0.cmp(&b.0))
+    });
+    verdict::judge_groups(
         &t.rules,
         Source { filter: &t.filter, series: "mechanism", x: None, y: None },
-        recs,
+        &groups,
     )
 }
 

@@ -386,16 +386,7 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
     if names.is_empty() && not_run.is_empty() {
         parts.push((None, "any line".into()));
     }
-    let measured: Vec<bool> = parts.iter().filter_map(|p| p.0).collect();
-    let outcome = if measured.is_empty() {
-        Outcome::NotMeasured
-    } else if measured.iter().any(|m| !m) {
-        Outcome::Fails
-    } else if measured.len() < parts.len() {
-        Outcome::Incomplete
-    } else {
-        Outcome::Holds
-    };
+    let outcome = outcome_of(&parts);
     Judged {
         says: rule.says.clone(),
         outcome,
@@ -404,6 +395,58 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
         not_run,
         reason: if outcome == Outcome::Fails { rule.reason.clone() } else { None },
     }
+}
+
+/// A rule's outcome from its lines' parts.
+fn outcome_of(parts: &[Part]) -> Outcome {
+    let measured: Vec<bool> = parts.iter().filter_map(|p| p.0).collect();
+    if measured.is_empty() {
+        Outcome::NotMeasured
+    } else if measured.iter().any(|m| !m) {
+        Outcome::Fails
+    } else if measured.len() < parts.len() {
+        Outcome::Incomplete
+    } else {
+        Outcome::Holds
+    }
+}
+
+/// Judges every rule in each group of records separately (a table's rows that differ in a
+/// parameter other than the rule's x: points of one line at one x there are different rows,
+/// not repeats of one point to take the median of), each line's phrase prefixed with its group.
+pub fn judge_groups(rules: &[Rule], src: Source<'_>, groups: &[(String, Vec<&Record>)]) -> Verdict {
+    if let [(_, recs)] = groups {
+        return judge(rules, src, recs);
+    }
+    let judged = rules
+        .iter()
+        .map(|rule| {
+            let mut all: Option<Judged> = None;
+            for (label, recs) in groups {
+                let mut j = judge_one(rule, src, recs);
+                for part in &mut j.parts {
+                    part.1 = format!("{label}: {}", part.1);
+                }
+                all = Some(match all {
+                    None => j,
+                    Some(mut a) => {
+                        a.parts.extend(j.parts);
+                        for n in j.not_run {
+                            if !a.not_run.contains(&n) {
+                                a.not_run.push(n);
+                            }
+                        }
+                        a
+                    }
+                });
+            }
+            let mut j = all.unwrap_or_else(|| judge_one(rule, src, &[]));
+            j.outcome = outcome_of(&j.parts);
+            j.reason = (j.outcome == Outcome::Fails).then(|| rule.reason.clone()).flatten();
+            j
+        })
+        .collect();
+    Verdict::of(judged)
 }
 
 fn of_word(of: Of) -> &'static str {
@@ -473,6 +516,27 @@ mod tests {
             Source { filter: &f, series: "mechanism", x: Some("idle"), y: Some("cpu_us_per_req") },
             &refs,
         )
+    }
+
+    #[test]
+    fn table_rows_of_different_populations_are_judged_apart() {
+        // Two rows at one rate that differ in their idle population: a rule over the rate must
+        // see both, not the median of the two.
+        let a = rec("rtsig", &[("idle", 252.0), ("rate_fraction", 1.3)], &[("overflows", 4.0)]);
+        let b = rec("rtsig", &[("idle", 6000.0), ("rate_fraction", 1.3)], &[("overflows", 40.0)]);
+        let r = rule("kind = 'range'\nsays = 'many'\nseries = ['rtsig']\nmetric = 'overflows'\nx = 'rate_fraction'\nat_least = 10");
+        let f = BTreeMap::new();
+        let src = Source { filter: &f, series: "mechanism", x: None, y: None };
+        let merged = judge(std::slice::from_ref(&r), src, &[&a, &b]);
+        assert_eq!(merged.rules[0].outcome, Outcome::Holds, "the median hides the 4: {merged:?}");
+        let groups = vec![("idle=252".to_string(), vec![&a]), ("idle=6000".to_string(), vec![&b])];
+        let v = judge_groups(std::slice::from_ref(&r), src, &groups);
+        assert_eq!(v.rules[0].outcome, Outcome::Fails, "{v:?}");
+        assert_eq!(v.status, Status::NotReproduced);
+        assert_eq!(
+            v.rules[0].numbers(),
+            "want ≥ 10: idle=252: rtsig 4 at 1.3 ✗; idle=6000: rtsig 40 at 1.3 ✓"
+        );
     }
 
     #[test]

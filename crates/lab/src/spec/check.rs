@@ -375,6 +375,14 @@ pub const TOP: &[Key] = &[
         "the server's CPU budget (http): a cgroup CPU-bandwidth limit, so the server is the \
          weaker side as in the papers",
     ),
+    key(
+        "knee",
+        Rule::Text,
+        "the reference (epoll) server's capacity",
+        "a mechanism of the experiment whose own knee places the rates (http): the highest rate \
+         at which it still replies to 95% of the offered rate with no RT-signal queue overflow, \
+         under the same budget",
+    ),
     key("server", Rule::Section(SERVER), "{}", "server settings (http)"),
     key("load", Rule::Section(LOAD), "{}", "load settings (http)"),
     key("quick", Rule::Section(VARIANT), "{}", "the quick variant (`ioscale lab`)"),
@@ -660,6 +668,14 @@ pub fn coherence(e: &Experiment) -> Result<(), Problem> {
             "server_cpu",
             "a server CPU budget applies to http experiments only".into(),
         ));
+    }
+    if let Some(k) = &e.knee {
+        if e.kind != Kind::Http || !e.mechanisms.contains(k) {
+            return Err(bad(
+                "knee",
+                format!("'{k}' is not one of this http experiment's mechanisms"),
+            ));
+        }
     }
     if (e.kind != Kind::Http || e.load.ramp)
         && [e.repeats, e.quick.repeats, e.full.repeats].iter().any(Option::is_some)
@@ -1130,6 +1146,20 @@ where = { idle = 100 }
         let e = parse(&GOOD.replace("[quick]\n", "[quick]\nserver_cpu = 0.5\n"), "t").unwrap();
         assert_eq!(e.plan(Which::Quick).server_cpu, Some(crate::spec::ServerCpu::Fraction(0.5)));
         assert_eq!(e.plan(Which::Full).server_cpu, None);
+    }
+
+    #[test]
+    fn a_knee_must_be_one_of_the_mechanisms() {
+        let e = parse(&GOOD.replace("duration = 2", "duration = 2\nknee = \"poll\""), "t").unwrap();
+        assert_eq!(e.knee.as_deref(), Some("poll"));
+        let p = problem("duration = 2", "duration = 2\nknee = \"rtsig\"");
+        match p {
+            Problem::Inconsistent { key, message } => {
+                assert_eq!(key, "knee");
+                assert!(message.contains("'rtsig'"), "{message}");
+            }
+            other => panic!("{other}"),
+        }
     }
 
     #[test]

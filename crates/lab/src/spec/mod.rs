@@ -257,6 +257,11 @@ pub struct Experiment {
     /// The server's CPU budget (http): a fraction of one core, `auto` or `none`.
     #[serde(default)]
     pub server_cpu: Option<ServerCpu>,
+    /// The mechanism whose own knee places the rates (http), where not the reference server's
+    /// capacity: Chandra & Mosberger's Table 1 rows sit around the RT-signal server's
+    /// saturation.
+    #[serde(default)]
+    pub knee: Option<String>,
     /// Server settings.
     #[serde(default)]
     pub server: Server,

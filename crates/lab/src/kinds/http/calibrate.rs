@@ -32,6 +32,10 @@ thread_local! {
     /// shape share one.
     static FOUND: std::cell::RefCell<BTreeMap<String, Found>> =
         const { std::cell::RefCell::new(BTreeMap::new()) };
+    /// Calibrations with a mechanism's knee, by shape, knee mechanism, server settings and the
+    /// calibration they started from.
+    static KNEES: std::cell::RefCell<BTreeMap<String, Calibration>> =
+        const { std::cell::RefCell::new(BTreeMap::new()) };
 }
 
 /// An experiment's budget and calibration.
@@ -51,8 +55,43 @@ pub(crate) fn setting(ctx: &Ctx<'_>, plan: &Plan) -> Budgeting {
         .unwrap_or_else(|| plan.server_cpu.map_or(Budgeting::Unlimited, Budgeting::from))
 }
 
-/// Makes the experiment's budget and calibrates its capacity (when `needs_rate`).
+/// Makes the experiment's budget and calibrates its capacity (when `needs_rate`), and the knee
+/// of its `knee` mechanism where it names one.
 pub(crate) fn prepare(
+    ctx: &mut Ctx<'_>,
+    plan: &Plan,
+    root: &Path,
+    needs_rate: bool,
+) -> Result<Prepared, Error> {
+    let mut prep = prepare_capacity(ctx, plan, root, needs_rate)?;
+    let (Some(cal), Some(m)) = (prep.cal.as_mut(), plan.exp.knee.as_deref()) else {
+        return Ok(prep);
+    };
+    let key =
+        format!("{}:{m}:{:?}:{:?}", shape_key(plan, setting(ctx, plan)), plan.exp.server, cal);
+    if let Some(found) = KNEES.with(|k| k.borrow().get(&key).cloned()) {
+        *cal = found;
+    } else {
+        find_knee(ctx, plan, root, &shape(plan), m, cal, prep.budget.as_ref())?;
+        KNEES.with(|k| k.borrow_mut().insert(key, cal.clone()));
+    }
+    Ok(prep)
+}
+
+/// What identifies an experiment's calibration: its load's shape and the budget asked for.
+fn shape_key(plan: &Plan, want: Budgeting) -> String {
+    format!(
+        "{:?}:{:?}:{:?}:{:?}:{:?}:{want:?}",
+        plan.exp.load.mode,
+        plan.exp.load.calls,
+        plan.exp.load.connections,
+        plan.exp.load.args,
+        shape(plan)
+    )
+}
+
+/// The budget and the reference server's capacity ([`prepare`] without the knee).
+fn prepare_capacity(
     ctx: &mut Ctx<'_>,
     plan: &Plan,
     root: &Path,
@@ -63,14 +102,7 @@ pub(crate) fn prepare(
         return Ok(Prepared { budget: None, cal: None, why: "no CPU budget".into() });
     }
     let shape = shape(plan);
-    let key = format!(
-        "{:?}:{:?}:{:?}:{:?}:{:?}:{want:?}",
-        plan.exp.load.mode,
-        plan.exp.load.calls,
-        plan.exp.load.connections,
-        plan.exp.load.args,
-        shape
-    );
+    let key = shape_key(plan, want);
     let top = super::super::num_list(plan, "rate_fraction").into_iter().fold(1.0f64, f64::max);
     // A budget found for a lower top rate would not leave this experiment's generator its
     // headroom: calibrate again.
@@ -85,7 +117,7 @@ pub(crate) fn prepare(
         LoadMode::Sessions | LoadMode::Periodic => 1000.0,
     };
     ctx.message(format!("calibrating: light probe at {light_rate:.0}/s"));
-    let first = probe(ctx, plan, root, &shape, light_rate, None)?;
+    let first = probe(ctx, plan, root, &shape, REFERENCE, light_rate, 2.0, None)?;
     // Both sides spend less per reply as the rate rises (more work per wakeup): a second probe,
     // where the generator is about 40% busy by the first one's cost, is nearer to what
     // saturation costs. Neither probe has a budget: the server has its whole core.
@@ -95,7 +127,7 @@ pub(crate) fn prepare(
     let light = match second {
         Some(r) => {
             ctx.message(format!("calibrating: light probe at {r:.0}/s"));
-            let p = probe(ctx, plan, root, &shape, r, None)?;
+            let p = probe(ctx, plan, root, &shape, REFERENCE, r, 2.0, None)?;
             if p.generator_valid && p.server_s_per_reply().is_some() {
                 p
             } else {
@@ -192,7 +224,7 @@ fn probe_capacity(
             return Err(Error("interrupted".into()));
         }
         ctx.message(format!("calibrating: {rate:.0}/s"));
-        probes.push(probe(ctx, plan, root, shape, rate, budget)?);
+        probes.push(probe(ctx, plan, root, shape, REFERENCE, rate, 2.0, budget)?);
     }
     let fraction = budget.map(|b| b.fraction);
     for _ in 0..3 {
@@ -202,10 +234,71 @@ fn probe_capacity(
         }
         let rate = 1.3 * last.offered;
         ctx.message(format!("calibrating: {rate:.0}/s (the server still kept up)"));
-        probes.push(probe(ctx, plan, root, shape, rate, budget)?);
+        probes.push(probe(ctx, plan, root, shape, REFERENCE, rate, 2.0, budget)?);
     }
     Ok(probes)
 }
+
+/// Finds the knee of `mechanism` under the experiment's budget ([`capacity::knee_next`]): the
+/// highest rate at which it keeps up with no RT-signal queue overflow. Chandra & Mosberger
+/// place Table 1's rows around their RT-signal server's own saturation ("saturated at about
+/// 3200 req/s, which corresponds to the high number of sigwaitinfo()s resulting in SIGIOs"),
+/// not around another server's; where this mechanism costs more per reply than the reference,
+/// its knee comes first. Found, it places the rates and `cal.method` says how.
+fn find_knee(
+    ctx: &mut Ctx<'_>,
+    plan: &Plan,
+    root: &Path,
+    shape: &BTreeMap<String, Value>,
+    mechanism: &str,
+    cal: &mut Calibration,
+    budget: Option<&Budget>,
+) -> Result<(), Error> {
+    let Some(cap) = cal.basis() else { return Ok(()) };
+    let mut probes: Vec<Probe> = Vec::new();
+    while let Some(rate) = capacity::knee_next(cap, &probes) {
+        if sys::interrupted() {
+            return Err(Error("interrupted".into()));
+        }
+        ctx.message(format!("calibrating the knee of {mechanism}: {rate:.0}/s"));
+        probes.push(probe(ctx, plan, root, shape, mechanism, rate, KNEE_PROBE_S, budget)?);
+    }
+    let tried: Vec<String> = probes
+        .iter()
+        .map(|p| {
+            format!(
+                "{:.0}/s: {:.0} replies/s, {:.0} overflows{}",
+                p.offered,
+                p.replies_per_s,
+                p.overflows,
+                if p.generator_valid { "" } else { ", generator INVALID" }
+            )
+        })
+        .collect();
+    let under = budget.map_or("without a budget".to_string(), |b| {
+        format!("under the same budget of {} of a core", crate::budget::fmt_fraction(b.fraction))
+    });
+    cal.knee = capacity::knee(&probes);
+    cal.method = match cal.knee {
+        Some(k) => format!(
+            "rates placed on the knee of {mechanism}, {k:.0}/s: the highest rate at which it replied to {:.0}% or more of the offered rate with no RT-signal queue overflow in a {KNEE_PROBE_S:.0} s window {under} (probes: {}); the reference capacity: {}",
+            capacity::LEVELLED * 100.0,
+            tried.join("; "),
+            cal.method
+        ),
+        None => format!(
+            "{}; no knee of {mechanism} was found below the highest rate probed (probes: {}), so the reference capacity places the rates",
+            cal.method,
+            tried.join("; ")
+        ),
+    };
+    eprintln!("lab: {}: {}", plan.exp.name, cal.method);
+    Ok(())
+}
+
+/// Seconds of load per knee probe (overflows are rare events near the knee: a longer window
+/// than the capacity probes').
+const KNEE_PROBE_S: f64 = 3.0;
 
 /// The calibration's point parameters: the grid's smallest number and first word of each
 /// parameter (smallest reply), rates left out, and the held populations too where they do not
@@ -232,27 +325,31 @@ fn shape(plan: &Plan) -> BTreeMap<String, Value> {
     out
 }
 
-/// One probe: a fresh reference server, the generator at `rate`, the server under `budget`
-/// once the held populations are up.
+/// One probe: a fresh `mechanism` server, the generator at `rate` for `duration` seconds, the
+/// server under `budget` once the held populations are up.
+#[allow(clippy::too_many_arguments)]
 fn probe(
     ctx: &mut Ctx<'_>,
     plan: &Plan,
     root: &Path,
     params: &BTreeMap<String, Value>,
+    mechanism: &str,
     rate: f64,
+    duration: f64,
     budget: Option<&Budget>,
 ) -> Result<Probe, Error> {
-    let point = Point { mechanism: REFERENCE.into(), params: params.clone() };
+    let point = Point { mechanism: mechanism.into(), params: params.clone() };
     let server = server::start_ioscale(ctx, plan, &point, root)?;
     let mut cpu = CpuWindow::default();
-    let duration = 2.0;
     let run = LoadRun { params, rate, duration, warmup: 1.0, budget };
     let res = generator::run(ctx, &server, plan, &run, &mut cpu);
     let now = server.cpu_ns();
+    let after = server.stats();
     ctx.children.stop(server.pid, Duration::from_secs(3));
     let v = res?;
     let mut r = blank(plan, &point, &ctx.machine);
     generator::load_metrics(&v, &mut r);
+    generator::counter_metrics(&None, &after, &cpu, &mut r);
     let ns = cpu.end.unwrap_or(now).saturating_sub(cpu.start.unwrap_or(0)) as f64;
     let window = v["window_s"].as_f64().filter(|w| *w > 0.0).unwrap_or(duration);
     Ok(Probe {
@@ -261,5 +358,6 @@ fn probe(
         server_cores: ns / 1e9 / window,
         generator_s_per_reply: v["self_check"]["cpu_us_per_reply"].as_f64().unwrap_or(0.0) / 1e6,
         generator_valid: r.valid,
+        overflows: r.metric("overflows").unwrap_or(0.0),
     })
 }
