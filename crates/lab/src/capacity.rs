@@ -82,11 +82,17 @@ pub const KNEE_PROBES: usize = 6;
 /// the capacity (a mechanism dearer per reply than the reference saturates earlier), steps
 /// [`KNEE_STEP`] up while the mechanism keeps up ([`Probe::kept_up`]) or down while it does not,
 /// then probes between the highest rate kept up and the lowest not until they are less than
-/// half a step apart.
+/// half a step apart. A probe whose generator was INVALID is made once more at its rate.
 pub fn knee_next(capacity: f64, probes: &[Probe]) -> Option<f64> {
     let Some(last) = probes.last() else { return Some(0.6 * capacity) };
     if probes.len() >= KNEE_PROBES {
         return None;
+    }
+    if !last.generator_valid {
+        // The generator's schedule slipped: the probe says nothing of the server. Once more at
+        // the same rate; twice invalid there ends the search.
+        let tries = probes.iter().filter(|p| p.offered == last.offered).count();
+        return (tries < 2).then_some(last.offered);
     }
     let (good, bad) = knee_bounds(probes);
     match (good, bad) {
@@ -100,7 +106,12 @@ pub fn knee_next(capacity: f64, probes: &[Probe]) -> Option<f64> {
 fn knee_bounds(probes: &[Probe]) -> (Option<f64>, Option<f64>) {
     let min = |m: Option<f64>, r: f64| Some(m.map_or(r, |m: f64| m.min(r)));
     let max = |m: Option<f64>, r: f64| Some(m.map_or(r, |m: f64| m.max(r)));
-    let bad = probes.iter().filter(|p| !p.kept_up()).map(|p| p.offered).fold(None, min);
+    // A probe whose generator slipped judges neither way.
+    let bad = probes
+        .iter()
+        .filter(|p| p.generator_valid && !p.kept_up())
+        .map(|p| p.offered)
+        .fold(None, min);
     let good = probes
         .iter()
         .filter(|p| p.kept_up() && bad.is_none_or(|b| p.offered < b))
@@ -297,6 +308,18 @@ mod tests {
         assert_eq!(rates, vec![3600.0, 4140.0, 4761.0, 4440.0], "{rates:?}");
         assert_eq!(knee(&probes).map(f64::round), Some(4140.0));
         assert!(probes.len() <= KNEE_PROBES);
+        // The first probe's generator slipped (and the server overflowed meanwhile): it is made
+        // again, and only the valid probes place the knee.
+        let mut probes = vec![Probe { generator_valid: false, ..answer(3600.0) }];
+        probes[0].overflows = 4.0;
+        assert_eq!(knee_next(6000.0, &probes), Some(3600.0));
+        while let Some(r) = knee_next(6000.0, &probes) {
+            probes.push(answer(r));
+        }
+        assert_eq!(knee(&probes).map(f64::round), Some(4140.0), "{probes:?}");
+        // Twice invalid at one rate ends the search.
+        let slipped = Probe { generator_valid: false, ..answer(3600.0) };
+        assert_eq!(knee_next(6000.0, &[slipped.clone(), slipped]), None);
     }
 
     #[test]
