@@ -211,6 +211,73 @@ fn fallback_loses_nothing(m: Mechanism) {
     );
 }
 
+/// Whether the dispatcher is serving from its fallback scans: its time on the fallback (which
+/// includes the stretch under way) grows while nothing happens.
+fn on_fallback(d: &dyn Dispatcher) -> bool {
+    let a = d.counters().fallback_ns;
+    std::thread::sleep(Duration::from_millis(30));
+    d.counters().fallback_ns >= a + 20_000_000
+}
+
+/// The paper's way back from the fallback: the attempt is a dequeue, and where the queue
+/// overflowed again while the scans served, that dequeue is the SIGIO and the dispatcher stays
+/// on its fallback; once the queue is quiet, the next attempt goes back to signals. Nothing is
+/// lost either way.
+fn fallback_stays_while_the_queue_overflows(m: Mechanism) {
+    let mut o = Options::default();
+    o.sigqueue_max = Some(8);
+    o.rtsig_recovery = ioscale_dispatch::mechanism::rtsig::Recovery::Fallback;
+    let mut d = m.open(&o).unwrap();
+    let pairs: Vec<_> = (0..100).map(|_| pair()).collect();
+    register_all(&mut *d, &pairs);
+    let mut events = Events::with_capacity(64);
+    // 20 notices into an 8-entry queue: SIGIO, and the dispatcher goes to its fallback.
+    let first: BTreeSet<usize> = (0..20).collect();
+    for &i in &first {
+        (&pairs[i].1).write_all(b"r").unwrap();
+    }
+    assert_eq!(deliver(&mut *d, &pairs, &first, |_| {}), first);
+    let before = d.counters();
+    assert!(before.overflows >= 1, "{m}: no overflow: {before:?}");
+    // While the scans serve, 20 more notices overflow the queue again (it still holds the
+    // stale ones).
+    let second: BTreeSet<usize> = (20..40).collect();
+    for &i in &second {
+        (&pairs[i].1).write_all(b"r").unwrap();
+    }
+    assert_eq!(deliver(&mut *d, &pairs, &second, |_| {}), second, "{m}");
+    // Nothing ready: the way back dequeues the SIGIO, so it stays on the fallback.
+    let mid = d.counters();
+    d.wait(&mut events, Some(Duration::from_millis(50))).unwrap();
+    assert!(events.iter().all(|e| is_empty(&pairs[e.token().0].0)), "{m}: {events:?}");
+    let stayed = d.counters();
+    assert!(
+        stayed.overflows > mid.overflows,
+        "{m}: the way back found no SIGIO: {mid:?} -> {stayed:?}"
+    );
+    assert!(on_fallback(&*d), "{m}: went back to signals with the queue overflowed: {stayed:?}");
+    // The stale queue was dropped: the next quiet attempt goes back to signals.
+    d.wait(&mut events, Some(Duration::from_millis(50))).unwrap();
+    assert!(!on_fallback(&*d), "{m}: still on the fallback once quiet: {:?}", d.counters());
+    // And data after that is reported.
+    (&pairs[90].1).write_all(b"again").unwrap();
+    assert!(deliver(&mut *d, &pairs, &BTreeSet::from([90]), |_| {}).contains(&90));
+}
+
+#[test]
+fn rtsig_fallback_stays_while_the_queue_overflows() {
+    in_child("rtsig_fallback_stays_while_the_queue_overflows", || {
+        fallback_stays_while_the_queue_overflows(Mechanism::RtSig)
+    });
+}
+
+#[test]
+fn rtsig_batch_fallback_stays_while_the_queue_overflows() {
+    in_child("rtsig_batch_fallback_stays_while_the_queue_overflows", || {
+        fallback_stays_while_the_queue_overflows(Mechanism::RtSigBatch)
+    });
+}
+
 /// Whether the socket has nothing to read, without consuming anything.
 fn is_empty_peek(s: &UnixStream) -> bool {
     let mut b = [0u8; 1];
