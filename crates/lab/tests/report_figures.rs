@@ -1,8 +1,8 @@
 //! The figures of a real quick run, checked as drawn (issue 21 item 1).
 //!
-//! `data/quick-results.jsonl` is the `results.jsonl` of `ioscale lab --out /tmp/report-lab` (the
-//! quick suite, 190 points, 27 INVALID or not measured) on this project's 2-core machine on
-//! 2026-12-02, with each record's `raw` generator output dropped to keep it small. The report is
+//! `data/quick-results.jsonl` is the `results.jsonl` of `cargo run --release -- lab` (the quick
+//! suite, 181 points, 5 INVALID) on this project's 2-core machine on 2026-12-03 (03:40-03:50
+//! UTC), with each record's `raw` generator output dropped to keep it small.The report is
 //! rendered from it with the shipped experiment files and every SVG is parsed back: each axis's
 //! labelled ticks cover the values drawn on it, a mechanism has one colour in every figure, no
 //! point lies under the legend, and INVALID points are hollow with their reason on hover.
