@@ -629,12 +629,7 @@ impl Core {
         }
         if overflow {
             got.overflow = true;
-            self.counters.overflows += 1;
-            let e = SIGIO_EPOCH.with(|c| {
-                c.set(c.get() + 1);
-                c.get()
-            });
-            self.sigio_seen = e;
+            self.count_sigio();
             if on_overflow == OnOverflow::Recover {
                 self.recover()?;
                 self.pop_backlog();
@@ -873,12 +868,7 @@ impl Core {
                 if s == self.signo && self.sbuf[k].ssi_code != sig::SI_QUEUE {
                     self.counters.signals += 1;
                 } else if s == libc::SIGIO {
-                    self.counters.overflows += 1;
-                    let e = SIGIO_EPOCH.with(|c| {
-                        c.set(c.get() + 1);
-                        c.get()
-                    });
-                    self.sigio_seen = e;
+                    self.count_sigio();
                 }
             }
             if n < FLUSH_BATCH {
@@ -932,13 +922,18 @@ impl Core {
         if got.is_none() {
             return Ok(false);
         }
+        self.count_sigio();
+        Ok(true)
+    }
+
+    /// Counts a dequeued `SIGIO`: one overflow, and news for the other RT-signal dispatchers of
+    /// this thread (they share the one `SIGIO` and each must recover).
+    fn count_sigio(&mut self) {
         self.counters.overflows += 1;
-        let e = SIGIO_EPOCH.with(|c| {
+        self.sigio_seen = SIGIO_EPOCH.with(|c| {
             c.set(c.get() + 1);
             c.get()
         });
-        self.sigio_seen = e;
-        Ok(true)
     }
 
     /// The fallback policy's blocking scan, when a scan found nothing ready but the queue had
