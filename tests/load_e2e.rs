@@ -196,16 +196,7 @@ fn merged_records_add_every_counter_and_their_histograms() {
     assert_valid(&m, "merged record");
     let u = |r: &Value, pop: &str, k: &str| r[pop][k].as_u64().unwrap();
     for pop in ["active", "idle", "inactive"] {
-        for k in [
-            "sessions",
-            "sessions_ok",
-            "requests",
-            "replies",
-            "bytes",
-            "connections_asked",
-            "connections_established",
-            "reconnects",
-        ] {
+        for k in util::POPULATION_COUNTS {
             assert_eq!(u(&m, pop, k), u(&a, pop, k) + u(&b, pop, k), "{pop}.{k}");
         }
         for k in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"] {

@@ -14,6 +14,19 @@ use std::process::{Command, Output, Stdio};
 /// The `ioscale` binary cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ioscale");
 
+/// The counts of each population of a load record (active, idle, inactive) that merging
+/// records — of several hosts, or of several threads — must add up exactly.
+pub const POPULATION_COUNTS: [&str; 8] = [
+    "sessions",
+    "sessions_ok",
+    "requests",
+    "replies",
+    "bytes",
+    "connections_asked",
+    "connections_established",
+    "reconnects",
+];
+
 /// Runs `ioscale ARGS...` to its end.
 pub fn ioscale(args: &[&str]) -> Output {
     Command::new(BIN).args(args).stdin(Stdio::null()).output().expect("run ioscale")

@@ -123,8 +123,8 @@ pub enum Recovery {
     /// finds nothing ready, i.e. once the load has subsided. The way back is a dequeue: where
     /// the queue overflowed while the scans served, it is the `SIGIO`, and the server stays on
     /// its fallback (the stale queue flushed, a blocking scan); else it flushes the queue and
-    /// polls once more, so nothing that became ready meanwhile is lost. Under overload every
-    /// attempt to go back ends in `SIGIO`, as in the paper's Table 1.
+    /// polls once more, so nothing that became ready meanwhile is lost. Under overload an
+    /// attempt ends in `SIGIO` whenever the queue overflowed again since the last one.
     Fallback,
 }
 
@@ -901,15 +901,17 @@ impl Core {
     }
 
     /// The fallback policy's scan: older results first, then one poll over the whole
-    /// interest set (nothing is flushed: the queue may stay overflowed meanwhile).
-    fn fallback_scan(&mut self) -> io::Result<()> {
+    /// interest set (nothing is flushed: the queue may stay overflowed meanwhile), waiting up to
+    /// `timeout` when there is nothing older to report (the paper's select, blocking).
+    fn fallback_scan(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.counters.wait_calls += 1;
         self.counters.fallback_scans += 1;
         self.pop_backlog();
         if self.is_full() || self.pollfds.is_empty() {
             return Ok(());
         }
-        self.poll_all()
+        let t = if self.has_results() { Some(Duration::ZERO) } else { timeout };
+        self.poll_all(t)
     }
 
     /// The fallback policy's way back to signals, as C&M's server went back: one dequeue of
@@ -936,25 +938,6 @@ impl Core {
         });
     }
 
-    /// The fallback policy's blocking scan, when a scan found nothing ready but the queue had
-    /// overflowed meanwhile: one poll over the whole interest set that waits up to `timeout`
-    /// (the paper's select, blocking).
-    fn fallback_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.counters.wait_calls += 1;
-        self.counters.fallback_scans += 1;
-        if self.pollfds.is_empty() {
-            return Ok(());
-        }
-        sys::poll(&mut self.pollfds, sys::timeout_ms(timeout))?;
-        for k in 0..self.pollfds.len() {
-            let p = self.pollfds[k];
-            if is_ready(&p) {
-                self.push_ready(p.fd, revents_flags(p.revents));
-            }
-        }
-        Ok(())
-    }
-
     /// Overflow recovery: flush, then one poll over the whole user-space interest set.
     fn recover(&mut self) -> io::Result<()> {
         self.flush()?;
@@ -965,13 +948,13 @@ impl Core {
         if self.pollfds.is_empty() {
             return Ok(());
         }
-        self.poll_all()
+        self.poll_all(Some(Duration::ZERO))
     }
 
-    /// One `poll` with timeout 0 over the whole user-space interest set; every ready descriptor
-    /// is queued (the scan both the fallback and the overflow recovery end with).
-    fn poll_all(&mut self) -> io::Result<()> {
-        sys::poll(&mut self.pollfds, 0)?;
+    /// One `poll` over the whole user-space interest set, waiting up to `timeout`; every ready
+    /// descriptor is queued (the scan both the fallback and the overflow recovery end with).
+    fn poll_all(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        sys::poll(&mut self.pollfds, sys::timeout_ms(timeout))?;
         for k in 0..self.pollfds.len() {
             let p = self.pollfds[k];
             if is_ready(&p) {
@@ -1120,7 +1103,7 @@ impl Dispatcher for RtSig {
         events.clear();
         self.core.begin(events.capacity());
         if let Some(since) = self.fallback_since {
-            self.core.fallback_scan()?;
+            self.core.fallback_scan(Some(Duration::ZERO))?;
             if self.core.has_results() {
                 return Ok(self.core.emit(events));
             }
@@ -1131,7 +1114,7 @@ impl Dispatcher for RtSig {
             // blocks in a scan until something is ready.
             if self.core.take_sigio()? {
                 self.core.flush()?;
-                self.core.fallback_wait(timeout)?;
+                self.core.fallback_scan(timeout)?;
                 return Ok(self.core.emit(events));
             }
             // Back to signals: flush what queued meanwhile, then poll once more for what became
@@ -1150,7 +1133,7 @@ impl Dispatcher for RtSig {
         let got = self.core.collect(timeout, on)?;
         if got.overflow && self.recovery == Recovery::Fallback {
             self.fallback_since = Some(std::time::Instant::now());
-            self.core.fallback_scan()?;
+            self.core.fallback_scan(Some(Duration::ZERO))?;
         }
         Ok(self.core.emit(events))
     }

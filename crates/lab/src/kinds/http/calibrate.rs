@@ -33,7 +33,7 @@ thread_local! {
     static FOUND: std::cell::RefCell<BTreeMap<String, Found>> =
         const { std::cell::RefCell::new(BTreeMap::new()) };
     /// Calibrations with a mechanism's knee, by shape, knee mechanism, server settings and the
-    /// calibration they started from.
+    /// budget and capacity they started from.
     static KNEES: std::cell::RefCell<BTreeMap<String, Calibration>> =
         const { std::cell::RefCell::new(BTreeMap::new()) };
 }
@@ -67,8 +67,15 @@ pub(crate) fn prepare(
     let (Some(cal), Some(m)) = (prep.cal.as_mut(), plan.exp.knee.as_deref()) else {
         return Ok(prep);
     };
-    let key =
-        format!("{}:{m}:{:?}:{:?}", shape_key(plan, setting(ctx, plan)), plan.exp.server, cal);
+    // A later experiment of this shape may have calibrated again (a higher top rate): the
+    // budget and capacity found are part of what identifies the knee.
+    let key = format!(
+        "{}:{m}:{:?}:{:?}:{:?}",
+        shape_key(plan, setting(ctx, plan)),
+        plan.exp.server,
+        cal.budget,
+        cal.capacity
+    );
     if let Some(found) = KNEES.with(|k| k.borrow().get(&key).cloned()) {
         *cal = found;
     } else {
