@@ -255,9 +255,16 @@ pub struct Counters {
     pub interest_syscalls: u64,
     /// RT signals dequeued.
     pub signals: u64,
-    /// System calls that dequeued signals (sigtimedwait or signalfd reads).
+    /// System calls that dequeued signals to dispatch them (sigtimedwait or signalfd reads; for
+    /// `rtsig --rtsig-recovery fallback`, also each attempt to go back to signals). The reads
+    /// that drop a stale queue after an overflow are [`Counters::flush_reads`].
     pub dequeue_calls: u64,
-    /// Signal-queue overflows (the kernel fell back to SIGIO) or completion-ring overflows.
+    /// Reads that drained the signal queue after an overflow (the repoll recovery's flush, the
+    /// fallback's dropped stale queue): their notices are dropped, not dispatched.
+    pub flush_reads: u64,
+    /// Signal-queue overflows: dequeues that ended in `SIGIO` (a `SIGIO` a flush drains with
+    /// the stale queue is covered by the poll that follows it and not counted again); or
+    /// completion-ring overflows.
     pub overflows: u64,
     /// Recoveries from an overflow (a full poll over the interest set).
     pub recoveries: u64,

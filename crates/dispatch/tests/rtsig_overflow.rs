@@ -264,6 +264,60 @@ fn fallback_stays_while_the_queue_overflows(m: Mechanism) {
     assert!(deliver(&mut *d, &pairs, &BTreeSet::from([90]), |_| {}).contains(&90));
 }
 
+/// Under sustained overload every scan finds work, yet the fallback still tries to go back to
+/// signals (every 100 ms), and while the queue keeps overflowing each attempt is a dequeue that
+/// ends in SIGIO (the paper's Table 1 past its knee); the stale queue it drops is counted apart,
+/// in `flush_reads`. Nothing is lost meanwhile.
+fn fallback_retries_while_every_scan_finds_work(m: Mechanism) {
+    let mut o = Options::default();
+    o.sigqueue_max = Some(8);
+    o.rtsig_recovery = ioscale_dispatch::mechanism::rtsig::Recovery::Fallback;
+    let mut d = m.open(&o).unwrap();
+    let pairs: Vec<_> = (0..100).map(|_| pair()).collect();
+    register_all(&mut *d, &pairs);
+    let first: BTreeSet<usize> = (0..20).collect();
+    for &i in &first {
+        (&pairs[i].1).write_all(b"r").unwrap();
+    }
+    assert_eq!(deliver(&mut *d, &pairs, &first, |_| {}), first);
+    assert!(on_fallback(&*d), "{m}: not on its fallback after the overflow: {:?}", d.counters());
+    let before = d.counters();
+    // 600 ms of rounds, each making 20 descriptors ready (more than the 8-entry queue holds)
+    // and waiting until all 20 were reported: no scan is left empty.
+    let start = Instant::now();
+    let mut rounds = 0;
+    while start.elapsed() < Duration::from_millis(600) {
+        let batch: BTreeSet<usize> = (0..20).map(|k| 20 + (rounds * 20 + k) % 80).collect();
+        for &i in &batch {
+            (&pairs[i].1).write_all(b"r").unwrap();
+        }
+        assert_eq!(deliver(&mut *d, &pairs, &batch, |_| {}), batch, "{m}: round {rounds}");
+        rounds += 1;
+    }
+    let after = d.counters();
+    eprintln!("{m} busy fallback, {rounds} rounds: {before:?} -> {after:?}");
+    let attempts = after.dequeue_calls - before.dequeue_calls;
+    let sigios = after.overflows - before.overflows;
+    assert!(attempts >= 2, "{m}: {attempts} attempts to go back in 600 ms of work: {after:?}");
+    assert!(sigios >= attempts, "{m}: {attempts} attempts, only {sigios} SIGIOs: {after:?}");
+    assert!(after.flush_reads > before.flush_reads, "{m}: the stale queue was not dropped");
+    assert!(on_fallback(&*d), "{m}: went back to signals under overload: {:?}", d.counters());
+}
+
+#[test]
+fn rtsig_fallback_retries_while_every_scan_finds_work() {
+    in_child("rtsig_fallback_retries_while_every_scan_finds_work", || {
+        fallback_retries_while_every_scan_finds_work(Mechanism::RtSig)
+    });
+}
+
+#[test]
+fn rtsig_batch_fallback_retries_while_every_scan_finds_work() {
+    in_child("rtsig_batch_fallback_retries_while_every_scan_finds_work", || {
+        fallback_retries_while_every_scan_finds_work(Mechanism::RtSigBatch)
+    });
+}
+
 #[test]
 fn rtsig_fallback_stays_while_the_queue_overflows() {
     in_child("rtsig_fallback_stays_while_the_queue_overflows", || {

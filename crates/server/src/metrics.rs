@@ -281,8 +281,15 @@ fn dispatch_families(m: &mut Snapshot, c: &Counts) {
     m.counter("ioscale_dispatch_signals", "RT signals dequeued (rtsig*, hybrid)", d("signals"));
     m.counter(
         "ioscale_dispatch_dequeue_calls",
-        "System calls that dequeued RT signals: sigtimedwait or signalfd reads",
+        "System calls that dequeued RT signals to dispatch them: sigtimedwait or signalfd reads \
+         (rtsig --rtsig-recovery fallback: also its attempts to go back to signals)",
         d("dequeue_calls"),
+    );
+    m.counter(
+        "ioscale_dispatch_flush_reads",
+        "Reads that drained the RT-signal queue after an overflow: stale notices dropped, not \
+         dispatched",
+        d("flush_reads"),
     );
     m.counter(
         "ioscale_dispatch_overflows",

@@ -77,7 +77,7 @@ pub struct WorkerStats {
     /// Server errors by [`ServerError`].
     pub server_errors: [AtomicU64; 10],
     /// The dispatcher's counters, copied after each wait.
-    pub dispatch: [AtomicU64; 11],
+    pub dispatch: [AtomicU64; 12],
     /// The dispatcher's mode switches (hybrid), copied when their count changes.
     pub switches: Mutex<Vec<ModeSwitch>>,
     /// The completion engine's ring counters ([`COMPLETION_NAMES`]), copied after each wait,
@@ -184,6 +184,7 @@ impl WorkerStats {
             c.interest_syscalls,
             c.signals,
             c.dequeue_calls,
+            c.flush_reads,
             c.overflows,
             c.recoveries,
             c.mode_switches,
@@ -204,9 +205,9 @@ impl WorkerStats {
         for (a, v) in self.completion.iter().zip(v) {
             a.store(v, Relaxed);
         }
-        self.dispatch[0].store(c.enter_calls, Relaxed);
-        self.dispatch[1].store(c.completions, Relaxed);
-        self.dispatch[5].store(c.cq_overflows, Relaxed);
+        self.dispatch[D_WAIT_CALLS].store(c.enter_calls, Relaxed);
+        self.dispatch[D_EVENTS].store(c.completions, Relaxed);
+        self.dispatch[D_OVERFLOWS].store(c.cq_overflows, Relaxed);
     }
 
     /// Copies the open-file cache's counts (the budget is set once, at start).
@@ -504,13 +505,20 @@ pub struct Snapshots {
     inner: Mutex<SnapshotList>,
 }
 
+/// Where `wait_calls`, `events` and `overflows` sit in [`DISPATCH_NAMES`] (the completion engine
+/// fills them with its nearest equivalents).
+const D_WAIT_CALLS: usize = 0;
+const D_EVENTS: usize = 1;
+const D_OVERFLOWS: usize = 6;
+
 /// The names of the dispatcher's counters, in [`WorkerStats::dispatch`] order.
-pub const DISPATCH_NAMES: [&str; 11] = [
+pub const DISPATCH_NAMES: [&str; 12] = [
     "wait_calls",
     "events",
     "interest_syscalls",
     "signals",
     "dequeue_calls",
+    "flush_reads",
     "overflows",
     "recoveries",
     "mode_switches",
@@ -720,5 +728,17 @@ impl Shared {
         m.insert("per_worker".into(), Value::Array(per_worker));
         m.insert("snapshots".into(), self.snapshots_json());
         Value::Object(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_completion_engine_fills_the_counters_it_names() {
+        assert_eq!(DISPATCH_NAMES[D_WAIT_CALLS], "wait_calls");
+        assert_eq!(DISPATCH_NAMES[D_EVENTS], "events");
+        assert_eq!(DISPATCH_NAMES[D_OVERFLOWS], "overflows");
     }
 }

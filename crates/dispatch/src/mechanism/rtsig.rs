@@ -25,8 +25,8 @@
 //! queue is full the kernel cannot queue the RT signal and raises plain `SIGIO` instead (one
 //! pending bit, no payload); it is blocked and waited for together with the RT signal, and
 //! since it has the lower number it is dequeued first. On `SIGIO` the dispatcher (1) counts an
-//! overflow, (2) flushes the stale queue (signalfd reads until it is empty; the notices are
-//! dropped), then (3) makes *one* `poll` over the whole set (counted in `recoveries`) and
+//! overflow, (2) flushes the stale queue (signalfd reads until it is empty, counted in
+//! `flush_reads`, not `dequeue_calls`; the notices are dropped), then (3) makes *one* `poll` over the whole set (counted in `recoveries`) and
 //! reports every ready descriptor, keeping those beyond the event buffer in a user-space backlog
 //! for the next waits. The order matters: a descriptor that became ready before the flush is
 //! seen by the poll, one that becomes ready after it queues a new signal (or overflows again,
@@ -100,7 +100,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How notices are taken off the queue.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -119,12 +119,13 @@ pub enum Recovery {
     #[default]
     Repoll,
     /// Chandra & Mosberger's server (§4.2, Table 1): serve from a scan of the whole interest
-    /// set (their multi-accept select; here a poll) and go back to signals only when a scan
-    /// finds nothing ready, i.e. once the load has subsided. The way back is a dequeue: where
-    /// the queue overflowed while the scans served, it is the `SIGIO`, and the server stays on
-    /// its fallback (the stale queue flushed, a blocking scan); else it flushes the queue and
-    /// polls once more, so nothing that became ready meanwhile is lost. Under overload an
-    /// attempt ends in `SIGIO` whenever the queue overflowed again since the last one.
+    /// set (their multi-accept select; here a poll) and try to go back to signals when a scan
+    /// finds nothing ready and, while every scan finds work, every 100 ms. The way back is a
+    /// dequeue: where the queue overflowed while the scans served, it is the `SIGIO`, and the
+    /// server stays on its fallback (the stale queue flushed; a blocking scan if nothing was
+    /// ready); else it flushes the queue and polls once more, so nothing that became ready
+    /// meanwhile is lost. Under overload an attempt ends in `SIGIO` whenever the queue
+    /// overflowed again since the last one.
     Fallback,
 }
 
@@ -176,6 +177,12 @@ pub(crate) struct Collected {
 const MAX_BATCH: usize = 1024;
 /// Records per read while flushing.
 const FLUSH_BATCH: usize = 256;
+/// Under [`Recovery::Fallback`], while every scan finds work: how often the server tries to go
+/// back to signals. Chandra & Mosberger do not say when their server tried; their Table 1 shows
+/// 13-40 attempts per run at every rate past the knee, whatever the rate, so not only when
+/// the load subsided. 100 ms bounds the time spent on the dearer scans once the load falls but
+/// never leaves a scan empty, and an attempt costs one dequeue and a flush.
+const FALLBACK_RETRY: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 struct Reg {
@@ -861,14 +868,17 @@ impl Core {
         // Bounded: the queue holds at most RLIMIT_SIGPENDING entries, but a flood could refill
         // it as fast as it drains; a later SIGIO then triggers another recovery.
         for _ in 0..4096 {
-            self.counters.dequeue_calls += 1;
+            self.counters.flush_reads += 1;
             let n = sig::read_signalfd(self.sfd.as_raw_fd(), &mut self.sbuf[..FLUSH_BATCH])?;
             for k in 0..n {
                 let s = self.sbuf[k].ssi_signo as libc::c_int;
                 if s == self.signo && self.sbuf[k].ssi_code != sig::SI_QUEUE {
                     self.counters.signals += 1;
                 } else if s == libc::SIGIO {
-                    self.count_sigio();
+                    // The queue overflowed again while it drained: the poll that follows every
+                    // flush covers it, so it is no new overflow of this dispatcher's (overflows
+                    // counts the dequeues that ended in SIGIO), but the others must hear of it.
+                    self.share_sigio();
                 }
             }
             if n < FLUSH_BATCH {
@@ -932,6 +942,11 @@ impl Core {
     /// this thread (they share the one `SIGIO` and each must recover).
     fn count_sigio(&mut self) {
         self.counters.overflows += 1;
+        self.share_sigio();
+    }
+
+    /// Tells the other RT-signal dispatchers of this thread that `SIGIO` was dequeued.
+    fn share_sigio(&mut self) {
         self.sigio_seen = SIGIO_EPOCH.with(|c| {
             c.set(c.get() + 1);
             c.get()
@@ -1051,7 +1066,10 @@ pub struct RtSig {
     kind: Mechanism,
     recovery: Recovery,
     /// Under [`Recovery::Fallback`]: since when it serves from scans, if it does.
-    fallback_since: Option<std::time::Instant>,
+    fallback_since: Option<Instant>,
+    /// Under [`Recovery::Fallback`]: the last attempt to go back to signals (or the switch to
+    /// the fallback).
+    tried: Instant,
 }
 
 impl RtSig {
@@ -1073,6 +1091,7 @@ impl RtSig {
             kind,
             recovery: options.rtsig_recovery,
             fallback_since: None,
+            tried: Instant::now(),
         })
     }
 
@@ -1104,17 +1123,22 @@ impl Dispatcher for RtSig {
         self.core.begin(events.capacity());
         if let Some(since) = self.fallback_since {
             self.core.fallback_scan(Some(Duration::ZERO))?;
-            if self.core.has_results() {
+            let busy = self.core.has_results();
+            if busy && self.tried.elapsed() < FALLBACK_RETRY {
                 return Ok(self.core.emit(events));
             }
-            // Nothing ready: the load may have subsided. The way back is a dequeue, and SIGIO
-            // comes out first where the queue overflowed while the scans served: then the
-            // server stays on its fallback (Table 1: at 3,400 req/s 40 dequeues, every one a
-            // SIGIO), dropping the stale notices so that a later attempt can succeed, and
-            // blocks in a scan until something is ready.
+            // The way back to signals is tried when a scan finds nothing (the load may have
+            // subsided) and, while every scan finds work, every FALLBACK_RETRY. It is a dequeue,
+            // and SIGIO comes out first where the queue overflowed while the scans served: then
+            // the server stays on its fallback (Table 1: at 3,400 req/s 40 dequeues, every one a
+            // SIGIO), dropping the stale notices so that a later attempt can succeed, and, if
+            // nothing was ready, blocks in a scan.
+            self.tried = Instant::now();
             if self.core.take_sigio()? {
                 self.core.flush()?;
-                self.core.fallback_scan(timeout)?;
+                if !busy {
+                    self.core.fallback_scan(timeout)?;
+                }
                 return Ok(self.core.emit(events));
             }
             // Back to signals: flush what queued meanwhile, then poll once more for what became
@@ -1132,7 +1156,8 @@ impl Dispatcher for RtSig {
         };
         let got = self.core.collect(timeout, on)?;
         if got.overflow && self.recovery == Recovery::Fallback {
-            self.fallback_since = Some(std::time::Instant::now());
+            self.fallback_since = Some(Instant::now());
+            self.tried = Instant::now();
             self.core.fallback_scan(Some(Duration::ZERO))?;
         }
         Ok(self.core.emit(events))

@@ -242,23 +242,44 @@ type Part = (Option<bool>, String);
 fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
     let x = rule.x.as_deref().or(src.x).unwrap_or("rate");
     let y = rule.metric.as_deref().or(src.y).unwrap_or("");
-    let data: Lines = lines::collect(
-        recs,
-        Select {
-            filter: src.filter,
-            also: Some(&rule.filter),
-            series: src.series,
-            x,
-            y,
-            err: None,
-            extras: &[],
-        },
-    );
+    // `below`: only the points under every bound (a line left with none is not measured).
+    let passes = |r: &&Record| {
+        rule.below.iter().all(|(m, b)| matches!(lines::value(r, m), Ok(Some(v)) if v < *b))
+    };
+    let kept: Vec<&Record> = recs.iter().copied().filter(passes).collect();
+    let select = |rs: &[&Record]| -> Lines {
+        lines::collect(
+            rs,
+            Select {
+                filter: src.filter,
+                also: Some(&rule.filter),
+                series: src.series,
+                x,
+                y,
+                err: None,
+                extras: &[],
+            },
+        )
+    };
+    let data = select(&kept);
+    let every = (!rule.below.is_empty()).then(|| select(recs));
     let (lo, hi) = rule.bounds();
     let ok = |v: f64| lo.is_none_or(|b| v >= b) && hi.is_none_or(|b| v <= b);
     // A line with no point at all in this run (a mechanism the quick variant leaves out) is not
     // judged, and says so; a line whose points are all INVALID is "not measured".
-    let ran = |n: &str| data.get(n).is_some() || data.dropped.iter().any(|d| d.series == n);
+    let ran = |n: &str| {
+        let d = every.as_ref().unwrap_or(&data);
+        d.get(n).is_some() || d.dropped.iter().any(|d| d.series == n)
+    };
+    let below: Vec<String> =
+        rule.below.iter().map(|(m, b)| format!("{m} < {}", fmt_value(*b))).collect();
+    let none_left = |n: &str| {
+        if below.is_empty() {
+            n.to_string()
+        } else {
+            format!("{n} (no point with {})", below.join(", "))
+        }
+    };
     let mut not_run: Vec<String> = Vec::new();
     for n in rule.series.iter().chain(&rule.than) {
         if !ran(n) && !not_run.contains(n) {
@@ -305,7 +326,7 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
             for n in &names {
                 let p = pts_of(n);
                 if p.is_empty() {
-                    parts.push((None, n.clone()));
+                    parts.push((None, none_left(n)));
                     continue;
                 }
                 if rule.of == Of::Each {
@@ -615,6 +636,46 @@ mod tests {
         assert_eq!(j.outcome, Outcome::Holds, "10% over 40 admits epoll's 43: {j:?}");
         let j = run(&rule("kind = 'range'\nsays = 's'\nmetric = 'overflows/cpu_us_per_req'\nseries = ['poll']\nat_most = 0"));
         assert_eq!(j.outcome, Outcome::Holds, "{j:?}");
+    }
+
+    #[test]
+    fn below_judges_only_the_points_past_a_bound() {
+        // rtsig past its capacity (replied to 80% of the rate) overflows on a large share of
+        // its dequeues; where it kept up (99%) it does not, and that point is not judged.
+        let kept = rec(
+            "rtsig",
+            &[("rate", 1000.0), ("rate_fraction", 1.3)],
+            &[("reply_rate_avg", 990.0), ("overflows", 1.0), ("dequeue_calls", 100.0)],
+        );
+        let past = rec(
+            "rtsig",
+            &[("rate", 2000.0), ("rate_fraction", 1.6)],
+            &[("reply_rate_avg", 1600.0), ("overflows", 30.0), ("dequeue_calls", 100.0)],
+        );
+        let perfd = rec(
+            "rtsig-perfd",
+            &[("rate", 2000.0), ("rate_fraction", 1.6)],
+            &[("reply_rate_avg", 1990.0), ("overflows", 0.0), ("dequeue_calls", 100.0)],
+        );
+        let f = BTreeMap::new();
+        let src = Source { filter: &f, series: "mechanism", x: None, y: None };
+        let text = "kind = 'range'\nsays = 's'\nseries = ['rtsig', 'rtsig-perfd']\nmetric = 'overflows/dequeue_calls'\nx = 'rate_fraction'\nat_least = 0.1";
+        let all = rule(text);
+        let j = judge_one(&all, src, &[&kept, &past, &perfd]);
+        assert_eq!(j.outcome, Outcome::Fails, "the point that kept up is judged: {j:?}");
+        let past_only = rule(&format!("{text}\nbelow = {{ 'reply_rate_avg/rate' = 0.95 }}"));
+        let j = judge_one(&past_only, src, &[&kept, &past, &perfd]);
+        assert_eq!(j.outcome, Outcome::Incomplete, "{j:?}");
+        assert_eq!(
+            j.numbers(),
+            "want ≥ 0.1: rtsig 0.3 at 1.6 ✓; no valid points: rtsig-perfd (no point with \
+             reply_rate_avg/rate < 0.95)"
+        );
+        let j = judge_one(&past_only, src, &[&kept]);
+        assert_eq!(j.outcome, Outcome::NotMeasured, "{j:?}");
+        assert_eq!(j.not_run, ["rtsig-perfd"], "rtsig ran, it was not past the bound: {j:?}");
+        let bad: Result<Rule, _> = toml::from_str(&format!("{text}\nbelow = {{ x = 'high' }}"));
+        assert!(bad.is_err(), "a bound must be a number");
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub enum Rule {
     Grid,
     /// A table of parameter → value or list of values that points must match.
     Filter,
+    /// A table of metric (or `a/b`) → number.
+    Bounds,
 }
 
 impl Rule {
@@ -87,6 +89,7 @@ impl Rule {
             Rule::Sections(_) => "a list of tables ([[…]])".into(),
             Rule::Grid => "a table of parameter = [values]".into(),
             Rule::Filter => "a table of parameter = value or [values]".into(),
+            Rule::Bounds => "a table of \"metric\" = number".into(),
         }
     }
 
@@ -115,6 +118,9 @@ impl Rule {
             (Rule::Budget, T::String(s)) => s == "auto" || s == "none",
             (Rule::Section(_) | Rule::Grid | Rule::Filter, T::Table(_)) => true,
             (Rule::Sections(_), T::Array(a)) => a.iter().all(toml::Value::is_table),
+            (Rule::Bounds, T::Table(t)) => t
+                .values()
+                .all(|x| matches!(x, T::Integer(_) | T::Float(_)) && number(x).is_finite()),
             _ => false,
         };
         if ok {
@@ -291,6 +297,14 @@ pub const VERDICT_RULE: &[Key] = &[
          required in a table's rules",
     ),
     key("where", Rule::Filter, "{}", "only points whose parameters also match these"),
+    key(
+        "below",
+        Rule::Bounds,
+        "{}",
+        "only points whose value of each metric (or `a/b`) is below its bound, e.g. \
+         `{ \"reply_rate_avg/rate\" = 0.95 }` (past the server's capacity); a line with none is \
+         not measured",
+    ),
     key("from", Rule::Number, "none", "the smallest x judged"),
     key("to", Rule::Number, "none", "the largest x judged"),
     key("at_least", Rule::Number, "none", "lower bound (on the growth, the ratio, or the value)"),
@@ -899,6 +913,12 @@ fn verdict_rules(
             let name = name.trim();
             if !params.iter().any(|p| p == name) {
                 metric(e, &format!("{at}.metric"), name)?;
+            }
+        }
+        for (expr, name) in r.below.keys().flat_map(|m| m.split('/').map(move |n| (m, n))) {
+            let name = name.trim();
+            if !params.iter().any(|p| p == name) {
+                metric(e, &format!("{at}.below.{expr}"), name)?;
             }
         }
         filter(e, &r.filter, &at)?;

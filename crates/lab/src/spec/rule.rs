@@ -63,6 +63,11 @@ pub struct Rule {
     /// Only points whose parameters match these (besides the figure's own `where`).
     #[serde(default, rename = "where")]
     pub filter: BTreeMap<String, Value>,
+    /// Only points whose value of each key (a metric, or `a/b`) is below its bound, e.g.
+    /// `below = { "reply_rate_avg/rate" = 0.95 }`: where the server replied to less than 95% of
+    /// the offered rate, i.e. was past its capacity. A line with no such point is not measured.
+    #[serde(default)]
+    pub below: BTreeMap<String, f64>,
     /// The smallest x considered.
     pub from: Option<f64>,
     /// The largest x considered.
@@ -100,6 +105,9 @@ impl Rule {
         }
         if !(self.tolerance >= 0.0 && self.tolerance.is_finite()) {
             return Err(format!("{who}: tolerance {} must be 0 or more", self.tolerance));
+        }
+        if let Some((k, b)) = self.below.iter().find(|(_, b)| !b.is_finite()) {
+            return Err(format!("{who}: below.{k} = {b} must be a finite number"));
         }
         if table && (self.x.is_none() || self.metric.is_none()) {
             return Err(format!("{who}: a table's rule needs `x` and `metric`"));

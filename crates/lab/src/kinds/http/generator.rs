@@ -336,9 +336,10 @@ pub(crate) fn load_metrics(v: &serde_json::Value, rec: &mut Record) {
 
 /// The server's dispatch counters a point records (their difference over the measured window),
 /// by the last part of their name in the stats document.
-pub(crate) const COUNTERS: [&str; 10] = [
+pub(crate) const COUNTERS: [&str; 11] = [
     "signals",
     "dequeue_calls",
+    "flush_reads",
     "overflows",
     "recoveries",
     "mode_switches",
