@@ -159,16 +159,32 @@ fn overflow_loses_nothing(m: Mechanism) {
     assert!(seen.contains(&320));
 }
 
-/// The fallback policy (Chandra & Mosberger): after the overflow the dispatcher serves from
-/// scans of the whole set; every ready descriptor is reported once with its data, none of the
-/// idle ones; once nothing is ready it goes back to signals, and later data is reported again.
-fn fallback_loses_nothing(m: Mechanism) {
+/// A dispatcher with an 8-entry queue and the fallback policy, `n` socket pairs registered.
+fn with_fallback(m: Mechanism, n: usize) -> (Box<dyn Dispatcher>, Vec<(UnixStream, UnixStream)>) {
     let mut o = Options::default();
     o.sigqueue_max = Some(8);
     o.rtsig_recovery = ioscale_dispatch::mechanism::rtsig::Recovery::Fallback;
     let mut d = m.open(&o).unwrap();
-    let pairs: Vec<_> = (0..350).map(|_| pair()).collect();
+    let pairs: Vec<_> = (0..n).map(|_| pair()).collect();
     register_all(&mut *d, &pairs);
+    (d, pairs)
+}
+
+/// 20 notices into the 8-entry queue: SIGIO, and the dispatcher goes to its fallback; every one
+/// is reported.
+fn overflow_into_fallback(d: &mut dyn Dispatcher, pairs: &[(UnixStream, UnixStream)]) {
+    let first: BTreeSet<usize> = (0..20).collect();
+    for &i in &first {
+        (&pairs[i].1).write_all(b"r").unwrap();
+    }
+    assert_eq!(deliver(d, pairs, &first, |_| {}), first);
+}
+
+/// The fallback policy (Chandra & Mosberger): after the overflow the dispatcher serves from
+/// scans of the whole set; every ready descriptor is reported once with its data, none of the
+/// idle ones; once nothing is ready it goes back to signals, and later data is reported again.
+fn fallback_loses_nothing(m: Mechanism) {
+    let (mut d, pairs) = with_fallback(m, 350);
     let ready: BTreeSet<usize> = (0..300).collect();
     for &i in &ready {
         (&pairs[i].1).write_all(b"r").unwrap();
@@ -224,19 +240,9 @@ fn on_fallback(d: &dyn Dispatcher) -> bool {
 /// on its fallback; once the queue is quiet, the next attempt goes back to signals. Nothing is
 /// lost either way.
 fn fallback_stays_while_the_queue_overflows(m: Mechanism) {
-    let mut o = Options::default();
-    o.sigqueue_max = Some(8);
-    o.rtsig_recovery = ioscale_dispatch::mechanism::rtsig::Recovery::Fallback;
-    let mut d = m.open(&o).unwrap();
-    let pairs: Vec<_> = (0..100).map(|_| pair()).collect();
-    register_all(&mut *d, &pairs);
+    let (mut d, pairs) = with_fallback(m, 100);
     let mut events = Events::with_capacity(64);
-    // 20 notices into an 8-entry queue: SIGIO, and the dispatcher goes to its fallback.
-    let first: BTreeSet<usize> = (0..20).collect();
-    for &i in &first {
-        (&pairs[i].1).write_all(b"r").unwrap();
-    }
-    assert_eq!(deliver(&mut *d, &pairs, &first, |_| {}), first);
+    overflow_into_fallback(&mut *d, &pairs);
     let before = d.counters();
     assert!(before.overflows >= 1, "{m}: no overflow: {before:?}");
     // While the scans serve, 20 more notices overflow the queue again (it still holds the
@@ -269,17 +275,8 @@ fn fallback_stays_while_the_queue_overflows(m: Mechanism) {
 /// ends in SIGIO (the paper's Table 1 past its knee); the stale queue it drops is counted apart,
 /// in `flush_reads`. Nothing is lost meanwhile.
 fn fallback_retries_while_every_scan_finds_work(m: Mechanism) {
-    let mut o = Options::default();
-    o.sigqueue_max = Some(8);
-    o.rtsig_recovery = ioscale_dispatch::mechanism::rtsig::Recovery::Fallback;
-    let mut d = m.open(&o).unwrap();
-    let pairs: Vec<_> = (0..100).map(|_| pair()).collect();
-    register_all(&mut *d, &pairs);
-    let first: BTreeSet<usize> = (0..20).collect();
-    for &i in &first {
-        (&pairs[i].1).write_all(b"r").unwrap();
-    }
-    assert_eq!(deliver(&mut *d, &pairs, &first, |_| {}), first);
+    let (mut d, pairs) = with_fallback(m, 100);
+    overflow_into_fallback(&mut *d, &pairs);
     assert!(on_fallback(&*d), "{m}: not on its fallback after the overflow: {:?}", d.counters());
     let before = d.counters();
     // 600 ms of rounds, each making 20 descriptors ready (more than the 8-entry queue holds)

@@ -33,10 +33,12 @@ pub use server::{docroot, FILE_SIZES};
 /// (`server_cpu_ns`, `cpu_util` in % of one core, `cpu_budget_pct` in % of its budget,
 /// `saturated`, `throttled_pct`, `cpu_us_per_req`), its budget (`server_budget`, a fraction of
 /// a core), the calibration (`capacity`, `rate_basis`, `generator_ceiling`), `held_up_s`,
-/// `error_pct`, `fallback_pct` (the share of the window an RT-signal server served from its
-/// fallback scans), and for a ramp `t`, the step's middle in seconds. A metric added to a point
-/// goes here too: figures are checked against this list before anything runs.
-pub(crate) const POINT_METRICS: [&str; 14] = [
+/// `error_pct`, `counters_s` (the seconds between the server's two counter snapshots, which a
+/// busy worker takes at the end of its loop pass, a little after the window's edges),
+/// `fallback_pct` (the share of that span an RT-signal server served from its fallback scans),
+/// and for a ramp `t`, the step's middle in seconds. A metric added to a point goes here too:
+/// figures are checked against this list before anything runs.
+pub(crate) const POINT_METRICS: [&str; 15] = [
     "server_cpu_ns",
     "cpu_util",
     "cpu_budget_pct",
@@ -49,6 +51,7 @@ pub(crate) const POINT_METRICS: [&str; 14] = [
     "generator_ceiling",
     "held_up_s",
     "error_pct",
+    "counters_s",
     "fallback_pct",
     "t",
 ];
@@ -219,8 +222,10 @@ pub(crate) fn load_point(
             let window = v["window_s"].as_f64().filter(|w| *w > 0.0).unwrap_or(plan.duration);
             cpu_metrics(rec, &cpu, now, window, run.budget.map_or(1.0, |b| b.fraction));
             if let Some(ns) = rec.metric("fallback_ns") {
-                // The share of the window an RT-signal server spent on its fallback scans.
-                rec.metrics.insert("fallback_pct".into(), 100.0 * ns / (window * 1e9));
+                // The share of the counters' span an RT-signal server spent on its fallback
+                // scans (their own span: a worker busy in a long scan takes its snapshot late).
+                let span = rec.metric("counters_s").unwrap_or(window);
+                rec.metrics.insert("fallback_pct".into(), 100.0 * ns / (span * 1e9));
             }
             rec.raw = v;
         }

@@ -367,10 +367,15 @@ pub(crate) fn counter_metrics(
             .as_array()?
             .iter()
             .find(|s| s["seq"].as_u64() == Some(seq) && s["complete"].as_bool() == Some(true))
-            .map(|s| s["sum"].clone())
+            .map(|s| (s["sum"].clone(), s["taken_ns"]["last"].as_u64()))
     };
     if let (Some(b), Some(a)) = (snap(cpu.snap_start), snap(cpu.snap_end)) {
-        differences(&b, &a, rec);
+        differences(&b.0, &a.0, rec);
+        if let (Some(t0), Some(t1)) = (b.1, a.1) {
+            if t1 > t0 {
+                rec.metrics.insert("counters_s".into(), (t1 - t0) as f64 / 1e9);
+            }
+        }
         return "window";
     }
     match (before, after) {
@@ -403,7 +408,8 @@ mod tests {
     use serde_json::json;
 
     fn snap(seq: u64, complete: bool, signals: f64) -> serde_json::Value {
-        json!({"seq": seq, "complete": complete, "sum": {"dispatch": {"signals": signals, "overflows": 1.0}}})
+        json!({"seq": seq, "complete": complete, "taken_ns": {"first": seq * 1_000_000_000, "last": seq * 1_000_000_000 + 5},
+               "sum": {"dispatch": {"signals": signals, "overflows": 1.0}}})
     }
 
     fn doc(total: f64, snaps: Vec<serde_json::Value>) -> Option<serde_json::Value> {
@@ -449,6 +455,7 @@ mod tests {
         assert_eq!(counter_metrics(&before, &after, &window(Some(3), Some(4)), &mut rec), "window");
         assert_eq!(rec.metric("signals"), Some(240.0));
         assert_eq!(rec.metric("overflows"), Some(0.0));
+        assert_eq!(rec.metric("counters_s"), Some(1.0), "the span between the two snapshots");
     }
 
     #[test]
