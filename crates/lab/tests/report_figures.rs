@@ -1,7 +1,7 @@
 //! The figures of a real quick run, checked as drawn (issue 21 item 1).
 //!
 //! `data/quick-results.jsonl` is the `results.jsonl` of `cargo run --release -- lab` (the quick
-//! suite, 181 points, 5 INVALID) on this project's 2-core machine on 2026-12-03 (03:40-03:50
+//! suite, 169 points, 2 INVALID) on this project's 2-core machine on 2026-12-03 (05:55-06:05
 //! UTC), with each record's `raw` generator output dropped to keep it small.The report is
 //! rendered from it with the shipped experiment files and every SVG is parsed back: each axis's
 //! labelled ticks cover the values drawn on it, a mechanism has one colour in every figure, no
