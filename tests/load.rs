@@ -151,6 +151,32 @@ fn json_record_has_the_documented_fields_and_runs_merge_losslessly() {
     assert_eq!(m["merged_from"], 2);
 }
 
+/// A listener whose accept queue is full (nobody accepts; the kernel drops further SYNs): the
+/// generator's check before the run times out, and the run goes on and counts the collapse as
+/// connect timeouts instead of refusing to measure it.
+#[test]
+fn a_target_whose_accept_queue_is_full_is_measured_not_refused() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: listen(2) on a socket this test owns; backlog 0 lets one connection queue.
+    assert_eq!(unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 0) }, 0);
+    let addr = listener.local_addr().unwrap();
+    let queued: Vec<_> = (0..4)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300)).ok()
+        })
+        .collect();
+    assert!(!queued.is_empty(), "the queue took no connection at all");
+    let url = format!("http://{addr}/");
+    let (code, r, err) =
+        load(&[&url, "--rate", "20", "--duration", "1s", "--timeout", "1s", "--json"]);
+    assert!(err.contains("timed out after 3 s") && err.contains("running anyway"), "{err}");
+    assert_ne!(code, Some(1), "the run was refused: {err}");
+    assert_eq!(f(&r["active"]["replies"]), 0.0, "{r}");
+    assert!(f(&r["active"]["errors"]["connect_timeout"]) >= 10.0, "{r}");
+    drop(queued);
+}
+
 #[test]
 fn bad_input_gets_one_sentence() {
     let (code, _, err) = load(&["http://127.0.0.1:1/", "--rate", "10", "--duration", "1s"]);

@@ -114,7 +114,10 @@ pub(crate) struct Prepared {
 
 /// The checks before a run: the plan, the descriptor limit, a target that answers (one
 /// sentence when nothing listens), and for https targets one blocking handshake each so that a
-/// certificate problem is one sentence naming the host and the reason.
+/// certificate problem is one sentence naming the host and the reason. A connect that times out
+/// is no absent target but an overloaded one (its accept queue full, the SYN dropped): the run
+/// goes on, says so on stderr, and counts what the server does not accept in time as connect
+/// timeouts, as the papers counted a collapsed server.
 fn prepare(plan: &Plan) -> io::Result<Prepared> {
     plan.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.0))?;
     sys::install_signals()?;
@@ -126,13 +129,19 @@ fn prepare(plan: &Plan) -> io::Result<Prepared> {
             plan.held()
         )));
     }
-    if let Err(e) =
-        std::net::TcpStream::connect_timeout(&plan.targets[0].addr, Duration::from_secs(3))
-    {
-        return Err(io::Error::new(
-            e.kind(),
-            format!("cannot connect to {}: {e}", plan.targets[0].url),
-        ));
+    match std::net::TcpStream::connect_timeout(&plan.targets[0].addr, Duration::from_secs(3)) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => eprintln!(
+            "ioscale load: connecting to {} timed out after 3 s (its accept queue full?): running \
+             anyway; connections it does not accept in time count as connect timeouts",
+            plan.targets[0].url
+        ),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot connect to {}: {e}", plan.targets[0].url),
+            ))
+        }
     }
     let tls = if plan.targets.iter().any(|t| t.tls) {
         let tls = Tls::new(&plan.tls).map_err(io::Error::other)?;
