@@ -157,10 +157,10 @@ fn json_record_has_the_documented_fields_and_runs_merge_losslessly() {
 #[test]
 fn a_target_whose_accept_queue_is_full_is_measured_not_refused() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    // SAFETY: listen(2) on a socket this test owns; backlog 0 lets one connection queue.
-    assert_eq!(unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 0) }, 0);
-    let addr = listener.local_addr().unwrap();
+    // Backlog 0: one connection queues, the kernel drops the SYNs after it.
+    let listener =
+        ioscale_sys::net::listener("127.0.0.1:0".parse().unwrap(), false, Some(0)).unwrap();
+    let addr = ioscale_sys::net::local_addr(std::os::fd::AsRawFd::as_raw_fd(&listener)).unwrap();
     let queued: Vec<_> = (0..4)
         .filter_map(|_| {
             std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300)).ok()

@@ -78,8 +78,8 @@ pub const KNEE_STEP: f64 = 1.15;
 pub const KNEE_PROBES: usize = 6;
 
 /// Where the knee search starts, as a fraction of the reference capacity: the knees of rtsig
-/// measured on the 2-core machine these notes come from were 0.56-0.91 of it, so one step down
-/// or two up usually find it.
+/// measured on the 2-core machine these notes come from were 0.56-0.91 of it: within two steps
+/// either way.
 pub const KNEE_START: f64 = 0.7;
 
 /// The next rate of the knee search of a mechanism under the budget the reference server's

@@ -293,7 +293,8 @@ fn dispatch_families(m: &mut Snapshot, c: &Counts) {
     );
     m.counter(
         "ioscale_dispatch_overflows",
-        "RT-signal queue overflows (the kernel fell back to SIGIO), or completion-queue overflows",
+        "RT-signal queue overflows: dequeues that ended in SIGIO (the kernel could not queue a \
+         notice), or completion-queue overflows",
         d("overflows"),
     );
     m.counter(

@@ -304,7 +304,7 @@ fn judge_one(rule: &Rule, src: Source<'_>, recs: &[&Record]) -> Judged {
             for n in &names {
                 let p = pts_of(n);
                 if p.len() < 2 {
-                    parts.push((None, n.clone()));
+                    parts.push((None, none_left(n)));
                     continue;
                 }
                 let (a, b) = (p[0], p[p.len() - 1]);

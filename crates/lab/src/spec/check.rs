@@ -909,16 +909,16 @@ fn verdict_rules(
     for (j, r) in rules.iter().enumerate() {
         let at = format!("{at}.rule[{}]", j + 1);
         r.check(table).map_err(|message| Problem::Inconsistent { key: at.clone(), message })?;
-        for name in r.metric.iter().flat_map(|m| m.split('/')).chain(r.x.as_deref()) {
-            let name = name.trim();
-            if !params.iter().any(|p| p == name) {
-                metric(e, &format!("{at}.metric"), name)?;
-            }
+        // Each name the rule reads, with the key it is read from.
+        let judged = r.metric.iter().flat_map(|m| m.split('/')).chain(r.x.as_deref());
+        let mut names: Vec<(String, &str)> = judged.map(|n| (format!("{at}.metric"), n)).collect();
+        for m in r.below.keys() {
+            names.extend(m.split('/').map(|n| (format!("{at}.below.{m}"), n)));
         }
-        for (expr, name) in r.below.keys().flat_map(|m| m.split('/').map(move |n| (m, n))) {
+        for (key, name) in names {
             let name = name.trim();
             if !params.iter().any(|p| p == name) {
-                metric(e, &format!("{at}.below.{expr}"), name)?;
+                metric(e, &key, name)?;
             }
         }
         filter(e, &r.filter, &at)?;
